@@ -1,0 +1,210 @@
+// Package bpf holds the XDP program that counts flows (xdpflow.c) and the Go
+// that loads it: set the load-time constants, create the flow tables, hand
+// out typed views of the maps. It knows nothing of expiry or export.
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Action is what the program does with a frame after counting it.
+type Action uint32
+
+const (
+	// Drop suits a span/mirror port: the frames are not for this host.
+	Drop Action = 1 // XDP_DROP
+	// Pass suits an inline tap: the host keeps receiving its traffic.
+	Pass Action = 2 // XDP_PASS
+)
+
+// Defaults and limits of Config.
+const (
+	DefaultMaxFlows    = 262144
+	DefaultSampleBytes = 128
+	DefaultRingBytes   = 1 << 22
+	MaxSampleBytes     = 256 // SAMPLE_MAX_BYTES in xdpflow.h
+)
+
+// Config is fixed when the program is loaded.
+type Config struct {
+	// MaxFlows is the capacity of each of the two flow tables.
+	MaxFlows uint32
+	// SampleRate N copies the head of 1 in N frames into the sample ring;
+	// 0 disables sampling.
+	SampleRate uint32
+	// SampleBytes is how much of each sampled frame is copied (1..256).
+	SampleBytes uint32
+	// RingBytes is the size of the sample ring buffer: a power of two and
+	// a multiple of the page size.
+	RingBytes uint32
+	// Action is applied to every frame after accounting (default Pass).
+	Action Action
+	// TableType overrides the flow table map type. Zero means the default,
+	// BPF_MAP_TYPE_HASH; the others exist for docs/benchmarks.md, which
+	// says why the default won.
+	TableType ebpf.MapType
+}
+
+func (c *Config) setDefaults() error {
+	if c.MaxFlows == 0 {
+		c.MaxFlows = DefaultMaxFlows
+	}
+	if c.SampleBytes == 0 {
+		c.SampleBytes = DefaultSampleBytes
+	}
+	if c.SampleBytes > MaxSampleBytes {
+		return fmt.Errorf("sample bytes %d: at most %d", c.SampleBytes, MaxSampleBytes)
+	}
+	if c.RingBytes == 0 {
+		c.RingBytes = DefaultRingBytes
+	}
+	if c.RingBytes&(c.RingBytes-1) != 0 || c.RingBytes < 4096 {
+		return fmt.Errorf("ring bytes %d: must be a power of two and at least 4096", c.RingBytes)
+	}
+	if c.Action == 0 {
+		c.Action = Pass
+	}
+	if c.Action != Pass && c.Action != Drop {
+		return fmt.Errorf("action %d: must be Pass or Drop", c.Action)
+	}
+	if c.TableType == ebpf.UnspecifiedMap {
+		c.TableType = ebpf.Hash
+	}
+	switch c.TableType {
+	case ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUHash, ebpf.LRUCPUHash:
+	default:
+		return fmt.Errorf("table type %s: not a hash map type", c.TableType)
+	}
+	return nil
+}
+
+func (c *Config) perCPU() bool {
+	return c.TableType == ebpf.PerCPUHash || c.TableType == ebpf.LRUCPUHash
+}
+
+// Datapath is the loaded program and its maps. It is not attached to any
+// interface: attaching is the caller's job.
+type Datapath struct {
+	// Program is the XDP program to attach.
+	Program *ebpf.Program
+	// Empty is an XDP program that only returns XDP_PASS: the cost floor
+	// that benchmarks compare against.
+	Empty *ebpf.Program
+	// Samples is the ring buffer of sampled frame heads (struct sample_hdr).
+	Samples *ebpf.Map
+
+	cfg    Config
+	objs   xdpflowObjects
+	tables [2]*ebpf.Map
+	active int
+}
+
+// Load loads the program with cfg into the kernel. The caller needs
+// CAP_BPF (or root); the error says so when the kernel refuses.
+func Load(cfg Config) (*Datapath, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("datapath config: %w", err)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK (run as root or with CAP_SYS_RESOURCE): %w", err)
+	}
+	spec, err := loadXdpflow()
+	if err != nil {
+		return nil, err
+	}
+	consts := map[string]uint32{
+		"cfg_action":       uint32(cfg.Action),
+		"cfg_sample_rate":  cfg.SampleRate,
+		"cfg_sample_bytes": cfg.SampleBytes,
+		"cfg_percpu_table": 0,
+	}
+	if cfg.perCPU() {
+		consts["cfg_percpu_table"] = 1
+	}
+	for name, v := range consts {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	inner := spec.Maps["flow_tables"].InnerMap
+	inner.Type = cfg.TableType
+	inner.MaxEntries = cfg.MaxFlows
+	spec.Maps["samples"].MaxEntries = cfg.RingBytes
+
+	d := &Datapath{cfg: cfg}
+	for i := range d.tables {
+		t := inner.Copy()
+		t.Name = fmt.Sprintf("xdpflow_flows%d", i)
+		if d.tables[i], err = ebpf.NewMap(t); err != nil {
+			d.closeTables()
+			return nil, fmt.Errorf("create flow table (%d entries): %w%s", cfg.MaxFlows, err, permissionHint(err))
+		}
+	}
+	// The first table starts active.
+	outer := spec.Maps["flow_tables"]
+	outer.Contents = []ebpf.MapKV{{Key: uint32(0), Value: d.tables[0]}}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		d.closeTables()
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("kernel verifier rejected the XDP program: %+v", ve)
+		}
+		return nil, fmt.Errorf("load XDP program: %w%s", err, permissionHint(err))
+	}
+	d.Program = d.objs.Xdpflow
+	d.Empty = d.objs.XdpEmpty
+	d.Samples = d.objs.Samples
+	return d, nil
+}
+
+func permissionHint(err error) string {
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return " (this kernel lacks a needed BPF feature: xdpflow needs Linux 5.12 or later)"
+	}
+	if isPerm(err) {
+		return " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+	}
+	return ""
+}
+
+// Config returns the configuration the program was loaded with.
+func (d *Datapath) Config() Config { return d.cfg }
+
+// Active returns the table the program is writing into now.
+func (d *Datapath) Active() *ebpf.Map { return d.tables[d.active] }
+
+// Rotate makes the other table active and returns the one taken out of
+// service. When Rotate returns, no program run can still be writing into
+// the returned table (the kernel waits for running programs when a
+// map-in-map slot changes), so it can be read to the last packet. Drain it
+// empty before the next Rotate: it becomes active again then.
+func (d *Datapath) Rotate() (*ebpf.Map, error) {
+	next := 1 - d.active
+	if err := d.objs.FlowTables.Update(uint32(0), d.tables[next], ebpf.UpdateAny); err != nil {
+		return nil, fmt.Errorf("switch flow table: %w", err)
+	}
+	old := d.tables[d.active]
+	d.active = next
+	return old, nil
+}
+
+// Close unloads the program and frees the maps. Links that still hold the
+// program keep it alive until they are closed.
+func (d *Datapath) Close() error {
+	err := d.objs.Close()
+	d.closeTables()
+	return err
+}
+
+func (d *Datapath) closeTables() {
+	for _, t := range d.tables {
+		if t != nil {
+			t.Close()
+		}
+	}
+}

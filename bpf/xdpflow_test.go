@@ -1,0 +1,558 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// The tests run the real program in the kernel (BPF_PROG_TEST_RUN) and read
+// the real maps. They need root; without it they fail, they do not skip:
+// `make test` runs as root.
+
+// xdpMD is struct xdp_md as BPF_PROG_TEST_RUN takes it.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+const testIfindex = 1 // loopback: test runs need a real device
+
+func load(t testing.TB, cfg Config) *Datapath {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("kernel tests need root (CAP_BPF + CAP_NET_ADMIN): run `sudo make test`")
+	}
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func run(t testing.TB, p *ebpf.Program, frame []byte) uint32 {
+	t.Helper()
+	ret, err := p.Run(&ebpf.RunOptions{
+		Data:    frame,
+		Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: testIfindex},
+	})
+	if err != nil {
+		t.Fatalf("run program on %d-byte frame: %v", len(frame), err)
+	}
+	return ret
+}
+
+type flow struct {
+	ver          uint8
+	proto        uint8
+	src, dst     string
+	sport, dport uint16
+	vlan         uint16
+	packets      uint64
+	bytes        uint64 // L3
+	l2           uint64
+	flags        uint32
+	tos          uint8
+}
+
+func (f flow) key() FlowKey {
+	k := FlowKey{Ifindex: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver}
+	k.SrcAddr = netip.MustParseAddr(f.src).As16()
+	k.DstAddr = netip.MustParseAddr(f.dst).As16()
+	return k
+}
+
+func drainAll(t testing.TB, d *Datapath) map[FlowKey]FlowValue {
+	t.Helper()
+	old, err := d.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[FlowKey]FlowValue{}
+	if err := d.Drain(old, func(k FlowKey, v FlowValue) {
+		if _, dup := got[k]; dup {
+			t.Errorf("flow %v drained twice", k)
+		}
+		got[k] = v
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// checkFlows asserts the table holds exactly want.
+func checkFlows(t *testing.T, got map[FlowKey]FlowValue, want []flow) {
+	t.Helper()
+	for _, w := range want {
+		k := w.key()
+		v, ok := got[k]
+		if !ok {
+			t.Errorf("missing flow %v; table has:", k)
+			for k := range got {
+				t.Errorf("  %v", k)
+			}
+			continue
+		}
+		delete(got, k)
+		if v.Packets != w.packets || v.Bytes != w.bytes || v.L2Bytes != w.l2 || v.TcpFlags != w.flags || v.Tos != w.tos {
+			t.Errorf("flow %v: packets %d bytes %d l2 %d flags %#x tos %#x; want %d %d %d %#x %#x",
+				k, v.Packets, v.Bytes, v.L2Bytes, v.TcpFlags, v.Tos, w.packets, w.bytes, w.l2, w.flags, w.tos)
+		}
+		if v.FirstSeenNs == 0 || v.FirstSeenNs > v.LastSeenNs {
+			t.Errorf("flow %v: first seen %d, last seen %d", k, v.FirstSeenNs, v.LastSeenNs)
+		}
+	}
+	for k, v := range got {
+		t.Errorf("unexpected flow %v: %+v", k, v)
+	}
+}
+
+// checkIdentity asserts every frame landed in exactly one counter.
+func checkIdentity(t *testing.T, s Stats) {
+	t.Helper()
+	if sum := s.NonIp + s.MalformedTotal() + s.FlowPackets + s.UpdateFailedPackets; sum != s.Packets {
+		t.Errorf("stats do not add up: %d frames, but non-IP %d + malformed %d + in flows %d + failed %d = %d",
+			s.Packets, s.NonIp, s.MalformedTotal(), s.FlowPackets, s.UpdateFailedPackets, sum)
+	}
+}
+
+const (
+	tSYN = 0x02
+	tACK = 0x10
+	tFIN = 0x01
+	tRST = 0x04
+	tPSH = 0x08
+	tECE = 0x40
+	tCWR = 0x80
+	tNS  = 0x100
+)
+
+type sent struct {
+	frame []byte
+	times int
+}
+
+func TestParseAndAccount(t *testing.T) {
+	v4 := func(proto uint8, sport, dport uint16) flow {
+		return flow{ver: 4, proto: proto, src: "198.18.0.1", dst: "198.18.0.2", sport: sport, dport: dport}
+	}
+	v6 := func(proto uint8, sport, dport uint16) flow {
+		return flow{ver: 6, proto: proto, src: "2001:db8::a", dst: "2001:db8::b", sport: sport, dport: dport}
+	}
+	with := func(f flow, packets, l3, l2 uint64, flags uint32) flow {
+		f.packets, f.bytes, f.l2, f.flags = packets, l3, l2, flags
+		return f
+	}
+	vlan := func(f flow, id uint16) flow { f.vlan = id; return f }
+	tos := func(f flow, t uint8) flow { f.tos = t; return f }
+
+	e4 := eth(layers.EthernetTypeIPv4)
+	e6 := eth(layers.EthernetTypeIPv6)
+
+	ipOpts := ipv4(layers.IPProtocolUDP)
+	ipOpts.IHL = 7
+	ipOpts.Options = []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 1}} // 8 bytes
+
+	ipTos := ipv4(layers.IPProtocolUDP)
+	ipTos.TOS = 0xb8 // DSCP EF
+	ip6Tc := ipv6(layers.IPProtocolUDP)
+	ip6Tc.TrafficClass = 0x28
+
+	firstFrag := ipv4(layers.IPProtocolUDP)
+	firstFrag.Flags = layers.IPv4MoreFragments
+	laterFrag := ipv4(layers.IPProtocolUDP)
+	laterFrag.FragOffset = 185
+
+	icmpEcho := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 1, Seq: 1}
+	icmpUnreach := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}
+	icmp6Echo := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(128, 0)}
+	sctp := &layers.SCTP{SrcPort: 3868, DstPort: 3868, VerificationTag: 7}
+
+	arp := build(eth(layers.EthernetTypeARP), &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4,
+		HwAddressSize: 6, ProtAddressSize: 4, Operation: 1, SourceHwAddress: macA, SourceProtAddress: v4a,
+		DstHwAddress: make([]byte, 6), DstProtAddress: v4b})
+
+	cases := []struct {
+		name      string
+		frames    []sent
+		want      []flow
+		fragments uint64
+		nonIP     uint64
+	}{{
+		name: "ipv4 tcp handshake and close: flags OR, L3 bytes",
+		frames: []sent{
+			{build(e4, ipv4(layers.IPProtocolTCP), tcp(40000, 443, tSYN)), 1},
+			{build(e4, ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK|tPSH), payload(100)), 3},
+			{build(e4, ipv4(layers.IPProtocolTCP), tcp(40000, 443, tFIN|tACK)), 1},
+		},
+		want: []flow{with(v4(6, 40000, 443), 5, 40+3*140+40, 60+3*154+60, tSYN|tACK|tPSH|tFIN)},
+	}, {
+		name:   "tcp all nine flag bits as on the wire (NS, CWR, ECE)",
+		frames: []sent{{build(e4, ipv4(layers.IPProtocolTCP), tcp(1, 2, tNS|tCWR|tECE|tRST)), 1}},
+		want:   []flow{with(v4(6, 1, 2), 1, 40, 60, tNS|tCWR|tECE|tRST)},
+	}, {
+		name:   "ipv4 options: IHL honoured",
+		frames: []sent{{build(e4, ipOpts, udp(53, 5353), payload(10)), 2}},
+		want:   []flow{with(v4(17, 53, 5353), 2, 2*(28+18), 2*(14+28+18), 0)},
+	}, {
+		name:   "ipv4 tos of the flow",
+		frames: []sent{{build(e4, ipTos, udp(5004, 5004), payload(160)), 1}},
+		want:   []flow{tos(with(v4(17, 5004, 5004), 1, 188, 202, 0), 0xb8)},
+	}, {
+		name:   "ethernet padding is not L3 bytes",
+		frames: []sent{{pad(build(e4, ipv4(layers.IPProtocolUDP), udp(7, 7)), 60), 1}},
+		want:   []flow{with(v4(17, 7, 7), 1, 28, 60, 0)},
+	}, {
+		name: "icmp type and code in dst port",
+		frames: []sent{
+			{build(e4, ipv4(layers.IPProtocolICMPv4), icmpEcho, payload(56)), 3},
+			{build(e4, ipv4(layers.IPProtocolICMPv4), icmpUnreach, payload(28)), 1},
+		},
+		want: []flow{
+			with(v4(1, 0, 8<<8), 3, 3*84, 3*98, 0),
+			with(v4(1, 0, 3<<8|3), 1, 56, 70, 0),
+		},
+	}, {
+		name:   "sctp ports",
+		frames: []sent{{build(e4, ipv4(layers.IPProtocolSCTP), sctp, payload(16)), 1}},
+		want:   []flow{with(v4(132, 3868, 3868), 1, 48, 62, 0)},
+	}, {
+		name:   "protocol without ports (GRE)",
+		frames: []sent{{build(e4, ipv4(layers.IPProtocolGRE), payload(24)), 2}},
+		want:   []flow{with(v4(47, 0, 0), 2, 88, 2*60, 0)},
+	}, {
+		name: "ipv4 fragments: first keeps ports, later ones under ports 0",
+		frames: []sent{
+			{build(e4, firstFrag, udp(9000, 9001), payload(1472)), 1},
+			{build(e4, laterFrag, payload(600)), 2},
+		},
+		want: []flow{
+			with(v4(17, 9000, 9001), 1, 1500, 1514, 0),
+			with(v4(17, 0, 0), 2, 1240, 1268, 0),
+		},
+		fragments: 2,
+	}, {
+		name:   "802.1Q tag",
+		frames: []sent{{build(eth(layers.EthernetTypeIPv4, 100), ipv4(layers.IPProtocolUDP), udp(1000, 2000), payload(4)), 1}},
+		want:   []flow{vlan(with(v4(17, 1000, 2000), 1, 32, 60, 0), 100)},
+	}, {
+		name:   "802.1ad QinQ: outer id recorded",
+		frames: []sent{{build(eth(layers.EthernetTypeIPv6, 200, 100), ipv6(layers.IPProtocolUDP), udp(1000, 2000), payload(4)), 1}},
+		want:   []flow{vlan(with(v6(17, 1000, 2000), 1, 52, 74, 0), 200)},
+	}, {
+		name:   "three VLAN tags: not parsed, counted as non-IP",
+		frames: []sent{{build(eth(layers.EthernetTypeIPv4, 1, 2, 3), ipv4(layers.IPProtocolUDP), udp(1, 2)), 1}},
+		nonIP:  1,
+	}, {
+		name:   "arp is not a flow",
+		frames: []sent{{arp, 2}},
+		nonIP:  2,
+	}, {
+		name: "ipv6 tcp and udp, traffic class",
+		frames: []sent{
+			{build(e6, ipv6(layers.IPProtocolTCP), tcp(50000, 80, tSYN)), 1},
+			{build(e6, ip6Tc, udp(123, 123), payload(48)), 1},
+		},
+		want: []flow{
+			with(v6(6, 50000, 80), 1, 60, 74, tSYN),
+			tos(with(v6(17, 123, 123), 1, 96, 110, 0), 0x28),
+		},
+	}, {
+		name: "ipv6 extension chain: hop-by-hop, routing, destination options",
+		frames: []sent{{build(e6, ipv6(layers.IPProtocolIPv6HopByHop),
+			concat(ext6(layers.IPProtocolIPv6Routing, 0), ext6(layers.IPProtocolIPv6Destination, 1),
+				ext6(layers.IPProtocolUDP, 0), rawL4(udp(4500, 4501), 20))), 1}},
+		want: []flow{with(v6(17, 4500, 4501), 1, 40+8+16+8+28, 14+40+8+16+8+28, 0)},
+	}, {
+		name: "ipv6 fragments: first keeps ports, later ones under ports 0",
+		frames: []sent{
+			{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolUDP, 0, true), rawL4(udp(5000, 5001), 100))), 1},
+			{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolUDP, 14, false), payload(50))), 1},
+		},
+		want: []flow{
+			with(v6(17, 5000, 5001), 1, 40+8+108, 14+40+8+108, 0),
+			with(v6(17, 0, 0), 1, 40+8+50, 14+40+8+50, 0),
+		},
+		fragments: 1,
+	}, {
+		name:   "icmpv6 type and code in dst port",
+		frames: []sent{{build(e6, ipv6(layers.IPProtocolICMPv6), icmp6Echo, payload(60)), 2}},
+		want:   []flow{with(v6(58, 0, 128<<8), 2, 2*(40+4+60), 2*(14+40+4+60), 0)},
+	}, {
+		name:   "ipv6 no next header",
+		frames: []sent{{build(e6, ipv6(layers.IPProtocolNoNextHeader)), 1}},
+		want:   []flow{with(v6(59, 0, 0), 1, 40, 60, 0)},
+	}}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := load(t, Config{MaxFlows: 64})
+			var frames, bytes uint64
+			for _, s := range tc.frames {
+				for i := 0; i < s.times; i++ {
+					if ret := run(t, d.Program, s.frame); ret != uint32(Pass) {
+						t.Fatalf("returned %d, want XDP_PASS", ret)
+					}
+					frames++
+					bytes += uint64(len(s.frame))
+				}
+			}
+			checkFlows(t, drainAll(t, d), tc.want)
+			st, err := d.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inFlows, l3 uint64
+			for _, w := range tc.want {
+				inFlows += w.packets
+				l3 += w.bytes
+			}
+			if st.Packets != frames || st.Bytes != bytes || st.FlowPackets != inFlows || st.FlowBytes != l3 ||
+				st.NonIp != tc.nonIP || st.Fragments != tc.fragments || st.MalformedTotal() != 0 ||
+				st.NewFlows != uint64(len(tc.want)) || st.UpdateFailedPackets != 0 {
+				t.Errorf("stats %+v; want %d frames, %d bytes, %d in flows (%d L3 bytes), %d new flows, %d non-IP, %d fragments",
+					st, frames, bytes, inFlows, l3, len(tc.want), tc.nonIP, tc.fragments)
+			}
+			checkIdentity(t, st)
+		})
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	e4 := eth(layers.EthernetTypeIPv4)
+	e6 := eth(layers.EthernetTypeIPv6)
+	goodUDP4 := build(e4, ipv4(layers.IPProtocolUDP), udp(1, 2), payload(8))
+	goodUDP6 := build(e6, ipv6(layers.IPProtocolUDP), udp(1, 2), payload(8))
+
+	// chain of n destination-options headers ending in UDP
+	chain := func(n int) []byte {
+		var parts [][]byte
+		for i := 0; i < n; i++ {
+			next := layers.IPProtocolIPv6Destination
+			if i == n-1 {
+				next = layers.IPProtocolUDP
+			}
+			parts = append(parts, ext6(next, 0))
+		}
+		parts = append(parts, rawL4(udp(1, 2), 0))
+		return build(e6, ipv6(layers.IPProtocolIPv6Destination), concat(parts...))
+	}
+
+	cases := []struct {
+		name   string
+		frame  []byte
+		reason string
+	}{
+		{"ethertype IPv4 and nothing after", build(e4)[:14], "ipv4_truncated"},
+		{"VLAN tag cut short", append(build(eth(layers.EthernetTypeDot1Q))[:14], 0, 100), "vlan_truncated"},
+		{"ipv4 header cut short", goodUDP4[:14+19], "ipv4_truncated"},
+		{"ipv4 IHL < 5", mutate(goodUDP4, func(f []byte) { f[14] = 0x44 }), "ipv4_bad_ihl"},
+		{"ipv4 IHL past the frame", mutate(goodUDP4[:14+24], func(f []byte) { f[14] = 0x4f }), "ipv4_bad_ihl"},
+		{"ipv4 total length past the frame", mutate(goodUDP4, func(f []byte) { binary.BigEndian.PutUint16(f[16:], 1500) }), "ipv4_bad_length"},
+		{"ipv4 total length below header", mutate(goodUDP4, func(f []byte) { binary.BigEndian.PutUint16(f[16:], 12) }), "ipv4_bad_length"},
+		{"ethertype IPv4 carrying version 6", mutate(goodUDP4, func(f []byte) { f[14] = 0x65 }), "ip_version_mismatch"},
+		{"ethertype IPv6 carrying version 4", mutate(goodUDP6, func(f []byte) { f[14] = 0x40 }), "ip_version_mismatch"},
+		{"ipv6 header cut short", goodUDP6[:14+39], "ipv6_truncated"},
+		{"ipv6 payload length past the frame", mutate(goodUDP6, func(f []byte) { binary.BigEndian.PutUint16(f[18:], 200) }), "ipv6_bad_length"},
+		{"ipv6 extension header past the packet", build(e6, ipv6(layers.IPProtocolIPv6HopByHop), payload(4)), "ipv6_ext_truncated"},
+		{"udp cut short after an extension header", build(e6, ipv6(layers.IPProtocolIPv6Destination), concat(ext6(layers.IPProtocolUDP, 0), payload(4))),
+			"l4_truncated"},
+		{"ipv6 extension claims 2 KiB", mutate(chain(2), func(f []byte) { f[14+40+1] = 255 }), "ipv6_ext_truncated"},
+		{"ipv6 chain that never ends", chain(9), "ipv6_ext_chain_too_long"},
+		{"tcp header cut short", build(e4, ipv4(layers.IPProtocolTCP), payload(19)), "l4_truncated"},
+		{"udp header cut short", build(e6, ipv6(layers.IPProtocolUDP), payload(7)), "l4_truncated"},
+		{"sctp header cut short", build(e4, ipv4(layers.IPProtocolSCTP), payload(11)), "l4_truncated"},
+		{"icmp header cut short", build(e4, ipv4(layers.IPProtocolICMPv4), payload(3)), "l4_truncated"},
+		{"udp header in the ethernet padding, not in the packet",
+			pad(build(e4, ipv4(layers.IPProtocolUDP), payload(4)), 60), "l4_truncated"},
+	}
+	// The longest chain we do follow is fine.
+	if ok := chain(MaxIPv6ExtHeaders); len(ok) == 0 {
+		t.Fatal("empty frame")
+	}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := load(t, Config{MaxFlows: 64, Action: Drop})
+			if ret := run(t, d.Program, tc.frame); ret != uint32(Drop) {
+				t.Errorf("returned %d, want the configured XDP_DROP for malformed frames too", ret)
+			}
+			if got := drainAll(t, d); len(got) != 0 {
+				t.Errorf("malformed frame created flows: %v", got)
+			}
+			st, err := d.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, n := range st.Malformed {
+				want := uint64(0)
+				if MalformedReasons[i] == tc.reason {
+					want = 1
+				}
+				if n != want {
+					t.Errorf("malformed[%s] = %d, want %d", MalformedReasons[i], n, want)
+				}
+			}
+			if st.Packets != 1 || st.FlowPackets != 0 || st.NewFlows != 0 {
+				t.Errorf("stats %+v", st)
+			}
+			checkIdentity(t, st)
+		})
+	}
+
+	t.Run("longest followed chain parses", func(t *testing.T) {
+		d := load(t, Config{MaxFlows: 64})
+		run(t, d.Program, chain(MaxIPv6ExtHeaders))
+		got := drainAll(t, d)
+		if len(got) != 1 {
+			t.Fatalf("got %d flows, want 1", len(got))
+		}
+		for k := range got {
+			if k.Proto != 17 || k.SrcPort != 1 || k.DstPort != 2 {
+				t.Errorf("key %v", k)
+			}
+		}
+	})
+
+	t.Run("frames shorter than ethernet are refused by the kernel", func(t *testing.T) {
+		d := load(t, Config{MaxFlows: 64})
+		for _, n := range []int{0, 1, 13} {
+			_, err := d.Program.Run(&ebpf.RunOptions{Data: make([]byte, n)})
+			if err == nil {
+				t.Errorf("%d-byte frame: test run accepted it; the program must then count it as eth_truncated", n)
+			}
+		}
+	})
+}
+
+func TestTableFullIsCounted(t *testing.T) {
+	d := load(t, Config{MaxFlows: 4})
+	e4 := eth(layers.EthernetTypeIPv4)
+	var l3 uint64
+	for port := uint16(1); port <= 6; port++ {
+		f := build(e4, ipv4(layers.IPProtocolUDP), udp(port, 53), payload(int(port)))
+		run(t, d.Program, f)
+		run(t, d.Program, f)
+		if port > 4 {
+			l3 += 2 * uint64(28+port)
+		}
+	}
+	got := drainAll(t, d)
+	st, _ := d.Stats()
+	if len(got) != 4 || st.NewFlows != 4 || st.FlowPackets != 8 {
+		t.Errorf("got %d flows, stats %+v; want 4 flows holding 8 packets", len(got), st)
+	}
+	if st.UpdateFailedPackets != 4 || st.UpdateFailedBytes != l3 {
+		t.Errorf("update failed: %d packets %d bytes, want 4 and %d", st.UpdateFailedPackets, st.UpdateFailedBytes, l3)
+	}
+	checkIdentity(t, st)
+}
+
+func TestRotateSplitsExactly(t *testing.T) {
+	d := load(t, Config{MaxFlows: 64})
+	f := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(1, 2, tACK), payload(10))
+	var total uint64
+	for round := 1; round <= 5; round++ {
+		for i := 0; i < round; i++ {
+			run(t, d.Program, f)
+		}
+		got := drainAll(t, d)
+		if len(got) != 1 {
+			t.Fatalf("round %d: %d flows", round, len(got))
+		}
+		for _, v := range got {
+			if v.Packets != uint64(round) {
+				t.Errorf("round %d: drained %d packets, want %d", round, v.Packets, round)
+			}
+			total += v.Packets
+		}
+	}
+	st, _ := d.Stats()
+	if st.FlowPackets != total || total != 15 {
+		t.Errorf("drained %d packets in all, datapath counted %d, want 15", total, st.FlowPackets)
+	}
+}
+
+func TestTableTypes(t *testing.T) {
+	// Every table type the loader accepts counts the same.
+	for _, typ := range []ebpf.MapType{ebpf.Hash, ebpf.PerCPUHash, ebpf.LRUHash, ebpf.LRUCPUHash} {
+		t.Run(typ.String(), func(t *testing.T) {
+			d := load(t, Config{MaxFlows: 64, TableType: typ})
+			f := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(1, 2, tSYN), payload(10))
+			g := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(1, 2, tFIN))
+			for i := 0; i < 3; i++ {
+				run(t, d.Program, f)
+			}
+			run(t, d.Program, g)
+			checkFlows(t, drainAll(t, d), []flow{{ver: 4, proto: 6, src: "198.18.0.1", dst: "198.18.0.2", sport: 1, dport: 2,
+				packets: 4, bytes: 3*50 + 40, l2: 3*64 + 60, flags: tSYN | tFIN}})
+		})
+	}
+}
+
+func TestSampling(t *testing.T) {
+	d := load(t, Config{MaxFlows: 64, SampleRate: 2, SampleBytes: 64})
+	rd, err := ringbuf.NewReader(d.Samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var frames [][]byte
+	for i := 0; i < 5; i++ {
+		frames = append(frames, build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolUDP), udp(uint16(i), 9), payload(10+i*20)))
+		run(t, d.Program, frames[i])
+	}
+	rd.SetDeadline(time.Now().Add(time.Second))
+	for _, i := range []int{0, 2, 4} { // 1 in 2, starting with the first
+		rec, err := rd.Read()
+		if err != nil {
+			t.Fatalf("sample of frame %d: %v", i, err)
+		}
+		s := parseSample(t, rec.RawSample)
+		want := frames[i]
+		if len(want) > 64 {
+			want = want[:64]
+		}
+		if s.Ifindex != testIfindex || s.OrigLen != uint32(len(frames[i])) || s.TimeNs == 0 || string(s.Data) != string(want) {
+			t.Errorf("sample %d: %+v, want ifindex %d, orig len %d, data %x", i, s, testIfindex, len(frames[i]), want)
+		}
+	}
+	if _, err := rd.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a fourth sample: %v", err)
+	}
+	st, _ := d.Stats()
+	if st.Samples != 3 || st.SamplesLost != 0 || st.FlowPackets != 5 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestSampleRingFullIsCountedNotBlocking(t *testing.T) {
+	d := load(t, Config{MaxFlows: 64, SampleRate: 1, SampleBytes: 256, RingBytes: 4096, Action: Drop})
+	f := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolUDP), udp(1, 2), payload(400))
+	const n = 100
+	for i := 0; i < n; i++ {
+		if ret := run(t, d.Program, f); ret != uint32(Drop) {
+			t.Fatalf("returned %d with a full ring", ret)
+		}
+	}
+	st, _ := d.Stats()
+	if st.Samples+st.SamplesLost != n || st.SamplesLost == 0 || st.FlowPackets != n {
+		t.Errorf("samples %d + lost %d, want %d with some lost; %d in flows", st.Samples, st.SamplesLost, n, st.FlowPackets)
+	}
+}
+
+func parseSample(t *testing.T, b []byte) Sample {
+	t.Helper()
+	s, err := ParseSample(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
