@@ -47,6 +47,9 @@ type Config struct {
 	// BPF_MAP_TYPE_HASH; the others exist for docs/benchmarks.md, which
 	// says why the default won.
 	TableType ebpf.MapType
+	// benchFlows makes the program vary the source address over this many
+	// values, so that a repeated test frame becomes many flows.
+	benchFlows uint32
 }
 
 func (c *Config) setDefaults() error {
@@ -122,6 +125,7 @@ func Load(cfg Config) (*Datapath, error) {
 		"cfg_sample_rate":  cfg.SampleRate,
 		"cfg_sample_bytes": cfg.SampleBytes,
 		"cfg_percpu_table": 0,
+		"cfg_bench_flows":  cfg.benchFlows,
 	}
 	if cfg.perCPU() {
 		consts["cfg_percpu_table"] = 1
@@ -156,10 +160,26 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 		return nil, fmt.Errorf("load XDP program: %w%s", err, permissionHint(err))
 	}
+	if err := d.startClock(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.Program = d.objs.Xdpflow
 	d.Empty = d.objs.XdpEmpty
 	d.Samples = d.objs.Samples
 	return d, nil
+}
+
+// startClock arms the BPF timer that keeps the program's clock.
+func (d *Datapath) startClock() error {
+	ret, err := d.objs.StartClock.Run(&ebpf.RunOptions{Data: make([]byte, 14)})
+	if err != nil {
+		return fmt.Errorf("start datapath clock: %w", err)
+	}
+	if ret != uint32(Pass) {
+		return fmt.Errorf("start datapath clock: the kernel refused the BPF timer (xdpflow needs Linux 5.15 or later)")
+	}
+	return nil
 }
 
 func permissionHint(err error) string {

@@ -48,7 +48,6 @@ func (d *Datapath) Stats() (Stats, error) {
 		s.Samples += c.Samples
 		s.SamplesLost += c.SamplesLost
 	}
-	s.SampleCountdown = 0
 	return s, nil
 }
 

@@ -68,6 +68,7 @@ struct datapath_stats {
 	__u64 samples;               /* header samples written to the ring */
 	__u64 samples_lost;          /* samples not written: ring full */
 	__u64 sample_countdown;      /* internal: packets until the next sample */
+	__u64 bench_seq;             /* internal: see cfg_bench_flows */
 };
 
 #define SAMPLE_MAX_BYTES 256

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpflowClockTimer struct {
+	_     structs.HostLayout
+	Timer struct {
+		_ structs.HostLayout
+		_ [16]byte
+	}
+}
+
 type xdpflowDatapathStats struct {
 	_                   structs.HostLayout
 	Packets             uint64
@@ -28,6 +36,7 @@ type xdpflowDatapathStats struct {
 	Samples             uint64
 	SamplesLost         uint64
 	SampleCountdown     uint64
+	BenchSeq            uint64
 }
 
 type xdpflowFlowKey struct {
@@ -85,9 +94,11 @@ type xdpflowSampleHdr struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpflowMapClock              = "clock"
 	xdpflowMapFlowTables         = "flow_tables"
 	xdpflowMapSamples            = "samples"
 	xdpflowMapStats              = "stats"
+	xdpflowProgStartClock        = "start_clock"
 	xdpflowProgXdpEmpty          = "xdp_empty"
 	xdpflowProgXdpflow           = "xdpflow"
 	xdpflowVarBtfFlowKey         = "btf_flow_key"
@@ -95,9 +106,12 @@ const (
 	xdpflowVarBtfMalformedReason = "btf_malformed_reason"
 	xdpflowVarBtfSampleHdr       = "btf_sample_hdr"
 	xdpflowVarCfgAction          = "cfg_action"
+	xdpflowVarCfgBenchFlows      = "cfg_bench_flows"
+	xdpflowVarCfgClockPeriodNs   = "cfg_clock_period_ns"
 	xdpflowVarCfgPercpuTable     = "cfg_percpu_table"
 	xdpflowVarCfgSampleBytes     = "cfg_sample_bytes"
 	xdpflowVarCfgSampleRate      = "cfg_sample_rate"
+	xdpflowVarClockNs            = "clock_ns"
 )
 
 // loadXdpflow returns the embedded CollectionSpec for xdpflow.
@@ -142,14 +156,16 @@ type xdpflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
-	XdpEmpty *ebpf.ProgramSpec `ebpf:"xdp_empty"`
-	Xdpflow  *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	StartClock *ebpf.ProgramSpec `ebpf:"start_clock"`
+	XdpEmpty   *ebpf.ProgramSpec `ebpf:"xdp_empty"`
+	Xdpflow    *ebpf.ProgramSpec `ebpf:"xdpflow"`
 }
 
 // xdpflowMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowMapSpecs struct {
+	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	FlowTables *ebpf.MapSpec `ebpf:"flow_tables"`
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
@@ -164,9 +180,12 @@ type xdpflowVariableSpecs struct {
 	BtfMalformedReason *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
 	BtfSampleHdr       *ebpf.VariableSpec `ebpf:"btf_sample_hdr"`
 	CfgAction          *ebpf.VariableSpec `ebpf:"cfg_action"`
+	CfgBenchFlows      *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
+	CfgClockPeriodNs   *ebpf.VariableSpec `ebpf:"cfg_clock_period_ns"`
 	CfgPercpuTable     *ebpf.VariableSpec `ebpf:"cfg_percpu_table"`
 	CfgSampleBytes     *ebpf.VariableSpec `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate      *ebpf.VariableSpec `ebpf:"cfg_sample_rate"`
+	ClockNs            *ebpf.VariableSpec `ebpf:"clock_ns"`
 }
 
 // xdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -189,6 +208,7 @@ func (o *xdpflowObjects) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowMaps struct {
+	Clock      *ebpf.Map `ebpf:"clock"`
 	FlowTables *ebpf.Map `ebpf:"flow_tables"`
 	Samples    *ebpf.Map `ebpf:"samples"`
 	Stats      *ebpf.Map `ebpf:"stats"`
@@ -196,6 +216,7 @@ type xdpflowMaps struct {
 
 func (m *xdpflowMaps) Close() error {
 	return _XdpflowClose(
+		m.Clock,
 		m.FlowTables,
 		m.Samples,
 		m.Stats,
@@ -211,21 +232,26 @@ type xdpflowVariables struct {
 	BtfMalformedReason *ebpf.Variable `ebpf:"btf_malformed_reason"`
 	BtfSampleHdr       *ebpf.Variable `ebpf:"btf_sample_hdr"`
 	CfgAction          *ebpf.Variable `ebpf:"cfg_action"`
+	CfgBenchFlows      *ebpf.Variable `ebpf:"cfg_bench_flows"`
+	CfgClockPeriodNs   *ebpf.Variable `ebpf:"cfg_clock_period_ns"`
 	CfgPercpuTable     *ebpf.Variable `ebpf:"cfg_percpu_table"`
 	CfgSampleBytes     *ebpf.Variable `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate      *ebpf.Variable `ebpf:"cfg_sample_rate"`
+	ClockNs            *ebpf.Variable `ebpf:"clock_ns"`
 }
 
 // xdpflowPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
-	XdpEmpty *ebpf.Program `ebpf:"xdp_empty"`
-	Xdpflow  *ebpf.Program `ebpf:"xdpflow"`
+	StartClock *ebpf.Program `ebpf:"start_clock"`
+	XdpEmpty   *ebpf.Program `ebpf:"xdp_empty"`
+	Xdpflow    *ebpf.Program `ebpf:"xdpflow"`
 }
 
 func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
+		p.StartClock,
 		p.XdpEmpty,
 		p.Xdpflow,
 	)

@@ -1,0 +1,101 @@
+package bpf
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// Benchmarks of the datapath through BPF_PROG_TEST_RUN: the kernel runs the
+// program over one frame `repeat` times and measures the time per run, with
+// no syscall in between. docs/benchmarks.md has the figures and the command.
+
+func benchFrames() map[string][]byte {
+	return map[string][]byte{
+		"ipv4-tcp": pad(build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK)), 64),
+		"ipv6-udp": pad(build(eth(layers.EthernetTypeIPv6), ipv6(layers.IPProtocolUDP), udp(40000, 53)), 64),
+		"vlan-tcp": pad(build(eth(layers.EthernetTypeIPv4, 100), ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK)), 64),
+	}
+}
+
+// measure runs p over frame b.N times in chunks of at most chunk runs,
+// calling between (untimed) after each chunk, and reports the kernel's
+// ns per packet.
+func measure(b *testing.B, p *ebpf.Program, frame []byte, chunk int, between func()) {
+	b.Helper()
+	var total float64
+	left := b.N
+	for left > 0 {
+		n := min(left, chunk)
+		_, per, err := p.Benchmark(frame, n, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += float64(per.Nanoseconds()) * float64(n)
+		left -= n
+		if between != nil && left > 0 {
+			b.StopTimer()
+			between()
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(total/float64(b.N), "ns/pkt")
+}
+
+var tableTypes = []ebpf.MapType{ebpf.Hash, ebpf.PerCPUHash, ebpf.LRUHash, ebpf.LRUCPUHash}
+
+func BenchmarkEmptyProgram(b *testing.B) {
+	d := load(b, Config{MaxFlows: 1024})
+	measure(b, d.Empty, benchFrames()["ipv4-tcp"], 1<<30, nil)
+}
+
+// One flow, already in the table: the common case on a busy link.
+func BenchmarkExistingFlow(b *testing.B) {
+	for _, typ := range tableTypes {
+		for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp"} {
+			b.Run(fmt.Sprintf("%s/%s", typ, name), func(b *testing.B) {
+				d := load(b, Config{TableType: typ})
+				measure(b, d.Program, benchFrames()[name], 1<<30, nil)
+			})
+		}
+	}
+}
+
+// Every packet a new flow: the cost of creating table entries.
+func BenchmarkNewFlow(b *testing.B) {
+	for _, typ := range tableTypes {
+		b.Run(typ.String(), func(b *testing.B) {
+			d := load(b, Config{TableType: typ, benchFlows: 1<<32 - 1})
+			// Stay below the table size, and empty the table between chunks,
+			// so that every packet really inserts.
+			measure(b, d.Program, benchFrames()["ipv4-tcp"], DefaultMaxFlows*3/4, func() {
+				old, err := d.Rotate()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := d.Drain(old, func(FlowKey, FlowValue) {}); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
+// 1M live flows in a 1M-entry table, each packet the next flow: the table
+// no longer fits in the CPU caches, so this is the worst case for lookups.
+func BenchmarkMillionFlows(b *testing.B) {
+	const flows = 1 << 20
+	for _, typ := range tableTypes {
+		b.Run(typ.String(), func(b *testing.B) {
+			d := load(b, Config{TableType: typ, MaxFlows: flows, benchFlows: flows})
+			frame := benchFrames()["ipv4-tcp"]
+			if _, _, err := d.Program.Benchmark(frame, flows, nil); err != nil { // fill
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			measure(b, d.Program, frame, 1<<30, nil)
+		})
+	}
+}
