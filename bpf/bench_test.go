@@ -44,6 +44,8 @@ func measure(b *testing.B, p *ebpf.Program, frame []byte, chunk int, between fun
 	b.ReportMetric(total/float64(b.N), "ns/pkt")
 }
 
+var benchChunk = DefaultMaxFlows * 3 / 4
+
 var tableTypes = []ebpf.MapType{ebpf.Hash, ebpf.PerCPUHash, ebpf.LRUHash, ebpf.LRUCPUHash}
 
 func BenchmarkEmptyProgram(b *testing.B) {
@@ -70,7 +72,7 @@ func BenchmarkNewFlow(b *testing.B) {
 			d := load(b, Config{TableType: typ, benchFlows: 1<<32 - 1})
 			// Stay below the table size, and empty the table between chunks,
 			// so that every packet really inserts.
-			measure(b, d.Program, benchFrames()["ipv4-tcp"], DefaultMaxFlows*3/4, func() {
+			measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, func() {
 				old, err := d.Rotate()
 				if err != nil {
 					b.Fatal(err)

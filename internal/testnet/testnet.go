@@ -1,0 +1,178 @@
+// Package testnet builds the throwaway networks that tests and `make demo`
+// send traffic across: two network namespaces joined by a veth pair, so
+// nothing ever touches the host's own interfaces. Everything it creates is
+// removed by Close.
+package testnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Pair is two namespaces, "a" and "b", joined by a veth pair: frames sent
+// out of A arrive on B.
+type Pair struct {
+	Name         string // prefix of the namespaces and links
+	A, B         netns.NsHandle
+	LinkA, LinkB string // veth names, inside their namespaces
+	IfindexA     int
+	IfindexB     int
+	MACA, MACB   net.HardwareAddr
+}
+
+// Options of NewPair.
+type Options struct {
+	// AddrA and AddrB, when valid, are assigned to the veth ends
+	// (198.18.0.0/15 or 2001:db8::/32 only), with a static neighbour entry
+	// on A for B so no ARP/NDP is needed before the first packet.
+	AddrA, AddrB netip.Prefix
+}
+
+// NewPair creates the namespaces <name>-a and <name>-b. The names must be
+// unique on the host; tests use their own. IPv6 is disabled on both ends
+// unless an IPv6 address is asked for, so the kernel sends nothing
+// (router solicitations, MLD) of its own.
+func NewPair(name string, opt Options) (p *Pair, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("creating network namespaces needs root")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("current netns: %w", err)
+	}
+	defer orig.Close()
+	defer netns.Set(orig)
+
+	p = &Pair{Name: name, LinkA: name + "-a", LinkB: name + "-b", A: -1, B: -1}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	// Leftovers of a run that was killed.
+	netns.DeleteNamed(name + "-a")
+	netns.DeleteNamed(name + "-b")
+	if p.A, err = netns.NewNamed(name + "-a"); err != nil {
+		return nil, fmt.Errorf("create netns: %w", err)
+	}
+	if p.B, err = netns.NewNamed(name + "-b"); err != nil {
+		return nil, fmt.Errorf("create netns: %w", err)
+	}
+	if err := netns.Set(orig); err != nil {
+		return nil, err
+	}
+
+	ha, err := netlink.NewHandleAt(p.A)
+	if err != nil {
+		return nil, err
+	}
+	defer ha.Close()
+	hb, err := netlink.NewHandleAt(p.B)
+	if err != nil {
+		return nil, err
+	}
+	defer hb.Close()
+
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: p.LinkA, MTU: 1500},
+		PeerName:      p.LinkB,
+		PeerNamespace: netlink.NsFd(int(p.B)),
+	}
+	if err := ha.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth pair: %w", err)
+	}
+	la, err := ha.LinkByName(p.LinkA)
+	if err != nil {
+		return nil, err
+	}
+	lb, err := hb.LinkByName(p.LinkB)
+	if err != nil {
+		return nil, err
+	}
+	p.IfindexA, p.IfindexB = la.Attrs().Index, lb.Attrs().Index
+	p.MACA, p.MACB = la.Attrs().HardwareAddr, lb.Attrs().HardwareAddr
+
+	v6 := opt.AddrA.Addr().Is6() || opt.AddrB.Addr().Is6()
+	for _, s := range []struct {
+		ns   netns.NsHandle
+		h    *netlink.Handle
+		link netlink.Link
+		addr netip.Prefix
+	}{{p.A, ha, la, opt.AddrA}, {p.B, hb, lb, opt.AddrB}} {
+		if !v6 {
+			if err := p.sysctl(s.ns, filepath.Join("net/ipv6/conf", s.link.Attrs().Name, "disable_ipv6"), "1"); err != nil {
+				return nil, err
+			}
+		}
+		if s.addr.IsValid() {
+			a := &netlink.Addr{IPNet: &net.IPNet{IP: s.addr.Addr().AsSlice(), Mask: net.CIDRMask(s.addr.Bits(), s.addr.Addr().BitLen())}}
+			if v6 {
+				a.Flags = 0x80 // IFA_F_NODAD: usable at once
+			}
+			if err := s.h.AddrAdd(s.link, a); err != nil {
+				return nil, fmt.Errorf("address %s: %w", s.addr, err)
+			}
+		}
+		if err := s.h.LinkSetUp(s.link); err != nil {
+			return nil, fmt.Errorf("link up: %w", err)
+		}
+	}
+	if opt.AddrB.IsValid() {
+		neigh := &netlink.Neigh{LinkIndex: p.IfindexA, State: netlink.NUD_PERMANENT,
+			IP: opt.AddrB.Addr().AsSlice(), HardwareAddr: p.MACB}
+		if err := ha.NeighAdd(neigh); err != nil {
+			return nil, fmt.Errorf("static neighbour: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// sysctl writes /proc/sys/<key> inside ns.
+func (p *Pair) sysctl(ns netns.NsHandle, key, val string) error {
+	return p.In(ns, func() error {
+		return os.WriteFile(filepath.Join("/proc/sys", key), []byte(val), 0o644)
+	})
+}
+
+// In runs fn on an OS thread that is inside ns. Sockets and links created
+// in fn stay in ns.
+func (p *Pair) In(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	// A fresh goroutine whose thread is thrown away afterwards: a thread
+	// left in another namespace must never run other goroutines.
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return // the thread exits with the goroutine, still locked
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Close removes both namespaces; the veth pair goes with them.
+func (p *Pair) Close() error {
+	var errs []error
+	for _, ns := range []netns.NsHandle{p.A, p.B} {
+		if ns.IsOpen() {
+			ns.Close()
+		}
+	}
+	for _, n := range []string{p.Name + "-a", p.Name + "-b"} {
+		if err := netns.DeleteNamed(n); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
