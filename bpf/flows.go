@@ -29,8 +29,8 @@ func (k FlowKey) addr(a [16]byte) netip.Addr {
 }
 
 func (k FlowKey) String() string {
-	return fmt.Sprintf("if%d vlan%d proto%d %s:%d > %s:%d",
-		k.Ifindex, k.VlanId, k.Proto, k.Src(), k.SrcPort, k.Dst(), k.DstPort)
+	return fmt.Sprintf("if%d vlan%d proto%d %s > %s", k.Ifindex, k.VlanId, k.Proto,
+		netip.AddrPortFrom(k.Src(), k.SrcPort), netip.AddrPortFrom(k.Dst(), k.DstPort))
 }
 
 // merge folds another part of the same flow (another CPU's value, or a

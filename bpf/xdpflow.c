@@ -25,30 +25,30 @@
 #define ETH_P_8021AD 0x88A8
 #define ETH_P_QINQ1  0x9100 /* pre-standard QinQ, still seen on old switches */
 
-#define IPPROTO_HOPOPTS  0
-#define IPPROTO_ICMP     1
-#define IPPROTO_TCP      6
-#define IPPROTO_UDP      17
-#define IPPROTO_ROUTING  43
+#define IPPROTO_HOPOPTS	 0
+#define IPPROTO_ICMP	 1
+#define IPPROTO_TCP	 6
+#define IPPROTO_UDP	 17
+#define IPPROTO_ROUTING	 43
 #define IPPROTO_FRAGMENT 44
-#define IPPROTO_AH       51
-#define IPPROTO_ICMPV6   58
-#define IPPROTO_DSTOPTS  60
-#define IPPROTO_SCTP     132
+#define IPPROTO_AH	 51
+#define IPPROTO_ICMPV6	 58
+#define IPPROTO_DSTOPTS	 60
+#define IPPROTO_SCTP	 132
 
-#define MAX_VLAN_TAGS  2
-#define MAX_IPV6_EXT   8  /* extension headers followed before giving up */
+#define MAX_VLAN_TAGS 2
+#define MAX_IPV6_EXT  8 /* extension headers followed before giving up */
 
-#define EEXIST 17
-#define EBUSY 16
+#define EEXIST		17
+#define EBUSY		16
 #define CLOCK_MONOTONIC 1
 
 /* Load-time configuration (the loader rewrites .rodata; the verifier treats
  * these as constants and drops dead branches). */
-volatile const __u32 cfg_action = XDP_PASS;   /* XDP_PASS or XDP_DROP */
-volatile const __u32 cfg_sample_rate = 0;     /* 1-in-N header samples, 0 = off */
-volatile const __u32 cfg_sample_bytes = 128;  /* <= SAMPLE_MAX_BYTES */
-volatile const __u32 cfg_percpu_table = 0;    /* table is PERCPU_HASH: plain adds */
+volatile const __u32 cfg_action = XDP_PASS;  /* XDP_PASS or XDP_DROP */
+volatile const __u32 cfg_sample_rate = 0;    /* 1-in-N header samples, 0 = off */
+volatile const __u32 cfg_sample_bytes = 128; /* <= SAMPLE_MAX_BYTES */
+volatile const __u32 cfg_percpu_table = 0;   /* table is PERCPU_HASH: plain adds */
 /* Benchmarks only: BPF_PROG_TEST_RUN repeats one frame, so to measure new
  * and cycling flows the program varies the source address over
  * cfg_bench_flows values. Zero in production: the verifier removes it. */
@@ -56,6 +56,7 @@ volatile const __u32 cfg_bench_flows = 0;
 
 /* The inner map is the template for the flow tables; the loader creates the
  * real ones with the configured size and puts one of them in the slot. */
+/* clang-format off */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 1);
@@ -67,6 +68,7 @@ struct {
 		__type(value, struct flow_value);
 	});
 } flow_tables SEC(".maps");
+/* clang-format on */
 
 /* The clock. Reading the time is the most expensive thing a packet would
  * do (bpf_ktime_get_coarse_ns is ~17 ns of ~85 here, see
@@ -99,7 +101,6 @@ struct {
 	__uint(max_entries, 1 << 20);
 } samples SEC(".maps");
 
-
 /* Complete these types in BTF: the inner map definition alone leaves them
  * forward-declared, and bpf2go generates Go from BTF. */
 const struct flow_key *const btf_flow_key;
@@ -118,9 +119,9 @@ struct packet {
 
 /* parse() returns 0 with key and packet filled, 1 for a frame that is not
  * IP, or 2 + the malformed_reason. */
-#define PARSE_OK       0
-#define PARSE_NOT_IP   1
-#define PARSE_BAD(r)   (2 + (r))
+#define PARSE_OK     0
+#define PARSE_NOT_IP 1
+#define PARSE_BAD(r) (2 + (r))
 
 static __always_inline void set_v4mapped(__u8 *dst, __u32 addr)
 {
@@ -138,8 +139,7 @@ static __always_inline void set_v4mapped(__u8 *dst, __u32 addr)
  * the access. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
-static __always_inline int parse_l4(struct packet *p, struct flow_key *k,
-				    void *l4, void *l3_end)
+static __always_inline int parse_l4(struct packet *p, struct flow_key *k, void *l4, void *l3_end)
 {
 	void *end = p->data_end;
 
@@ -321,8 +321,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct fl
 	return PARSE_NOT_IP;
 }
 
-static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st,
-				   __u64 len, __u64 now)
+static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st, __u64 len,
+				   __u64 now)
 {
 	if (st->sample_countdown > 1) {
 		st->sample_countdown--;
@@ -336,8 +336,8 @@ static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st
 	__u32 cap = len < max ? len : max;
 	if (cap == 0)
 		return;
-	struct sample_hdr *s = bpf_ringbuf_reserve(
-		&samples, sizeof(*s) - SAMPLE_MAX_BYTES + max, 0);
+	struct sample_hdr *s =
+	    bpf_ringbuf_reserve(&samples, sizeof(*s) - SAMPLE_MAX_BYTES + max, 0);
 	if (!s) {
 		st->samples_lost++;
 		return;
@@ -354,8 +354,7 @@ static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st
 	}
 	/* No wakeup per sample (a wakeup costs microseconds): the consumer
 	 * polls, and gets a wakeup once a batch has built up. */
-	bpf_ringbuf_submit(s, (st->samples++ & 63) == 63 ? BPF_RB_FORCE_WAKEUP
-							 : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(s, (st->samples++ & 63) == 63 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void add(__u64 *dst, __u64 v)
@@ -376,13 +375,13 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 	struct flow_value *v = bpf_map_lookup_elem(table, k);
 	if (!v) {
 		struct flow_value nv = {
-			.packets = 1,
-			.bytes = p->l3_len,
-			.l2_bytes = p->l2_len,
-			.first_seen_ns = now,
-			.last_seen_ns = now,
-			.tcp_flags = p->tcp_flags,
-			.tos = p->tos,
+		    .packets = 1,
+		    .bytes = p->l3_len,
+		    .l2_bytes = p->l2_len,
+		    .first_seen_ns = now,
+		    .last_seen_ns = now,
+		    .tcp_flags = p->tcp_flags,
+		    .tos = p->tos,
 		};
 		long err = bpf_map_update_elem(table, k, &nv, BPF_NOEXIST);
 		if (err == 0)

@@ -15,7 +15,7 @@ struct flow_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
 	__u32 ifindex;
-	__u16 vlan_id;   /* outer 802.1Q/802.1ad id, 0 when untagged */
+	__u16 vlan_id; /* outer 802.1Q/802.1ad id, 0 when untagged */
 	__u16 src_port;
 	__u16 dst_port;
 	__u8 proto;
@@ -25,12 +25,12 @@ struct flow_key {
 /* Flow value: what happened to one key since the table was last drained. */
 struct flow_value {
 	__u64 packets;
-	__u64 bytes;          /* L3 octets: IP header + payload (octetDeltaCount) */
-	__u64 l2_bytes;       /* frame octets as received (layer2OctetDeltaCount) */
-	__u64 first_seen_ns;  /* CLOCK_MONOTONIC (coarse) */
+	__u64 bytes;	     /* L3 octets: IP header + payload (octetDeltaCount) */
+	__u64 l2_bytes;	     /* frame octets as received (layer2OctetDeltaCount) */
+	__u64 first_seen_ns; /* CLOCK_MONOTONIC (coarse) */
 	__u64 last_seen_ns;
-	__u32 tcp_flags;      /* OR of the 12 low bits of TCP header word 6 (RFC 7125) */
-	__u8 tos;             /* IPv4 TOS / IPv6 traffic class of the first packet */
+	__u32 tcp_flags; /* OR of the 12 low bits of TCP header word 6 (RFC 7125) */
+	__u8 tos;	 /* IPv4 TOS / IPv6 traffic class of the first packet */
 	__u8 _pad[3];
 };
 
@@ -39,14 +39,14 @@ enum malformed_reason {
 	MALFORMED_ETH_TRUNCATED = 0,  /* shorter than an Ethernet header */
 	MALFORMED_VLAN_TRUNCATED,     /* VLAN tag cut short */
 	MALFORMED_IPV4_TRUNCATED,     /* less than 20 bytes of IPv4 header */
-	MALFORMED_IPV4_BAD_IHL,       /* IHL < 5, or options past the frame */
+	MALFORMED_IPV4_BAD_IHL,	      /* IHL < 5, or options past the frame */
 	MALFORMED_IPV4_BAD_LENGTH,    /* total length < header or > frame */
-	MALFORMED_IP_VERSION,         /* version nibble disagrees with ethertype */
+	MALFORMED_IP_VERSION,	      /* version nibble disagrees with ethertype */
 	MALFORMED_IPV6_TRUNCATED,     /* less than 40 bytes of IPv6 header */
 	MALFORMED_IPV6_BAD_LENGTH,    /* payload length past the frame */
 	MALFORMED_IPV6_EXT_TRUNCATED, /* extension header past the packet */
 	MALFORMED_IPV6_EXT_CHAIN,     /* more extension headers than we follow */
-	MALFORMED_L4_TRUNCATED,       /* TCP/UDP/SCTP/ICMP header past the packet */
+	MALFORMED_L4_TRUNCATED,	      /* TCP/UDP/SCTP/ICMP header past the packet */
 	MALFORMED_MAX,
 };
 
@@ -55,30 +55,30 @@ enum malformed_reason {
  *   packets == non_ip + sum(malformed) + flow_packets + update_failed_packets
  * and flow_packets minus what userspace drained is what it lost. */
 struct datapath_stats {
-	__u64 packets;               /* every frame seen */
-	__u64 bytes;                 /* frame octets of every frame */
-	__u64 non_ip;                /* not IPv4/IPv6 (ARP, LLDP, 3+ VLAN tags, ...) */
+	__u64 packets; /* every frame seen */
+	__u64 bytes;   /* frame octets of every frame */
+	__u64 non_ip;  /* not IPv4/IPv6 (ARP, LLDP, 3+ VLAN tags, ...) */
 	__u64 malformed[MALFORMED_MAX];
-	__u64 flow_packets;          /* packets added to a flow table entry */
-	__u64 flow_bytes;            /* their L3 octets */
-	__u64 new_flows;             /* entries created */
+	__u64 flow_packets;	     /* packets added to a flow table entry */
+	__u64 flow_bytes;	     /* their L3 octets */
+	__u64 new_flows;	     /* entries created */
 	__u64 update_failed_packets; /* table full or update error: not in any flow */
 	__u64 update_failed_bytes;   /* their L3 octets */
-	__u64 fragments;             /* non-first IP fragments (accounted, ports 0) */
-	__u64 samples;               /* header samples written to the ring */
-	__u64 samples_lost;          /* samples not written: ring full */
-	__u64 sample_countdown;      /* internal: packets until the next sample */
-	__u64 bench_seq;             /* internal: see cfg_bench_flows */
+	__u64 fragments;	     /* non-first IP fragments (accounted, ports 0) */
+	__u64 samples;		     /* header samples written to the ring */
+	__u64 samples_lost;	     /* samples not written: ring full */
+	__u64 sample_countdown;	     /* internal: packets until the next sample */
+	__u64 bench_seq;	     /* internal: see cfg_bench_flows */
 };
 
 #define SAMPLE_MAX_BYTES 256
 
 /* One header sample in the ring buffer. */
 struct sample_hdr {
-	__u64 time_ns;   /* CLOCK_MONOTONIC */
+	__u64 time_ns; /* CLOCK_MONOTONIC */
 	__u32 ifindex;
-	__u32 orig_len;  /* frame length on the wire */
-	__u32 cap_len;   /* bytes that follow in data */
+	__u32 orig_len; /* frame length on the wire */
+	__u32 cap_len;	/* bytes that follow in data */
 	__u32 _pad;
 	__u8 data[SAMPLE_MAX_BYTES];
 };
