@@ -1,10 +1,14 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/gopacket/gopacket/layers"
 )
 
@@ -85,6 +89,30 @@ func BenchmarkNewFlow(b *testing.B) {
 	}
 }
 
+// Every packet a new flow into freshly created tables: the floor of the
+// insert path. After rotations (BenchmarkNewFlow) the free entries were
+// released by the drain on another CPU and are colder.
+func BenchmarkNewFlowFreshTable(b *testing.B) {
+	var total float64
+	for left := b.N; left > 0; {
+		b.StopTimer()
+		d, err := Load(Config{benchFlows: 1<<32 - 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		n := min(left, DefaultMaxFlows/4)
+		_, per, err := d.Program.Benchmark(benchFrames()["ipv4-tcp"], n, nil)
+		d.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += float64(per.Nanoseconds()) * float64(n)
+		left -= n
+	}
+	b.ReportMetric(total/float64(b.N), "ns/pkt")
+}
+
 // 1M live flows in a 1M-entry table, each packet the next flow: the table
 // no longer fits in the CPU caches, so this is the worst case for lookups.
 func BenchmarkMillionFlows(b *testing.B) {
@@ -98,6 +126,80 @@ func BenchmarkMillionFlows(b *testing.B) {
 			}
 			b.ResetTimer()
 			measure(b, d.Program, frame, 1<<30, nil)
+		})
+	}
+}
+
+// Userspace side: draining rotated tables with the batch syscalls. One op
+// is one flow read and deleted.
+func BenchmarkDrain(b *testing.B) {
+	d := load(b, Config{benchFlows: 1<<32 - 1})
+	frame := benchFrames()["ipv4-tcp"]
+	b.ReportAllocs()
+	b.ResetTimer()
+	drained := 0
+	for left := b.N; left > 0; {
+		n := min(left, 200000)
+		b.StopTimer()
+		if _, _, err := d.Program.Benchmark(frame, n, nil); err != nil {
+			b.Fatal(err)
+		}
+		old, err := d.Rotate()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := d.Drain(old, func(FlowKey, FlowValue) { drained++ }); err != nil {
+			b.Fatal(err)
+		}
+		left -= n
+	}
+	b.StopTimer()
+	if drained != b.N {
+		b.Fatalf("drained %d flows, want %d", drained, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
+
+// Existing flow plus header sampling, with a consumer reading the ring as
+// the probe will. Compare with ExistingFlow/Hash/ipv4-tcp.
+func BenchmarkSampling(b *testing.B) {
+	for _, rate := range []uint32{1000, 100, 1} {
+		b.Run(fmt.Sprintf("1-in-%d", rate), func(b *testing.B) {
+			d := load(b, Config{SampleRate: rate})
+			rd, err := ringbuf.NewReader(d.Samples)
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan int)
+			go func() {
+				n := 0
+				var rec ringbuf.Record
+				for {
+					rd.SetDeadline(time.Now().Add(10 * time.Millisecond))
+					if err := rd.ReadInto(&rec); err != nil {
+						if errors.Is(err, os.ErrDeadlineExceeded) {
+							continue
+						}
+						done <- n // closed
+						return
+					}
+					n++
+				}
+			}()
+			measure(b, d.Program, benchFrames()["ipv4-tcp"], 1<<30, nil)
+			b.StopTimer()
+			time.Sleep(50 * time.Millisecond)
+			rd.Close()
+			read := <-done
+			st, err := d.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(st.SamplesLost)/float64(st.Samples+st.SamplesLost), "lost/sample")
+			if uint64(read) > st.Samples {
+				b.Fatalf("read %d samples, %d written", read, st.Samples)
+			}
 		})
 	}
 }

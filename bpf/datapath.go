@@ -177,14 +177,14 @@ func (d *Datapath) startClock() error {
 		return fmt.Errorf("start datapath clock: %w", err)
 	}
 	if ret != uint32(Pass) {
-		return fmt.Errorf("start datapath clock: the kernel refused the BPF timer (xdpflow needs Linux 5.15 or later)")
+		return fmt.Errorf("start datapath clock: the kernel refused the BPF timer (xdpflow needs Linux 5.18 or later)")
 	}
 	return nil
 }
 
 func permissionHint(err error) string {
 	if errors.Is(err, ebpf.ErrNotSupported) {
-		return " (this kernel lacks a needed BPF feature: xdpflow needs Linux 5.12 or later)"
+		return " (this kernel lacks a needed BPF feature: xdpflow needs Linux 5.18 or later)"
 	}
 	if isPerm(err) {
 		return " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
