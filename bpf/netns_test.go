@@ -51,46 +51,24 @@ func TestVethNative(t *testing.T) {
 	}
 
 	// Raw frames, interleaved across flows as on a real link.
-	mix := trafficgen.Mix()
-	frames := make([][]byte, len(mix))
-	var sentFrames uint64
-	for i, f := range mix {
-		frame, l3, err := f.Frame(pair.MACA, pair.MACB)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames[i] = frame
-		sport := f.SrcPort
-		if f.Proto == layers.IPProtocolICMPv4 || f.Proto == layers.IPProtocolICMPv6 {
-			sport = 0
-		}
-		k := key(f.Src, f.Dst, f.Proto, sport, f.DstPort, f.VLAN)
-		want[k] = totals{uint64(f.Packets), uint64(f.Packets * l3), uint64(f.Packets * len(frame))}
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, f := range mix {
+		sport, dport := f.Ports()
+		want[key(f.Src, f.Dst, f.Proto, sport, dport, f.VLAN)] =
+			totals{uint64(f.Packets), uint64(f.Packets * f.L3), uint64(f.Packets * len(f.Frame))}
+	}
+	var sentFrames int
 	if err := pair.In(pair.A, func() error {
 		s, err := trafficgen.NewSender(pair.IfindexA)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		left := make([]int, len(mix))
-		for i, f := range mix {
-			left[i] = f.Packets
-		}
-		for more := true; more; {
-			more = false
-			for i := range mix {
-				if left[i] > 0 {
-					if err := s.Send(frames[i]); err != nil {
-						return err
-					}
-					left[i]--
-					sentFrames++
-					more = more || left[i] > 0
-				}
-			}
-		}
-		return nil
+		sentFrames, err = s.SendAll(mix)
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,15 @@ func run(scale int, sampleRate uint32) error {
 
 	type sent struct{ packets, bytes int }
 	want := map[string]sent{}
-	mix := trafficgen.Mix()
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, scale)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, f := range mix {
+		want[flowName(f.Flow)] = sent{f.Packets, f.Packets * f.L3}
+		total += f.Packets
+	}
 	start := time.Now()
 	if err := pair.In(pair.A, func() error {
 		s, err := trafficgen.NewSender(pair.IfindexA)
@@ -68,28 +76,12 @@ func run(scale int, sampleRate uint32) error {
 			return err
 		}
 		defer s.Close()
-		for _, f := range mix {
-			frame, l3, err := f.Frame(pair.MACA, pair.MACB)
-			if err != nil {
-				return err
-			}
-			n := f.Packets * scale
-			for i := 0; i < n; i++ {
-				if err := s.Send(frame); err != nil {
-					return err
-				}
-			}
-			want[flowName(f)] = sent{n, n * l3}
-		}
-		return nil
+		_, err = s.SendAll(mix)
+		return err
 	}); err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
-	total := 0
-	for _, w := range want {
-		total += w.packets
-	}
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if st, err := d.Stats(); err == nil && st.FlowPackets >= uint64(total) {
 			break
@@ -162,12 +154,9 @@ func countSamples(d *bpf.Datapath) int {
 }
 
 func flowName(f trafficgen.Flow) string {
-	sport := f.SrcPort
-	if f.Proto == layers.IPProtocolICMPv4 || f.Proto == layers.IPProtocolICMPv6 {
-		sport = 0
-	}
+	sport, dport := f.Ports()
 	return fmt.Sprintf("vlan%d %s %s > %s", f.VLAN, protoName(uint8(f.Proto)),
-		netip.AddrPortFrom(f.Src, sport), netip.AddrPortFrom(f.Dst, f.DstPort))
+		netip.AddrPortFrom(f.Src, sport), netip.AddrPortFrom(f.Dst, dport))
 }
 
 func keyName(k bpf.FlowKey) string {

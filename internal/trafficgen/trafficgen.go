@@ -79,6 +79,36 @@ func (f Flow) Frame(srcMAC, dstMAC net.HardwareAddr) (frame []byte, l3 int, err 
 	return buf.Bytes(), ipLen + l4Len + f.Payload, nil
 }
 
+// Ports returns the ports a flow probe reports for f: for ICMP and ICMPv6
+// the source port is 0 and the destination port type<<8|code.
+func (f Flow) Ports() (src, dst uint16) {
+	if f.Proto == layers.IPProtocolICMPv4 || f.Proto == layers.IPProtocolICMPv6 {
+		return 0, f.DstPort
+	}
+	return f.SrcPort, f.DstPort
+}
+
+// Built is a flow with its frame, ready to send.
+type Built struct {
+	Flow
+	Frame []byte
+	L3    int // IP header + payload of one frame
+}
+
+// Build builds every flow of mix, with Packets multiplied by scale.
+func Build(mix []Flow, srcMAC, dstMAC net.HardwareAddr, scale int) ([]Built, error) {
+	out := make([]Built, len(mix))
+	for i, f := range mix {
+		frame, l3, err := f.Frame(srcMAC, dstMAC)
+		if err != nil {
+			return nil, err
+		}
+		f.Packets *= scale
+		out[i] = Built{f, frame, l3}
+	}
+	return out, nil
+}
+
 // Sender writes raw frames out of one interface.
 type Sender struct {
 	fd int
@@ -111,6 +141,31 @@ func (s *Sender) Send(frame []byte) error {
 		}
 		return nil
 	}
+}
+
+// SendAll sends every flow's Packets frames, round-robin across the flows
+// as they would mix on a real link, and returns how many it sent.
+func (s *Sender) SendAll(flows []Built) (int, error) {
+	left := make([]int, len(flows))
+	for i, f := range flows {
+		left[i] = f.Packets
+	}
+	sent := 0
+	for more := true; more; {
+		more = false
+		for i, f := range flows {
+			if left[i] == 0 {
+				continue
+			}
+			if err := s.Send(f.Frame); err != nil {
+				return sent, err
+			}
+			sent++
+			left[i]--
+			more = more || left[i] > 0
+		}
+	}
+	return sent, nil
 }
 
 // Close closes the socket.
