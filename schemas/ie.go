@@ -1,0 +1,76 @@
+package schemas
+
+// IANA IPFIX information elements used by the probe's templates (and read
+// by the collector). NetFlow v9 uses the same numbers for 1-127.
+const (
+	IEOctetDeltaCount          = 1
+	IEPacketDeltaCount         = 2
+	IEProtocolIdentifier       = 4
+	IEIPClassOfService         = 5
+	IETCPControlBits           = 6
+	IESourceTransportPort      = 7
+	IESourceIPv4Address        = 8
+	IEIngressInterface         = 10
+	IEDestinationTransportPort = 11
+	IEDestinationIPv4Address   = 12
+	IELastSwitched             = 21 // NetFlow v9: sysUptime ms of the last packet
+	IEFirstSwitched            = 22 // NetFlow v9: sysUptime ms of the first packet
+	IESourceIPv6Address        = 27
+	IEDestinationIPv6Address   = 28
+	IEICMPTypeCodeIPv4         = 32
+	IESamplingInterval         = 34
+	IESamplingAlgorithm        = 35
+	IEVlanID                   = 58
+	IEIPVersion                = 60
+	IEInterfaceName            = 82
+	IEFlowEndReason            = 136
+	IEICMPTypeCodeIPv6         = 139
+	IEObservationDomainID      = 149
+	IEFlowStartMilliseconds    = 152
+	IEFlowEndMilliseconds      = 153
+	IESelectorAlgorithm        = 304
+	IESamplingPacketInterval   = 305
+	IESamplingPacketSpace      = 306
+	IELayer2OctetDeltaCount    = 352
+)
+
+// Field is one template field: an information element and its length.
+type Field struct {
+	ID     uint16
+	Length uint16 // 0xffff: variable length (IPFIX only)
+}
+
+// Template IDs the probe uses (data sets must use IDs >= 256).
+const (
+	TemplateIPv4      = 256
+	TemplateIPv6      = 257
+	TemplateSampling  = 258 // options: sampling configuration per observation domain
+	TemplateInterface = 259 // options: ingressInterface -> interfaceName
+)
+
+// IPFIXFlowIPv4 and IPFIXFlowIPv6 are the data templates of the probe's
+// IPFIX export, in record order.
+var (
+	IPFIXFlowIPv4 = flowTemplate(Field{IESourceIPv4Address, 4}, Field{IEDestinationIPv4Address, 4}, Field{IEICMPTypeCodeIPv4, 2})
+	IPFIXFlowIPv6 = flowTemplate(Field{IESourceIPv6Address, 16}, Field{IEDestinationIPv6Address, 16}, Field{IEICMPTypeCodeIPv6, 2})
+)
+
+func flowTemplate(src, dst, icmp Field) []Field {
+	return []Field{
+		src, dst,
+		{IESourceTransportPort, 2},
+		{IEDestinationTransportPort, 2},
+		{IEProtocolIdentifier, 1},
+		{IETCPControlBits, 2},
+		{IEIPClassOfService, 1},
+		{IEVlanID, 2},
+		{IEIngressInterface, 4},
+		icmp,
+		{IEOctetDeltaCount, 8},
+		{IEPacketDeltaCount, 8},
+		{IELayer2OctetDeltaCount, 8},
+		{IEFlowStartMilliseconds, 8},
+		{IEFlowEndMilliseconds, 8},
+		{IEFlowEndReason, 1},
+	}
+}
