@@ -33,9 +33,9 @@ func (k FlowKey) String() string {
 		netip.AddrPortFrom(k.Src(), k.SrcPort), netip.AddrPortFrom(k.Dst(), k.DstPort))
 }
 
-// merge folds another part of the same flow (another CPU's value, or a
+// Merge folds another part of the same flow (another CPU's value, or a
 // later table) into v.
-func (v *FlowValue) merge(o FlowValue) {
+func (v *FlowValue) Merge(o FlowValue) {
 	if o.Packets == 0 {
 		return
 	}
@@ -89,7 +89,7 @@ func drainPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
 	for it.Next(&k, &perCPU) {
 		var v FlowValue
 		for _, c := range perCPU {
-			v.merge(c)
+			v.Merge(c)
 		}
 		fn(k, v)
 		keys = append(keys, k)

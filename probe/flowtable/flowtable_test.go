@@ -1,0 +1,181 @@
+package flowtable
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+const sec = uint64(time.Second)
+
+func key(port uint16) bpf.FlowKey {
+	k := bpf.FlowKey{Ifindex: 3, SrcPort: port, DstPort: 80, Proto: 6, IpVersion: 4}
+	k.SrcAddr = netip.MustParseAddr("::ffff:198.18.0.1").As16()
+	k.DstAddr = netip.MustParseAddr("::ffff:198.18.0.2").As16()
+	return k
+}
+
+func val(packets uint64, first, last uint64, flags uint32) bpf.FlowValue {
+	return bpf.FlowValue{Packets: packets, Bytes: packets * 100, L2Bytes: packets * 114, FirstSeenNs: first, LastSeenNs: last, TcpFlags: flags}
+}
+
+func cfg() Config {
+	return Config{IdleTimeout: 15 * time.Second, ActiveTimeout: 60 * time.Second}
+}
+
+func TestExpiry(t *testing.T) {
+	type add struct {
+		port uint16
+		v    bpf.FlowValue
+	}
+	type tick struct {
+		adds []add
+		now  uint64
+		want []schemas.EndReason // reasons of the records emitted at this tick, by port order of adds
+		pkts []uint64
+	}
+	cases := []struct {
+		name  string
+		ticks []tick
+	}{
+		{"idle: nothing before the timeout, one record at it", []tick{
+			{adds: []add{{1, val(5, 1*sec, 2*sec, 0x10)}}, now: 2 * sec},
+			{now: 16*sec + sec - 1},
+			{now: 17 * sec, want: []schemas.EndReason{schemas.EndIdle}, pkts: []uint64{5}},
+			{now: 100 * sec},
+		}},
+		{"active: interim records add up, then idle", []tick{
+			{adds: []add{{1, val(10, 0, 30*sec, 0x10)}}, now: 30 * sec},
+			{adds: []add{{1, val(10, 31*sec, 60*sec, 0x10)}}, now: 60 * sec, want: []schemas.EndReason{schemas.EndActive}, pkts: []uint64{20}},
+			{adds: []add{{1, val(7, 61*sec, 70*sec, 0x10)}}, now: 70 * sec},
+			{now: 85 * sec, want: []schemas.EndReason{schemas.EndIdle}, pkts: []uint64{7}},
+		}},
+		{"quiet after an active record: forgotten, nothing more", []tick{
+			{adds: []add{{1, val(3, 0, 1*sec, 0)}}, now: 60 * sec, want: []schemas.EndReason{schemas.EndIdle}, pkts: []uint64{3}},
+		}},
+		{"FIN ends the flow at the next tick", []tick{
+			{adds: []add{{1, val(4, 1*sec, 2*sec, 0x11)}}, now: 2 * sec, want: []schemas.EndReason{schemas.EndOfFlow}, pkts: []uint64{4}},
+		}},
+		{"RST too", []tick{
+			{adds: []add{{1, val(1, 1*sec, 1*sec, 0x04)}}, now: 1 * sec, want: []schemas.EndReason{schemas.EndOfFlow}, pkts: []uint64{1}},
+		}},
+		{"packets after FIN start a new flow", []tick{
+			{adds: []add{{1, val(2, 1*sec, 1*sec, 0x11)}}, now: 1 * sec, want: []schemas.EndReason{schemas.EndOfFlow}, pkts: []uint64{2}},
+			{adds: []add{{1, val(1, 2*sec, 2*sec, 0x10)}}, now: 2 * sec},
+			{now: 17 * sec, want: []schemas.EndReason{schemas.EndIdle}, pkts: []uint64{1}},
+		}},
+		{"datapath clock a tick ahead of the reader", []tick{
+			{adds: []add{{1, val(1, 5*sec, 5*sec+1000, 0)}}, now: 5 * sec},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := New(cfg())
+			for i, tk := range tc.ticks {
+				for _, a := range tk.adds {
+					tb.Add(key(a.port), a.v)
+				}
+				out := tb.Expire(tk.now, 0, nil)
+				if len(out) != len(tk.want) {
+					t.Fatalf("tick %d: %d records %+v, want %d", i, len(out), out, len(tk.want))
+				}
+				for j, r := range out {
+					if r.EndReason != tk.want[j] || r.Packets != tk.pkts[j] || r.Bytes != tk.pkts[j]*100 || r.L2Bytes != tk.pkts[j]*114 {
+						t.Errorf("tick %d record %d: %s %d packets %d bytes, want %s %d", i, j, r.EndReason, r.Packets, r.Bytes, tk.want[j], tk.pkts[j])
+					}
+					if r.StartNs > r.EndNs {
+						t.Errorf("start %d after end %d", r.StartNs, r.EndNs)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRecordFields(t *testing.T) {
+	tb := New(cfg())
+	k := key(40000)
+	k.VlanId = 42
+	v := val(3, 10*sec, 11*sec, 0x1b)
+	v.Tos = 0xb8
+	tb.Add(k, v)
+	offset := int64(1_700_000_000) * int64(time.Second)
+	out := tb.Flush(schemas.EndForced, offset, nil)
+	if len(out) != 1 {
+		t.Fatalf("%d records", len(out))
+	}
+	want := schemas.Flow{
+		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
+		SrcPort: 40000, DstPort: 80, Proto: 6, VLAN: 42, InIf: 3,
+		Packets: 3, Bytes: 300, L2Bytes: 342,
+		StartNs: offset + int64(10*sec), EndNs: offset + int64(11*sec),
+		TCPFlags: 0x1b, TOS: 0xb8, EndReason: schemas.EndForced,
+	}
+	if out[0] != want {
+		t.Errorf("record\n %+v\nwant\n %+v", out[0], want)
+	}
+	if tb.Len() != 0 {
+		t.Errorf("%d flows left after flush", tb.Len())
+	}
+}
+
+func TestPressureShedsLeastRecentlySeen(t *testing.T) {
+	c := cfg()
+	c.MaxFlows = 10
+	tb := New(c)
+	for p := uint16(1); p <= 20; p++ {
+		tb.Add(key(p), val(1, (100+uint64(p))*sec, (100+uint64(p))*sec, 0))
+	}
+	out := tb.Expire(115*sec, 0, nil)
+	if len(out) != 11 || tb.Len() != 9 {
+		t.Fatalf("%d records, %d flows left; want 11 shed, 9 left", len(out), tb.Len())
+	}
+	for _, r := range out {
+		if r.EndReason != schemas.EndLackOfResources || r.SrcPort > 11 {
+			t.Errorf("shed %d (%s): want the 11 oldest with lack-of-resources", r.SrcPort, r.EndReason)
+		}
+	}
+	if s := tb.Stats(); s.Pressure != 11 || s.Exported[schemas.EndLackOfResources] != 11 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// Whatever the interleaving of epochs and ticks, the records of each flow
+// add up to what was added.
+func TestRecordsAddUp(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	c := cfg()
+	c.MaxFlows = 40
+	tb := New(c)
+	added := map[uint16]uint64{}
+	got := map[uint16]uint64{}
+	now := uint64(0)
+	for step := 0; step < 2000; step++ {
+		now += uint64(rng.IntN(3000)) * uint64(time.Millisecond)
+		for i := rng.IntN(10); i > 0; i-- {
+			p := uint16(rng.IntN(60))
+			n := uint64(1 + rng.IntN(5))
+			flags := uint32(0x10)
+			if rng.IntN(50) == 0 {
+				flags |= 0x01
+			}
+			tb.Add(key(p), val(n, now-uint64(rng.IntN(1000))*uint64(time.Millisecond), now, flags))
+			added[p] += n
+		}
+		for _, r := range tb.Expire(now, 0, nil) {
+			got[r.SrcPort] += r.Packets
+		}
+	}
+	for _, r := range tb.Flush(schemas.EndForced, 0, nil) {
+		got[r.SrcPort] += r.Packets
+	}
+	for p, n := range added {
+		if got[p] != n {
+			t.Errorf("port %d: %d packets added, %d exported", p, n, got[p])
+		}
+	}
+}
