@@ -38,19 +38,25 @@ func (r EndReason) String() string {
 // two exports. Packets and Bytes of all records of a flow add up to the
 // traffic of that flow, exactly.
 type Flow struct {
-	Src, Dst         netip.Addr // IPv4 addresses are 4-byte (never IPv4-mapped)
-	SrcPort, DstPort uint16     // ICMP/ICMPv6: SrcPort 0, DstPort type<<8|code
-	Proto            uint8      // IANA protocol number
-	VLAN             uint16     // outer VLAN id, 0 when untagged
-	InIf             uint32     // ingress ifindex (ingressInterface)
-	Packets          uint64     // packetDeltaCount
-	Bytes            uint64     // octetDeltaCount: L3 octets
-	L2Bytes          uint64     // layer2OctetDeltaCount: frame octets
-	StartNs, EndNs   int64      // first and last packet, Unix nanoseconds; StartNs <= EndNs
-	TCPFlags         uint16     // tcpControlBits (RFC 7125), OR over the record
-	TOS              uint8      // ipClassOfService
-	EndReason        EndReason  // flowEndReason
+	Src       netip.Addr `json:"src_addr"` // IPv4 addresses are 4-byte (never IPv4-mapped)
+	Dst       netip.Addr `json:"dst_addr"`
+	SrcPort   uint16     `json:"src_port"`           // ICMP/ICMPv6: 0
+	DstPort   uint16     `json:"dst_port"`           // ICMP/ICMPv6: type<<8|code
+	Proto     uint8      `json:"proto"`              // IANA protocol number
+	VLAN      uint16     `json:"vlan_id"`            // outer VLAN id, 0 when untagged
+	InIf      uint32     `json:"in_if"`              // ingress ifindex (ingressInterface)
+	Packets   uint64     `json:"packets"`            // packetDeltaCount
+	Bytes     uint64     `json:"bytes"`              // octetDeltaCount: L3 octets
+	L2Bytes   uint64     `json:"l2_bytes"`           // layer2OctetDeltaCount: frame octets
+	StartNs   int64      `json:"time_flow_start_ns"` // first packet, Unix ns; StartNs <= EndNs
+	EndNs     int64      `json:"time_flow_end_ns"`   // last packet, Unix ns
+	TCPFlags  uint16     `json:"tcp_flags"`          // tcpControlBits (RFC 7125), OR over the record
+	TOS       uint8      `json:"tos"`                // ipClassOfService
+	EndReason EndReason  `json:"end_reason"`         // flowEndReason
 }
+
+// MarshalText writes the reason's name in JSON.
+func (r EndReason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // IsICMP tells whether DstPort carries an ICMP or ICMPv6 type and code.
 func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }

@@ -66,7 +66,8 @@ func run(scale int, sampleRate uint32) error {
 	}
 	total := 0
 	for _, f := range mix {
-		want[flowName(f.Flow)] = sent{f.Packets, f.Packets * f.L3}
+		w := want[flowName(f.Flow)]
+		want[flowName(f.Flow)] = sent{w.packets + f.Packets, w.bytes + f.Packets*f.L3}
 		total += f.Packets
 	}
 	start := time.Now()

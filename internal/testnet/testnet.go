@@ -102,6 +102,17 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 	p.IfindexA, p.IfindexB = la.Attrs().Index, lb.Attrs().Index
 	p.MACA, p.MACB = la.Attrs().HardwareAddr, lb.Attrs().HardwareAddr
 
+	// Loopback up, so tests can run a collector inside a namespace.
+	for _, h := range []*netlink.Handle{ha, hb} {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return nil, err
+		}
+		if err := h.LinkSetUp(lo); err != nil {
+			return nil, fmt.Errorf("loopback up: %w", err)
+		}
+	}
+
 	v6 := opt.AddrA.Addr().Is6() || opt.AddrB.Addr().Is6()
 	for _, s := range []struct {
 		ns   netns.NsHandle
@@ -160,6 +171,9 @@ func (p *Pair) In(ns netns.NsHandle, fn func() error) error {
 	}()
 	return <-errc
 }
+
+// NsName is the name of side "a" or "b", for `ip netns exec`.
+func (p *Pair) NsName(side string) string { return p.Name + "-" + side }
 
 // Close removes both namespaces; the veth pair goes with them.
 func (p *Pair) Close() error {

@@ -19,9 +19,13 @@ type Flow struct {
 	Proto            layers.IPProtocol
 	SrcPort, DstPort uint16 // for ICMP: DstPort is type<<8|code
 	VLAN             uint16 // 0: untagged
+	InnerVLAN        uint16 // with VLAN: QinQ, VLAN is the 802.1ad outer tag
+	IPv4Options      bool   // 8 bytes of IPv4 options (IHL 7)
+	IPv6Ext          bool   // hop-by-hop and destination options headers before L4
 	TCPFlags         uint16 // per packet, RFC 7125 bit positions
 	Payload          int    // L4 payload bytes
 	Packets          int
+	Last             bool // sent after every other flow (a TCP FIN closes its conversation)
 }
 
 // Frame builds the flow's frame and returns it with its L3 length (IP
@@ -34,7 +38,12 @@ func (f Flow) Frame(srcMAC, dstMAC net.HardwareAddr) (frame []byte, l3 int, err 
 	var ls []gopacket.SerializableLayer
 	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: et}
 	ls = append(ls, eth)
-	if f.VLAN != 0 {
+	switch {
+	case f.VLAN != 0 && f.InnerVLAN != 0:
+		eth.EthernetType = layers.EthernetTypeQinQ
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: f.VLAN, Type: layers.EthernetTypeDot1Q},
+			&layers.Dot1Q{VLANIdentifier: f.InnerVLAN, Type: et})
+	case f.VLAN != 0:
 		eth.EthernetType = layers.EthernetTypeDot1Q
 		ls = append(ls, &layers.Dot1Q{VLANIdentifier: f.VLAN, Type: et})
 	}
@@ -43,9 +52,21 @@ func (f Flow) Frame(srcMAC, dstMAC net.HardwareAddr) (frame []byte, l3 int, err 
 	if f.Src.Is6() {
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: f.Proto, SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice()}
 		ls, netLayer, ipLen = append(ls, ip), ip, 40
+		if f.IPv6Ext {
+			// Hop-by-hop then destination options, 8 bytes each (PadN).
+			ip.NextHeader = layers.IPProtocolIPv6HopByHop
+			ext := gopacket.Payload{byte(layers.IPProtocolIPv6Destination), 0, 1, 4, 0, 0, 0, 0,
+				byte(f.Proto), 0, 1, 4, 0, 0, 0, 0}
+			ls, ipLen = append(ls, ext), ipLen+len(ext)
+		}
 	} else {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: f.Proto, SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice()}
-		ls, netLayer, ipLen = append(ls, ip), ip, 20
+		if f.IPv4Options {
+			// Record Route with room for one address, then End of Options.
+			ip.Options = []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 0}}
+			ipLen += 8
+		}
+		ls, netLayer, ipLen = append(ls, ip), ip, ipLen+20
 	}
 	var l4Len int
 	switch f.Proto {
@@ -144,11 +165,26 @@ func (s *Sender) Send(frame []byte) error {
 }
 
 // SendAll sends every flow's Packets frames, round-robin across the flows
-// as they would mix on a real link, and returns how many it sent.
+// as they would mix on a real link (flows marked Last after all others),
+// and returns how many it sent.
 func (s *Sender) SendAll(flows []Built) (int, error) {
+	sent := 0
+	for _, last := range []bool{false, true} {
+		n, err := s.sendRound(flows, last)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+func (s *Sender) sendRound(flows []Built, last bool) (int, error) {
 	left := make([]int, len(flows))
 	for i, f := range flows {
-		left[i] = f.Packets
+		if f.Last == last {
+			left[i] = f.Packets
+		}
 	}
 	sent := 0
 	for more := true; more; {
@@ -171,22 +207,70 @@ func (s *Sender) SendAll(flows []Built) (int, error) {
 // Close closes the socket.
 func (s *Sender) Close() error { return unix.Close(s.fd) }
 
-// Mix is the default mix of flows used by the netns test and the demo:
-// IPv4 and IPv6, TCP with handshake flags, UDP of several sizes, ICMP and
-// ICMPv6, a VLAN-tagged flow. Addresses come from the documentation and
-// benchmarking ranges only.
+// Mix is the default mix of flows used by the tests and the demo: IPv4 and
+// IPv6; a TCP conversation with handshake, data and FIN; UDP of several
+// sizes; ICMP and ICMPv6; 802.1Q and QinQ tagged flows; IPv4 options and
+// IPv6 extension headers. Addresses come from the benchmarking and
+// documentation ranges only.
 func Mix() []Flow {
 	a4, b4 := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	c4 := netip.MustParseAddr("198.19.1.10")
 	a6, b6 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	const syn, ack, psh, fin = 0x02, 0x10, 0x08, 0x01
 	return []Flow{
-		{Src: a4, Dst: b4, Proto: layers.IPProtocolTCP, SrcPort: 40001, DstPort: 443, TCPFlags: 0x02, Packets: 1},
-		{Src: a4, Dst: b4, Proto: layers.IPProtocolTCP, SrcPort: 40002, DstPort: 443, TCPFlags: 0x18, Payload: 1200, Packets: 500},
+		// TCP conversation, client side: SYN, ACK, data, FIN.
+		{Src: a4, Dst: b4, Proto: layers.IPProtocolTCP, SrcPort: 40001, DstPort: 443, TCPFlags: syn, Packets: 1},
+		{Src: a4, Dst: b4, Proto: layers.IPProtocolTCP, SrcPort: 40001, DstPort: 443, TCPFlags: ack | psh, Payload: 1200, Packets: 400},
+		{Src: a4, Dst: b4, Proto: layers.IPProtocolTCP, SrcPort: 40001, DstPort: 443, TCPFlags: fin | ack, Packets: 1, Last: true},
+		// ...and the server side.
+		{Src: b4, Dst: a4, Proto: layers.IPProtocolTCP, SrcPort: 443, DstPort: 40001, TCPFlags: syn | ack, Packets: 1},
+		{Src: b4, Dst: a4, Proto: layers.IPProtocolTCP, SrcPort: 443, DstPort: 40001, TCPFlags: ack, Packets: 200},
+		{Src: b4, Dst: a4, Proto: layers.IPProtocolTCP, SrcPort: 443, DstPort: 40001, TCPFlags: fin | ack, Packets: 1, Last: true},
+		// A long-lived TCP flow with no end.
+		{Src: a4, Dst: c4, Proto: layers.IPProtocolTCP, SrcPort: 40002, DstPort: 22, TCPFlags: ack | psh, Payload: 64, Packets: 300},
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolUDP, SrcPort: 5353, DstPort: 53, Payload: 33, Packets: 1000},
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolUDP, SrcPort: 9000, DstPort: 9001, Payload: 1472, Packets: 300},
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolICMPv4, DstPort: 8 << 8, Payload: 56, Packets: 10},
+		{Src: a4, Dst: b4, Proto: layers.IPProtocolICMPv4, DstPort: 3<<8 | 3, Payload: 28, Packets: 2},
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolUDP, SrcPort: 161, DstPort: 162, VLAN: 42, Payload: 90, Packets: 77},
-		{Src: a6, Dst: b6, Proto: layers.IPProtocolTCP, SrcPort: 50000, DstPort: 80, TCPFlags: 0x11, Payload: 10, Packets: 3},
+		{Src: a4, Dst: c4, Proto: layers.IPProtocolUDP, SrcPort: 4789, DstPort: 4789, VLAN: 300, InnerVLAN: 7, Payload: 120, Packets: 50},
+		{Src: a4, Dst: c4, Proto: layers.IPProtocolUDP, SrcPort: 514, DstPort: 514, IPv4Options: true, Payload: 200, Packets: 25},
+		{Src: a6, Dst: b6, Proto: layers.IPProtocolTCP, SrcPort: 50000, DstPort: 80, TCPFlags: syn, Packets: 1},
+		{Src: a6, Dst: b6, Proto: layers.IPProtocolTCP, SrcPort: 50000, DstPort: 80, TCPFlags: ack, Payload: 10, Packets: 3},
+		{Src: a6, Dst: b6, Proto: layers.IPProtocolTCP, SrcPort: 50000, DstPort: 80, TCPFlags: fin | ack, Packets: 1, Last: true},
 		{Src: a6, Dst: b6, Proto: layers.IPProtocolUDP, SrcPort: 4500, DstPort: 4500, Payload: 1400, Packets: 250},
+		{Src: a6, Dst: b6, Proto: layers.IPProtocolUDP, SrcPort: 547, DstPort: 546, IPv6Ext: true, Payload: 100, Packets: 40},
 		{Src: a6, Dst: b6, Proto: layers.IPProtocolICMPv6, DstPort: 128 << 8, Payload: 60, Packets: 20},
+	}
+}
+
+// Junk is a frame that must not become a flow: not IP, or malformed.
+type Junk struct {
+	Name      string
+	Frame     []byte
+	Malformed bool // counted as malformed (else as non-IP)
+	Packets   int
+}
+
+// JunkMix returns non-IP and malformed frames to send alongside Mix.
+func JunkMix(srcMAC, dstMAC net.HardwareAddr) []Junk {
+	eth := func(et uint16, body ...byte) []byte {
+		f := append(append(append([]byte{}, dstMAC...), srcMAC...), byte(et>>8), byte(et))
+		f = append(f, body...)
+		for len(f) < 60 {
+			f = append(f, 0)
+		}
+		return f
+	}
+	ipv4 := func(verIHL byte, totLen uint16) []byte {
+		return eth(0x0800, verIHL, 0, byte(totLen>>8), byte(totLen), 0, 0, 0, 0, 64, 17, 0, 0,
+			198, 18, 0, 1, 198, 18, 0, 2)
+	}
+	return []Junk{
+		{Name: "arp", Frame: eth(0x0806, 0, 1, 8, 0, 6, 4, 0, 1), Packets: 5},
+		{Name: "lldp", Frame: eth(0x88cc, 2, 7, 4), Packets: 3},
+		{Name: "ipv4 ihl 4", Frame: ipv4(0x44, 20), Malformed: true, Packets: 4},
+		{Name: "ipv4 length past frame", Frame: ipv4(0x45, 1400), Malformed: true, Packets: 6},
+		{Name: "version 6 in ipv4 ethertype", Frame: ipv4(0x65, 20), Malformed: true, Packets: 2},
 	}
 }
