@@ -1,4 +1,4 @@
-# xdpflow. `sudo make demo` shows the datapath counting a known mix of flows;
+# xdpflow. `sudo make demo` runs the probe on a traffic mix and checks its export;
 # `sudo make test` runs every test (the kernel tests need root).
 
 GO           ?= go
@@ -14,10 +14,10 @@ BENCH_TIME ?= 2000000x
 
 all: build
 
-## build: compile every package and command into bin/
+## build: compile every package and the commands into bin/
 build:
 	$(GO) build ./...
-	$(GO) build -o bin/xdpflow-demo ./internal/demo
+	$(GO) build -o bin/xdpflow-probe ./probe
 
 ## generate: rebuild the BPF objects and their Go bindings with clang
 generate:
@@ -36,9 +36,9 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./bpf/
 
-## demo: attach the datapath to a veth in test namespaces and count a traffic mix
-demo:
-	$(GO) run ./internal/demo
+## demo: the probe on a veth in throwaway namespaces, exporting IPFIX; traffic mix; exact check
+demo: build
+	$(GO) run ./internal/demo --probe bin/xdpflow-probe
 
 ## lint: gofmt, go vet, clang-format
 lint:

@@ -112,10 +112,9 @@ func Load(cfg Config) (*Datapath, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("datapath config: %w", err)
 	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK (run as root or with CAP_SYS_RESOURCE): %w", err)
-	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Without
+	// privileges this fails too; the map creation below then says why.
+	memlockErr := rlimit.RemoveMemlock()
 	spec, err := loadXdpflow()
 	if err != nil {
 		return nil, err
@@ -146,6 +145,12 @@ func Load(cfg Config) (*Datapath, error) {
 		t.Name = fmt.Sprintf("xdpflow_flows%d", i)
 		if d.tables[i], err = ebpf.NewMap(t); err != nil {
 			d.closeTables()
+			if isPerm(err) {
+				return nil, fmt.Errorf("create BPF maps: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+			}
+			if memlockErr != nil {
+				err = errors.Join(err, memlockErr)
+			}
 			return nil, fmt.Errorf("create flow table (%d entries): %w%s", cfg.MaxFlows, err, permissionHint(err))
 		}
 	}

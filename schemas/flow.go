@@ -4,7 +4,10 @@
 // (FIELDS.md describes each field). Nothing here knows about kernel maps.
 package schemas
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // EndReason is why a flow record was exported: IPFIX flowEndReason (IE 136,
 // RFC 7011 / IANA).
@@ -57,6 +60,17 @@ type Flow struct {
 
 // MarshalText writes the reason's name in JSON.
 func (r EndReason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText reads a name written by MarshalText.
+func (r *EndReason) UnmarshalText(b []byte) error {
+	for c := EndIdle; c <= EndLackOfResources; c++ {
+		if c.String() == string(b) {
+			*r = c
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown flow end reason %q", b)
+}
 
 // IsICMP tells whether DstPort carries an ICMP or ICMPv6 type and code.
 func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }

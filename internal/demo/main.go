@@ -1,170 +1,195 @@
 // Command demo is what `make demo` runs: it builds two throwaway network
-// namespaces joined by a veth pair, attaches the xdpflow datapath in native
-// XDP mode on the receiving end, sends a known mix of flows across, and
-// prints each flow as the kernel counted it next to what was sent.
+// namespaces joined by a veth pair, starts xdpflow-probe on the receiving
+// end exporting IPFIX to a collector on that namespace's loopback, sends a
+// realistic mix of flows from the other end with the project's generator,
+// prints every flow record as it arrives (decoded by goflow2, an
+// independent decoder), and checks the totals against what was sent. It
+// removes everything it made on exit and touches no other interface.
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
-	"sort"
-	"text/tabwriter"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
-	"github.com/gopacket/gopacket/layers"
-
-	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
 )
 
 func main() {
+	probe := flag.String("probe", "bin/xdpflow-probe", "the xdpflow-probe binary to run")
 	scale := flag.Int("scale", 10, "send each flow of the mix this many times over")
-	sampleRate := flag.Uint("sample-rate", 1000, "sample 1 in N frame heads into the ring buffer (0: off)")
 	flag.Parse()
-	if err := run(*scale, uint32(*sampleRate)); err != nil {
+	if err := run(*probe, *scale); err != nil {
 		slog.Error("demo failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(scale int, sampleRate uint32) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("the demo creates network namespaces and loads XDP: run it as root (sudo make demo)")
-	}
-	d, err := bpf.Load(bpf.Config{SampleRate: sampleRate})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
+// lockedBuffer collects the probe's log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
 
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func run(probe string, scale int) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("the demo creates network namespaces and attaches XDP: run it as root (sudo make demo)")
+	}
+	if _, err := os.Stat(probe); err != nil {
+		return fmt.Errorf("probe binary: %w (run `make demo`, which builds it)", err)
+	}
 	pair, err := testnet.NewPair("xfdemo", testnet.Options{})
 	if err != nil {
 		return err
 	}
 	defer pair.Close()
-	var l link.Link
+	// Ctrl-C still cleans up.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; pair.Close(); os.Exit(130) }()
+
+	var conn *net.UDPConn
 	if err := pair.In(pair.B, func() (err error) {
-		l, err = link.AttachXDP(link.XDPOptions{Program: d.Program, Interface: pair.IfindexB, Flags: link.XDPDriverMode})
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		return err
 	}); err != nil {
-		return fmt.Errorf("attach XDP (native) to %s: %w", pair.LinkB, err)
+		return err
 	}
-	defer l.Close()
-	fmt.Printf("xdpflow datapath attached (native XDP) to %s in netns %s-b; sending from %s-a\n\n", pair.LinkB, pair.Name, pair.Name)
+	dec := flowcheck.NewDecoder()
+	got := flowcheck.Sums{}
+	var mu sync.Mutex
+	var decodeErr error
+	coll := flowcheck.Collect(conn, func(msg []byte) {
+		recs, err := dec.Decode(msg)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && decodeErr == nil {
+			decodeErr = err
+		}
+		for i := range recs {
+			f := &recs[i]
+			got.AddRecord(f)
+			fmt.Printf("%-12s %-19s %-58s %8d %10d %#6x\n", time.Unix(0, f.EndNs).Format("15:04:05.000"), f.EndReason,
+				flowcheck.IDOf(f), f.Packets, f.Bytes, f.TCPFlags)
+		}
+	})
 
-	type sent struct{ packets, bytes int }
-	want := map[string]sent{}
+	var logs lockedBuffer
+	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), probe, "-i", pair.LinkB,
+		"--ipfix", coll.URL(), "--idle-timeout", "2s", "--active-timeout", "4s", "--drain-interval", "500ms")
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start probe: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("probe did not start:\n%s", logs.String())
+		}
+	}
+	fmt.Printf("xdpflow-probe attached to %s in netns %s; exporting IPFIX to %s\n\n", pair.LinkB, pair.NsName("b"), coll.URL())
+	fmt.Printf("%-12s %-19s %-58s %8s %10s %6s\n", "flow end", "end reason", "flow (decoded from IPFIX by goflow2)", "packets", "bytes", "flags")
+
+	want := flowcheck.Sums{}
 	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, scale)
 	if err != nil {
 		return err
 	}
-	total := 0
-	for _, f := range mix {
-		w := want[flowName(f.Flow)]
-		want[flowName(f.Flow)] = sent{w.packets + f.Packets, w.bytes + f.Packets*f.L3}
-		total += f.Packets
+	long, err := trafficgen.Build([]trafficgen.Flow{{Src: netip.MustParseAddr("198.18.5.5"), Dst: netip.MustParseAddr("198.18.0.2"),
+		Proto: 17, SrcPort: 6000, DstPort: 6001, Payload: 500, Packets: 100}}, pair.MACA, pair.MACB, 1)
+	if err != nil {
+		return err
 	}
-	start := time.Now()
+	const bursts = 10
+	for _, f := range mix {
+		want.AddSent(f, 1)
+	}
+	want.AddSent(long[0], bursts)
+	sent := 0
 	if err := pair.In(pair.A, func() error {
 		s, err := trafficgen.NewSender(pair.IfindexA)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		_, err = s.SendAll(mix)
-		return err
-	}); err != nil {
-		return err
-	}
-	elapsed := time.Since(start)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if st, err := d.Stats(); err == nil && st.FlowPackets >= uint64(total) {
-			break
-		}
-	}
-
-	old, err := d.Rotate()
-	if err != nil {
-		return err
-	}
-	type row struct {
-		name string
-		v    bpf.FlowValue
-	}
-	var rows []row
-	if err := d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) {
-		rows = append(rows, row{keyName(k), v})
-	}); err != nil {
-		return err
-	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].name < rows[j].name })
-
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "flow (as counted in the kernel)\tpackets\tL3 bytes\tTCP flags\tsent packets\tsent bytes\texact\t")
-	exact := 0
-	for _, r := range rows {
-		w, ok := want[r.name]
-		match := ok && uint64(w.packets) == r.v.Packets && uint64(w.bytes) == r.v.Bytes
-		if match {
-			exact++
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%#03x\t%d\t%d\t%v\t\n", r.name, r.v.Packets, r.v.Bytes, r.v.TcpFlags, w.packets, w.bytes, match)
-	}
-	tw.Flush()
-
-	st, err := d.Stats()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\n%d frames sent in %v; datapath saw %d frames: %d in flows, %d non-IP, %d malformed, %d not attributed (table full)\n",
-		total, elapsed.Round(time.Millisecond), st.Packets, st.FlowPackets, st.NonIp, st.MalformedTotal(), st.UpdateFailedPackets)
-	if sampleRate > 0 {
-		n := countSamples(d)
-		fmt.Printf("header samples (1 in %d): %d written, %d lost to a full ring, %d read back\n", sampleRate, st.Samples, st.SamplesLost, n)
-	}
-	if exact != len(want) || len(rows) != len(want) {
-		return fmt.Errorf("%d of %d flows exact, %d flows in the table", exact, len(want), len(rows))
-	}
-	fmt.Printf("all %d flows counted exactly\n", exact)
-	return nil
-}
-
-func countSamples(d *bpf.Datapath) int {
-	rd, err := ringbuf.NewReader(d.Samples)
-	if err != nil {
-		return 0
-	}
-	defer rd.Close()
-	n := 0
-	for {
-		rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
-		rec, err := rd.Read()
+		n, err := s.SendAll(mix)
+		sent += n
 		if err != nil {
-			return n
+			return err
 		}
-		if _, err := bpf.ParseSample(rec.RawSample); err == nil {
-			n++
+		for _, j := range trafficgen.JunkMix(pair.MACA, pair.MACB) {
+			for i := 0; i < j.Packets; i++ {
+				if err := s.Send(j.Frame); err != nil {
+					return err
+				}
+				sent++
+			}
 		}
+		// A long flow: exported in active-timeout records that add up.
+		for i := 0; i < bursts; i++ {
+			n, err := s.SendAll(long)
+			sent += n
+			if err != nil {
+				return err
+			}
+			time.Sleep(600 * time.Millisecond)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
-}
+	time.Sleep(2500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			return fmt.Errorf("probe: %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("probe did not stop on SIGTERM")
+	}
+	time.Sleep(100 * time.Millisecond)
+	coll.Stop()
 
-func flowName(f trafficgen.Flow) string {
-	sport, dport := f.Ports()
-	return fmt.Sprintf("vlan%d %s %s > %s", f.VLAN, protoName(uint8(f.Proto)),
-		netip.AddrPortFrom(f.Src, sport), netip.AddrPortFrom(f.Dst, dport))
-}
-
-func keyName(k bpf.FlowKey) string {
-	return fmt.Sprintf("vlan%d %s %s > %s", k.VlanId, protoName(k.Proto),
-		netip.AddrPortFrom(k.Src(), k.SrcPort), netip.AddrPortFrom(k.Dst(), k.DstPort))
-}
-
-func protoName(p uint8) string {
-	return layers.IPProtocol(p).String()
+	fmt.Printf("\n%d frames sent (%d flows, plus non-IP and malformed frames). The probe's log:\n%s\n", sent, len(want), logs.String())
+	mu.Lock()
+	defer mu.Unlock()
+	if decodeErr != nil {
+		return fmt.Errorf("IPFIX decode: %w", decodeErr)
+	}
+	if diff := flowcheck.Diff(got, want); len(diff) > 0 {
+		return fmt.Errorf("exported flows differ from the traffic:\n  %s", strings.Join(diff, "\n  "))
+	}
+	fmt.Printf("all %d flows exported with exact packet and byte counts (records of each flow summed)\n", len(want))
+	return nil
 }

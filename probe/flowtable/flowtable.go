@@ -36,9 +36,9 @@ type entry struct {
 
 // Stats of a Table.
 type Stats struct {
-	Active   int                         // flows held now
+	Active   int                          // flows held now
 	Exported map[schemas.EndReason]uint64 // records by end reason
-	Pressure uint64                      // flows ended early because MaxFlows was reached
+	Pressure uint64                       // flows ended early because MaxFlows was reached
 }
 
 // Table holds the flows between exports. It is not safe for concurrent use.
@@ -177,4 +177,3 @@ func (t *Table) Stats() Stats {
 	}
 	return s
 }
-

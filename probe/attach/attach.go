@@ -1,0 +1,139 @@
+// Package attach puts the XDP program on an interface and takes it off:
+// mode selection with fallback, refusing to displace another program unless
+// told to, and a way out after a crash.
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is how the program is attached.
+type Mode string
+
+const (
+	Auto    Mode = "auto"    // native, falling back to generic with a warning
+	Native  Mode = "native"  // in the driver: fast, needs driver support
+	Generic Mode = "generic" // in the stack (skb): works everywhere, slower
+)
+
+// ParseMode checks a --xdp-mode value.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case Auto, Native, Generic:
+		return m, nil
+	}
+	return "", fmt.Errorf("xdp mode %q: want auto, native or generic", s)
+}
+
+// Attachment is the program on one interface.
+type Attachment struct {
+	Iface   string
+	Ifindex int
+	Mode    Mode // the mode actually used
+	link    link.Link
+}
+
+// Close detaches the program.
+func (a *Attachment) Close() error { return a.link.Close() }
+
+// Attach puts prog on the interface. An interface that already has an XDP
+// program is refused unless force is set, in which case that program is
+// removed first.
+func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, log *slog.Logger) (*Attachment, error) {
+	l, err := netlink.LinkByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q not found: check the name with `ip link` (and the network namespace)", iface)
+	}
+	idx := l.Attrs().Index
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		if !force {
+			return nil, fmt.Errorf("%s already has an XDP program (id %d): stop its owner, run `xdpflow-probe --detach -i %s`, or pass --force to replace it", iface, x.ProgId, iface)
+		}
+		log.Warn("replacing the XDP program already on the interface (--force)", "iface", iface, "prog_id", x.ProgId)
+		if err := Detach(iface); err != nil {
+			return nil, err
+		}
+	}
+
+	try := func(m Mode) (link.Link, error) {
+		flags := link.XDPDriverMode
+		if m == Generic {
+			flags = link.XDPGenericMode
+		}
+		return link.AttachXDP(link.XDPOptions{Program: prog, Interface: idx, Flags: flags})
+	}
+	used := mode
+	if mode == Auto {
+		used = Native
+	}
+	lk, err := try(used)
+	if err != nil && mode == Auto && unsupported(err) {
+		log.Warn("native XDP not supported by the driver, using generic mode (slower)", "iface", iface, "err", err)
+		used = Generic
+		lk, err = try(used)
+	}
+	if err != nil {
+		switch {
+		case used == Native && unsupported(err):
+			return nil, fmt.Errorf("%s: the driver does not support native XDP (%v): use --xdp-mode generic or auto", iface, err)
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+			return nil, fmt.Errorf("attach XDP to %s: permission denied: run as root or grant CAP_NET_ADMIN and CAP_BPF", iface)
+		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
+			return nil, fmt.Errorf("%s already has an XDP program: run `xdpflow-probe --detach -i %s` or pass --force", iface, iface)
+		}
+		return nil, fmt.Errorf("attach XDP (%s mode) to %s: %w", used, iface, err)
+	}
+	return &Attachment{Iface: iface, Ifindex: idx, Mode: used, link: lk}, nil
+}
+
+func unsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, ebpf.ErrNotSupported)
+}
+
+// Detach removes the XDP program from the interface, whether attached
+// through a BPF link (as the probe does) or through netlink. It is the way
+// out when a probe's program outlived it (pinned, or attached by an older
+// tool). A link is matched by program id and ifindex: ifindexes repeat
+// across network namespaces, program ids do not.
+func Detach(iface string) error {
+	l, err := netlink.LinkByName(iface)
+	if err != nil {
+		return fmt.Errorf("interface %q not found: check the name with `ip link`", iface)
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return nil
+	}
+	idx := uint32(l.Attrs().Index)
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		if err != nil || info.Type != link.XDPType || uint32(info.Program) != x.ProgId {
+			continue
+		}
+		if xi := info.XDP(); xi != nil && xi.Ifindex == idx {
+			if err := it.Link.Detach(); err != nil {
+				return fmt.Errorf("detach XDP link %d from %s: %w", it.ID, iface, err)
+			}
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("list BPF links: %w", err)
+	}
+	// Attached through netlink: clear every mode.
+	for _, flags := range []int{0, unix.XDP_FLAGS_SKB_MODE, unix.XDP_FLAGS_DRV_MODE} {
+		if err := netlink.LinkSetXdpFdWithFlags(l, -1, flags); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("remove XDP program from %s: %w", iface, err)
+		}
+	}
+	return nil
+}

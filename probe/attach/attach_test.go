@@ -1,0 +1,109 @@
+package attach
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/internal/testnet"
+)
+
+func TestAttachDetach(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: run `sudo make test`")
+	}
+	d, err := bpf.Load(bpf.Config{MaxFlows: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	pair, err := testnet.NewPair(fmt.Sprintf("xfa%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pair.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	attached := func() bool {
+		l, err := netlink.LinkByName(pair.LinkB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+	}
+	wantErr := func(err error, substr string) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), substr) {
+			t.Errorf("error %v, want one saying %q", err, substr)
+		}
+	}
+
+	err = pair.In(pair.B, func() error {
+		_, err := Attach("no-such-if", d.Program, Auto, false, log)
+		wantErr(err, "ip link")
+
+		a, err := Attach(pair.LinkB, d.Program, Native, false, log)
+		if err != nil {
+			return err
+		}
+		if a.Mode != Native || !attached() {
+			t.Errorf("mode %s, attached %v", a.Mode, attached())
+		}
+		_, err = Attach(pair.LinkB, d.Program, Native, false, log)
+		wantErr(err, "--force")
+
+		// A probe killed with kill -9: its link is gone with its fds; an
+		// old-style netlink attachment stays, and --detach removes it.
+		a.Close()
+		if attached() {
+			t.Error("still attached after Close")
+		}
+		l, _ := netlink.LinkByName(pair.LinkB)
+		if err := netlink.LinkSetXdpFd(l, d.Program.FD()); err != nil {
+			return err
+		}
+		_, err = Attach(pair.LinkB, d.Program, Auto, false, log)
+		wantErr(err, "already has an XDP program")
+		b, err := Attach(pair.LinkB, d.Program, Auto, true, log)
+		if err != nil {
+			return fmt.Errorf("--force: %w", err)
+		}
+		if err := Detach(pair.LinkB); err != nil {
+			return err
+		}
+		if attached() {
+			t.Error("still attached after Detach (link)")
+		}
+		b.Close()
+		if err := netlink.LinkSetXdpFd(l, d.Program.FD()); err != nil {
+			return err
+		}
+		if err := Detach(pair.LinkB); err != nil {
+			return err
+		}
+		if attached() {
+			t.Error("still attached after Detach (netlink)")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for _, s := range []string{"auto", "native", "generic"} {
+		if m, err := ParseMode(s); err != nil || string(m) != s {
+			t.Errorf("%s: %v %v", s, m, err)
+		}
+	}
+	if _, err := ParseMode("offload"); err == nil {
+		t.Error("offload accepted")
+	}
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/probe/attach"
+)
+
+// config is every setting of the probe. Each is a flag, and the same key
+// in the optional --config YAML file; the command line wins.
+type config struct {
+	Ifaces            []string
+	XDPMode           string
+	Action            string
+	Force             bool
+	Detach            bool
+	IPFIX             []string
+	NetFlow9          []string
+	Stdout            bool
+	ActiveTimeout     time.Duration
+	IdleTimeout       time.Duration
+	DrainInterval     time.Duration
+	MaxFlows          uint32
+	SampleRate        uint32
+	SampleBytes       uint32
+	Pcap              string
+	ObservationDomain uint32
+	TemplateRefresh   time.Duration
+	TemplateRefreshN  int
+	LogLevel          string
+	LogFormat         string
+}
+
+func newFlagSet(c *config) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("xdpflow-probe", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringSliceVarP(&c.Ifaces, "iface", "i", nil, "capture interface (repeatable or comma-separated; required)")
+	fs.StringVar(&c.XDPMode, "xdp-mode", "auto", "auto (native, falling back to generic), native or generic")
+	fs.StringVar(&c.Action, "action", "pass", "after counting: pass (inline tap) or drop (span/mirror port)")
+	fs.BoolVar(&c.Force, "force", false, "replace an XDP program already on the interface")
+	fs.BoolVar(&c.Detach, "detach", false, "remove the XDP program from the interfaces (-i) and exit: the way out after a crash")
+	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port or tcp://host:port (repeatable)")
+	fs.StringArrayVar(&c.NetFlow9, "netflow9", nil, "NetFlow v9 collector, udp://host:port (repeatable)")
+	fs.BoolVar(&c.Stdout, "stdout", false, "print each exported flow as one JSON line")
+	fs.DurationVar(&c.ActiveTimeout, "active-timeout", 60*time.Second, "a longer flow is exported in records of this length")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 15*time.Second, "a flow with no packet for this long ends")
+	fs.DurationVar(&c.DrainInterval, "drain-interval", time.Second, "how often the kernel tables are swapped and read (shortened automatically under table pressure)")
+	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
+	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
+	fs.Uint32Var(&c.SampleBytes, "sample-bytes", bpf.DefaultSampleBytes, "bytes of each sampled frame (at most 256)")
+	fs.StringVar(&c.Pcap, "pcap", "", "write the sampled frame heads to this pcap file")
+	fs.Uint32Var(&c.ObservationDomain, "observation-domain", 1, "IPFIX observation domain id / NetFlow v9 source id (non-zero)")
+	fs.DurationVar(&c.TemplateRefresh, "template-refresh", 60*time.Second, "UDP: resend templates this often")
+	fs.IntVar(&c.TemplateRefreshN, "template-refresh-messages", 1000, "UDP: ...or after this many messages, whichever first")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.String("config", "", "YAML file with any of these settings, keyed by flag name")
+	return fs
+}
+
+// parseConfig reads the command line and, when given, the YAML file.
+func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
+	c := &config{}
+	fs := newFlagSet(c)
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		if err := applyYAML(fs, path); err != nil {
+			return nil, fs, err
+		}
+	}
+	return c, fs, c.validate()
+}
+
+// applyYAML sets every key of the file that the command line did not set.
+func applyYAML(fs *pflag.FlagSet, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	for key, v := range doc {
+		f := fs.Lookup(key)
+		if f == nil || key == "config" {
+			return fmt.Errorf("config file %s: unknown key %q (keys are the long flag names)", path, key)
+		}
+		if f.Changed {
+			continue
+		}
+		vals := []any{v}
+		if list, ok := v.([]any); ok {
+			vals = list
+		}
+		for _, x := range vals {
+			if err := fs.Set(key, fmt.Sprint(x)); err != nil {
+				return fmt.Errorf("config file %s: key %q: %w", path, key, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *config) validate() error {
+	if len(c.Ifaces) == 0 {
+		return fmt.Errorf("no interface: give one with -i NAME")
+	}
+	if c.Detach {
+		return nil
+	}
+	if _, err := attach.ParseMode(c.XDPMode); err != nil {
+		return fmt.Errorf("--xdp-mode: %w", err)
+	}
+	if c.Action != "pass" && c.Action != "drop" {
+		return fmt.Errorf("--action %q: want pass or drop", c.Action)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"active-timeout", c.ActiveTimeout}, {"idle-timeout", c.IdleTimeout}, {"drain-interval", c.DrainInterval}, {"template-refresh", c.TemplateRefresh}} {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s %v: must be positive", d.name, d.v)
+		}
+	}
+	if c.MaxFlows < 1024 {
+		return fmt.Errorf("--max-flows %d: at least 1024", c.MaxFlows)
+	}
+	if c.SampleBytes == 0 || c.SampleBytes > bpf.MaxSampleBytes {
+		return fmt.Errorf("--sample-bytes %d: 1 to %d", c.SampleBytes, bpf.MaxSampleBytes)
+	}
+	if c.ObservationDomain == 0 {
+		return fmt.Errorf("--observation-domain: must be non-zero")
+	}
+	for _, u := range c.IPFIX {
+		if err := checkURL("--ipfix", u, "udp", "tcp"); err != nil {
+			return err
+		}
+	}
+	for _, u := range c.NetFlow9 {
+		if err := checkURL("--netflow9", u, "udp"); err != nil {
+			return err
+		}
+	}
+	if len(c.IPFIX)+len(c.NetFlow9) == 0 && !c.Stdout {
+		return fmt.Errorf("nowhere to export: give --ipfix URL, --netflow9 URL or --stdout")
+	}
+	if c.Pcap != "" && c.SampleRate == 0 {
+		return fmt.Errorf("--pcap needs --sample-rate N")
+	}
+	return nil
+}
+
+func checkURL(flag, raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Port() == "" {
+		return fmt.Errorf("%s %q: want %s://host:port", flag, raw, strings.Join(schemes, "|"))
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: scheme %q not supported (want %s)", flag, raw, u.Scheme, strings.Join(schemes, " or "))
+}

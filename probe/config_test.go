@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfig(t *testing.T) {
+	yamlFile := filepath.Join(t.TempDir(), "probe.yaml")
+	os.WriteFile(yamlFile, []byte("iface: [eth1, eth2]\nipfix: [udp://198.18.0.9:4739]\nidle-timeout: 5s\nactive-timeout: 30s\n"), 0o644)
+	badKey := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(badKey, []byte("idle_timeout: 5s\n"), 0o644)
+
+	cases := []struct {
+		name string
+		args []string
+		err  string // substring of the error; "" = valid
+		fn   func(*testing.T, *config)
+	}{
+		{"defaults", []string{"-i", "eth1", "--stdout"}, "", func(t *testing.T, c *config) {
+			if c.ActiveTimeout != 60*time.Second || c.IdleTimeout != 15*time.Second || c.MaxFlows != 262144 ||
+				c.ObservationDomain == 0 || c.Action != "pass" || c.XDPMode != "auto" || c.TemplateRefresh != 60*time.Second {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"repeatable and comma-separated interfaces", []string{"-i", "a,b", "--iface", "c", "--stdout"}, "", func(t *testing.T, c *config) {
+			if strings.Join(c.Ifaces, " ") != "a b c" {
+				t.Errorf("ifaces %v", c.Ifaces)
+			}
+		}},
+		{"yaml file, command line wins", []string{"--config", yamlFile, "--idle-timeout", "7s"}, "", func(t *testing.T, c *config) {
+			if strings.Join(c.Ifaces, " ") != "eth1 eth2" || len(c.IPFIX) != 1 || c.IdleTimeout != 7*time.Second || c.ActiveTimeout != 30*time.Second {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"yaml unknown key named", []string{"--config", badKey}, `unknown key "idle_timeout"`, nil},
+		{"no interface", []string{"--stdout"}, "-i NAME", nil},
+		{"nowhere to export", []string{"-i", "eth1"}, "nowhere to export", nil},
+		{"bad url scheme", []string{"-i", "eth1", "--ipfix", "sctp://x:1"}, `scheme "sctp"`, nil},
+		{"netflow9 over tcp", []string{"-i", "eth1", "--netflow9", "tcp://x:1"}, "--netflow9", nil},
+		{"url without port", []string{"-i", "eth1", "--ipfix", "udp://x"}, "host:port", nil},
+		{"negative timeout", []string{"-i", "eth1", "--stdout", "--idle-timeout", "-1s"}, "--idle-timeout", nil},
+		{"bad action", []string{"-i", "eth1", "--stdout", "--action", "redirect"}, "--action", nil},
+		{"bad mode", []string{"-i", "eth1", "--stdout", "--xdp-mode", "offload"}, "--xdp-mode", nil},
+		{"zero domain", []string{"-i", "eth1", "--stdout", "--observation-domain", "0"}, "non-zero", nil},
+		{"sample bytes too big", []string{"-i", "eth1", "--stdout", "--sample-bytes", "1000"}, "--sample-bytes", nil},
+		{"pcap without sampling", []string{"-i", "eth1", "--stdout", "--pcap", "x.pcap"}, "--sample-rate", nil},
+		{"detach needs only the interface", []string{"--detach", "-i", "eth1"}, "", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := parseConfig(tc.args)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("error %v", err)
+				}
+				if tc.fn != nil {
+					tc.fn(t, c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("error %v, want one with %q", err, tc.err)
+			}
+		})
+	}
+}

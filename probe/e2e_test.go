@@ -1,0 +1,380 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// The end-to-end test runs the real xdpflow-probe binary in a test network
+// namespace, sends a known mix across a veth, and checks the flows that
+// independent decoders read from its IPFIX and NetFlow v9 export (goflow2's
+// decoders; nfdump too when installed) against the truth: every flow there,
+// packets and bytes summed over its records equal to what was sent, and
+// nothing else.
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildProbe builds the binary once per test run.
+func buildProbe(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xdpflow-probe")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "xdpflow-probe")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build probe: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// Bad setups get one clear line saying what to do, and a non-zero exit.
+func TestStartupErrors(t *testing.T) {
+	bin := buildProbe(t)
+	cases := []struct {
+		name string
+		cmd  []string
+		want string
+	}{
+		{"missing interface", []string{bin, "-i", "xf-nosuch0", "--stdout"}, "check the name with `ip link`"},
+		{"not root", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin, "-i", "lo", "--stdout"},
+			"run as root, or grant CAP_BPF"},
+		{"bad flag value", []string{bin, "-i", "lo", "--stdout", "--idle-timeout", "soon"}, "idle-timeout"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command(tc.cmd[0], tc.cmd[1:]...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("exit 0; output:\n%s", out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output %q, want it to say %q", out, tc.want)
+			}
+		})
+	}
+}
+
+// collector listens on the loopback of the probe's namespace.
+func collector(t *testing.T, pair *testnet.Pair) *flowcheck.Collector {
+	t.Helper()
+	var conn *net.UDPConn
+	if err := pair.In(pair.B, func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return flowcheck.Collect(conn, nil)
+}
+
+// decode decodes every message with goflow2 and sums records per flow;
+// it also counts the end reasons seen.
+func decode(t *testing.T, who string, msgs [][]byte) (flowcheck.Sums, map[schemas.EndReason]int) {
+	t.Helper()
+	d := flowcheck.NewDecoder()
+	got := flowcheck.Sums{}
+	reasons := map[schemas.EndReason]int{}
+	for i, m := range msgs {
+		recs, err := d.Decode(m)
+		if err != nil {
+			t.Errorf("%s: message %d: %v", who, i, err)
+		}
+		for j := range recs {
+			got.AddRecord(&recs[j])
+			reasons[recs[j].EndReason]++
+		}
+	}
+	return got, reasons
+}
+
+func compare(t *testing.T, who string, got, want flowcheck.Sums) {
+	t.Helper()
+	for _, d := range flowcheck.Diff(got, want) {
+		t.Errorf("%s: %s", who, d)
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	bin := buildProbe(t)
+	pair, err := testnet.NewPair(fmt.Sprintf("xfe%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+
+	ipfixC := collector(t, pair)
+	v9C := collector(t, pair)
+	nf := startNfcapd(t, pair)
+	var stdout, stderr syncBuffer
+	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin,
+		"-i", pair.LinkB, "--xdp-mode", "native",
+		"--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.url,
+		"--idle-timeout", "2s", "--active-timeout", "3s", "--drain-interval", "200ms")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("probe did not attach:\n%s", stderr.String())
+		}
+	}
+
+	// The truth, per flow.
+	want := flowcheck.Sums{}
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long flow, sent in bursts across more than the active timeout.
+	long, err := trafficgen.Build([]trafficgen.Flow{{Src: netip.MustParseAddr("198.18.5.5"), Dst: netip.MustParseAddr("198.18.0.2"),
+		Proto: 17, SrcPort: 6000, DstPort: 6001, Payload: 500, Packets: 50}}, pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bursts = 9
+	for _, f := range mix {
+		want.AddSent(f, 1)
+	}
+	want.AddSent(long[0], bursts)
+
+	if err := pair.In(pair.A, func() error {
+		s, err := trafficgen.NewSender(pair.IfindexA)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if _, err := s.SendAll(mix); err != nil {
+			return err
+		}
+		for _, j := range trafficgen.JunkMix(pair.MACA, pair.MACB) {
+			for i := 0; i < j.Packets; i++ {
+				if err := s.Send(j.Frame); err != nil {
+					return err
+				}
+			}
+		}
+		for i := 0; i < bursts; i++ {
+			if _, err := s.SendAll(long); err != nil {
+				return err
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Let idle timeouts expire the quiet flows, then send one more burst
+	// and stop the probe at once: that burst must come out as a forced end.
+	time.Sleep(2500 * time.Millisecond)
+	want.AddSent(long[0], 1)
+	if err := pair.In(pair.A, func() error {
+		s, err := trafficgen.NewSender(pair.IfindexA)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		_, err = s.SendAll(long)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the veth delivers asynchronously
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("probe exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("probe did not exit on SIGTERM:\n%s", stderr.String())
+	}
+	time.Sleep(100 * time.Millisecond)
+
+	got, reasons := decode(t, "IPFIX", ipfixC.Stop())
+	compare(t, "IPFIX (goflow2)", got, want)
+	for _, r := range []schemas.EndReason{schemas.EndIdle, schemas.EndActive, schemas.EndOfFlow, schemas.EndForced} {
+		if reasons[r] == 0 {
+			t.Errorf("IPFIX: no record with end reason %s; got %v", r, reasons)
+		}
+	}
+	got9, _ := decode(t, "NetFlow v9", v9C.Stop())
+	compare(t, "NetFlow v9 (goflow2)", got9, want)
+
+	compare(t, "IPFIX (nfdump)", nf.flows(t), want)
+
+	gotJSON := flowcheck.Sums{}
+	sc := bufio.NewScanner(strings.NewReader(stdout.String()))
+	for sc.Scan() {
+		var f schemas.Flow
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
+			t.Fatalf("--stdout line %q: %v", sc.Text(), err)
+		}
+		gotJSON.AddRecord(&f)
+		if f.StartNs > f.EndNs || time.Since(time.Unix(0, f.EndNs)) > time.Minute || time.Unix(0, f.EndNs).After(time.Now()) {
+			t.Errorf("record times off: start %v end %v", time.Unix(0, f.StartNs), time.Unix(0, f.EndNs))
+		}
+	}
+	compare(t, "--stdout JSON", gotJSON, want)
+	if t.Failed() {
+		t.Logf("probe log:\n%s", stderr.String())
+	}
+}
+
+// nfcapd is nfdump's collector, run in the probe's namespace.
+type nfcapd struct {
+	cmd  *exec.Cmd
+	dir  string
+	url  string
+	done chan error
+}
+
+func startNfcapd(t *testing.T, pair *testnet.Pair) *nfcapd {
+	t.Helper()
+	if _, err := exec.LookPath("nfcapd"); err != nil {
+		t.Fatal("nfcapd not found: install Debian's nfdump package (.ci/run does)")
+	}
+	// A free port on the namespace's loopback.
+	var port int
+	if err := pair.In(pair.B, func() error {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return err
+		}
+		port = c.LocalAddr().(*net.UDPAddr).Port
+		return c.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n := &nfcapd{dir: t.TempDir(), url: fmt.Sprintf("udp://127.0.0.1:%d", port), done: make(chan error, 1)}
+	n.cmd = exec.Command("ip", "netns", "exec", pair.NsName("b"), "nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", n.dir, "-t", "3600")
+	var out syncBuffer
+	n.cmd.Stdout, n.cmd.Stderr = &out, &out
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.done <- n.cmd.Wait() }()
+	t.Cleanup(func() {
+		n.cmd.Process.Kill()
+		<-n.done
+	})
+	time.Sleep(300 * time.Millisecond) // let it bind
+	return n
+}
+
+// flows stops nfcapd (it writes its file on SIGTERM) and reads the flows
+// back with nfdump.
+func (n *nfcapd) flows(t *testing.T) flowcheck.Sums {
+	t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-n.done:
+		n.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("nfcapd did not stop")
+	}
+	out, err := exec.Command("nfdump", "-R", n.dir, "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("nfdump: %v", err)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal(out, &recs); err != nil {
+		t.Fatalf("nfdump json: %v\n%s", err, out)
+	}
+	got := flowcheck.Sums{}
+	for _, r := range recs {
+		f := schemas.Flow{
+			Src: addr(r, "src4_addr", "src6_addr"), Dst: addr(r, "dst4_addr", "dst6_addr"),
+			SrcPort: uint16(num(r, "src_port")), DstPort: uint16(num(r, "dst_port")),
+			Proto: uint8(num(r, "proto")), VLAN: uint16(num(r, "src_vlan")),
+			Packets: uint64(num(r, "in_packets")), Bytes: uint64(num(r, "in_bytes")),
+		}
+		if f.IsICMP() { // nfdump shows ICMP type and code in their own fields
+			f.DstPort = uint16(num(r, "icmp_type"))<<8 | uint16(num(r, "icmp_code"))
+		}
+		got.AddRecord(&f)
+	}
+	if len(recs) == 0 {
+		t.Errorf("nfdump read no flows:\n%s", out)
+	}
+	return got
+}
+
+func addr(r map[string]any, keys ...string) netip.Addr {
+	for _, k := range keys {
+		if s, ok := r[k].(string); ok {
+			if a, err := netip.ParseAddr(s); err == nil {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+func num(r map[string]any, k string) float64 {
+	f, _ := r[k].(float64)
+	return f
+}

@@ -1,0 +1,507 @@
+// Package ipfix exports flow records as IPFIX (RFC 7011) or NetFlow v9
+// (RFC 3954) messages, over UDP or (IPFIX only) TCP.
+//
+// The Encoder turns schemas.Flow records into messages in one reusable
+// buffer; the Exporter adds the transport: a connected UDP socket, or a TCP
+// connection kept up in the background with a bounded queue.
+package ipfix
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// Protocol selects the export format; its value is the header version.
+type Protocol int
+
+const (
+	IPFIX     Protocol = 10
+	NetFlowV9 Protocol = 9
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case IPFIX:
+		return "ipfix"
+	case NetFlowV9:
+		return "netflow-v9"
+	}
+	return fmt.Sprintf("protocol(%d)", int(p))
+}
+
+// Config configures an Encoder (and the Exporter around it). Zero values
+// take the defaults noted on each field.
+type Config struct {
+	Protocol                Protocol          // IPFIX (default) or NetFlowV9
+	ObservationDomain       uint32            // IPFIX observation domain id / v9 source id; default 1
+	MaxMessageBytes         int               // max message size; default 1400 (fits a UDP payload on a 1500 MTU path)
+	TemplateRefresh         time.Duration     // UDP: resend templates this often; default 60s
+	TemplateRefreshMessages int               // UDP: ...or after this many messages, whichever first; default 1000
+	SamplingInterval        uint32            // packets counted per packet seen; default 1 (every packet counted)
+	Interfaces              map[uint32]string // ingress ifindex -> interface name, sent as options data
+}
+
+const (
+	defaultMaxMessage      = 1400
+	defaultRefresh         = 60 * time.Second
+	defaultRefreshMessages = 1000
+	// Smallest useful message: header, set header and the largest record
+	// (an IPv6 template record) with room to spare.
+	minMessage = 256
+	maxMessage = 65535 // both headers carry 16-bit lengths
+
+	ipfixHeaderLen = 16
+	v9HeaderLen    = 20
+	setHeaderLen   = 4
+	ifNameLen      = 32 // interfaceName is sent fixed-length so v9 can carry it too
+
+	ipfixTemplateSet        = 2
+	ipfixOptionsTemplateSet = 3
+	v9TemplateSet           = 0
+	v9OptionsTemplateSet    = 1
+
+	v9ScopeSystem    = 1
+	v9ScopeInterface = 2
+
+	selectorSystematicCount = 1 // IANA selectorAlgorithm: systematic count-based sampling
+	samplingDeterministic   = 1 // samplingAlgorithm (IE 35): deterministic (1-in-N)
+)
+
+// ErrInvalidFlow is returned (wrapped) by Add for a record that cannot be
+// encoded: missing addresses or mixed address families.
+var ErrInvalidFlow = errors.New("invalid flow record")
+
+func (c Config) withDefaults() Config {
+	if c.Protocol == 0 {
+		c.Protocol = IPFIX
+	}
+	if c.ObservationDomain == 0 {
+		c.ObservationDomain = 1
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = defaultMaxMessage
+	}
+	c.MaxMessageBytes = min(max(c.MaxMessageBytes, minMessage), maxMessage)
+	if c.TemplateRefresh <= 0 {
+		c.TemplateRefresh = defaultRefresh
+	}
+	if c.TemplateRefreshMessages <= 0 {
+		c.TemplateRefreshMessages = defaultRefreshMessages
+	}
+	if c.SamplingInterval == 0 {
+		c.SamplingInterval = 1
+	}
+	return c
+}
+
+type iface struct {
+	index uint32
+	name  [ifNameLen]byte
+}
+
+// Encoder builds messages into one reusable buffer and hands each complete
+// message to send. The slice passed to send is only valid during the call.
+// An Encoder is not safe for concurrent use.
+type Encoder struct {
+	cfg  Config
+	send func(msg []byte) error
+	now  func() time.Time // export time of messages emitted by Add
+
+	v9     bool
+	hdrLen int
+	buf    []byte // len == MaxMessageBytes
+	n      int    // bytes used in buf, header included
+	setOff int    // offset of the open set's header, -1 when none is open
+	setID  uint16
+
+	// The message being built.
+	msgRecords int // records of every kind: v9 header count
+	msgData    int // data records (flows and options data): IPFIX sequence
+	msgFlows   int // flow records
+	// The message being handed to send (the Exporter reads these from its
+	// send callback).
+	sentData, sentFlows int
+
+	seq    uint32 // IPFIX: data records before this message; v9: packets before this one
+	bootMs int64  // v9 sysUptime origin, Unix ms on a whole second (see sysUptime)
+
+	v4Len, v6Len int // flow record lengths for this protocol
+	v4, v6       []schemas.Field
+	ifaces       []iface // sorted by ifindex, so options data is deterministic
+
+	lastTemplates      time.Time
+	msgsSinceTemplates int
+	refresh            bool // resend templates after a message when due (UDP)
+	inTemplates        bool
+}
+
+// NewEncoder returns an Encoder for cfg (defaults filled in) that passes
+// every complete message to send.
+func NewEncoder(cfg Config, send func(msg []byte) error) *Encoder {
+	cfg = cfg.withDefaults()
+	e := &Encoder{
+		cfg:    cfg,
+		send:   send,
+		now:    time.Now,
+		v9:     cfg.Protocol == NetFlowV9,
+		buf:    make([]byte, cfg.MaxMessageBytes),
+		setOff: -1,
+	}
+	e.setBoot(time.Now())
+	e.hdrLen = ipfixHeaderLen
+	e.v4, e.v6 = schemas.IPFIXFlowIPv4, schemas.IPFIXFlowIPv6
+	if e.v9 {
+		e.hdrLen = v9HeaderLen
+		e.v4, e.v6 = v9Template(schemas.IPFIXFlowIPv4), v9Template(schemas.IPFIXFlowIPv6)
+	}
+	e.v4Len, e.v6Len = recordLen(e.v4), recordLen(e.v6)
+	e.n = e.hdrLen
+	for idx, name := range cfg.Interfaces {
+		var ifc iface
+		ifc.index = idx
+		copy(ifc.name[:], name) // longer names are cut; Linux names are at most 15 bytes
+		e.ifaces = append(e.ifaces, ifc)
+	}
+	slices.SortFunc(e.ifaces, func(a, b iface) int { return cmp.Compare(a.index, b.index) })
+	return e
+}
+
+// setBoot sets the v9 sysUptime origin. It is rounded down to a whole second
+// so that unixSecs*1000 - sysUptime is exactly the origin: collectors then
+// rebuild FIRST/LAST_SWITCHED to the millisecond.
+func (e *Encoder) setBoot(t time.Time) { e.bootMs = t.Unix() * 1000 }
+
+// v9Template is the IPFIX template with flowStart/EndMilliseconds replaced by
+// FIRST_SWITCHED/LAST_SWITCHED (4-byte sysUptime ms), which v9 collectors
+// expect.
+func v9Template(ipfix []schemas.Field) []schemas.Field {
+	out := slices.Clone(ipfix)
+	for i, f := range out {
+		switch f.ID {
+		case schemas.IEFlowStartMilliseconds:
+			out[i] = schemas.Field{ID: schemas.IEFirstSwitched, Length: 4}
+		case schemas.IEFlowEndMilliseconds:
+			out[i] = schemas.Field{ID: schemas.IELastSwitched, Length: 4}
+		}
+	}
+	return out
+}
+
+func recordLen(fields []schemas.Field) int {
+	n := 0
+	for _, f := range fields {
+		n += int(f.Length)
+	}
+	return n
+}
+
+// Add appends one flow record, emitting the current message first if the
+// record does not fit. A send error is returned after the record was added
+// to the next message.
+func (e *Encoder) Add(f *schemas.Flow) error {
+	var id uint16
+	var n int
+	switch {
+	case f.Src.Is4() && f.Dst.Is4():
+		id, n = schemas.TemplateIPv4, e.v4Len
+	case f.Src.Is6() && f.Dst.Is6():
+		id, n = schemas.TemplateIPv6, e.v6Len
+	default:
+		return fmt.Errorf("%w: src %v, dst %v: both addresses must be set and of the same family", ErrInvalidFlow, f.Src, f.Dst)
+	}
+	b, err := e.reserve(id, n)
+	if b == nil {
+		return err
+	}
+	e.putFlow(b, f, id == schemas.TemplateIPv4)
+	e.msgRecords++
+	e.msgData++
+	e.msgFlows++
+	return err
+}
+
+// putFlow writes one record in template order. Hot path: fixed offsets with
+// encoding/binary, no allocation; the tests check it against the templates.
+func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) {
+	be := binary.BigEndian
+	p := 0
+	if v4 {
+		src, dst := f.Src.As4(), f.Dst.As4()
+		copy(b[0:4], src[:])
+		copy(b[4:8], dst[:])
+		p = 8
+	} else {
+		src, dst := f.Src.As16(), f.Dst.As16()
+		copy(b[0:16], src[:])
+		copy(b[16:32], dst[:])
+		p = 32
+	}
+	be.PutUint16(b[p:], f.SrcPort)
+	be.PutUint16(b[p+2:], f.DstPort)
+	b[p+4] = f.Proto
+	be.PutUint16(b[p+5:], f.TCPFlags)
+	b[p+7] = f.TOS
+	be.PutUint16(b[p+8:], f.VLAN)
+	be.PutUint32(b[p+10:], f.InIf)
+	var icmp uint16
+	if f.IsICMP() {
+		icmp = f.DstPort // type<<8|code, as icmpTypeCodeIPv4/IPv6 want it
+	}
+	be.PutUint16(b[p+14:], icmp)
+	be.PutUint64(b[p+16:], f.Bytes)
+	be.PutUint64(b[p+24:], f.Packets)
+	be.PutUint64(b[p+32:], f.L2Bytes)
+	p += 40
+	if e.v9 {
+		be.PutUint32(b[p:], e.uptime(f.StartNs))
+		be.PutUint32(b[p+4:], e.uptime(f.EndNs))
+		p += 8
+	} else {
+		be.PutUint64(b[p:], unixMs(f.StartNs))
+		be.PutUint64(b[p+8:], unixMs(f.EndNs))
+		p += 16
+	}
+	b[p] = uint8(f.EndReason)
+}
+
+func unixMs(ns int64) uint64 { return uint64(max(ns, 0) / 1e6) }
+
+// uptime converts Unix ns to v9 sysUptime ms. Before the origin clamps to 0;
+// past 2^32 ms (49.7 days) it wraps like a router's sysUptime does.
+func (e *Encoder) uptime(ns int64) uint32 { return uint32(max(ns/1e6-e.bootMs, 0)) }
+
+// Flush emits the pending partial message, if any.
+func (e *Encoder) Flush(now time.Time) error { return e.emit(now) }
+
+// reserve returns n bytes at the end of a set with id in the current
+// message, opening the set (and emitting the full message first) as needed.
+// It returns a nil slice only when n can never fit. err is a send error of
+// the emitted message; the returned bytes are valid regardless.
+func (e *Encoder) reserve(id uint16, n int) (b []byte, err error) {
+	open := e.setOff >= 0 && e.setID == id
+	need := n
+	if !open {
+		need += e.padLen() + setHeaderLen
+	}
+	if e.v9 {
+		need += 3 // room to pad this set to 4 bytes when it closes (RFC 3954)
+	}
+	if e.n+need > len(e.buf) {
+		if e.msgRecords == 0 { // already a fresh message: it will never fit
+			return nil, fmt.Errorf("ipfix: a %d-byte record does not fit in MaxMessageBytes %d: raise MaxMessageBytes", n, len(e.buf))
+		}
+		err = e.emit(e.now())
+		open = false
+	}
+	if !open {
+		e.closeSet()
+		e.setOff, e.setID = e.n, id
+		binary.BigEndian.PutUint16(e.buf[e.n:], id)
+		e.n += setHeaderLen
+	}
+	b = e.buf[e.n : e.n+n]
+	e.n += n
+	return b, err
+}
+
+// padLen is the padding the open set needs to end on 4 bytes (v9 only).
+func (e *Encoder) padLen() int {
+	if !e.v9 || e.setOff < 0 {
+		return 0
+	}
+	return (4 - (e.n-e.setOff)%4) % 4
+}
+
+// closeSet pads the open set (v9) and writes its length.
+func (e *Encoder) closeSet() {
+	if e.setOff < 0 {
+		return
+	}
+	for range e.padLen() {
+		e.buf[e.n] = 0
+		e.n++
+	}
+	binary.BigEndian.PutUint16(e.buf[e.setOff+2:], uint16(e.n-e.setOff))
+	e.setOff = -1
+}
+
+// emit completes the header of the current message, hands it to send and
+// starts the next one. A message without records is not sent.
+func (e *Encoder) emit(now time.Time) error {
+	if e.msgRecords == 0 {
+		return nil
+	}
+	e.closeSet()
+	be := binary.BigEndian
+	h := e.buf[:e.hdrLen]
+	secs := now.Unix()
+	if e.v9 {
+		be.PutUint16(h[0:], uint16(NetFlowV9))
+		be.PutUint16(h[2:], uint16(e.msgRecords))
+		be.PutUint32(h[4:], e.sysUptime(secs))
+		be.PutUint32(h[8:], uint32(secs))
+		be.PutUint32(h[12:], e.seq)
+		be.PutUint32(h[16:], e.cfg.ObservationDomain)
+		e.seq++ // RFC 3954: counts export packets
+	} else {
+		be.PutUint16(h[0:], uint16(IPFIX))
+		be.PutUint16(h[2:], uint16(e.n))
+		be.PutUint32(h[4:], uint32(secs))
+		be.PutUint32(h[8:], e.seq)
+		be.PutUint32(h[12:], e.cfg.ObservationDomain)
+		e.seq += uint32(e.msgData) // RFC 7011 3.1: counts data records, not template records
+	}
+	e.sentData, e.sentFlows = e.msgData, e.msgFlows
+	err := e.send(e.buf[:e.n])
+	e.n = e.hdrLen
+	e.msgRecords, e.msgData, e.msgFlows = 0, 0, 0
+	e.msgsSinceTemplates++
+	if err != nil {
+		err = fmt.Errorf("ipfix: send message: %w", err)
+	}
+	if e.refresh && !e.inTemplates && e.templatesDue(now) {
+		err = errors.Join(err, e.SendTemplates(now))
+	}
+	return err
+}
+
+// sysUptime is the v9 header uptime for a message sent at Unix second secs:
+// whole seconds since the (whole-second) origin, so that collectors computing
+// unixSecs*1000 - sysUptime + FIRST_SWITCHED get the exact Unix ms.
+func (e *Encoder) sysUptime(secs int64) uint32 { return uint32(max(secs*1000-e.bootMs, 0)) }
+
+// templatesDue tells whether templates should be resent (UDP): a collector
+// that restarted, or lost the template message, learns them again within
+// TemplateRefresh or TemplateRefreshMessages messages.
+func (e *Encoder) templatesDue(now time.Time) bool {
+	return e.lastTemplates.IsZero() ||
+		now.Sub(e.lastTemplates) >= e.cfg.TemplateRefresh ||
+		e.msgsSinceTemplates >= e.cfg.TemplateRefreshMessages
+}
+
+// SendTemplates emits the pending data, then the flow templates, the
+// options templates and the options data (sampling, interface names), in as
+// many messages as they need.
+func (e *Encoder) SendTemplates(now time.Time) error {
+	err := e.emit(now)
+	e.inTemplates = true
+	defer func() { e.inTemplates = false }()
+	for _, t := range [...]struct {
+		id     uint16
+		fields []schemas.Field
+	}{{schemas.TemplateIPv4, e.v4}, {schemas.TemplateIPv6, e.v6}} {
+		e.addTemplate(t.id, t.fields)
+	}
+	e.addOptionsTemplates()
+	e.addOptionsData()
+	err = errors.Join(err, e.emit(now))
+	e.lastTemplates, e.msgsSinceTemplates = now, 0
+	return err
+}
+
+// addTemplate writes one template record (the same layout in v9 and IPFIX).
+func (e *Encoder) addTemplate(id uint16, fields []schemas.Field) {
+	set := uint16(ipfixTemplateSet)
+	if e.v9 {
+		set = v9TemplateSet
+	}
+	b, _ := e.reserve(set, 4+4*len(fields)) // send errors are the transport's to count
+	be := binary.BigEndian
+	be.PutUint16(b[0:], id)
+	be.PutUint16(b[2:], uint16(len(fields)))
+	for i, f := range fields {
+		be.PutUint16(b[4+4*i:], f.ID)
+		be.PutUint16(b[6+4*i:], f.Length)
+	}
+	e.msgRecords++
+}
+
+// Options templates: the scope field comes first in both; in v9 it is a
+// scope type (System, Interface), in IPFIX an information element.
+var (
+	ipfixSamplingOptions = []schemas.Field{
+		{ID: schemas.IESamplingPacketInterval, Length: 4},
+		{ID: schemas.IESamplingPacketSpace, Length: 4},
+		{ID: schemas.IESelectorAlgorithm, Length: 2},
+		{ID: schemas.IESamplingInterval, Length: 4}, // for collectors that predate RFC 5477
+		{ID: schemas.IESamplingAlgorithm, Length: 1},
+	}
+	v9SamplingOptions = []schemas.Field{
+		{ID: schemas.IESamplingInterval, Length: 4},
+		{ID: schemas.IESamplingAlgorithm, Length: 1},
+	}
+	interfaceOptions = []schemas.Field{{ID: schemas.IEInterfaceName, Length: ifNameLen}}
+)
+
+func (e *Encoder) addOptionsTemplates() {
+	if e.v9 {
+		e.addOptionsTemplate(schemas.TemplateSampling, schemas.Field{ID: v9ScopeSystem, Length: 4}, v9SamplingOptions)
+		e.addOptionsTemplate(schemas.TemplateInterface, schemas.Field{ID: v9ScopeInterface, Length: 4}, interfaceOptions)
+		return
+	}
+	e.addOptionsTemplate(schemas.TemplateSampling, schemas.Field{ID: schemas.IEObservationDomainID, Length: 4}, ipfixSamplingOptions)
+	e.addOptionsTemplate(schemas.TemplateInterface, schemas.Field{ID: schemas.IEIngressInterface, Length: 4}, interfaceOptions)
+}
+
+// addOptionsTemplate writes an options template record with one scope field.
+// IPFIX (RFC 7011 3.4.2.2): id, field count, scope field count, fields.
+// v9 (RFC 3954 6.1): id, scope length and option length in bytes, fields.
+func (e *Encoder) addOptionsTemplate(id uint16, scope schemas.Field, opts []schemas.Field) {
+	set := uint16(ipfixOptionsTemplateSet)
+	if e.v9 {
+		set = v9OptionsTemplateSet
+	}
+	b, _ := e.reserve(set, 6+4*(1+len(opts)))
+	be := binary.BigEndian
+	be.PutUint16(b[0:], id)
+	if e.v9 {
+		be.PutUint16(b[2:], 4)
+		be.PutUint16(b[4:], uint16(4*len(opts)))
+	} else {
+		be.PutUint16(b[2:], uint16(1+len(opts)))
+		be.PutUint16(b[4:], 1)
+	}
+	be.PutUint16(b[6:], scope.ID)
+	be.PutUint16(b[8:], scope.Length)
+	for i, f := range opts {
+		be.PutUint16(b[10+4*i:], f.ID)
+		be.PutUint16(b[12+4*i:], f.Length)
+	}
+	e.msgRecords++
+}
+
+// addOptionsData writes the sampling record and one record per interface.
+func (e *Encoder) addOptionsData() {
+	be := binary.BigEndian
+	n := 4 + recordLen(ipfixSamplingOptions)
+	if e.v9 {
+		n = 4 + recordLen(v9SamplingOptions)
+	}
+	b, _ := e.reserve(schemas.TemplateSampling, n)
+	be.PutUint32(b[0:], e.cfg.ObservationDomain) // scope: this domain (v9: the System)
+	if e.v9 {
+		be.PutUint32(b[4:], e.cfg.SamplingInterval)
+		b[8] = samplingDeterministic
+	} else {
+		be.PutUint32(b[4:], 1)                        // samplingPacketInterval: 1 packet selected...
+		be.PutUint32(b[8:], e.cfg.SamplingInterval-1) // samplingPacketSpace: ...then N-1 skipped
+		be.PutUint16(b[12:], selectorSystematicCount) // selectorAlgorithm
+		be.PutUint32(b[14:], e.cfg.SamplingInterval)  // samplingInterval
+		b[18] = samplingDeterministic                 // samplingAlgorithm
+	}
+	e.msgRecords++
+	e.msgData++
+	for i := range e.ifaces {
+		b, _ := e.reserve(schemas.TemplateInterface, 4+ifNameLen)
+		be.PutUint32(b[0:], e.ifaces[i].index)
+		copy(b[4:], e.ifaces[i].name[:])
+		e.msgRecords++
+		e.msgData++
+	}
+}

@@ -1,0 +1,219 @@
+package ipfix
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// ExporterStats are an Exporter's counters since it was created.
+type ExporterStats struct {
+	Messages       uint64 // messages written to the socket (templates included)
+	Records        uint64 // flow records in those messages
+	Bytes          uint64 // bytes written to the socket
+	SendErrors     uint64 // failed writes (UDP: e.g. ECONNREFUSED; TCP: broken connection)
+	RecordsDropped uint64 // flow records never sent: UDP send errors, TCP queue overflow, invalid records
+	Reconnects     uint64 // TCP: connections re-established after one was lost
+}
+
+// ErrClosed is returned by an Exporter used after Close.
+var ErrClosed = errors.New("ipfix: exporter closed")
+
+const errLogInterval = 10 * time.Second // send errors are logged at most this often
+
+// Exporter sends flow records to one collector. Its methods may be called
+// from several goroutines; Export calls are serialized.
+type Exporter struct {
+	name string // "ipfix udp://host:port"
+	log  *slog.Logger
+
+	mu     sync.Mutex // guards enc and closed
+	enc    *Encoder
+	closed bool
+
+	udp *net.UDPConn // udp:// only
+	tcp *tcpSender   // tcp:// only
+
+	messages, records, bytes, sendErrors, dropped, reconnects atomic.Uint64
+
+	errLog rateLimit
+}
+
+// NewExporter returns an exporter to rawURL (udp://host:port or
+// tcp://host:port; TCP for IPFIX only). It does not need the collector to be
+// up: UDP sends regardless and TCP connects in the background.
+func NewExporter(rawURL string, cfg Config, log *slog.Logger) (*Exporter, error) {
+	return newExporter(rawURL, cfg, log, tcpOptions{})
+}
+
+func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*Exporter, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Protocol != IPFIX && cfg.Protocol != NetFlowV9 {
+		return nil, fmt.Errorf("ipfix: unknown protocol %d: use ipfix.IPFIX or ipfix.NetFlowV9", int(cfg.Protocol))
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("ipfix: collector URL %q: %w (want udp://host:port or tcp://host:port)", rawURL, err)
+	}
+	if u.Port() == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("ipfix: collector URL %q: need host and port, e.g. udp://127.0.0.1:4739", rawURL)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	x := &Exporter{log: log}
+	x.name = fmt.Sprintf("%s %s://%s", cfg.Protocol, u.Scheme, u.Host)
+
+	switch u.Scheme {
+	case "udp":
+		// One connected socket for the exporter's life: the source port
+		// stays the same, and collectors key template caches on it.
+		c, err := net.Dial("udp", u.Host)
+		if err != nil {
+			return nil, fmt.Errorf("ipfix: %s: open UDP socket: %w (check the collector address)", x.name, err)
+		}
+		x.udp = c.(*net.UDPConn)
+		x.enc = NewEncoder(cfg, x.sendUDP)
+		x.enc.refresh = true                // RFC 7011 10.3.6: UDP templates are resent periodically
+		_ = x.enc.SendTemplates(time.Now()) // failures are counted and logged by sendUDP
+	case "tcp":
+		if cfg.Protocol != IPFIX {
+			return nil, fmt.Errorf("ipfix: %s: NetFlow v9 has no TCP transport (RFC 3954): use udp:// or protocol IPFIX", x.name)
+		}
+		x.tcp = newTCPSender(x, u.Host, cfg, opt)
+		x.enc = NewEncoder(cfg, x.tcp.enqueue)
+		go x.tcp.run()
+	default:
+		return nil, fmt.Errorf("ipfix: collector URL %q: unsupported scheme %q: use udp:// or tcp://", rawURL, u.Scheme)
+	}
+	return x, nil
+}
+
+// Export encodes flows and sends them, the partial last message included,
+// so no record waits for a later call. UDP templates are resent first when
+// due. Invalid records are skipped, counted as dropped, and reported in the
+// returned error; send errors are counted, never returned.
+func (x *Exporter) Export(flows []schemas.Flow) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return ErrClosed
+	}
+	now := time.Now()
+	var bad int
+	var firstBad error
+	if x.udp != nil && x.enc.templatesDue(now) { // the encoder checks again after each message
+		_ = x.enc.SendTemplates(now)
+	}
+	for i := range flows {
+		if err := x.enc.Add(&flows[i]); err != nil && errors.Is(err, ErrInvalidFlow) {
+			bad++
+			if firstBad == nil {
+				firstBad = err
+			}
+		}
+	}
+	_ = x.enc.Flush(now)
+	if bad > 0 {
+		x.dropped.Add(uint64(bad))
+		return fmt.Errorf("ipfix: %s: skipped %d invalid records (fix the flow source): first: %w", x.name, bad, firstBad)
+	}
+	return nil
+}
+
+// Flush sends the pending partial message, if any.
+func (x *Exporter) Flush() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return ErrClosed
+	}
+	return x.enc.Flush(time.Now())
+}
+
+// Close flushes, gives TCP a bounded time to deliver its queue, and closes
+// the socket. Records still queued then are counted as dropped.
+func (x *Exporter) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil
+	}
+	_ = x.enc.Flush(time.Now())
+	x.closed = true
+	if x.udp != nil {
+		return x.udp.Close()
+	}
+	x.tcp.close()
+	return nil
+}
+
+// Stats returns the counters.
+func (x *Exporter) Stats() ExporterStats {
+	return ExporterStats{
+		Messages:       x.messages.Load(),
+		Records:        x.records.Load(),
+		Bytes:          x.bytes.Load(),
+		SendErrors:     x.sendErrors.Load(),
+		RecordsDropped: x.dropped.Load(),
+		Reconnects:     x.reconnects.Load(),
+	}
+}
+
+// String names the exporter, e.g. "ipfix udp://127.0.0.1:4739".
+func (x *Exporter) String() string { return x.name }
+
+// sent counts one message written to the socket.
+func (x *Exporter) sent(bytes, flows int) {
+	x.messages.Add(1)
+	x.records.Add(uint64(flows))
+	x.bytes.Add(uint64(bytes))
+}
+
+// sendUDP is the UDP encoder's send: a failed write (no listener: the
+// kernel reports the ICMP port unreachable as ECONNREFUSED on the next
+// send) is counted and logged now and then, never fatal.
+func (x *Exporter) sendUDP(msg []byte) error {
+	if _, err := x.udp.Write(msg); err != nil {
+		x.sendErrors.Add(1)
+		x.dropped.Add(uint64(x.enc.sentFlows))
+		x.logError("send failed, records dropped (is the collector listening?)", err)
+		return nil
+	}
+	x.sent(len(msg), x.enc.sentFlows)
+	return nil
+}
+
+// logError logs err at most once per errLogInterval, with how many were
+// not logged since.
+func (x *Exporter) logError(msg string, err error) {
+	if ok, suppressed := x.errLog.allow(time.Now(), errLogInterval); ok {
+		x.log.Warn(x.name+": "+msg, "err", err, "suppressed", suppressed)
+	}
+}
+
+// rateLimit lets one event through per interval and counts the rest.
+type rateLimit struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimit) allow(now time.Time, every time.Duration) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < every {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return true, n
+}

@@ -1,0 +1,107 @@
+package ipfix
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// writePcap writes each message as one UDP datagram 198.18.0.1 -> 198.18.0.2.
+func writePcap(t *testing.T, path string, dstPort uint16, msgs [][]byte) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := pcapgo.NewWriter(f)
+	if err := w.WriteFileHeader(65535+64, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP{198, 18, 0, 1}, DstIP: net.IP{198, 18, 0, 2}}
+		udp := &layers.UDP{SrcPort: 40000, DstPort: layers.UDPPort(dstPort)}
+		if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		buf := gopacket.NewSerializeBuffer()
+		opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+		if err := gopacket.SerializeLayers(buf, opts, eth, ip, udp, gopacket.Payload(m)); err != nil {
+			t.Fatal(err)
+		}
+		ci := gopacket.CaptureInfo{Timestamp: testBase.Add(time.Duration(i) * time.Millisecond), CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}
+		if err := w.WritePacket(ci, buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTshark has Wireshark's cflow dissector, a third independent decoder,
+// read the messages. CI must install tshark for this test to run.
+func TestTshark(t *testing.T) {
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Skip("tshark not installed (apt-get install tshark): Wireshark decoding not checked")
+	}
+	flows := append(fixedFlows(), randomFlows(600, 0.5, 5)...)
+	for _, c := range []struct {
+		p    Protocol
+		port uint16
+		max  int
+	}{{IPFIX, 4739, 1400}, {IPFIX, 4739, 9000}, {NetFlowV9, 2055, 1400}, {NetFlowV9, 2055, 512}} {
+		t.Run(fmt.Sprintf("%v/%d", c.p, c.max), func(t *testing.T) {
+			cfg := Config{Protocol: c.p, MaxMessageBytes: c.max, Interfaces: map[uint32]string{1: "lo", 2: "eth0"}}
+			msgs := encodeAll(t, cfg, flows)
+			path := filepath.Join(t.TempDir(), "export.pcap")
+			writePcap(t, path, c.port, msgs)
+			out, err := exec.Command(tshark, "-n", "-r", path, "-d", "udp.port==4739,cflow", "-d", "udp.port==2055,cflow", "-V").CombinedOutput()
+			if err != nil {
+				t.Fatalf("tshark: %v\n%s", err, tail(out))
+			}
+			text := string(out)
+			for _, bad := range []string{"Malformed", "Expert Info (Error", "Expert Info (Warning"} {
+				if i := strings.Index(text, bad); i >= 0 {
+					t.Fatalf("tshark reports %q:\n%s", bad, text[max(0, i-3000):min(len(text), i+500)])
+				}
+			}
+			// cflow heads each data set "Set n [id=256] (k flows)" (IPFIX)
+			// or "FlowSet n [id=256] (k flows)" (v9).
+			re := regexp.MustCompile(`(?m)^\s+(?:Flow)?Set \d+ \[id=(\d+)\] \((\d+) flows?\)$`)
+			byID := map[string]int{}
+			for _, m := range re.FindAllStringSubmatch(text, -1) {
+				n, _ := strconv.Atoi(m[2])
+				byID[m[1]] += n
+			}
+			if got := byID["256"] + byID["257"]; got != len(flows) {
+				t.Errorf("tshark decoded %d flow records (%v), %d sent", got, byID, len(flows))
+			}
+			if byID["258"] != 1 || byID["259"] != 2 {
+				t.Errorf("tshark options records %v, want 1 sampling (258) and 2 interface (259)", byID)
+			}
+			for _, want := range []string{"IfName: eth0", "SrcAddr: 2001:db8::1", "DstPort: 2048", "Layer2 Octet Delta Count: 294"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("tshark output lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+func tail(b []byte) string {
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}

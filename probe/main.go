@@ -1,0 +1,58 @@
+// Command xdpflow-probe counts every flow on its interfaces with an XDP
+// program and exports the flows as IPFIX, NetFlow v9 or JSON lines.
+//
+// main.go reads the configuration; run.go wires the datapath, the flow
+// table and the exporters together.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	c, fs, err := parseConfig(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "xdpflow-probe: %v\n", err)
+		if c == nil {
+			fmt.Fprintf(os.Stderr, "usage:\n%s", fs.FlagUsages())
+		}
+		os.Exit(2)
+	}
+	log, err := newLogger(c.LogLevel, c.LogFormat)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "xdpflow-probe: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, log); err != nil {
+		fmt.Fprintf(os.Stderr, "xdpflow-probe: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

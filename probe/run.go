@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/probe/attach"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/flowtable"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// exporter is where flow records go: IPFIX, NetFlow v9, JSON lines.
+type exporter interface {
+	Export([]schemas.Flow) error
+	Flush() error
+	Close() error
+	String() string
+}
+
+// wallClock converts the datapath's CLOCK_MONOTONIC stamps to Unix time.
+// The offset is re-read every tick, so a stepped wall clock is followed.
+type wallClock struct{ off atomic.Int64 }
+
+// now returns CLOCK_MONOTONIC in ns and refreshes the offset.
+func (c *wallClock) now() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	mono := uint64(ts.Nano())
+	c.off.Store(time.Now().UnixNano() - int64(mono))
+	return mono
+}
+
+func (c *wallClock) offset() int64 { return c.off.Load() }
+
+func run(ctx context.Context, c *config, log *slog.Logger) error {
+	if c.Detach {
+		for _, iface := range c.Ifaces {
+			if err := attach.Detach(iface); err != nil {
+				return err
+			}
+			log.Info("XDP program removed", "iface", iface)
+		}
+		return nil
+	}
+
+	action := bpf.Pass
+	if c.Action == "drop" {
+		action = bpf.Drop
+	}
+	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+
+	// Exporters first: a NetFlow v9 exporter's uptime starts when it is
+	// created, and must not start after the first packet counted.
+	names := map[uint32]string{}
+	for _, iface := range c.Ifaces {
+		i, err := net.InterfaceByName(iface)
+		if err != nil {
+			return fmt.Errorf("interface %q not found: check the name with `ip link` (and the network namespace)", iface)
+		}
+		names[uint32(i.Index)] = iface
+	}
+	exps, err := newExporters(c, names, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, x := range exps {
+			x.Close()
+		}
+	}()
+
+	mode, _ := attach.ParseMode(c.XDPMode)
+	var atts []*attach.Attachment
+	detach := func() {
+		for _, a := range atts {
+			if err := a.Close(); err != nil {
+				log.Error("detach", "iface", a.Iface, "err", err)
+			}
+		}
+		atts = nil
+	}
+	defer detach()
+	for _, iface := range c.Ifaces {
+		a, err := attach.Attach(iface, d.Program, mode, c.Force, log)
+		if err != nil {
+			return err
+		}
+		atts = append(atts, a)
+		log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action)
+	}
+
+	clock := &wallClock{}
+	clock.now()
+	var pcap *pcapWriter
+	if c.Pcap != "" {
+		if pcap, err = startPcap(d, c.Pcap, clock, log); err != nil {
+			return err
+		}
+	} else if c.SampleRate > 0 {
+		log.Warn("header sampling is on but nothing reads the samples: add --pcap FILE", "sample_rate", c.SampleRate)
+	}
+
+	p := &pipeline{
+		d:     d,
+		table: flowtable.New(flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows)}),
+		exps:  exps,
+		clock: clock,
+		log:   log,
+		max:   int(c.MaxFlows),
+	}
+	interval := c.DrainInterval
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Detach first so nothing more arrives, then take the last
+			// packets out of both tables and end every flow.
+			detach()
+			err := p.tick(true)
+			for _, x := range exps {
+				if ferr := x.Flush(); ferr != nil {
+					err = errors.Join(err, fmt.Errorf("flush %s: %w", x, ferr))
+				}
+			}
+			if pcap != nil {
+				n, perr := pcap.Close()
+				log.Info("pcap written", "file", c.Pcap, "samples", n)
+				err = errors.Join(err, perr)
+			}
+			p.summary()
+			return err
+		case <-timer.C:
+			if err := p.tick(false); err != nil {
+				return err
+			}
+			interval = p.nextInterval(interval, c.DrainInterval)
+			timer.Reset(interval)
+		}
+	}
+}
+
+func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]exporter, error) {
+	var exps []exporter
+	add := func(proto ipfix.Protocol, urls []string) error {
+		for _, u := range urls {
+			x, err := ipfix.NewExporter(u, ipfix.Config{
+				Protocol:                proto,
+				ObservationDomain:       c.ObservationDomain,
+				TemplateRefresh:         c.TemplateRefresh,
+				TemplateRefreshMessages: c.TemplateRefreshN,
+				SamplingInterval:        1, // the datapath counts every packet
+				Interfaces:              names,
+			}, log)
+			if err != nil {
+				return err
+			}
+			exps = append(exps, x)
+		}
+		return nil
+	}
+	if err := add(ipfix.IPFIX, c.IPFIX); err != nil {
+		return nil, err
+	}
+	if err := add(ipfix.NetFlowV9, c.NetFlow9); err != nil {
+		return nil, err
+	}
+	if c.Stdout {
+		exps = append(exps, newJSONLines(os.Stdout))
+	}
+	return exps, nil
+}
+
+// pipeline is one pass of the data road: rotate, drain, expire, export.
+type pipeline struct {
+	d     *bpf.Datapath
+	table *flowtable.Table
+	exps  []exporter
+	clock *wallClock
+	log   *slog.Logger
+	max   int // kernel table size
+
+	out        []schemas.Flow
+	lastDrain  int       // flows in the last drained table
+	failedSeen uint64    // datapath update failures already reported
+	lastWarn   time.Time // rate limit for pressure warnings
+	pressure   uint64    // ticks run early because of kernel table pressure
+}
+
+// tick drains the kernel and exports what is due; final ends every flow.
+func (p *pipeline) tick(final bool) error {
+	n := 0
+	drain := func() error {
+		old, err := p.d.Rotate()
+		if err != nil {
+			return err
+		}
+		return p.d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) { p.table.Add(k, v); n++ })
+	}
+	if err := drain(); err != nil {
+		return err
+	}
+	if final { // the other table holds the packets since the last rotation
+		if err := drain(); err != nil {
+			return err
+		}
+	}
+	p.lastDrain = n
+	now := p.clock.now()
+	if final {
+		p.out = p.table.Flush(schemas.EndForced, p.clock.offset(), p.out[:0])
+	} else {
+		p.out = p.table.Expire(now, p.clock.offset(), p.out[:0])
+	}
+	p.checkDatapath()
+	var errs []error
+	for _, x := range p.exps {
+		if err := x.Export(p.out); err != nil {
+			errs = append(errs, fmt.Errorf("export to %s: %w", x, err))
+		}
+	}
+	// An exporter error is logged, not fatal: the others go on.
+	for _, err := range errs {
+		p.log.Error("export failed", "err", err)
+	}
+	return nil
+}
+
+// nextInterval shortens the drain interval while the kernel table fills
+// past 3/4 of its size (so flows are taken out before inserts fail) and
+// relaxes it back once the pressure is gone.
+func (p *pipeline) nextInterval(cur, configured time.Duration) time.Duration {
+	switch {
+	case p.lastDrain > p.max*3/4:
+		p.pressure++
+		if time.Since(p.lastWarn) > time.Minute {
+			p.lastWarn = time.Now()
+			p.log.Warn("kernel flow table nearly full: draining faster; raise --max-flows if this persists",
+				"flows_in_interval", p.lastDrain, "max_flows", p.max)
+		}
+		return max(cur/2, 50*time.Millisecond)
+	case p.lastDrain < p.max/4 && cur < configured:
+		return min(cur*2, configured)
+	}
+	return cur
+}
+
+// checkDatapath reports packets the datapath could not put in a flow.
+func (p *pipeline) checkDatapath() {
+	st, err := p.d.Stats()
+	if err != nil {
+		p.log.Error("read datapath counters", "err", err)
+		return
+	}
+	if st.UpdateFailedPackets > p.failedSeen {
+		p.log.Warn("packets not attributed to any flow: the kernel table was full; raise --max-flows",
+			"packets", st.UpdateFailedPackets-p.failedSeen)
+		p.failedSeen = st.UpdateFailedPackets
+	}
+}
+
+func (p *pipeline) summary() {
+	st, err := p.d.Stats()
+	if err != nil {
+		return
+	}
+	ts := p.table.Stats()
+	p.log.Info("datapath totals",
+		"frames", st.Packets, "in_flows", st.FlowPackets, "non_ip", st.NonIp, "malformed", st.MalformedTotal(),
+		"not_attributed", st.UpdateFailedPackets, "fragments", st.Fragments,
+		"samples", st.Samples, "samples_lost", st.SamplesLost)
+	p.log.Info("flow records exported",
+		"idle", ts.Exported[schemas.EndIdle], "active", ts.Exported[schemas.EndActive],
+		"end_of_flow", ts.Exported[schemas.EndOfFlow], "forced", ts.Exported[schemas.EndForced],
+		"lack_of_resources", ts.Exported[schemas.EndLackOfResources], "pressure_ticks", p.pressure)
+}
