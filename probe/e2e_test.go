@@ -10,11 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testnet"
@@ -161,11 +165,13 @@ func TestEndToEnd(t *testing.T) {
 	ipfixC := collector(t, pair)
 	v9C := collector(t, pair)
 	nf := startNfcapd(t, pair)
+	pcapPath := filepath.Join(t.TempDir(), "samples.pcap")
 	var stdout, stderr syncBuffer
 	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin,
 		"-i", pair.LinkB, "--xdp-mode", "native",
 		"--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.url,
-		"--idle-timeout", "2s", "--active-timeout", "3s", "--drain-interval", "200ms")
+		"--idle-timeout", "2s", "--active-timeout", "3s", "--drain-interval", "200ms",
+		"--sample-rate", "10", "--pcap", pcapPath)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -254,14 +260,25 @@ func TestEndToEnd(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 
-	got, reasons := decode(t, "IPFIX", ipfixC.Stop())
+	ipfixMsgs, v9Msgs := ipfixC.Stop(), v9C.Stop()
+	for _, x := range []struct {
+		port uint16
+		msgs [][]byte
+	}{{4739, ipfixMsgs}, {2055, v9Msgs}} {
+		if _, err := flowcheck.Tshark(t.TempDir(), x.port, x.msgs); err != nil {
+			t.Errorf("Wireshark on the export to port %d: %v", x.port, err)
+		}
+	}
+	checkSamples(t, pcapPath, stderr.String())
+
+	got, reasons := decode(t, "IPFIX", ipfixMsgs)
 	compare(t, "IPFIX (goflow2)", got, want)
 	for _, r := range []schemas.EndReason{schemas.EndIdle, schemas.EndActive, schemas.EndOfFlow, schemas.EndForced} {
 		if reasons[r] == 0 {
 			t.Errorf("IPFIX: no record with end reason %s; got %v", r, reasons)
 		}
 	}
-	got9, _ := decode(t, "NetFlow v9", v9C.Stop())
+	got9, _ := decode(t, "NetFlow v9", v9Msgs)
 	compare(t, "NetFlow v9 (goflow2)", got9, want)
 
 	compare(t, "IPFIX (nfdump)", nf.flows(t), want)
@@ -377,4 +394,41 @@ func addr(r map[string]any, keys ...string) netip.Addr {
 func num(r map[string]any, k string) float64 {
 	f, _ := r[k].(float64)
 	return f
+}
+
+// checkSamples reads the --pcap file: one frame head per sample the
+// datapath wrote, cut at --sample-bytes with the original length kept.
+func checkSamples(t *testing.T, path, log string) {
+	t.Helper()
+	m := regexp.MustCompile(`"datapath totals".* samples=(\d+) samples_lost=(\d+)`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no datapath totals in the log:\n%s", log)
+	}
+	written, _ := strconv.Atoi(m[1])
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, truncated := 0, 0
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		n++
+		if len(data) > 128 || ci.CaptureLength != len(data) || ci.Length < ci.CaptureLength {
+			t.Errorf("sample %d: %d bytes captured of %d", n, ci.CaptureLength, ci.Length)
+		}
+		if ci.Length > ci.CaptureLength {
+			truncated++
+		}
+	}
+	if n == 0 || n != written || truncated == 0 {
+		t.Errorf("pcap holds %d samples (%d truncated), the datapath wrote %d (lost %s)", n, truncated, written, m[2])
+	}
 }

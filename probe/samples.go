@@ -55,8 +55,8 @@ func (p *pcapWriter) loop(clock *wallClock, log *slog.Logger) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return nil
+			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+				return nil // everything written before Close is in the file
 			}
 			return err
 		}
@@ -78,10 +78,11 @@ func (p *pcapWriter) loop(clock *wallClock, log *slog.Logger) error {
 	}
 }
 
-// Close stops reading and closes the file; it returns how many samples were
-// written.
+// Close writes the samples still in the ring, stops reading and closes the
+// file; it returns how many samples were written.
 func (p *pcapWriter) Close() (int, error) {
-	p.rd.Close()
+	p.rd.Flush()
 	err := <-p.done
+	p.rd.Close()
 	return p.n, errors.Join(err, p.f.Close())
 }

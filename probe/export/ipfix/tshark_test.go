@@ -2,49 +2,20 @@ package ipfix
 
 import (
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
 )
 
-// writePcap writes each message as one UDP datagram 198.18.0.1 -> 198.18.0.2.
 func writePcap(t *testing.T, path string, dstPort uint16, msgs [][]byte) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
+	if err := flowcheck.WritePcap(path, dstPort, msgs); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	w := pcapgo.NewWriter(f)
-	if err := w.WriteFileHeader(65535+64, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	for i, m := range msgs {
-		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP{198, 18, 0, 1}, DstIP: net.IP{198, 18, 0, 2}}
-		udp := &layers.UDP{SrcPort: 40000, DstPort: layers.UDPPort(dstPort)}
-		if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-			t.Fatal(err)
-		}
-		buf := gopacket.NewSerializeBuffer()
-		opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-		if err := gopacket.SerializeLayers(buf, opts, eth, ip, udp, gopacket.Payload(m)); err != nil {
-			t.Fatal(err)
-		}
-		ci := gopacket.CaptureInfo{Timestamp: testBase.Add(time.Duration(i) * time.Millisecond), CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}
-		if err := w.WritePacket(ci, buf.Bytes()); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
