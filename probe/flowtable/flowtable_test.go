@@ -179,3 +179,27 @@ func TestRecordsAddUp(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTable: 100,000 flows merged from a drain and expired (idle) in
+// one tick. One op is one flow.
+func BenchmarkTable(b *testing.B) {
+	const flows = 100000
+	keys := make([]bpf.FlowKey, flows)
+	for i := range keys {
+		keys[i] = key(uint16(i))
+		keys[i].DstPort = uint16(i >> 16)
+	}
+	tb := New(Config{IdleTimeout: time.Second, ActiveTimeout: time.Minute})
+	out := make([]schemas.Flow, 0, flows)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += flows {
+		for _, k := range keys {
+			tb.Add(k, val(3, 1, 2, 0x10))
+		}
+		out = tb.Expire(10*sec, 0, out[:0])
+		if len(out) != flows {
+			b.Fatalf("%d records", len(out))
+		}
+	}
+}
