@@ -48,6 +48,19 @@ func TestAttachDetach(t *testing.T) {
 		_, err := Attach("no-such-if", d.Program, Auto, false, log)
 		wantErr(err, "ip link")
 
+		// Loopback has no native XDP: native is refused with the fix,
+		// auto falls back to generic.
+		_, err = Attach("lo", d.Program, Native, false, log)
+		wantErr(err, "--xdp-mode generic")
+		lo, err := Attach("lo", d.Program, Auto, false, log)
+		if err != nil {
+			return fmt.Errorf("auto on lo: %w", err)
+		}
+		if lo.Mode != Generic {
+			t.Errorf("auto on lo: mode %s, want generic", lo.Mode)
+		}
+		lo.Close()
+
 		a, err := Attach(pair.LinkB, d.Program, Native, false, log)
 		if err != nil {
 			return err
