@@ -129,7 +129,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		select {
 		case <-ctx.Done():
 			// Detach first so nothing more arrives, then take the last
-			// packets out of both tables and end every flow.
+			// packets out and end every flow.
 			detach()
 			err := p.tick(true)
 			for _, x := range exps {
@@ -203,21 +203,15 @@ type pipeline struct {
 
 // tick drains the kernel and exports what is due; final ends every flow.
 func (p *pipeline) tick(final bool) error {
+	// The table taken out holds every packet since the last tick; the
+	// other one was emptied then.
 	n := 0
-	drain := func() error {
-		old, err := p.d.Rotate()
-		if err != nil {
-			return err
-		}
-		return p.d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) { p.table.Add(k, v); n++ })
-	}
-	if err := drain(); err != nil {
+	old, err := p.d.Rotate()
+	if err != nil {
 		return err
 	}
-	if final { // the other table holds the packets since the last rotation
-		if err := drain(); err != nil {
-			return err
-		}
+	if err := p.d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) { p.table.Add(k, v); n++ }); err != nil {
+		return err
 	}
 	p.lastDrain = n
 	now := p.clock.now()
