@@ -10,7 +10,7 @@ export BPF_CLANG BPF_CFLAGS
 
 BENCH_TIME ?= 2000000x
 
-.PHONY: all build generate check-generate test bench demo lint fmt clean
+.PHONY: all build generate check-generate test bench bench-peers demo lint fmt clean
 
 all: build
 
@@ -35,6 +35,10 @@ test:
 ## bench: datapath benchmarks (BPF_PROG_TEST_RUN); see docs/benchmarks.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./bpf/
+
+## bench-peers: xdpflow-probe vs softflowd on the same veth and traffic (root; needs softflowd); see docs/benchmarks.md
+bench-peers: build
+	$(GO) run ./internal/peerbench --probe bin/xdpflow-probe
 
 ## demo: the probe on a veth in throwaway namespaces, exporting IPFIX; traffic mix; exact check
 demo: build

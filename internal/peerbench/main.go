@@ -1,0 +1,568 @@
+// Command peerbench puts xdpflow-probe and softflowd side by side on the
+// same veth and the same traffic (`sudo make bench-peers`; not part of
+// `make test`). It creates two throwaway network namespaces joined by a
+// veth pair, sends from one end, and runs each probe in turn on the other
+// end, exporting IPFIX to a collector on that namespace's loopback:
+//
+//  1. accuracy: trafficgen.Mix() scaled plus thousands of distinct UDP
+//     flows at a moderate rate; the export is decoded with goflow2
+//     (flowcheck) and compared with the truth flow by flow;
+//  2. rate: millions of 64-byte UDP frames over 3,840 flows as fast as the
+//     sender can (netsniff-ng's trafgen, or Go AF_PACKET senders); the
+//     fraction of the packets each probe counted;
+//  3. CPU: whole-system busy time from /proc/stat over each rate run, with
+//     no probe (baseline), xdpflow-probe and softflowd, and each probe
+//     process's own time from /proc/<pid>/stat.
+//
+// It touches no interface of the host, ends only the processes it started
+// (by pid / process group id), and removes everything on exit, on error,
+// on Ctrl-C, and when --timeout passes.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testnet"
+)
+
+type config struct {
+	probe, softflowd string
+	packets, reps    int
+	senders          []int
+	accFlows         int
+	accScale         int
+	accPPS           int
+	trafgenConf      string // empty: Go AF_PACKET senders
+}
+
+var (
+	cleanupMu   sync.Mutex
+	cleanupPair *testnet.Pair
+	cleanupDirs []string
+)
+
+// cleanup kills every child this program started and removes the
+// namespaces (the veth pair goes with them) and temporary files.
+func cleanup() {
+	killAll()
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	if cleanupPair != nil {
+		if err := cleanupPair.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "peerbench: cleanup:", err)
+		}
+		cleanupPair = nil
+	}
+	for _, d := range cleanupDirs {
+		os.RemoveAll(d)
+	}
+	cleanupDirs = nil
+}
+
+func main() {
+	cfg := &config{}
+	flag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
+	flag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
+	flag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
+	flag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
+	senders := flag.String("senders", "1,2", "rate/CPU runs with these numbers of parallel senders (comma-separated)")
+	sender := flag.String("sender", "go", "rate sender: go (one AF_PACKET socket per sender, retries when the veth pushes back) or trafgen (netsniff-ng; aborts on the veth's backpressure, so only for --senders 1)")
+	flag.IntVar(&cfg.accFlows, "accuracy-flows", 5000, "distinct UDP flows added to the mix in the accuracy run")
+	flag.IntVar(&cfg.accScale, "accuracy-scale", 10, "trafficgen.Mix() packets multiplied by this")
+	flag.IntVar(&cfg.accPPS, "accuracy-pps", 50000, "sending rate of the accuracy run")
+	timeout := flag.Duration("timeout", 9*time.Minute, "give up, clean up and exit 2 after this long")
+	flag.Parse()
+	for _, s := range strings.Split(*senders, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 64 {
+			fmt.Fprintf(os.Stderr, "peerbench: --senders: bad value %q\n", s)
+			os.Exit(2)
+		}
+		cfg.senders = append(cfg.senders, n)
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "peerbench: %v: cleaning up\n", s)
+		cleanup()
+		os.Exit(130)
+	}()
+	time.AfterFunc(*timeout, func() {
+		fmt.Fprintf(os.Stderr, "peerbench: still running after %v: cleaning up and giving up\n", *timeout)
+		cleanup()
+		os.Exit(2)
+	})
+	err := run(cfg, *sender)
+	cleanup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "peerbench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
+}
+
+func run(cfg *config, sender string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root (network namespaces, XDP, AF_PACKET): run `sudo make bench-peers`")
+	}
+	if _, err := os.Stat(cfg.probe); err != nil {
+		return fmt.Errorf("probe binary: %w (`make bench-peers` builds it)", err)
+	}
+	for _, bin := range []string{cfg.softflowd, "softflowctl", "ip"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found: apt-get install softflowd iproute2 (and netsniff-ng for trafgen)", bin)
+		}
+	}
+	sfVersion := "unknown"
+	out, _ := exec.Command(cfg.softflowd, "-h").CombinedOutput() // exits 1 after printing its usage
+	if _, v, ok := strings.Cut(string(out), "softflowd version "); ok {
+		sfVersion = strings.TrimSuffix(strings.Fields(v + " ?")[0], ".")
+	}
+	step := rateFlows * lcm(cfg.senders)
+	cfg.packets = cfg.packets / step * step
+	if cfg.packets == 0 {
+		cfg.packets = step
+	}
+
+	tmp, err := os.MkdirTemp("", "peerbench")
+	if err != nil {
+		return err
+	}
+	cleanupMu.Lock()
+	cleanupDirs = append(cleanupDirs, tmp)
+	cleanupMu.Unlock()
+	pair, err := testnet.NewPair(fmt.Sprintf("xfpb%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		return err
+	}
+	cleanupMu.Lock()
+	cleanupPair = pair
+	cleanupMu.Unlock()
+	logf("namespaces %s and %s, veth %s -> %s", pair.NsName("a"), pair.NsName("b"), pair.LinkA, pair.LinkB)
+
+	senderName := "Go senders (one trafficgen.Sender AF_PACKET socket each)"
+	if sender == "trafgen" {
+		conf, err := trafgenConfig(tmp, pair)
+		if err == nil {
+			err = trafgenWorks(pair, conf)
+		}
+		if err != nil {
+			logf("trafgen does not work (%v): falling back to Go AF_PACKET senders", err)
+		} else {
+			cfg.trafgenConf, senderName = conf, "netsniff-ng trafgen"
+		}
+	}
+
+	// 1. Accuracy.
+	seq, want, wantL2, err := accuracyTraffic(pair, cfg.accScale, cfg.accFlows)
+	if err != nil {
+		return err
+	}
+	var accs []accResult
+	for _, k := range []kind{xdpflow, softflowd} {
+		logf("accuracy: %s, %d frames over %d flows at ~%d pps", k, len(seq), len(want), cfg.accPPS)
+		a, err := runAccuracy(k, pair, cfg, seq, want, wantL2)
+		if err != nil {
+			return err
+		}
+		accs = append(accs, a)
+	}
+
+	// 2 and 3. Rate and CPU.
+	var rates []rateResult
+	for _, s := range cfg.senders {
+		for rep := 1; rep <= cfg.reps; rep++ {
+			for _, k := range []kind{none, xdpEmpty, xdpflow, softflowd} {
+				r, err := runRate(k, pair, cfg, s, rep)
+				if err != nil {
+					return err
+				}
+				logf("rate: %d sender(s) run %d %-22s %7.0f pps offered, B's veth received %d, counted %d of %d, CPU %.2f s (probe process %.2f s), veth drops %d",
+					s, rep, k, r.pps(), r.delivered(), r.counted, r.sent, r.busy, r.probeCPU, r.drops())
+				rates = append(rates, r)
+			}
+		}
+	}
+
+	report(cfg, sfVersion, senderName, len(seq), len(want), accs, rates)
+	return nil
+}
+
+func lcm(xs []int) int {
+	gcd := func(a, b int) int {
+		for b != 0 {
+			a, b = b, a%b
+		}
+		return a
+	}
+	l := 1
+	for _, x := range xs {
+		l = l / gcd(l, x) * x
+	}
+	return l
+}
+
+type accResult struct {
+	kind                              kind
+	flows, exact, exactPkts, exactL2  int
+	sentPkts, gotPkts                 uint64
+	sentBytes, sentL2Bytes, gotBytes  uint64
+	extraFlows                        int
+	extraPkts, fillerPkts             uint64
+	dec                               decoded
+	examples                          []string
+	stats                             string
+	missingFlows, shortFlows, overPkt int
+}
+
+func runAccuracy(k kind, pair *testnet.Pair, cfg *config, seq [][]byte, want, wantL2 flowcheck.Sums) (accResult, error) {
+	a := accResult{kind: k, flows: len(want)}
+	r, err := startProbe(k, pair, cfg)
+	if err != nil {
+		return a, err
+	}
+	if err := sendPaced(pair, seq, cfg.accPPS); err != nil {
+		r.abort()
+		return a, err
+	}
+	time.Sleep(time.Second)
+	msgs, err := r.finish(pair)
+	if err != nil {
+		return a, err
+	}
+	a.stats = r.stats
+	a.dec = decodeAll(msgs)
+	got := a.dec.sums
+	a.fillerPkts = got[fillerID].Packets
+	delete(got, fillerID)
+	for id, w := range want {
+		a.sentPkts += w.Packets
+		a.sentBytes += w.Bytes
+		a.sentL2Bytes += wantL2[id].Bytes
+		g, ok := got[id]
+		switch {
+		case !ok:
+			a.missingFlows++
+		case g.Packets < w.Packets:
+			a.shortFlows++
+		case g.Packets > w.Packets:
+			a.overPkt++
+		}
+		if g.Packets == w.Packets {
+			a.exactPkts++
+			if g.Bytes == w.Bytes {
+				a.exact++
+			}
+			if g.Bytes == wantL2[id].Bytes {
+				a.exactL2++
+			}
+		}
+	}
+	for id, g := range got {
+		a.gotPkts += g.Packets
+		a.gotBytes += g.Bytes
+		if _, ok := want[id]; !ok {
+			a.extraFlows++
+			a.extraPkts += g.Packets
+		}
+	}
+	diff := flowcheck.Diff(got, want)
+	// Examples: the mix's flows first (they are the unusual ones).
+	sort.SliceStable(diff, func(i, j int) bool {
+		return !strings.Contains(diff[i], "> 198.18.0.2:53") && strings.Contains(diff[j], "> 198.18.0.2:53")
+	})
+	if len(diff) > 12 {
+		diff = append(diff[:12], fmt.Sprintf("... and %d more", len(diff)-12))
+	}
+	a.examples = diff
+	logf("accuracy: %s: %d/%d flows exact, %d of %d packets; %d records in %d messages",
+		k, a.exact, a.flows, a.gotPkts, a.sentPkts, a.dec.records, a.dec.messages)
+	return a, nil
+}
+
+type rateResult struct {
+	kind           kind
+	senders, rep   int
+	sent           int
+	elapsed        time.Duration
+	l0, l1         linkCounters
+	busy, probeCPU float64 // seconds
+	counted        uint64
+	exactFlows     int
+	fillerPkts     uint64
+	dec            decoded
+	stats          string
+}
+
+func (r rateResult) pps() float64 { return float64(r.sent) / r.elapsed.Seconds() }
+
+func (r rateResult) drops() uint64 {
+	return (r.l1.aTxDrop - r.l0.aTxDrop) + (r.l1.bRxDrop - r.l0.bRxDrop)
+}
+
+func (r rateResult) delivered() uint64 { return r.l1.bRx - r.l0.bRx }
+
+func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateResult, error) {
+	res := rateResult{kind: k, senders: senders, rep: rep, sent: cfg.packets}
+	r, err := startProbe(k, pair, cfg)
+	if err != nil {
+		return res, err
+	}
+	fail := func(err error) (rateResult, error) {
+		r.abort()
+		return res, err
+	}
+	pid := r.pid()
+	if res.l0, err = readLinks(pair); err != nil {
+		return fail(err)
+	}
+	b0, err := busyTicks()
+	if err != nil {
+		return fail(err)
+	}
+	var p0, p1 uint64
+	if pid != 0 {
+		if p0, err = procTicks(pid); err != nil {
+			return fail(err)
+		}
+	}
+	t0 := time.Now()
+	if err := sendRate(pair, cfg, senders, cfg.packets); err != nil {
+		return fail(err)
+	}
+	res.elapsed = time.Since(t0)
+	if res.l1, err = readLinks(pair); err != nil {
+		return fail(err)
+	}
+	// The window goes on until the flows have expired and been exported
+	// (idle timeout + expiry tick), the same length for every case, and
+	// longer while a probe is still busy catching up.
+	time.Sleep(time.Duration(idleTimeout+2) * time.Second)
+	if pid != 0 {
+		last, still := uint64(0), 0
+		for deadline := time.Now().Add(60 * time.Second); still < 2 && time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+			if p1, err = procTicks(pid); err != nil {
+				return fail(err)
+			}
+			if p1 == last {
+				still++
+			} else {
+				still = 0
+			}
+			last = p1
+		}
+	}
+	b1, err := busyTicks()
+	if err != nil {
+		return fail(err)
+	}
+	res.busy = float64(b1-b0) / userHZ
+	res.probeCPU = float64(p1-p0) / userHZ
+	msgs, err := r.finish(pair)
+	if err != nil {
+		return res, err
+	}
+	res.stats = r.stats
+	if k == none || k == xdpEmpty {
+		return res, nil
+	}
+	res.dec = decodeAll(msgs)
+	res.fillerPkts = res.dec.sums[fillerID].Packets
+	for id, w := range rateTruth(cfg.packets) {
+		g := res.dec.sums[id]
+		res.counted += g.Packets
+		if g == w {
+			res.exactFlows++
+		}
+	}
+	return res, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func pct(a, b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f%%", 100*float64(a)/float64(b))
+}
+
+// softflowdDrops finds the pcap drop count in `softflowctl statistics`.
+func softflowdDrops(stats string) string {
+	for _, l := range strings.Split(stats, "\n") {
+		if strings.Contains(strings.ToLower(l), "drop") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs []accResult, rates []rateResult) {
+	w := os.Stdout
+	fmt.Fprintf(w, "\n== xdpflow-probe vs softflowd %s: same veth, same traffic (%s, %d CPUs) ==\n", sfVersion, kernelRelease(), numCPU())
+	fmt.Fprintf(w, "\n-- 1. Accuracy: trafficgen.Mix() x%d + %d distinct UDP flows (%d flows, %d frames) at ~%d pps; export decoded by goflow2\n\n",
+		cfg.accScale, cfg.accFlows, nflows, nframes, cfg.accPPS)
+	fmt.Fprintf(w, "| probe | flows exact (packets and L3 bytes) | flows with exact packets | flows exact counting bytes after the Ethernet/VLAN header, padding included | packets counted / sent | bytes counted / sent (L3) |\n|---|---|---|---|---|---|\n")
+	for _, a := range accs {
+		fmt.Fprintf(w, "| %s | %d / %d (%.2f%%) | %d (%.2f%%) | %d (%.2f%%) | %d / %d (%s) | %d / %d (%s) |\n",
+			a.kind, a.exact, a.flows, 100*float64(a.exact)/float64(a.flows),
+			a.exactPkts, 100*float64(a.exactPkts)/float64(a.flows),
+			a.exactL2, 100*float64(a.exactL2)/float64(a.flows),
+			a.gotPkts, a.sentPkts, pct(a.gotPkts, a.sentPkts), a.gotBytes, a.sentBytes, pct(a.gotBytes, a.sentBytes))
+	}
+	for _, a := range accs {
+		fmt.Fprintf(w, "\n%s: %d records in %d messages, %d decode errors, sequence numbers (%s) leave %d records unaccounted for; flows missing %d, with fewer packets %d, with more packets %d; flows nobody sent %d (%d packets); filler packets seen %d of %d\n",
+			a.kind, a.dec.records, a.dec.messages, a.dec.decodeErrs, a.dec.seqConvention, a.dec.lostRecords, a.missingFlows, a.shortFlows, a.overPkt,
+			a.extraFlows, a.extraPkts, a.fillerPkts, fillerBursts*fillerPerBurst)
+		if a.dec.firstErr != nil {
+			fmt.Fprintf(w, "  first decode error: %v\n", a.dec.firstErr)
+		}
+		if d := softflowdDrops(a.stats); d != "" {
+			fmt.Fprintf(w, "  softflowctl statistics: %s\n", d)
+		}
+		for _, e := range a.examples {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
+
+	fmt.Fprintf(w, "\n-- 2+3. Rate and CPU: %d x 64-byte UDP frames over %d flows per run, sent from A with %s as fast as it goes; median of %d runs\n",
+		cfg.packets, rateFlows, senderName, cfg.reps)
+	if cfg.trafgenConf == "" {
+		fmt.Fprintf(w, "veth drops: frames the veth refused (its XDP ring full); sendto returns ENOBUFS and the Go senders send them again: backpressure, not loss\n")
+	}
+	fmt.Fprintf(w, "CPU: whole-system busy time (/proc/stat user+nice+system+irq+softirq) from the start of sending until %d s after it ends and the probe process is idle, per million packets sent\n", idleTimeout+2)
+	type key struct {
+		k kind
+		s int
+	}
+	group := map[key][]rateResult{}
+	for _, r := range rates {
+		group[key{r.kind, r.senders}] = append(group[key{r.kind, r.senders}], r)
+	}
+	mpkt := float64(cfg.packets) / 1e6
+	xdpNoLoss, xdpExact := true, true
+	maxXDPpps := 0.0
+	var ratios []float64
+	for _, s := range cfg.senders {
+		fmt.Fprintf(w, "\n%d sender(s):\n\n", s)
+		fmt.Fprintf(w, "| case | offered pps | veth drops | packets counted (each run) | flows exact (worst run) | whole-system CPU s/Mpkt | minus baseline | probe process s/Mpkt |\n|---|---|---|---|---|---|---|---|\n")
+		base := 0.0
+		above := map[kind]float64{}
+		for _, k := range []kind{none, xdpEmpty, xdpflow, softflowd} {
+			rs := group[key{k, s}]
+			if len(rs) == 0 {
+				continue
+			}
+			var pps, busy, pcpu []float64
+			var drops uint64
+			var counted []string
+			worst := rateFlows
+			for _, r := range rs {
+				pps = append(pps, r.pps())
+				busy = append(busy, r.busy/mpkt)
+				pcpu = append(pcpu, r.probeCPU/mpkt)
+				drops += r.drops()
+				counted = append(counted, pct(r.counted, uint64(r.sent)))
+				worst = min(worst, r.exactFlows)
+				if k == xdpflow {
+					xdpNoLoss = xdpNoLoss && r.counted == uint64(r.sent)
+					xdpExact = xdpExact && r.exactFlows == rateFlows
+					maxXDPpps = max(maxXDPpps, r.pps())
+				}
+			}
+			mb := median(busy)
+			switch k {
+			case none:
+				base = mb
+				fmt.Fprintf(w, "| %s | %.0f | %d | - | - | %.3f | - | - |\n", k, median(pps), drops, mb)
+			case xdpEmpty:
+				above[k] = mb - base
+				fmt.Fprintf(w, "| %s | %.0f | %d | - | - | %.3f | %.3f | - |\n", k, median(pps), drops, mb, mb-base)
+			default:
+				above[k] = mb - base
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | %d / %d | %.3f | %.3f | %.3f |\n", k, median(pps), drops,
+					strings.Join(counted, ", "), worst, rateFlows, mb, mb-base, median(pcpu))
+			}
+		}
+		if above[xdpflow] > 0 {
+			ratios = append(ratios, above[softflowd]/above[xdpflow])
+			fmt.Fprintf(w, "\nCPU above baseline, softflowd / xdpflow-probe: %.2fx\n", above[softflowd]/above[xdpflow])
+		} else {
+			ratios = append(ratios, 1e9)
+			fmt.Fprintf(w, "\nxdpflow-probe's CPU above baseline is not measurably above zero (%.3f s/Mpkt); softflowd's is %.3f s/Mpkt\n", above[xdpflow], above[softflowd])
+		}
+		if floor, ok := above[xdpEmpty]; ok {
+			fmt.Fprintf(w, "context, not the goal's measure: xdpflow-probe above the empty-XDP-program floor: %.3f s/Mpkt (the rest is veth's XDP mode itself)\n",
+				above[xdpflow]-floor)
+		}
+		for _, r := range group[key{softflowd, s}] {
+			if d := softflowdDrops(r.stats); d != "" {
+				fmt.Fprintf(w, "softflowd run %d: softflowctl statistics: %s\n", r.rep, d)
+			}
+		}
+	}
+
+	fmt.Fprintf(w, "\n-- Goals (xdpflow-probe)\n")
+	yes := func(b bool) string {
+		if b {
+			return "met"
+		}
+		return "NOT met"
+	}
+	fmt.Fprintf(w, "no loss up to the rate the veth delivers: %s (every rate run counted every packet; offered up to %.0f pps in a single run)\n", yes(xdpNoLoss), maxXDPpps)
+	minRatio := 1e9
+	for _, r := range ratios {
+		minRatio = min(minRatio, r)
+	}
+	fmt.Fprintf(w, "at least 10x less CPU per packet than softflowd (above baseline): %s (worst ratio %.2fx)\n", yes(minRatio >= 10), minRatio)
+	exact := len(accs) > 0 && accs[0].kind == xdpflow && accs[0].exact == accs[0].flows && xdpExact
+	fmt.Fprintf(w, "100%% exact counts: %s (accuracy run and every rate run)\n", yes(exact))
+}
+
+func kernelRelease() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "Linux"
+	}
+	return "Linux " + strings.TrimSpace(string(b))
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "cpu") && !strings.HasPrefix(l, "cpu ") {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
+
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// kind is what watches the receiving veth end in a run.
+type kind int
+
+const (
+	none     kind = iota // baseline: the veth delivers, nothing watches
+	xdpEmpty             // an XDP program that only returns XDP_PASS: veth's native-XDP mode, no probe
+	xdpflow
+	softflowd
+)
+
+func (k kind) String() string {
+	return [...]string{"baseline (no probe)", "veth + empty XDP prog", "xdpflow-probe", "softflowd"}[k]
+}
+
+// Timeouts given to both probes, so flows expire during a run as they
+// would in production, only sooner.
+const (
+	idleTimeout   = 2  // s: xdpflow --idle-timeout; softflowd general/tcp/udp/icmp/...
+	activeTimeout = 10 // s: xdpflow --active-timeout; softflowd maxlife
+)
+
+// collector keeps every datagram arriving on a UDP socket on B's loopback.
+// The socket buffer is forced to 32 MiB (SO_RCVBUFFORCE, past rmem_max)
+// so that a burst of export at shutdown is not lost by the collector and
+// blamed on a probe.
+type collector struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	msgs [][]byte
+	done chan struct{}
+}
+
+func newCollector(pair *testnet.Pair) (*collector, error) {
+	var conn *net.UDPConn
+	if err := pair.In(pair.B, func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var serr error
+	rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 32<<20)
+	})
+	if serr != nil {
+		conn.Close()
+		return nil, fmt.Errorf("collector SO_RCVBUFFORCE: %w", serr)
+	}
+	c := &collector{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		buf := make([]byte, 65536)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			m := append([]byte(nil), buf[:n]...)
+			c.mu.Lock()
+			c.msgs = append(c.msgs, m)
+			c.mu.Unlock()
+		}
+	}()
+	return c, nil
+}
+
+func (c *collector) port() int { return c.conn.LocalAddr().(*net.UDPAddr).Port }
+
+func (c *collector) stop() [][]byte {
+	c.conn.Close()
+	<-c.done
+	return c.msgs
+}
+
+// running is one probe started for one run.
+type running struct {
+	kind kind
+	p    *proc
+	xdp  link.Link // xdpEmpty only
+	coll *collector
+	dir  string // softflowd's control socket and pid file
+	ctl  string
+	// softflowd's `softflowctl statistics` before the final expiry.
+	stats string
+}
+
+func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
+	r := &running{kind: k}
+	switch k {
+	case none:
+		return r, nil
+	case xdpEmpty:
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
+			Instructions: asm.Instructions{asm.LoadImm(asm.R0, 2, asm.DWord), asm.Return()}}) // XDP_PASS
+		if err != nil {
+			return nil, fmt.Errorf("load empty XDP program: %w", err)
+		}
+		defer prog.Close() // the link holds it
+		if err := pair.In(pair.B, func() (err error) {
+			r.xdp, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: pair.IfindexB, Flags: link.XDPDriverMode})
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("attach empty XDP program: %w", err)
+		}
+		return r, nil
+	}
+	var err error
+	if r.coll, err = newCollector(pair); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			r.abort()
+		}
+	}()
+	switch k {
+	case xdpflow:
+		r.p, err = start("xdpflow-probe", "ip", "netns", "exec", pair.NsName("b"), cfg.probe,
+			"-i", pair.LinkB, "--xdp-mode", "native", "--action", "pass",
+			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.port()),
+			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout))
+		if err != nil {
+			return nil, err
+		}
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.p.out.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+			if r.p.exited() || time.Now().After(deadline) {
+				return nil, fmt.Errorf("xdpflow-probe did not attach:\n%s", r.p.out.String())
+			}
+		}
+	case softflowd:
+		if r.dir, err = os.MkdirTemp("", "peerbench-softflowd"); err != nil {
+			return nil, err
+		}
+		cleanupMu.Lock()
+		cleanupDirs = append(cleanupDirs, r.dir) // removed on a signal or timeout too
+		cleanupMu.Unlock()
+		r.ctl = filepath.Join(r.dir, "ctl")
+		args := []string{"ip", "netns", "exec", pair.NsName("b"), cfg.softflowd,
+			"-d", "-i", pair.LinkB, "-n", fmt.Sprintf("127.0.0.1:%d", r.coll.port()), "-v", "10",
+			"-T", "vlan", "-m", "65536", "-c", r.ctl, "-p", filepath.Join(r.dir, "pid")}
+		for _, t := range []string{"general", "tcp", "tcp.rst", "tcp.fin", "udp", "icmp"} {
+			args = append(args, "-t", fmt.Sprintf("%s=%d", t, idleTimeout))
+		}
+		args = append(args, "-t", fmt.Sprintf("maxlife=%d", activeTimeout), "-t", "expint=1")
+		if r.p, err = start("softflowd", args...); err != nil {
+			return nil, err
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if _, err := os.Stat(r.ctl); err == nil {
+				break
+			}
+			if r.p.exited() || time.Now().After(deadline) {
+				return nil, fmt.Errorf("softflowd did not start (no control socket %s):\n%s", r.ctl, r.p.out.String())
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // pcap open and filter set after the socket
+	}
+	ok = true
+	return r, nil
+}
+
+// pid of the probe process, 0 for the baseline.
+func (r *running) pid() int {
+	if r.p == nil {
+		return 0
+	}
+	return r.p.pid()
+}
+
+func (r *running) ctlCmd(cmd string) (string, error) {
+	out, err := exec.Command("softflowctl", "-c", r.ctl, cmd).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("softflowctl %s: %v: %s", cmd, err, out)
+	}
+	return string(out), nil
+}
+
+// finish ends the run the same way for both probes: a filler burst of an
+// unrelated flow (it pushes the tail of the traffic out of libpcap's ring
+// in softflowd's case, and is excluded from the accounting), then every
+// flow is expired and exported, and the probe exits. It returns the
+// collector's messages.
+func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
+	if r.xdp != nil {
+		r.xdp.Close()
+		r.xdp = nil
+	}
+	if r.kind == none || r.kind == xdpEmpty {
+		return nil, nil
+	}
+	defer r.cleanDir()
+	if err := sendFiller(pair); err != nil {
+		r.abort()
+		return nil, err
+	}
+	var stopErr error
+	switch r.kind {
+	case xdpflow:
+		time.Sleep(200 * time.Millisecond)
+		stopErr = r.p.stop(20 * time.Second)
+	case softflowd:
+		time.Sleep(500 * time.Millisecond)
+		r.stats, _ = r.ctlCmd("statistics")
+		if _, err := r.ctlCmd("expire-all"); err != nil {
+			stopErr = err
+		}
+		time.Sleep(time.Second)
+		if _, err := r.ctlCmd("shutdown"); err != nil && stopErr == nil {
+			stopErr = err
+		}
+		// softflowd 1.1.0 exits with status 1 after a requested shutdown:
+		// only a hang is an error.
+		if err := r.p.wait(20 * time.Second); err != nil && stopErr == nil && !r.p.killedOnTimeout() {
+			err = nil
+		} else if err != nil && stopErr == nil {
+			stopErr = err
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the last datagrams cross the loopback
+	msgs := r.coll.stop()
+	if stopErr != nil {
+		return msgs, fmt.Errorf("%s: %v\n%s", r.kind, stopErr, r.p.out.String())
+	}
+	return msgs, nil
+}
+
+// abort kills the probe and closes the collector (error paths).
+func (r *running) abort() {
+	if r.xdp != nil {
+		r.xdp.Close()
+		r.xdp = nil
+	}
+	if r.p != nil {
+		r.p.kill()
+		r.p.wait(5 * time.Second)
+	}
+	if r.coll != nil {
+		r.coll.stop()
+	}
+	r.cleanDir()
+}
+
+func (r *running) cleanDir() {
+	if r.dir != "" {
+		os.RemoveAll(r.dir)
+	}
+}
+
+// decoded is a run's export, decoded by goflow2 and summed per flow.
+type decoded struct {
+	sums       flowcheck.Sums
+	records    int
+	messages   int
+	decodeErrs int
+	firstErr   error
+	// lostRecords: data records the IPFIX sequence numbers say were sent
+	// but never arrived (export loss, not counting loss), under the
+	// sequence convention the exporter follows (seqConvention).
+	lostRecords   int64
+	seqConvention string
+}
+
+func decodeAll(msgs [][]byte) decoded {
+	d := decoded{sums: flowcheck.Sums{}, messages: len(msgs)}
+	dec := flowcheck.NewDecoder()
+	// A second goflow2 pass over the same messages, for what flowcheck
+	// does not keep: icmpTypeCodeIPv4/IPv6 (softflowd's ICMP templates
+	// carry the type and code there, not in the ports) and the options
+	// data records (they count in the IPFIX sequence number).
+	raw := netflow.CreateTemplateSystem()
+	var next, prevSeq uint32
+	var rfcGap, inclGap int64
+	haveNext := false
+	for _, m := range msgs {
+		recs, err := dec.Decode(m)
+		if err != nil {
+			d.decodeErrs++
+			if d.firstErr == nil {
+				d.firstErr = err
+			}
+		}
+		var v9 netflow.NFv9Packet
+		var ipfix netflow.IPFIXPacket
+		var icmp []int // per data record: type<<8|code, or -1
+		nrec := 0
+		if netflow.DecodeMessageVersion(bytes.NewBuffer(m), raw, &v9, &ipfix) == nil {
+			for _, set := range append(v9.FlowSets, ipfix.FlowSets...) {
+				switch fs := set.(type) {
+				case netflow.DataFlowSet:
+					for _, r := range fs.Records {
+						tc := -1
+						for _, v := range r.Values {
+							if b, ok := v.Value.([]byte); ok && len(b) == 2 &&
+								(v.Type == schemas.IEICMPTypeCodeIPv4 || v.Type == schemas.IEICMPTypeCodeIPv6) {
+								tc = int(binary.BigEndian.Uint16(b))
+							}
+						}
+						icmp = append(icmp, tc)
+						nrec++
+					}
+				case netflow.OptionsDataFlowSet:
+					nrec += len(fs.Records)
+				}
+			}
+		}
+		if len(m) >= 16 && binary.BigEndian.Uint16(m) == 10 {
+			seq := binary.BigEndian.Uint32(m[8:])
+			if haveNext {
+				// RFC 7011: data records (options data too) sent before
+				// this message. softflowd 1.1.0 instead sends the flow
+				// records sent up to and including this message.
+				rfcGap += absGap(seq, next)
+				inclGap += absGap(seq, prevSeq+uint32(len(recs)))
+			}
+			next, prevSeq, haveNext = seq+uint32(nrec), seq, true
+		}
+		for i := range recs {
+			if i < len(icmp) && icmp[i] >= 0 && recs[i].IsICMP() && recs[i].SrcPort == 0 && recs[i].DstPort == 0 {
+				recs[i].DstPort = uint16(icmp[i])
+			}
+			d.sums.AddRecord(&recs[i])
+		}
+		d.records += len(recs)
+	}
+	d.lostRecords, d.seqConvention = rfcGap, "RFC 7011"
+	if inclGap < rfcGap {
+		d.lostRecords, d.seqConvention = inclGap, "records up to and including the message"
+	}
+	return d
+}
+
+func absGap(a, b uint32) int64 {
+	g := int64(int32(a - b))
+	if g < 0 {
+		return -g
+	}
+	return g
+}
