@@ -44,6 +44,7 @@ type config struct {
 	accScale         int
 	accPPS           int
 	trafgenConf      string // empty: Go AF_PACKET senders
+	xdpMode          string // xdpflow-probe --xdp-mode
 }
 
 var (
@@ -74,6 +75,7 @@ func main() {
 	cfg := &config{}
 	flag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
 	flag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
+	flag.StringVar(&cfg.xdpMode, "xdp-mode", "native", "xdpflow-probe --xdp-mode: native, or generic (veth's native XDP copies each frame first)")
 	flag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
 	flag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
 	senders := flag.String("senders", "1,2", "rate/CPU runs with these numbers of parallel senders (comma-separated)")

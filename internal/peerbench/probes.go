@@ -147,7 +147,7 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 	switch k {
 	case xdpflow:
 		r.p, err = start("xdpflow-probe", "ip", "netns", "exec", pair.NsName("b"), cfg.probe,
-			"-i", pair.LinkB, "--xdp-mode", "native", "--action", "pass",
+			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", "pass",
 			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.port()),
 			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout))
 		if err != nil {
