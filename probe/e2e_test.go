@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -32,24 +31,6 @@ import (
 // decoders; nfdump too when installed) against the truth: every flow there,
 // packets and bytes summed over its records equal to what was sent, and
 // nothing else.
-
-// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var (
 	buildOnce sync.Once
@@ -114,11 +95,8 @@ func TestStartupErrors(t *testing.T) {
 // collector listens on the loopback of the probe's namespace.
 func collector(t *testing.T, pair *testnet.Pair) *flowcheck.Collector {
 	t.Helper()
-	var conn *net.UDPConn
-	if err := pair.In(pair.B, func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		return err
-	}); err != nil {
+	conn, err := pair.ListenUDP(pair.B)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return flowcheck.Collect(conn, nil)
@@ -166,7 +144,7 @@ func TestEndToEnd(t *testing.T) {
 	v9C := collector(t, pair)
 	nf := startNfcapd(t, pair)
 	pcapPath := filepath.Join(t.TempDir(), "samples.pcap")
-	var stdout, stderr syncBuffer
+	var stdout, stderr flowcheck.SyncBuffer
 	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin,
 		"-i", pair.LinkB, "--xdp-mode", "native",
 		"--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.url,
@@ -315,20 +293,15 @@ func startNfcapd(t *testing.T, pair *testnet.Pair) *nfcapd {
 		t.Fatal("nfcapd not found: install Debian's nfdump package (.ci/run does)")
 	}
 	// A free port on the namespace's loopback.
-	var port int
-	if err := pair.In(pair.B, func() error {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			return err
-		}
-		port = c.LocalAddr().(*net.UDPAddr).Port
-		return c.Close()
-	}); err != nil {
+	c, err := pair.ListenUDP(pair.B)
+	if err != nil {
 		t.Fatal(err)
 	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	c.Close()
 	n := &nfcapd{dir: t.TempDir(), url: fmt.Sprintf("udp://127.0.0.1:%d", port), done: make(chan error, 1)}
 	n.cmd = exec.Command("ip", "netns", "exec", pair.NsName("b"), "nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", n.dir, "-t", "3600")
-	var out syncBuffer
+	var out flowcheck.SyncBuffer
 	n.cmd.Stdout, n.cmd.Stderr = &out, &out
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -8,11 +8,9 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -37,24 +35,6 @@ func main() {
 	}
 }
 
-// lockedBuffer collects the probe's log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func run(probe string, scale int) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the demo creates network namespaces and attaches XDP: run it as root (sudo make demo)")
@@ -72,11 +52,8 @@ func run(probe string, scale int) error {
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; pair.Close(); os.Exit(130) }()
 
-	var conn *net.UDPConn
-	if err := pair.In(pair.B, func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		return err
-	}); err != nil {
+	conn, err := pair.ListenUDP(pair.B)
+	if err != nil {
 		return err
 	}
 	dec := flowcheck.NewDecoder()
@@ -98,7 +75,7 @@ func run(probe string, scale int) error {
 		}
 	})
 
-	var logs lockedBuffer
+	var logs flowcheck.SyncBuffer
 	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), probe, "-i", pair.LinkB,
 		"--ipfix", coll.URL(), "--idle-timeout", "2s", "--active-timeout", "4s", "--drain-interval", "500ms")
 	cmd.Stderr = &logs

@@ -3,6 +3,8 @@ package flowcheck
 import (
 	"net"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Collector keeps every datagram that arrives on a UDP socket, and hands
@@ -15,10 +17,20 @@ type Collector struct {
 }
 
 // Collect starts reading conn. onMsg, when not nil, is called for every
-// datagram from the reading goroutine.
+// datagram from the reading goroutine. The socket buffer is forced to
+// 32 MiB (past rmem_max, when root) so that a burst of export at shutdown is
+// not lost here and blamed on the exporter.
 func Collect(conn *net.UDPConn, onMsg func([]byte)) *Collector {
 	c := &Collector{conn: conn, done: make(chan struct{})}
-	conn.SetReadBuffer(8 << 20)
+	forced := false
+	if rc, err := conn.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			forced = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) == nil
+		})
+	}
+	if !forced {
+		conn.SetReadBuffer(32 << 20)
+	}
 	go func() {
 		defer close(c.done)
 		buf := make([]byte, 65536)
@@ -38,6 +50,9 @@ func Collect(conn *net.UDPConn, onMsg func([]byte)) *Collector {
 	}()
 	return c
 }
+
+// Port is the UDP port the collector listens on.
+func (c *Collector) Port() int { return c.conn.LocalAddr().(*net.UDPAddr).Port }
 
 // URL is the collector's address as a probe flag value.
 func (c *Collector) URL() string { return "udp://" + c.conn.LocalAddr().String() }

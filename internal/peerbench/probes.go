@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -44,62 +41,13 @@ const (
 	activeTimeout = 10 // s: xdpflow --active-timeout; softflowd maxlife
 )
 
-// collector keeps every datagram arriving on a UDP socket on B's loopback.
-// The socket buffer is forced to 32 MiB (SO_RCVBUFFORCE, past rmem_max)
-// so that a burst of export at shutdown is not lost by the collector and
-// blamed on a probe.
-type collector struct {
-	conn *net.UDPConn
-	mu   sync.Mutex
-	msgs [][]byte
-	done chan struct{}
-}
-
-func newCollector(pair *testnet.Pair) (*collector, error) {
-	var conn *net.UDPConn
-	if err := pair.In(pair.B, func() (err error) {
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	rc, err := conn.SyscallConn()
+// newCollector listens on B's loopback.
+func newCollector(pair *testnet.Pair) (*flowcheck.Collector, error) {
+	conn, err := pair.ListenUDP(pair.B)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
-	var serr error
-	rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 32<<20)
-	})
-	if serr != nil {
-		conn.Close()
-		return nil, fmt.Errorf("collector SO_RCVBUFFORCE: %w", serr)
-	}
-	c := &collector{conn: conn, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		buf := make([]byte, 65536)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			m := append([]byte(nil), buf[:n]...)
-			c.mu.Lock()
-			c.msgs = append(c.msgs, m)
-			c.mu.Unlock()
-		}
-	}()
-	return c, nil
-}
-
-func (c *collector) port() int { return c.conn.LocalAddr().(*net.UDPAddr).Port }
-
-func (c *collector) stop() [][]byte {
-	c.conn.Close()
-	<-c.done
-	return c.msgs
+	return flowcheck.Collect(conn, nil), nil
 }
 
 // running is one probe started for one run.
@@ -107,7 +55,7 @@ type running struct {
 	kind kind
 	p    *proc
 	xdp  link.Link // xdpEmpty only
-	coll *collector
+	coll *flowcheck.Collector
 	dir  string // softflowd's control socket and pid file
 	ctl  string
 	// softflowd's `softflowctl statistics` before the final expiry.
@@ -148,7 +96,7 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 	case xdpflow:
 		r.p, err = start("xdpflow-probe", "ip", "netns", "exec", pair.NsName("b"), cfg.probe,
 			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", "pass",
-			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.port()),
+			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.Port()),
 			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout))
 		if err != nil {
 			return nil, err
@@ -167,7 +115,7 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 		cleanupMu.Unlock()
 		r.ctl = filepath.Join(r.dir, "ctl")
 		args := []string{"ip", "netns", "exec", pair.NsName("b"), cfg.softflowd,
-			"-d", "-i", pair.LinkB, "-n", fmt.Sprintf("127.0.0.1:%d", r.coll.port()), "-v", "10",
+			"-d", "-i", pair.LinkB, "-n", fmt.Sprintf("127.0.0.1:%d", r.coll.Port()), "-v", "10",
 			"-T", "vlan", "-m", "65536", "-c", r.ctl, "-p", filepath.Join(r.dir, "pid")}
 		for _, t := range []string{"general", "tcp", "tcp.rst", "tcp.fin", "udp", "icmp"} {
 			args = append(args, "-t", fmt.Sprintf("%s=%d", t, idleTimeout))
@@ -248,7 +196,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // the last datagrams cross the loopback
-	msgs := r.coll.stop()
+	msgs := r.coll.Stop()
 	if stopErr != nil {
 		return msgs, fmt.Errorf("%s: %v\n%s", r.kind, stopErr, r.p.out.String())
 	}
@@ -266,7 +214,7 @@ func (r *running) abort() {
 		r.p.wait(5 * time.Second)
 	}
 	if r.coll != nil {
-		r.coll.stop()
+		r.coll.Stop()
 	}
 	r.cleanDir()
 }

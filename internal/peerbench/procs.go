@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,25 +9,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
 )
-
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // proc is a child process this program started. Each child gets its own
 // process group (trafgen forks workers), and only those groups are ever
@@ -36,7 +19,7 @@ func (l *lockedBuffer) String() string {
 type proc struct {
 	name     string
 	cmd      *exec.Cmd
-	out      lockedBuffer
+	out      flowcheck.SyncBuffer
 	done     chan struct{}
 	err      error
 	pgid     int

@@ -172,6 +172,16 @@ func (p *Pair) In(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
+// ListenUDP opens a UDP socket on the loopback of ns (127.0.0.1, a free
+// port): where a test's collector listens for a probe running in ns.
+func (p *Pair) ListenUDP(ns netns.NsHandle) (conn *net.UDPConn, err error) {
+	err = p.In(ns, func() error {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	})
+	return conn, err
+}
+
 // NsName is the name of side "a" or "b", for `ip netns exec`.
 func (p *Pair) NsName(side string) string { return p.Name + "-" + side }
 

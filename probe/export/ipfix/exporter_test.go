@@ -1,40 +1,21 @@
 package ipfix
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-// syncBuffer is a log sink the exporter's goroutines can write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger(t *testing.T) (*slog.Logger, *flowcheck.SyncBuffer) {
+	buf := &flowcheck.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("exporter log:\n%s", buf)
