@@ -28,11 +28,20 @@ const (
 	xdpEmpty             // an XDP program that only returns XDP_PASS: veth's native-XDP mode, no probe
 	xdpflow
 	softflowd
+	xdpEmptyDrop // an XDP program that only returns XDP_DROP: the floor of a span-port probe (--sender xdp)
+	xdpflowDrop  // xdpflow-probe --action drop: the span-port deployment (--sender xdp)
 )
 
 func (k kind) String() string {
-	return [...]string{"baseline (no probe)", "veth + empty XDP prog", "xdpflow-probe", "softflowd"}[k]
+	return [...]string{"baseline (no probe)", "veth + empty XDP prog", "xdpflow-probe", "softflowd",
+		"veth + empty XDP prog (XDP_DROP)", "xdpflow-probe --action drop"}[k]
 }
+
+// noExport: nothing exports flows (baseline and the empty programs).
+func (k kind) noExport() bool { return k == none || k == xdpEmpty || k == xdpEmptyDrop }
+
+// isXDPFlow: xdpflow-probe, either action.
+func (k kind) isXDPFlow() bool { return k == xdpflow || k == xdpflowDrop }
 
 // Timeouts given to both probes, so flows expire during a run as they
 // would in production, only sooner.
@@ -67,9 +76,13 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 	switch k {
 	case none:
 		return r, nil
-	case xdpEmpty:
+	case xdpEmpty, xdpEmptyDrop:
+		ret := int64(2) // XDP_PASS
+		if k == xdpEmptyDrop {
+			ret = 1 // XDP_DROP
+		}
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
-			Instructions: asm.Instructions{asm.LoadImm(asm.R0, 2, asm.DWord), asm.Return()}}) // XDP_PASS
+			Instructions: asm.Instructions{asm.LoadImm(asm.R0, ret, asm.DWord), asm.Return()}})
 		if err != nil {
 			return nil, fmt.Errorf("load empty XDP program: %w", err)
 		}
@@ -93,9 +106,13 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 		}
 	}()
 	switch k {
-	case xdpflow:
+	case xdpflow, xdpflowDrop:
+		action := "pass"
+		if k == xdpflowDrop {
+			action = "drop"
+		}
 		r.p, err = start("xdpflow-probe", "ip", "netns", "exec", pair.NsName("b"), cfg.probe,
-			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", "pass",
+			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", action,
 			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.Port()),
 			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout))
 		if err != nil {
@@ -164,7 +181,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 		r.xdp.Close()
 		r.xdp = nil
 	}
-	if r.kind == none || r.kind == xdpEmpty {
+	if r.kind.noExport() {
 		return nil, nil
 	}
 	defer r.cleanDir()
@@ -174,7 +191,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 	}
 	var stopErr error
 	switch r.kind {
-	case xdpflow:
+	case xdpflow, xdpflowDrop:
 		time.Sleep(200 * time.Millisecond)
 		stopErr = r.p.stop(20 * time.Second)
 	case softflowd:

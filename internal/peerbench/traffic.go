@@ -205,6 +205,9 @@ func sendRate(pair *testnet.Pair, cfg *config, senders, n int) error {
 		}
 		return nil
 	}
+	if cfg.xdpSender {
+		return sendXDP(pair, senders, n)
+	}
 	frames := make([][]byte, rateFlows)
 	for s := 0; s < rateSrcs; s++ {
 		for p := 0; p < ratePorts; p++ {
@@ -264,6 +267,7 @@ func trafgenWorks(pair *testnet.Pair, conf string) error {
 // linkCounters of the veth pair.
 type linkCounters struct {
 	aTx, aTxDrop, bRx, bRxDrop uint64
+	xdpXmitErr                 uint64 // A's tx_queue_*_xdp_xmit_errors (--sender xdp only)
 }
 
 func readLinks(pair *testnet.Pair) (linkCounters, error) {
