@@ -45,7 +45,6 @@ type Stats struct {
 type Table struct {
 	cfg      Config
 	flows    map[bpf.FlowKey]*entry
-	free     []*entry // entries of ended flows, reused: no allocation per flow
 	exported map[schemas.EndReason]uint64
 	pressure uint64
 }
@@ -62,7 +61,7 @@ func (t *Table) Add(k bpf.FlowKey, v bpf.FlowValue) {
 	}
 	e, ok := t.flows[k]
 	if !ok {
-		t.flows[k] = t.newEntry(v)
+		t.flows[k] = &entry{v: v, lastSeen: v.LastSeenNs}
 		return
 	}
 	e.v.Merge(v)
@@ -81,14 +80,14 @@ func (t *Table) Expire(now uint64, wallOffset int64, out []schemas.Flow) []schem
 		case e.v.Packets == 0:
 			// Exported at an active timeout and quiet since: nothing to say.
 			if since(now, e.lastSeen) >= idle {
-				t.forget(k)
+				delete(t.flows, k)
 			}
 		case e.v.TcpFlags&(tcpFIN|tcpRST) != 0:
 			out = t.emit(out, k, e, schemas.EndOfFlow, wallOffset)
-			t.forget(k)
+			delete(t.flows, k)
 		case since(now, e.lastSeen) >= idle:
 			out = t.emit(out, k, e, schemas.EndIdle, wallOffset)
-			t.forget(k)
+			delete(t.flows, k)
 		case since(now, e.v.FirstSeenNs) >= active:
 			out = t.emit(out, k, e, schemas.EndActive, wallOffset)
 			e.v = bpf.FlowValue{}
@@ -98,26 +97,6 @@ func (t *Table) Expire(now uint64, wallOffset int64, out []schemas.Flow) []schem
 		out = t.shed(out, wallOffset)
 	}
 	return out
-}
-
-func (t *Table) newEntry(v bpf.FlowValue) *entry {
-	if n := len(t.free); n > 0 {
-		e := t.free[n-1]
-		t.free = t.free[:n-1]
-		*e = entry{v: v, lastSeen: v.LastSeenNs}
-		return e
-	}
-	return &entry{v: v, lastSeen: v.LastSeenNs}
-}
-
-// maxFree bounds the reuse list, so a past peak of flows is not held forever.
-const maxFree = 65536
-
-func (t *Table) forget(k bpf.FlowKey) {
-	if len(t.free) < maxFree {
-		t.free = append(t.free, t.flows[k])
-	}
-	delete(t.flows, k)
 }
 
 // since is now - t, or 0 when t is later (the datapath's clock may run a
@@ -145,7 +124,7 @@ func (t *Table) shed(out []schemas.Flow, wallOffset int64) []schemas.Flow {
 		if e.v.Packets > 0 {
 			out = t.emit(out, a.k, e, schemas.EndLackOfResources, wallOffset)
 		}
-		t.forget(a.k)
+		delete(t.flows, a.k)
 		t.pressure++
 	}
 	return out
@@ -157,7 +136,7 @@ func (t *Table) Flush(reason schemas.EndReason, wallOffset int64, out []schemas.
 		if e.v.Packets > 0 {
 			out = t.emit(out, k, e, reason, wallOffset)
 		}
-		t.forget(k)
+		delete(t.flows, k)
 	}
 	return out
 }
