@@ -197,9 +197,6 @@ func permissionHint(err error) string {
 	return ""
 }
 
-// Config returns the configuration the program was loaded with.
-func (d *Datapath) Config() Config { return d.cfg }
-
 // Active returns the table the program is writing into now.
 func (d *Datapath) Active() *ebpf.Map { return d.tables[d.active] }
 

@@ -277,6 +277,15 @@ func (p *pipeline) summary() {
 		"frames", st.Packets, "in_flows", st.FlowPackets, "non_ip", st.NonIp, "malformed", st.MalformedTotal(),
 		"not_attributed", st.UpdateFailedPackets, "fragments", st.Fragments,
 		"samples", st.Samples, "samples_lost", st.SamplesLost)
+	if st.MalformedTotal() > 0 {
+		var attrs []any
+		for i, n := range st.Malformed {
+			if n > 0 {
+				attrs = append(attrs, bpf.MalformedReasons[i], n)
+			}
+		}
+		p.log.Info("malformed frames by reason", attrs...)
+	}
 	p.log.Info("flow records exported",
 		"idle", ts.Exported[schemas.EndIdle], "active", ts.Exported[schemas.EndActive],
 		"end_of_flow", ts.Exported[schemas.EndOfFlow], "forced", ts.Exported[schemas.EndForced],
