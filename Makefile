@@ -19,14 +19,14 @@ build:
 	$(GO) build ./...
 	$(GO) build -o bin/xdpflow-probe ./probe
 
-## generate: rebuild the BPF objects and their Go bindings with clang
+## generate: rebuild the BPF objects and their Go bindings (clang), and the protobuf Go (protoc)
 generate:
-	$(GO) generate ./bpf/...
+	$(GO) generate ./bpf/... ./schemas/...
 
-## check-generate: fail if the committed BPF objects differ from their sources
+## check-generate: fail if the committed BPF objects or protobuf Go differ from their sources
 check-generate: generate
-	@git diff --exit-code --stat -- bpf/ || { \
-	  echo "bpf/: committed objects do not match the C sources: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- 'bpf/*_bpfel.go' 'bpf/*_bpfel.o' 'schemas/*.pb.go' || { \
+	  echo "bpf/ or schemas/: the committed generated files do not match their sources: run 'make generate' and commit"; exit 1; }
 
 ## test: every test, on the real kernel (run as root)
 test:

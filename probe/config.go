@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/probe/attach"
 )
 
@@ -37,6 +38,7 @@ type config struct {
 	TemplateRefreshN  int
 	LogLevel          string
 	LogFormat         string
+	Kafka             kafkaout.Config
 }
 
 func newFlagSet(c *config) *pflag.FlagSet {
@@ -50,6 +52,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port or tcp://host:port (repeatable)")
 	fs.StringArrayVar(&c.NetFlow9, "netflow9", nil, "NetFlow v9 collector, udp://host:port (repeatable)")
 	fs.BoolVar(&c.Stdout, "stdout", false, "print each exported flow as one JSON line")
+	c.Kafka.AddFlags(fs, true)
 	fs.DurationVar(&c.ActiveTimeout, "active-timeout", 60*time.Second, "a longer flow is exported in records of this length")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 15*time.Second, "a flow with no packet for this long ends")
 	fs.DurationVar(&c.DrainInterval, "drain-interval", time.Second, "how often the kernel tables are swapped and read (shortened automatically under table pressure)")
@@ -152,11 +155,17 @@ func (c *config) validate() error {
 			return err
 		}
 	}
-	if len(c.IPFIX)+len(c.NetFlow9) == 0 && !c.Stdout {
-		return fmt.Errorf("nowhere to export: give --ipfix URL, --netflow9 URL or --stdout")
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if len(c.IPFIX)+len(c.NetFlow9) == 0 && !c.Stdout && !c.Kafka.Enabled() {
+		return fmt.Errorf("nowhere to export: give --ipfix URL, --netflow9 URL, --kafka-brokers or --stdout")
 	}
 	if c.Pcap != "" && c.SampleRate == 0 {
 		return fmt.Errorf("--pcap needs --sample-rate N")
+	}
+	if c.Kafka.SamplesTopic != "" && (c.SampleRate == 0 || !c.Kafka.Enabled()) {
+		return fmt.Errorf("--kafka-samples-topic needs --sample-rate N and --kafka-brokers")
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -19,7 +20,10 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/kafkacheck"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -133,7 +137,6 @@ func TestEndToEnd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
 	}
-	bin := buildProbe(t)
 	pair, err := testnet.NewPair(fmt.Sprintf("xfe%d", os.Getpid()%100000), testnet.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -144,27 +147,12 @@ func TestEndToEnd(t *testing.T) {
 	v9C := collector(t, pair)
 	nf := startNfcapd(t, pair)
 	pcapPath := filepath.Join(t.TempDir(), "samples.pcap")
-	var stdout, stderr flowcheck.SyncBuffer
-	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin,
-		"-i", pair.LinkB, "--xdp-mode", "native",
-		"--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.url,
+	kb := kafkacheck.Start(t, 3, []string{"xdpflow-flows", "xdpflow-samples"}, func(fn func() error) error { return pair.In(pair.B, fn) })
+	pr := startProbe(t, pair, "--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.url,
 		"--idle-timeout", "2s", "--active-timeout", "3s", "--drain-interval", "200ms",
-		"--sample-rate", "10", "--pcap", pcapPath)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), "attached"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("probe did not attach:\n%s", stderr.String())
-		}
-	}
+		"--sample-rate", "10", "--pcap", pcapPath,
+		"--kafka-brokers", kb.Addr, "--kafka-samples-topic", "xdpflow-samples", "--kafka-spool-dir", t.TempDir())
+	stdout, stderr := &pr.stdout, &pr.stderr
 
 	// The truth, per flow.
 	want := flowcheck.Sums{}
@@ -226,16 +214,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond) // the veth delivers asynchronously
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("probe exit: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("probe did not exit on SIGTERM:\n%s", stderr.String())
-	}
+	pr.stop(t)
 	time.Sleep(100 * time.Millisecond)
 
 	ipfixMsgs, v9Msgs := ipfixC.Stop(), v9C.Stop()
@@ -247,9 +226,14 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("Wireshark on the export to port %d: %v", x.port, err)
 		}
 	}
-	checkSamples(t, pcapPath, stderr.String())
+	nSamples := checkSamples(t, pcapPath, stderr.String())
 
 	got, reasons := decode(t, "IPFIX", ipfixMsgs)
+	records := 0
+	for _, n := range reasons {
+		records += n
+	}
+	checkKafka(t, kb, records, nSamples, pair.LinkB, want)
 	compare(t, "IPFIX (goflow2)", got, want)
 	for _, r := range []schemas.EndReason{schemas.EndIdle, schemas.EndActive, schemas.EndOfFlow, schemas.EndForced} {
 		if reasons[r] == 0 {
@@ -276,6 +260,137 @@ func TestEndToEnd(t *testing.T) {
 	compare(t, "--stdout JSON", gotJSON, want)
 	if t.Failed() {
 		t.Logf("probe log:\n%s", stderr.String())
+	}
+}
+
+// probeProc is the probe binary running in side b of a pair.
+type probeProc struct {
+	cmd            *exec.Cmd
+	stdout, stderr flowcheck.SyncBuffer
+	exited         chan error
+}
+
+// startProbe starts the probe on the pair's b side (native XDP) with
+// args, and waits until it has attached.
+func startProbe(t *testing.T, pair *testnet.Pair, args ...string) *probeProc {
+	t.Helper()
+	p := &probeProc{exited: make(chan error, 1)}
+	p.cmd = exec.Command("ip", append([]string{"netns", "exec", pair.NsName("b"), buildProbe(t), "-i", pair.LinkB, "--xdp-mode", "native"}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.exited <- <-p.exited
+	})
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.stderr.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("probe did not attach:\n%s", p.stderr.String())
+		}
+	}
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *probeProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		if err != nil {
+			t.Fatalf("probe exit: %v\n%s", err, p.stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("probe did not exit on SIGTERM:\n%s", p.stderr.String())
+	}
+}
+
+// send sends frames from side a of the pair.
+func send(t *testing.T, pair *testnet.Pair, frames []trafficgen.Built) {
+	t.Helper()
+	if err := pair.In(pair.A, func() error {
+		s, err := trafficgen.NewSender(pair.IfindexA)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		_, err = s.SendAll(frames)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKafkaSpoolAcrossRestart: the broker is away while the probe runs
+// and stops, so the flows wait in the spool; the next start of the probe
+// sends them, and the topic then holds exactly the traffic.
+func TestKafkaSpoolAcrossRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	bin := buildProbe(t)
+	pair, err := testnet.NewPair(fmt.Sprintf("xfk%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	kb := kafkacheck.Start(t, 3, []string{"xdpflow-flows"}, func(fn func() error) error { return pair.In(pair.B, fn) })
+
+	// A topic that does not exist is a clear error at start.
+	out, err := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin, "-i", pair.LinkB,
+		"--kafka-brokers", kb.Addr, "--kafka-topic", "nosuch").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `kafka topic "nosuch" does not exist`) {
+		t.Errorf("missing topic: exit %v, output:\n%s", err, out)
+	}
+
+	kb.Stop()
+	args := []string{"--kafka-brokers", kb.Addr, "--kafka-spool-dir", t.TempDir(), "--kafka-flush-timeout", "300ms",
+		"--kafka-queue-messages", "10", "--drain-interval", "200ms", "--idle-timeout", "1s"}
+	first := startProbe(t, pair, args...)
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := flowcheck.Sums{}
+	for _, f := range mix {
+		want.AddSent(f, 1)
+	}
+	send(t, pair, mix)
+	time.Sleep(1500 * time.Millisecond) // idle timeouts: exported into queue and spool
+	send(t, pair, mix[:3])              // and some still in the table at stop
+	for _, f := range mix[:3] {
+		want.AddSent(f, 1)
+	}
+	time.Sleep(50 * time.Millisecond)
+	first.stop(t)
+	if log := first.stderr.String(); !strings.Contains(log, "kafka brokers unreachable") || !regexp.MustCompile(`"kafka totals" sent=0 .* dropped=0`).MatchString(log) {
+		t.Fatalf("first run, broker away:\n%s", log)
+	}
+
+	kb.Restart()
+	second := startProbe(t, pair, args...)
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(second.stderr.String(), "kafka spool holds messages"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("second run did not find the spool:\n%s", second.stderr.String())
+		}
+	}
+	got := flowcheck.Sums{}
+	recs := kb.Read("xdpflow-flows", len(want), 500*time.Millisecond, 20*time.Second)
+	for _, r := range recs {
+		var m schemas.FlowMessage
+		if err := proto.Unmarshal(r.Value, &m); err != nil {
+			t.Fatal(err)
+		}
+		f := m.Flow()
+		got.AddRecord(&f)
+	}
+	second.stop(t)
+	compare(t, "Kafka after a probe restart", got, want)
+	if t.Failed() {
+		t.Logf("first run:\n%s\nsecond run:\n%s", first.stderr.String(), second.stderr.String())
 	}
 }
 
@@ -371,7 +486,39 @@ func num(r map[string]any, k string) float64 {
 
 // checkSamples reads the --pcap file: one frame head per sample the
 // datapath wrote, cut at --sample-bytes with the original length kept.
-func checkSamples(t *testing.T, path, log string) {
+// checkKafka reads the flow and sample topics with an independent client:
+// one message per exported record, summing to the truth exactly, and one
+// per sample.
+func checkKafka(t *testing.T, kb *kafkacheck.Broker, records, samples int, iface string, want flowcheck.Sums) {
+	t.Helper()
+	got := flowcheck.Sums{}
+	for _, r := range kb.Read("xdpflow-flows", records, 300*time.Millisecond, 20*time.Second) {
+		var m schemas.FlowMessage
+		if err := proto.Unmarshal(r.Value, &m); err != nil {
+			t.Fatalf("kafka message: %v", err)
+		}
+		if m.SchemaVersion != schemas.SchemaVersion || m.InIfName != iface || m.ProbeHost == "" || m.SamplingRate != 1 {
+			t.Errorf("kafka message metadata: %v", &m)
+		}
+		if !bytes.Equal(r.Key, schemas.AppendKey(nil, &m)) {
+			t.Errorf("kafka key %x, want %x", r.Key, schemas.AppendKey(nil, &m))
+		}
+		f := m.Flow()
+		got.AddRecord(&f)
+	}
+	compare(t, "Kafka (proto, read by franz-go)", got, want)
+	for _, r := range kb.Read("xdpflow-samples", samples, 300*time.Millisecond, 20*time.Second) {
+		var m schemas.SampleMessage
+		if err := proto.Unmarshal(r.Value, &m); err != nil {
+			t.Fatalf("kafka sample: %v", err)
+		}
+		if len(m.Data) == 0 || int(m.OrigLen) < len(m.Data) || m.InIfName != iface || m.TimeReceivedNs == 0 {
+			t.Errorf("kafka sample: %v", &m)
+		}
+	}
+}
+
+func checkSamples(t *testing.T, path, log string) int {
 	t.Helper()
 	m := regexp.MustCompile(`"datapath totals".* samples=(\d+) samples_lost=(\d+)`).FindStringSubmatch(log)
 	if m == nil {
@@ -404,4 +551,5 @@ func checkSamples(t *testing.T, path, log string) {
 	if n == 0 || n != written || truncated == 0 {
 		t.Errorf("pcap holds %d samples (%d truncated), the datapath wrote %d (lost %s)", n, truncated, written, m[2])
 	}
+	return n
 }

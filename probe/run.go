@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/probe/attach"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
@@ -73,9 +74,23 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 		names[uint32(i.Index)] = iface
 	}
+	meta := schemas.Meta{ObservationDomain: c.ObservationDomain, SamplingRate: 1, IfNames: names}
+	meta.ProbeHost, _ = os.Hostname()
+	var prod *kafkaout.Producer
+	if c.Kafka.Enabled() {
+		if prod, err = kafkaout.New(ctx, c.Kafka, log); err != nil {
+			return err
+		}
+		// Deferred before the exporters, so it runs after their Close.
+		defer closeProducer(prod, c.Kafka.FlushTimeout, log)
+	}
 	exps, err := newExporters(c, names, log)
 	if err != nil {
 		return err
+	}
+	format, _ := schemas.ParseFormat(c.Kafka.Format)
+	if prod != nil {
+		exps = append(exps, &kafkaFlows{p: prod, topic: c.Kafka.Topic, format: format, meta: meta})
 	}
 	defer func() {
 		for _, x := range exps {
@@ -105,13 +120,24 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 
 	clock := &wallClock{}
 	clock.now()
-	var pcap *pcapWriter
+	var sinks []sampleSink
 	if c.Pcap != "" {
-		if pcap, err = startPcap(d, c.Pcap, clock, log); err != nil {
+		ps, err := newPcapSink(c.Pcap)
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, ps)
+	}
+	if c.Kafka.SamplesTopic != "" {
+		sinks = append(sinks, &kafkaSamples{p: prod, topic: c.Kafka.SamplesTopic, format: format, meta: meta})
+	}
+	var samples *sampleReader
+	if len(sinks) > 0 {
+		if samples, err = startSamples(d, sinks, clock, log); err != nil {
 			return err
 		}
 	} else if c.SampleRate > 0 {
-		log.Warn("header sampling is on but nothing reads the samples: add --pcap FILE", "sample_rate", c.SampleRate)
+		log.Warn("header sampling is on but nothing reads the samples: add --pcap FILE or --kafka-samples-topic", "sample_rate", c.SampleRate)
 	}
 
 	p := &pipeline{
@@ -137,10 +163,10 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 					err = errors.Join(err, fmt.Errorf("flush %s: %w", x, ferr))
 				}
 			}
-			if pcap != nil {
-				n, perr := pcap.Close()
-				log.Info("pcap written", "file", c.Pcap, "samples", n)
-				err = errors.Join(err, perr)
+			if samples != nil {
+				n, serr := samples.Close()
+				log.Info("samples written", "pcap", c.Pcap, "kafka_topic", c.Kafka.SamplesTopic, "samples", n)
+				err = errors.Join(err, serr)
 			}
 			p.summary()
 			return err
@@ -152,6 +178,18 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			timer.Reset(interval)
 		}
 	}
+}
+
+// closeProducer delivers or spools what Kafka has not taken yet.
+func closeProducer(p *kafkaout.Producer, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		log.Error("kafka close", "err", err)
+	}
+	st := p.Stats()
+	log.Info("kafka totals", "sent", st.Sent, "failed_attempts", st.Failures, "spooled", st.Spooled,
+		"replayed", st.Replayed, "dropped", st.Dropped, "spool_bytes", st.SpoolBytes)
 }
 
 func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]exporter, error) {

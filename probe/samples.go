@@ -15,17 +15,94 @@ import (
 	"github.com/xdpflow/xdpflow/bpf"
 )
 
-// pcapWriter drains the sample ring into a pcap file. Each record keeps
-// the frame's original length, so Wireshark shows truncated captures.
-type pcapWriter struct {
-	rd   *ringbuf.Reader
-	f    *os.File
-	w    *pcapgo.Writer
-	done chan error
-	n    int
+// sampleSink takes sampled frame heads: a pcap file, Kafka.
+type sampleSink interface {
+	// Sample takes one sample; s.Data is only valid during the call.
+	Sample(s *bpf.Sample, unixNs int64) error
+	// Flush is called when the ring is idle and at the end.
+	Flush() error
+	Close() error
 }
 
-func startPcap(d *bpf.Datapath, path string, clock *wallClock, log *slog.Logger) (*pcapWriter, error) {
+// sampleReader drains the sample ring into its sinks.
+type sampleReader struct {
+	rd    *ringbuf.Reader
+	sinks []sampleSink
+	done  chan error
+	n     int
+}
+
+func startSamples(d *bpf.Datapath, sinks []sampleSink, clock *wallClock, log *slog.Logger) (*sampleReader, error) {
+	rd, err := ringbuf.NewReader(d.Samples)
+	if err != nil {
+		return nil, fmt.Errorf("sample ring: %w", err)
+	}
+	r := &sampleReader{rd: rd, sinks: sinks, done: make(chan error, 1)}
+	go func() { r.done <- r.loop(clock, log) }()
+	return r, nil
+}
+
+func (r *sampleReader) loop(clock *wallClock, log *slog.Logger) error {
+	var rec ringbuf.Record
+	for {
+		// The datapath wakes the reader only every 64 samples: poll for
+		// the rest.
+		r.rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := r.rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if err := r.flush(); err != nil {
+					return err
+				}
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+				return r.flush() // everything written before Close is out
+			}
+			return err
+		}
+		s, err := bpf.ParseSample(rec.RawSample)
+		if err != nil {
+			log.Warn("bad sample record", "err", err)
+			continue
+		}
+		ts := int64(s.TimeNs) + clock.offset()
+		for _, k := range r.sinks {
+			if err := k.Sample(&s, ts); err != nil {
+				return err
+			}
+		}
+		r.n++
+	}
+}
+
+func (r *sampleReader) flush() error {
+	var errs []error
+	for _, k := range r.sinks {
+		errs = append(errs, k.Flush())
+	}
+	return errors.Join(errs...)
+}
+
+// Close hands the samples still in the ring to the sinks, stops reading and
+// closes the sinks; it returns how many samples were read.
+func (r *sampleReader) Close() (int, error) {
+	r.rd.Flush()
+	err := <-r.done
+	r.rd.Close()
+	for _, k := range r.sinks {
+		err = errors.Join(err, k.Close())
+	}
+	return r.n, err
+}
+
+// pcapSink writes samples to a pcap file. Each record keeps the frame's
+// original length, so Wireshark shows truncated captures.
+type pcapSink struct {
+	f *os.File
+	w *pcapgo.Writer
+}
+
+func newPcapSink(path string) (*pcapSink, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("--pcap: %w", err)
@@ -35,54 +112,21 @@ func startPcap(d *bpf.Datapath, path string, clock *wallClock, log *slog.Logger)
 		f.Close()
 		return nil, fmt.Errorf("--pcap: %w", err)
 	}
-	rd, err := ringbuf.NewReader(d.Samples)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("sample ring: %w", err)
-	}
-	p := &pcapWriter{rd: rd, f: f, w: w, done: make(chan error, 1)}
-	go func() { p.done <- p.loop(clock, log) }()
-	return p, nil
+	return &pcapSink{f: f, w: w}, nil
 }
 
-func (p *pcapWriter) loop(clock *wallClock, log *slog.Logger) error {
-	var rec ringbuf.Record
-	for {
-		// The datapath wakes the reader only every 64 samples: poll for
-		// the rest.
-		p.rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
-		if err := p.rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
-				return nil // everything written before Close is in the file
-			}
-			return err
-		}
-		s, err := bpf.ParseSample(rec.RawSample)
-		if err != nil {
-			log.Warn("bad sample record", "err", err)
-			continue
-		}
-		ci := gopacket.CaptureInfo{
-			Timestamp:      time.Unix(0, int64(s.TimeNs)+clock.offset()),
-			CaptureLength:  len(s.Data),
-			Length:         int(s.OrigLen),
-			InterfaceIndex: int(s.Ifindex),
-		}
-		if err := p.w.WritePacket(ci, s.Data); err != nil {
-			return fmt.Errorf("write pcap: %w", err)
-		}
-		p.n++
+func (p *pcapSink) Sample(s *bpf.Sample, unixNs int64) error {
+	ci := gopacket.CaptureInfo{
+		Timestamp:      time.Unix(0, unixNs),
+		CaptureLength:  len(s.Data),
+		Length:         int(s.OrigLen),
+		InterfaceIndex: int(s.Ifindex),
 	}
+	if err := p.w.WritePacket(ci, s.Data); err != nil {
+		return fmt.Errorf("write pcap: %w", err)
+	}
+	return nil
 }
 
-// Close writes the samples still in the ring, stops reading and closes the
-// file; it returns how many samples were written.
-func (p *pcapWriter) Close() (int, error) {
-	p.rd.Flush()
-	err := <-p.done
-	p.rd.Close()
-	return p.n, errors.Join(err, p.f.Close())
-}
+func (p *pcapSink) Flush() error { return nil } // pcapgo writes through
+func (p *pcapSink) Close() error { return p.f.Close() }

@@ -74,3 +74,25 @@ func flowTemplate(src, dst, icmp Field) []Field {
 		{IEFlowEndReason, 1},
 	}
 }
+
+// Options templates: after their scope field (IPFIX: observationDomainId
+// or ingressInterface; NetFlow v9: scope System or Interface) they carry
+// these fields.
+var (
+	IPFIXSamplingOptions = []Field{
+		{IESamplingPacketInterval, 4},
+		{IESamplingPacketSpace, 4},
+		{IESelectorAlgorithm, 2},
+		{IESamplingInterval, 4}, // for collectors that predate RFC 5477
+		{IESamplingAlgorithm, 1},
+	}
+	V9SamplingOptions = []Field{
+		{IESamplingInterval, 4},
+		{IESamplingAlgorithm, 1},
+	}
+	InterfaceOptions = []Field{{IEInterfaceName, InterfaceNameLen}}
+)
+
+// InterfaceNameLen is interfaceName's fixed length, so that NetFlow v9
+// (which has no variable-length fields) can carry it too.
+const InterfaceNameLen = 32

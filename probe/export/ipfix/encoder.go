@@ -59,7 +59,7 @@ const (
 	ipfixHeaderLen = 16
 	v9HeaderLen    = 20
 	setHeaderLen   = 4
-	ifNameLen      = 32 // interfaceName is sent fixed-length so v9 can carry it too
+	ifNameLen      = schemas.InterfaceNameLen
 
 	ipfixTemplateSet        = 2
 	ipfixOptionsTemplateSet = 3
@@ -422,31 +422,14 @@ func (e *Encoder) addTemplate(id uint16, fields []schemas.Field) {
 	e.msgRecords++
 }
 
-// Options templates: the scope field comes first in both; in v9 it is a
-// scope type (System, Interface), in IPFIX an information element.
-var (
-	ipfixSamplingOptions = []schemas.Field{
-		{ID: schemas.IESamplingPacketInterval, Length: 4},
-		{ID: schemas.IESamplingPacketSpace, Length: 4},
-		{ID: schemas.IESelectorAlgorithm, Length: 2},
-		{ID: schemas.IESamplingInterval, Length: 4}, // for collectors that predate RFC 5477
-		{ID: schemas.IESamplingAlgorithm, Length: 1},
-	}
-	v9SamplingOptions = []schemas.Field{
-		{ID: schemas.IESamplingInterval, Length: 4},
-		{ID: schemas.IESamplingAlgorithm, Length: 1},
-	}
-	interfaceOptions = []schemas.Field{{ID: schemas.IEInterfaceName, Length: ifNameLen}}
-)
-
 func (e *Encoder) addOptionsTemplates() {
 	if e.v9 {
-		e.addOptionsTemplate(schemas.TemplateSampling, schemas.Field{ID: v9ScopeSystem, Length: 4}, v9SamplingOptions)
-		e.addOptionsTemplate(schemas.TemplateInterface, schemas.Field{ID: v9ScopeInterface, Length: 4}, interfaceOptions)
+		e.addOptionsTemplate(schemas.TemplateSampling, schemas.Field{ID: v9ScopeSystem, Length: 4}, schemas.V9SamplingOptions)
+		e.addOptionsTemplate(schemas.TemplateInterface, schemas.Field{ID: v9ScopeInterface, Length: 4}, schemas.InterfaceOptions)
 		return
 	}
-	e.addOptionsTemplate(schemas.TemplateSampling, schemas.Field{ID: schemas.IEObservationDomainID, Length: 4}, ipfixSamplingOptions)
-	e.addOptionsTemplate(schemas.TemplateInterface, schemas.Field{ID: schemas.IEIngressInterface, Length: 4}, interfaceOptions)
+	e.addOptionsTemplate(schemas.TemplateSampling, schemas.Field{ID: schemas.IEObservationDomainID, Length: 4}, schemas.IPFIXSamplingOptions)
+	e.addOptionsTemplate(schemas.TemplateInterface, schemas.Field{ID: schemas.IEIngressInterface, Length: 4}, schemas.InterfaceOptions)
 }
 
 // addOptionsTemplate writes an options template record with one scope field.
@@ -479,9 +462,9 @@ func (e *Encoder) addOptionsTemplate(id uint16, scope schemas.Field, opts []sche
 // addOptionsData writes the sampling record and one record per interface.
 func (e *Encoder) addOptionsData() {
 	be := binary.BigEndian
-	n := 4 + recordLen(ipfixSamplingOptions)
+	n := 4 + recordLen(schemas.IPFIXSamplingOptions)
 	if e.v9 {
-		n = 4 + recordLen(v9SamplingOptions)
+		n = 4 + recordLen(schemas.V9SamplingOptions)
 	}
 	b, _ := e.reserve(schemas.TemplateSampling, n)
 	be.PutUint32(b[0:], e.cfg.ObservationDomain) // scope: this domain (v9: the System)

@@ -112,7 +112,7 @@ func TestTemplatesLayout(t *testing.T) {
 			}
 			wantIf := map[uint32]string{1: "lo", 3: "eth0", 4: "a-very-long-interface-name-that-"}
 			if len(d.ifaces) != 3 || d.ifaces[1] != wantIf[1] || d.ifaces[3] != wantIf[3] || d.ifaces[4] != wantIf[4] {
-				t.Errorf("interfaces %q, want %q", d.ifaces, wantIf)
+				t.Errorf("interfaces %v, want %v", d.ifaces, wantIf)
 			}
 			// Sequence: IPFIX counts data records only (the options data
 			// here are data records), v9 counts packets; both start at 0.

@@ -1,0 +1,406 @@
+// Package kafkaout writes messages to Kafka and loses none without counting
+// it. Writes are batched and retried until the brokers acknowledge them;
+// while the brokers are slow or away, messages wait in a bounded memory
+// queue and then in an on-disk spool, delivered in order when the brokers
+// return. Only when both are full is a message dropped, and then it is
+// counted and logged. The probe and the collector share it.
+package kafkaout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Message is one Kafka record to write.
+type Message struct {
+	Topic      string
+	Key, Value []byte
+}
+
+// Stats are the producer's counters since it started.
+type Stats struct {
+	Sent       uint64 // acknowledged by the brokers
+	Failures   uint64 // failed write attempts (their messages are retried)
+	Spooled    uint64 // written to the spool
+	Replayed   uint64 // read back from the spool for delivery
+	Dropped    uint64 // lost: queue and spool full, no spool, or unreadable spool records
+	QueueDepth int    // messages in memory, waiting
+	SpoolBytes int64  // size of the spool on disk
+}
+
+const (
+	maxBatch        = 10000   // messages per write call
+	maxMessageBytes = 1 << 19 // key and value; far above any flow or sample
+	logEvery        = 10 * time.Second
+	backoffMin      = 100 * time.Millisecond
+	backoffMax      = 5 * time.Second
+)
+
+// Producer delivers messages to Kafka in the order they were sent.
+//
+// Order: every message in the memory queue is older than every message in
+// the spool. Send therefore appends to the spool, not the queue, while the
+// spool holds anything; the sender empties the queue first, then the spool.
+type Producer struct {
+	cfg Config
+	log *slog.Logger
+	w   *kafka.Writer
+
+	mu       sync.Mutex
+	queue    []Message
+	spool    *spool // nil: no --kafka-spool-dir
+	closing  bool
+	leftover []Message // undelivered work the sender gave up at Close
+	leftSeg  uint64    // the spool segment leftover came from, if any
+
+	wake      chan struct{}
+	done      chan struct{}
+	cancel    context.CancelFunc // stops a write in progress
+	stopped   chan struct{}      // closed when the reporter ends
+	writeCtx  context.Context
+	failing   atomic.Bool
+	sent      atomic.Uint64
+	failures  atomic.Uint64
+	spooled   atomic.Uint64
+	replayed  atomic.Uint64
+	dropped   atomic.Uint64
+	lastError atomic.Value // string
+}
+
+// New checks the brokers and starts the producer. Settings the brokers
+// reject (TLS, SASL, a topic that does not exist) are errors; brokers that
+// do not answer are logged, and messages wait for them in queue and spool.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tr, err := cfg.transport()
+	if err != nil {
+		return nil, err
+	}
+	comp, _ := compression(cfg.Compression)
+	ack, _ := acks(cfg.Acks)
+	topics := []string{cfg.Topic}
+	if cfg.SamplesTopic != "" {
+		topics = append(topics, cfg.SamplesTopic)
+	}
+	if err := check(ctx, &cfg, tr, topics); err != nil {
+		if !errors.Is(err, errUnreachable) {
+			return nil, err
+		}
+		log.Error("kafka brokers unreachable: messages wait in memory and in --kafka-spool-dir until they answer", "err", err)
+	}
+	p := &Producer{
+		cfg: cfg,
+		log: log,
+		w: &kafka.Writer{
+			Addr: kafka.TCP(cfg.Brokers...),
+			// Murmur2 is the Java client's partitioner: a key lands in the
+			// partition any other producer would put it in.
+			Balancer:        &kafka.Murmur2Balancer{},
+			MaxAttempts:     3,
+			WriteBackoffMin: 50 * time.Millisecond,
+			WriteBackoffMax: 500 * time.Millisecond,
+			BatchSize:       maxBatch,
+			BatchBytes:      1 << 20, // about a broker's default message.max.bytes
+			// Each write call waits this long for a partial batch.
+			BatchTimeout: time.Millisecond,
+			RequiredAcks: ack,
+			Compression:  comp,
+			Transport:    tr,
+		},
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	p.writeCtx, p.cancel = context.WithCancel(context.Background())
+	if cfg.SpoolDir != "" {
+		if p.spool, err = openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes); err != nil {
+			return nil, err
+		}
+		if !p.spool.empty() {
+			log.Info("kafka spool holds messages from an earlier run: replaying them first", "dir", cfg.SpoolDir, "bytes", p.spool.bytes)
+		}
+	}
+	go p.run()
+	go p.report()
+	return p, nil
+}
+
+// Send queues msgs for delivery. It does not wait for the brokers; what
+// neither the queue nor the spool can take is dropped and counted.
+func (p *Producer) Send(msgs []Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		p.drop(len(msgs), "send after close")
+		return
+	}
+	msgs = p.dropOversized(msgs)
+	if p.spool == nil || p.spool.empty() {
+		n := min(len(msgs), p.cfg.QueueMessages-len(p.queue))
+		p.queue = append(p.queue, msgs[:n]...)
+		msgs = msgs[n:]
+	}
+	if len(msgs) > 0 {
+		p.toSpool(msgs)
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dropOversized drops (and counts) messages no broker would take.
+func (p *Producer) dropOversized(msgs []Message) []Message {
+	for i := range msgs {
+		if len(msgs[i].Key)+len(msgs[i].Value) > maxMessageBytes {
+			p.drop(1, "message larger than a broker's default message.max.bytes")
+			return p.dropOversized(slices.Delete(slices.Clone(msgs), i, i+1))
+		}
+	}
+	return msgs
+}
+
+func (p *Producer) toSpool(msgs []Message) {
+	if p.spool == nil {
+		p.dropped.Add(uint64(len(msgs)))
+		return
+	}
+	n, err := p.spool.append(msgs)
+	if ferr := p.spool.flush(); err == nil {
+		err = ferr
+	}
+	p.spooled.Add(uint64(n))
+	if n < len(msgs) {
+		p.dropped.Add(uint64(len(msgs) - n))
+	}
+	if err != nil {
+		p.log.Error("kafka spool write failed: messages dropped", "dir", p.cfg.SpoolDir, "err", err)
+	}
+}
+
+func (p *Producer) drop(n int, why string) {
+	p.dropped.Add(uint64(n))
+	p.log.Error("kafka messages dropped", "count", n, "reason", why)
+}
+
+// next hands the sender its next work: a batch from the queue, else the
+// oldest spool segment (seg != 0). ok is false when the producer closes.
+func (p *Producer) next() (work []Message, seg uint64, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if n := min(len(p.queue), maxBatch); n > 0 {
+			work = slices.Clone(p.queue[:n])
+			p.queue = p.queue[n:]
+			return work, 0, true
+		}
+		if p.closing {
+			return nil, 0, false // the spool stays for the next start
+		}
+		if p.spool != nil {
+			id, ok, err := p.spool.head()
+			if err != nil {
+				p.log.Error("kafka spool", "err", err)
+			}
+			if ok {
+				return nil, id, true
+			}
+		}
+		p.mu.Unlock()
+		<-p.wake
+		p.mu.Lock()
+	}
+}
+
+// run is the sender: it delivers work in order, one batch at a time.
+func (p *Producer) run() {
+	defer close(p.done)
+	for {
+		work, seg, ok := p.next()
+		if !ok {
+			return
+		}
+		if seg != 0 {
+			msgs, corrupt, err := readSegment(p.spool.path(seg))
+			if err != nil || corrupt {
+				p.log.Error("kafka spool segment unreadable past a bad record: the rest is dropped", "segment", p.spool.path(seg), "err", err)
+				p.dropped.Add(1) // at least one record was lost
+			}
+			p.replayed.Add(uint64(len(msgs)))
+			work = msgs
+		}
+		for len(work) > 0 {
+			if seg != 0 && p.isClosing() {
+				break // the rest of the segment is spooled again by Close
+			}
+			chunk := work[:min(len(work), maxBatch)]
+			if rest := p.write(chunk); rest != nil {
+				work = append(rest, work[len(chunk):]...)
+				break
+			}
+			work = work[len(chunk):]
+		}
+		if len(work) > 0 {
+			p.mu.Lock()
+			p.leftover, p.leftSeg = work, seg
+			p.mu.Unlock()
+			return
+		}
+		if seg != 0 {
+			p.mu.Lock()
+			if err := p.spool.remove(seg); err != nil {
+				p.log.Error("kafka spool", "err", err)
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (p *Producer) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing
+}
+
+// write delivers chunk, retrying with backoff until the brokers take it.
+// When Close stops it first, it returns what is not delivered (nil: all is).
+func (p *Producer) write(chunk []Message) []Message {
+	backoff := backoffMin
+	for {
+		msgs := make([]kafka.Message, len(chunk))
+		for i := range chunk {
+			msgs[i] = kafka.Message{Topic: chunk[i].Topic, Key: chunk[i].Key, Value: chunk[i].Value}
+		}
+		err := p.w.WriteMessages(p.writeCtx, msgs...)
+		if err == nil {
+			p.sent.Add(uint64(len(chunk)))
+			if p.failing.Swap(false) {
+				p.log.Info("kafka brokers take messages again", "failed_attempts", p.failures.Load())
+			}
+			return nil
+		}
+		var werrs kafka.WriteErrors
+		if errors.As(err, &werrs) && len(werrs) == len(chunk) {
+			// Retry only what failed, in order: the rest is in.
+			var failed []Message
+			for i := range chunk {
+				if werrs[i] != nil {
+					failed = append(failed, chunk[i])
+				}
+			}
+			p.sent.Add(uint64(len(chunk) - len(failed)))
+			chunk = failed
+		}
+		if p.writeCtx.Err() != nil {
+			return chunk
+		}
+		p.failures.Add(1)
+		p.lastError.Store(err.Error())
+		if !p.failing.Swap(true) {
+			p.log.Error("kafka write failed: retrying, messages wait in the queue and spool", "err", err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-p.writeCtx.Done():
+			return chunk
+		}
+		backoff = min(2*backoff, backoffMax)
+	}
+}
+
+// report logs drops and failures at most once per interval.
+func (p *Producer) report() {
+	t := time.NewTicker(logEvery)
+	defer t.Stop()
+	var dropped, failures uint64
+	for {
+		select {
+		case <-p.stopped:
+			return
+		case <-t.C:
+		}
+		if d := p.dropped.Load(); d > dropped {
+			p.log.Error("kafka messages dropped: queue and spool full (raise --kafka-queue-messages or --kafka-spool-max-bytes)", "dropped", d-dropped, "interval", logEvery)
+			dropped = d
+		}
+		if f := p.failures.Load(); f > failures && p.failing.Load() {
+			s := p.Stats()
+			p.log.Warn("kafka still failing", "attempts", f-failures, "queued", s.QueueDepth, "spool_bytes", s.SpoolBytes, "err", p.lastError.Load())
+			failures = f
+		}
+	}
+}
+
+// Close delivers what it can until ctx ends, then writes whatever is
+// still undelivered to the spool, ahead of what the spool already holds.
+// Without a spool that remainder is dropped, counted and logged.
+func (p *Producer) Close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.cancel()
+		<-p.done
+	}
+	p.cancel()
+	close(p.stopped)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rest := append(p.leftover, p.queue...)
+	p.queue, p.leftover = nil, nil
+	var err error
+	if p.spool != nil {
+		n, perr := p.spool.prepend(rest)
+		p.spooled.Add(uint64(n))
+		if p.leftSeg != 0 {
+			perr = errors.Join(perr, p.spool.remove(p.leftSeg))
+		}
+		if n < len(rest) {
+			p.drop(len(rest)-n, "spool full at shutdown")
+		}
+		err = errors.Join(perr, p.spool.close())
+		if n > 0 {
+			p.log.Info("kafka messages spooled at shutdown: they are sent at the next start", "messages", n, "dir", p.cfg.SpoolDir)
+		}
+	} else if len(rest) > 0 {
+		p.drop(len(rest), "brokers unreachable at shutdown and no --kafka-spool-dir")
+	}
+	return errors.Join(err, p.w.Close())
+}
+
+// Stats returns the counters.
+func (p *Producer) Stats() Stats {
+	p.mu.Lock()
+	q := len(p.queue)
+	var sb int64
+	if p.spool != nil {
+		sb = p.spool.bytes
+	}
+	p.mu.Unlock()
+	return Stats{Sent: p.sent.Load(), Failures: p.failures.Load(), Spooled: p.spooled.Load(), Replayed: p.replayed.Load(),
+		Dropped: p.dropped.Load(), QueueDepth: q, SpoolBytes: sb}
+}
+
+func (p *Producer) String() string {
+	return fmt.Sprintf("kafka://%s/%s", p.cfg.Brokers[0], p.cfg.Topic)
+}

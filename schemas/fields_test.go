@@ -1,0 +1,163 @@
+package schemas
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// FIELDS.md is the contract's description: these tests keep it true to
+// flow.proto and to the templates in ie.go.
+
+func readFields(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("FIELDS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// section returns the text under a heading, up to the next heading of the
+// same or a higher level.
+func section(t *testing.T, doc, heading string) string {
+	t.Helper()
+	i := strings.Index(doc, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("FIELDS.md has no %q", heading)
+	}
+	level := strings.Repeat("#", strings.Index(heading, " "))
+	rest := doc[i+len(heading)+2:]
+	for _, h := range []string{"\n" + level + " ", "\n" + level[:max(1, len(level)-1)] + " "} {
+		if j := strings.Index(rest, h); j >= 0 {
+			rest = rest[:j]
+		}
+	}
+	return rest
+}
+
+// rows returns the cells of each table row of a section, header excluded.
+func rows(s string) [][]string {
+	var out [][]string
+	for _, line := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(line, "| ") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		out = append(out, cells)
+	}
+	if len(out) > 0 {
+		out = out[1:]
+	}
+	return out
+}
+
+func kindName(fd protoreflect.FieldDescriptor) string {
+	if fd.Kind() == protoreflect.EnumKind {
+		return "enum"
+	}
+	return fd.Kind().String()
+}
+
+func TestFieldsDocumentMessages(t *testing.T) {
+	doc := readFields(t)
+	for _, tc := range []struct {
+		heading string
+		md      protoreflect.MessageDescriptor
+	}{
+		{"## FlowMessage", (&FlowMessage{}).ProtoReflect().Descriptor()},
+		{"## SampleMessage", (&SampleMessage{}).ProtoReflect().Descriptor()},
+	} {
+		documented := map[string]string{}
+		for _, r := range rows(section(t, doc, tc.heading)) {
+			documented[strings.Trim(r[0], "`")] = r[1]
+		}
+		fields := tc.md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			fd := fields.Get(i)
+			typ, ok := documented[string(fd.Name())]
+			if !ok {
+				t.Errorf("%s: field %s is not described in FIELDS.md", tc.md.Name(), fd.Name())
+				continue
+			}
+			if typ != kindName(fd) {
+				t.Errorf("%s.%s: FIELDS.md says %s, flow.proto has %s", tc.md.Name(), fd.Name(), typ, kindName(fd))
+			}
+			delete(documented, string(fd.Name()))
+		}
+		for name := range documented {
+			t.Errorf("FIELDS.md describes %s.%s, which flow.proto does not have", tc.md.Name(), name)
+		}
+	}
+}
+
+func TestFieldsDocumentTemplates(t *testing.T) {
+	doc := readFields(t)
+	for _, tc := range []struct {
+		heading string
+		fields  []Field
+	}{
+		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
+		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
+		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
+		{"### Options template 259: interface names", InterfaceOptions},
+	} {
+		var got []Field
+		for _, r := range rows(section(t, doc, tc.heading)) {
+			id, err1 := strconv.Atoi(r[0])
+			n, err2 := strconv.Atoi(r[2])
+			if err1 != nil || err2 != nil {
+				t.Fatalf("%s: bad row %q", tc.heading, r)
+			}
+			got = append(got, Field{uint16(id), uint16(n)})
+		}
+		if !slices.Equal(got, tc.fields) {
+			t.Errorf("%s: FIELDS.md lists\n%v\nthe probe sends\n%v", tc.heading, got, tc.fields)
+		}
+	}
+}
+
+// TestFieldsJSONExample: the JSON example parses as the message it shows.
+func TestFieldsJSONExample(t *testing.T) {
+	m := regexp.MustCompile("(?s)```json\n(.*?)```").FindStringSubmatch(readFields(t))
+	if m == nil {
+		t.Fatal("FIELDS.md has no JSON example")
+	}
+	var msg FlowMessage
+	if err := protojson.Unmarshal([]byte(m[1]), &msg); err != nil {
+		t.Fatalf("JSON example: %v", err)
+	}
+	f := msg.Flow()
+	if f.Src.String() != "198.18.0.1" || f.Dst.String() != "198.18.0.2" || f.EndReason != EndOfFlow || msg.SchemaVersion != SchemaVersion {
+		t.Errorf("JSON example reads as %+v", f)
+	}
+	// And it is what the probe writes for that record.
+	want := testFlows()[0]
+	want.StartNs, want.EndNs = 1764000000000000000, 1764000000500000000
+	var mine FlowMessage
+	want.ToMessage(&mine, &Meta{ProbeHost: "probe-1", ObservationDomain: 1, SamplingRate: 1, IfNames: map[uint32]string{3: "eth1"}}, 1764000000123456789)
+	b, _ := FormatJSON.Append(nil, &mine)
+	var fromProbe, fromDoc map[string]any
+	if err := json.Unmarshal(b, &fromProbe); err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal([]byte(m[1]), &fromDoc)
+	for k, v := range fromProbe {
+		if fromDoc[k] != v {
+			t.Errorf("JSON example: %s is %v, the probe writes %v", k, fromDoc[k], v)
+		}
+	}
+	if len(fromDoc) != len(fromProbe) {
+		t.Errorf("JSON example has %d fields, the probe writes %d", len(fromDoc), len(fromProbe))
+	}
+}

@@ -1,0 +1,143 @@
+package schemas
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// SchemaVersion is written in every message's schema_version (flow.proto
+// says when it changes).
+const SchemaVersion = 1
+
+// Format is how a message is written to Kafka (or a file).
+type Format uint8
+
+const (
+	FormatProto Format = iota // protobuf binary, one message per Kafka record
+	FormatJSON                // protojson with the .proto field names
+)
+
+// ParseFormat reads "proto" or "json".
+func ParseFormat(s string) (Format, error) {
+	switch s {
+	case "proto":
+		return FormatProto, nil
+	case "json":
+		return FormatJSON, nil
+	}
+	return 0, fmt.Errorf("format %q: want proto or json", s)
+}
+
+func (f Format) String() string {
+	if f == FormatJSON {
+		return "json"
+	}
+	return "proto"
+}
+
+var jsonForm = protojson.MarshalOptions{UseProtoNames: true}
+
+// Append appends m in format f to b.
+func (f Format) Append(b []byte, m proto.Message) ([]byte, error) {
+	if f == FormatJSON {
+		return jsonForm.MarshalAppend(b, m)
+	}
+	return proto.MarshalOptions{}.MarshalAppend(b, m)
+}
+
+// Unmarshal reads a message written by Append.
+func (f Format) Unmarshal(b []byte, m proto.Message) error {
+	if f == FormatJSON {
+		return protojson.Unmarshal(b, m)
+	}
+	return proto.Unmarshal(b, m)
+}
+
+// Meta is what the writer of a message knows that a flow record does not.
+type Meta struct {
+	ProbeHost         string
+	ObservationDomain uint32
+	SamplingRate      uint64
+	IfNames           map[uint32]string // ifindex -> name
+}
+
+// ToMessage fills m from f, re-using m's address buffers. Addresses are
+// always 16 bytes (IPv4-mapped for IPv4, etype tells the family), so a
+// ClickHouse IPv6 / FixedString(16) column takes them as they are.
+func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
+	src, dst := f.Src.As16(), f.Dst.As16()
+	m.Type = FlowMessage_XDPFLOW
+	m.TimeReceivedNs = receivedNs
+	m.SamplingRate = meta.SamplingRate
+	m.TimeFlowStartNs = uint64(f.StartNs)
+	m.TimeFlowEndNs = uint64(f.EndNs)
+	m.Bytes = f.Bytes
+	m.Packets = f.Packets
+	m.SrcAddr = append(m.SrcAddr[:0], src[:]...)
+	m.DstAddr = append(m.DstAddr[:0], dst[:]...)
+	m.Etype = 0x0800
+	if f.Src.Is6() {
+		m.Etype = 0x86dd
+	}
+	m.Proto = uint32(f.Proto)
+	m.SrcPort, m.DstPort, m.IcmpType, m.IcmpCode = uint32(f.SrcPort), uint32(f.DstPort), 0, 0
+	if f.IsICMP() {
+		m.SrcPort, m.DstPort = 0, 0
+		m.IcmpType, m.IcmpCode = uint32(f.DstPort>>8), uint32(f.DstPort&0xff)
+	}
+	m.InIf = f.InIf
+	m.InIfName = meta.IfNames[f.InIf]
+	m.VlanId = uint32(f.VLAN)
+	m.IpTos = uint32(f.TOS)
+	m.TcpFlags = uint32(f.TCPFlags)
+	m.ObservationDomainId = meta.ObservationDomain
+	m.SchemaVersion = SchemaVersion
+	m.EndReason = FlowMessage_EndReason(f.EndReason)
+	m.L2Bytes = f.L2Bytes
+	m.ProbeHost = meta.ProbeHost
+}
+
+// Flow reads back the record a message was made from (ToMessage's
+// inverse for the record's fields).
+func (m *FlowMessage) Flow() Flow {
+	f := Flow{Src: Addr(m.SrcAddr), Dst: Addr(m.DstAddr), SrcPort: uint16(m.SrcPort), DstPort: uint16(m.DstPort),
+		Proto: uint8(m.Proto), VLAN: uint16(m.VlanId), InIf: m.InIf, Packets: m.Packets, Bytes: m.Bytes, L2Bytes: m.L2Bytes,
+		StartNs: int64(m.TimeFlowStartNs), EndNs: int64(m.TimeFlowEndNs), TCPFlags: uint16(m.TcpFlags), TOS: uint8(m.IpTos),
+		EndReason: EndReason(m.EndReason)}
+	if f.IsICMP() {
+		f.DstPort = uint16(m.IcmpType<<8 | m.IcmpCode)
+	}
+	return f
+}
+
+// AppendKey appends m's Kafka message key: protocol, then the two
+// (address, port) ends in a fixed order, so both directions of a
+// conversation have the same key and land in the same partition.
+func AppendKey(b []byte, m *FlowMessage) []byte {
+	a, ap := m.SrcAddr, m.SrcPort
+	z, zp := m.DstAddr, m.DstPort
+	if less(z, zp, a, ap) {
+		a, ap, z, zp = z, zp, a, ap
+	}
+	b = append(b, byte(m.Proto))
+	b = append(append(b, a...), byte(ap>>8), byte(ap))
+	return append(append(b, z...), byte(zp>>8), byte(zp))
+}
+
+func less(a []byte, ap uint32, b []byte, bp uint32) bool {
+	if c := bytes.Compare(a, b); c != 0 {
+		return c < 0
+	}
+	return ap < bp
+}
+
+// Addr reads a message address (16 bytes, IPv4-mapped for IPv4; 4-byte
+// addresses from other writers are read too).
+func Addr(b []byte) netip.Addr {
+	a, _ := netip.AddrFromSlice(b)
+	return a.Unmap()
+}
