@@ -23,7 +23,10 @@ func testLog(t testing.TB) *slog.Logger {
 
 type testWriter struct{ t testing.TB }
 
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 func testConfig(addr string) Config {
 	return Config{Brokers: []string{addr}, Topic: topic, Format: "proto", Compression: "none", Acks: "all",
