@@ -3,14 +3,13 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"gopkg.in/yaml.v3"
 
 	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/internal/cli"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/probe/attach"
 )
@@ -63,9 +62,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.Uint32Var(&c.ObservationDomain, "observation-domain", 1, "IPFIX observation domain id / NetFlow v9 source id (non-zero)")
 	fs.DurationVar(&c.TemplateRefresh, "template-refresh", 60*time.Second, "UDP: resend templates this often")
 	fs.IntVar(&c.TemplateRefreshN, "template-refresh-messages", 1000, "UDP: ...or after this many messages, whichever first")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.String("config", "", "YAML file with any of these settings, keyed by flag name")
+	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
 }
 
@@ -73,46 +70,10 @@ func newFlagSet(c *config) *pflag.FlagSet {
 func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
 	c := &config{}
 	fs := newFlagSet(c)
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nil, fs, err
 	}
-	if path, _ := fs.GetString("config"); path != "" {
-		if err := applyYAML(fs, path); err != nil {
-			return nil, fs, err
-		}
-	}
 	return c, fs, c.validate()
-}
-
-// applyYAML sets every key of the file that the command line did not set.
-func applyYAML(fs *pflag.FlagSet, path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config file: %w", err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	for key, v := range doc {
-		f := fs.Lookup(key)
-		if f == nil || key == "config" {
-			return fmt.Errorf("config file %s: unknown key %q (keys are the long flag names)", path, key)
-		}
-		if f.Changed {
-			continue
-		}
-		vals := []any{v}
-		if list, ok := v.([]any); ok {
-			vals = list
-		}
-		for _, x := range vals {
-			if err := fs.Set(key, fmt.Sprint(x)); err != nil {
-				return fmt.Errorf("config file %s: key %q: %w", path, key, err)
-			}
-		}
-	}
-	return nil
 }
 
 func (c *config) validate() error {

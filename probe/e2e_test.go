@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -145,10 +144,10 @@ func TestEndToEnd(t *testing.T) {
 
 	ipfixC := collector(t, pair)
 	v9C := collector(t, pair)
-	nf := startNfcapd(t, pair)
+	nf := flowcheck.StartNfcapd(t, pair)
 	pcapPath := filepath.Join(t.TempDir(), "samples.pcap")
 	kb := kafkacheck.Start(t, 3, []string{"xdpflow-flows", "xdpflow-samples"}, func(fn func() error) error { return pair.In(pair.B, fn) })
-	pr := startProbe(t, pair, "--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.url,
+	pr := startProbe(t, pair, "--ipfix", ipfixC.URL(), "--netflow9", v9C.URL(), "--stdout", "--ipfix", nf.URL,
 		"--idle-timeout", "2s", "--active-timeout", "3s", "--drain-interval", "200ms",
 		"--sample-rate", "10", "--pcap", pcapPath,
 		"--kafka-brokers", kb.Addr, "--kafka-samples-topic", "xdpflow-samples", "--kafka-spool-dir", t.TempDir())
@@ -243,7 +242,7 @@ func TestEndToEnd(t *testing.T) {
 	got9, _ := decode(t, "NetFlow v9", v9Msgs)
 	compare(t, "NetFlow v9 (goflow2)", got9, want)
 
-	compare(t, "IPFIX (nfdump)", nf.flows(t), want)
+	compare(t, "IPFIX (nfdump)", nf.Flows(t), want)
 
 	gotJSON := flowcheck.Sums{}
 	sc := bufio.NewScanner(strings.NewReader(stdout.String()))
@@ -392,96 +391,6 @@ func TestKafkaSpoolAcrossRestart(t *testing.T) {
 	if t.Failed() {
 		t.Logf("first run:\n%s\nsecond run:\n%s", first.stderr.String(), second.stderr.String())
 	}
-}
-
-// nfcapd is nfdump's collector, run in the probe's namespace.
-type nfcapd struct {
-	cmd  *exec.Cmd
-	dir  string
-	url  string
-	done chan error
-}
-
-func startNfcapd(t *testing.T, pair *testnet.Pair) *nfcapd {
-	t.Helper()
-	if _, err := exec.LookPath("nfcapd"); err != nil {
-		t.Fatal("nfcapd not found: install Debian's nfdump package (.ci/run does)")
-	}
-	// A free port on the namespace's loopback.
-	c, err := pair.ListenUDP(pair.B)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	c.Close()
-	n := &nfcapd{dir: t.TempDir(), url: fmt.Sprintf("udp://127.0.0.1:%d", port), done: make(chan error, 1)}
-	n.cmd = exec.Command("ip", "netns", "exec", pair.NsName("b"), "nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", n.dir, "-t", "3600")
-	var out flowcheck.SyncBuffer
-	n.cmd.Stdout, n.cmd.Stderr = &out, &out
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { n.done <- n.cmd.Wait() }()
-	t.Cleanup(func() {
-		n.cmd.Process.Kill()
-		<-n.done
-	})
-	time.Sleep(300 * time.Millisecond) // let it bind
-	return n
-}
-
-// flows stops nfcapd (it writes its file on SIGTERM) and reads the flows
-// back with nfdump.
-func (n *nfcapd) flows(t *testing.T) flowcheck.Sums {
-	t.Helper()
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-n.done:
-		n.done <- err
-	case <-time.After(10 * time.Second):
-		t.Fatal("nfcapd did not stop")
-	}
-	out, err := exec.Command("nfdump", "-R", n.dir, "-o", "json").Output()
-	if err != nil {
-		t.Fatalf("nfdump: %v", err)
-	}
-	var recs []map[string]any
-	if err := json.Unmarshal(out, &recs); err != nil {
-		t.Fatalf("nfdump json: %v\n%s", err, out)
-	}
-	got := flowcheck.Sums{}
-	for _, r := range recs {
-		f := schemas.Flow{
-			Src: addr(r, "src4_addr", "src6_addr"), Dst: addr(r, "dst4_addr", "dst6_addr"),
-			SrcPort: uint16(num(r, "src_port")), DstPort: uint16(num(r, "dst_port")),
-			Proto: uint8(num(r, "proto")), VLAN: uint16(num(r, "src_vlan")),
-			Packets: uint64(num(r, "in_packets")), Bytes: uint64(num(r, "in_bytes")),
-		}
-		if f.IsICMP() { // nfdump shows ICMP type and code in their own fields
-			f.DstPort = uint16(num(r, "icmp_type"))<<8 | uint16(num(r, "icmp_code"))
-		}
-		got.AddRecord(&f)
-	}
-	if len(recs) == 0 {
-		t.Errorf("nfdump read no flows:\n%s", out)
-	}
-	return got
-}
-
-func addr(r map[string]any, keys ...string) netip.Addr {
-	for _, k := range keys {
-		if s, ok := r[k].(string); ok {
-			if a, err := netip.ParseAddr(s); err == nil {
-				return a
-			}
-		}
-	}
-	return netip.Addr{}
-}
-
-func num(r map[string]any, k string) float64 {
-	f, _ := r[k].(float64)
-	return f
 }
 
 // checkSamples reads the --pcap file: one frame head per sample the

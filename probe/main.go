@@ -9,12 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/xdpflow/xdpflow/internal/cli"
 )
 
 func main() {
@@ -29,7 +30,7 @@ func main() {
 		}
 		os.Exit(2)
 	}
-	log, err := newLogger(c.LogLevel, c.LogFormat)
+	log, err := cli.NewLogger(c.LogLevel, c.LogFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "xdpflow-probe: %v\n", err)
 		os.Exit(2)
@@ -40,19 +41,4 @@ func main() {
 		fmt.Fprintf(os.Stderr, "xdpflow-probe: %v\n", err)
 		os.Exit(1)
 	}
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

@@ -1,0 +1,79 @@
+// Package cli is the command-line setup both programs share: flags plus an
+// optional YAML file keyed by the long flag names, and the slog logger.
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// AddCommon registers the flags every program has: --log-level,
+// --log-format and --config.
+func AddCommon(fs *pflag.FlagSet, level, format *string) {
+	fs.StringVar(level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(format, "log-format", "text", "text or json")
+	fs.String("config", "", "YAML file with any of these settings, keyed by flag name")
+}
+
+// Parse reads the command line and then, when --config names one, the YAML
+// file: its keys set every flag the command line did not.
+func Parse(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		return applyYAML(fs, path)
+	}
+	return nil
+}
+
+func applyYAML(fs *pflag.FlagSet, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	for key, v := range doc {
+		f := fs.Lookup(key)
+		if f == nil || key == "config" {
+			return fmt.Errorf("config file %s: unknown key %q (keys are the long flag names)", path, key)
+		}
+		if f.Changed {
+			continue
+		}
+		vals := []any{v}
+		if list, ok := v.([]any); ok {
+			vals = list
+		}
+		for _, x := range vals {
+			if err := fs.Set(key, fmt.Sprint(x)); err != nil {
+				return fmt.Errorf("config file %s: key %q: %w", path, key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// NewLogger makes the slog logger --log-level and --log-format ask for,
+// writing to stderr.
+func NewLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

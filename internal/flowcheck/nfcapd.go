@@ -1,0 +1,107 @@
+package flowcheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// Nfcapd is nfdump's collector, run on side b of a test pair.
+type Nfcapd struct {
+	cmd  *exec.Cmd
+	dir  string
+	URL  string
+	done chan error
+}
+
+// StartNfcapd starts nfcapd on a free port of side b's loopback, writing
+// into a test directory.
+func StartNfcapd(t *testing.T, pair *testnet.Pair) *Nfcapd {
+	t.Helper()
+	if _, err := exec.LookPath("nfcapd"); err != nil {
+		t.Fatal("nfcapd not found: install Debian's nfdump package (.ci/run does)")
+	}
+	// A free port on the namespace's loopback.
+	c, err := pair.ListenUDP(pair.B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	c.Close()
+	n := &Nfcapd{dir: t.TempDir(), URL: fmt.Sprintf("udp://127.0.0.1:%d", port), done: make(chan error, 1)}
+	n.cmd = exec.Command("ip", "netns", "exec", pair.NsName("b"), "nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", n.dir, "-t", "3600")
+	var out SyncBuffer
+	n.cmd.Stdout, n.cmd.Stderr = &out, &out
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.done <- n.cmd.Wait() }()
+	t.Cleanup(func() {
+		n.cmd.Process.Kill()
+		<-n.done
+	})
+	time.Sleep(300 * time.Millisecond) // let it bind
+	return n
+}
+
+// Flows stops nfcapd (it writes its file on SIGTERM) and reads the flows
+// back with nfdump.
+func (n *Nfcapd) Flows(t *testing.T) Sums {
+	t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-n.done:
+		n.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("nfcapd did not stop")
+	}
+	out, err := exec.Command("nfdump", "-R", n.dir, "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("nfdump: %v", err)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal(out, &recs); err != nil {
+		t.Fatalf("nfdump json: %v\n%s", err, out)
+	}
+	got := Sums{}
+	for _, r := range recs {
+		f := schemas.Flow{
+			Src: addr(r, "src4_addr", "src6_addr"), Dst: addr(r, "dst4_addr", "dst6_addr"),
+			SrcPort: uint16(num(r, "src_port")), DstPort: uint16(num(r, "dst_port")),
+			Proto: uint8(num(r, "proto")), VLAN: uint16(num(r, "src_vlan")),
+			Packets: uint64(num(r, "in_packets")), Bytes: uint64(num(r, "in_bytes")),
+		}
+		if f.IsICMP() { // nfdump shows ICMP type and code in their own fields
+			f.DstPort = uint16(num(r, "icmp_type"))<<8 | uint16(num(r, "icmp_code"))
+		}
+		got.AddRecord(&f)
+	}
+	if len(recs) == 0 {
+		t.Errorf("nfdump read no flows:\n%s", out)
+	}
+	return got
+}
+
+func addr(r map[string]any, keys ...string) netip.Addr {
+	for _, k := range keys {
+		if s, ok := r[k].(string); ok {
+			if a, err := netip.ParseAddr(s); err == nil {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+func num(r map[string]any, k string) float64 {
+	f, _ := r[k].(float64)
+	return f
+}
