@@ -41,9 +41,18 @@ func (f Format) String() string {
 
 var jsonForm = protojson.MarshalOptions{UseProtoNames: true}
 
-// Append appends m in format f to b.
+// Append appends m in format f to b. FormatJSON writes FlowMessage and
+// SampleMessage with AppendFlowJSON and AppendSampleJSON (protojson's
+// output, without its cost; a string that is not UTF-8 is written with
+// U+FFFD where protojson would fail) and any other message with protojson.
 func (f Format) Append(b []byte, m proto.Message) ([]byte, error) {
 	if f == FormatJSON {
+		switch m := m.(type) {
+		case *FlowMessage:
+			return AppendFlowJSON(b, m), nil
+		case *SampleMessage:
+			return AppendSampleJSON(b, m), nil
+		}
 		return jsonForm.MarshalAppend(b, m)
 	}
 	return proto.MarshalOptions{}.MarshalAppend(b, m)
