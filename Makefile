@@ -10,7 +10,7 @@ export BPF_CLANG BPF_CFLAGS
 
 BENCH_TIME ?= 2000000x
 
-.PHONY: all build generate check-generate test bench bench-peers demo lint fmt clean
+.PHONY: all build generate check-generate test fuzz bench bench-peers demo lint fmt clean
 
 all: build
 
@@ -18,6 +18,7 @@ all: build
 build:
 	$(GO) build ./...
 	$(GO) build -o bin/xdpflow-probe ./probe
+	$(GO) build -o bin/xdpflow-collector ./collector
 
 ## generate: rebuild the BPF objects and their Go bindings (clang), and the protobuf Go (protoc)
 generate:
@@ -31,6 +32,11 @@ check-generate: generate
 ## test: every test, on the real kernel (run as root)
 test:
 	$(GO) test -count=1 ./...
+
+## fuzz: the collector's decode path under Go's fuzzer for FUZZ_TIME (CI runs it; the corpus in testdata/ runs in every `make test`)
+FUZZ_TIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) ./collector/decode/
 
 ## bench: datapath benchmarks (BPF_PROG_TEST_RUN); see docs/benchmarks.md
 bench:

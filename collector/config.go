@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/xdpflow/xdpflow/collector/listen"
+	"github.com/xdpflow/xdpflow/internal/cli"
+	"github.com/xdpflow/xdpflow/internal/kafkaout"
+)
+
+// config is every setting of the collector: each a flag, and the same key
+// in the optional --config YAML file; the command line wins.
+type config struct {
+	Listen         []string
+	Out            string
+	RotateSize     int64
+	RotateInterval time.Duration
+	Allow          []string
+	UDPReadBuffer  int
+	MaxExporters   int
+	MaxTemplates   int
+	LogLevel       string
+	LogFormat      string
+	Kafka          kafkaout.Config
+}
+
+func newFlagSet(c *config) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("xdpflow-collector", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringArrayVar(&c.Listen, "listen", nil, "receive on udp://[host]:port (IPFIX, NetFlow v9 and v5: the version is read from each message) or tcp://[host]:port (IPFIX); repeatable, required")
+	fs.StringVar(&c.Out, "out", "", "write flows as JSON lines (schemas/ JSON form) to this file; - for stdout")
+	fs.Int64Var(&c.RotateSize, "out-rotate-size", 0, "start a new --out file when it would pass this many bytes (0: never)")
+	fs.DurationVar(&c.RotateInterval, "out-rotate-interval", 0, "start a new --out file this often, e.g. 5m (0: never)")
+	c.Kafka.AddFlags(fs, false)
+	fs.StringArrayVar(&c.Allow, "allow", nil, "accept exporters only from this CIDR (repeatable; default: any); others are counted and dropped")
+	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
+	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (address, domain) tracked at once; more are counted and dropped")
+	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
+	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
+	return fs
+}
+
+func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
+	c := &config{}
+	fs := newFlagSet(c)
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, fs, err
+	}
+	return c, fs, c.validate()
+}
+
+func (c *config) validate() error {
+	if len(c.Listen) == 0 {
+		return fmt.Errorf("nothing to listen on: give --listen udp://:2055 (and/or udp://:4739, tcp://:4739)")
+	}
+	for _, u := range c.Listen {
+		if _, _, err := listen.ParseURL(u); err != nil {
+			return err
+		}
+	}
+	if _, err := listen.ParseAllow(c.Allow); err != nil {
+		return err
+	}
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
+	if c.Out == "" && !c.Kafka.Enabled() {
+		return fmt.Errorf("nowhere to write: give --out FILE (- for stdout) or --kafka-brokers")
+	}
+	if c.RotateSize < 0 || c.RotateInterval < 0 {
+		return fmt.Errorf("--out-rotate-size and --out-rotate-interval must not be negative")
+	}
+	if c.Out == "-" && (c.RotateSize > 0 || c.RotateInterval > 0) {
+		return fmt.Errorf("--out -: stdout cannot rotate; drop --out-rotate-*")
+	}
+	if c.MaxExporters < 1 || c.MaxTemplates < 1 {
+		return fmt.Errorf("--max-exporters and --max-templates must be at least 1")
+	}
+	return nil
+}

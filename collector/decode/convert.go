@@ -1,0 +1,185 @@
+package decode
+
+import (
+	"encoding/binary"
+
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// msgHeader is what a data record's meaning depends on from its message.
+type msgHeader struct {
+	version    uint16 // 5, 9, 10
+	seq        uint32
+	domain     uint32
+	exportSecs uint32 // IPFIX export time, v5/v9 unix_secs
+	exportNs   uint32 // v5 unix_nsecs
+	uptimeMs   uint32 // v5/v9 sysUptime
+	receivedNs uint64
+}
+
+func (h *msgHeader) flowType() schemas.FlowMessage_FlowType {
+	switch h.version {
+	case 5:
+		return schemas.FlowMessage_NETFLOW_V5
+	case 9:
+		return schemas.FlowMessage_NETFLOW_V9
+	}
+	return schemas.FlowMessage_IPFIX
+}
+
+// Bits of converter.have: fields whose use depends on other fields of the
+// record (fallbacks, family, units).
+const (
+	hOctets = 1 << iota
+	hOctetsTotal
+	hOctetsOut
+	hPackets
+	hPacketsTotal
+	hPacketsOut
+	hFirst // FIRST_SWITCHED 22
+	hLast  // LAST_SWITCHED 21
+	hSysInit
+	hIPVersion
+	hICMPTypeCode
+	hICMPType
+	hICMPCode
+	hVlan
+	hSrcMac
+	hDstMac
+	hPktInterval
+	hPktSpace
+	hInterval
+	hV4
+	hV6
+)
+
+// Time sources by precedence: the most precise absolute time wins.
+const (
+	precNone = iota
+	precUptime
+	precDelta
+	precSec
+	precMs
+	precUs
+	precNs
+)
+
+// converter maps one data record, field by field, onto a FlowMessage. A
+// record's fields come in template order, so values that need others of
+// the same record are kept until finish.
+type converter struct {
+	m   *schemas.FlowMessage
+	h   *msgHeader
+	dom *domain
+
+	have                         uint32
+	octets, octetsTot, octetsOut uint64
+	pkts, pktsTot, pktsOut       uint64
+	first, last                  uint32
+	sysInitMs                    uint64
+	ipVersion                    uint8
+	icmpTC                       uint16
+	icmpType, icmpCode           uint8
+	pktInterval, pktSpace, intvl uint64
+	startNs, endNs               uint64
+	startPrec, endPrec           uint8
+
+	// Options data records.
+	ifIndex uint32
+	ifName  []byte
+	hasIf   bool
+}
+
+// beUint reads an unsigned big-endian number of 1 to 8 bytes (reduced-size
+// encoding, RFC 7011 6.2); longer values keep their low 8 bytes.
+func beUint(v []byte) uint64 {
+	switch len(v) {
+	case 1:
+		return uint64(v[0])
+	case 2:
+		return uint64(binary.BigEndian.Uint16(v))
+	case 4:
+		return uint64(binary.BigEndian.Uint32(v))
+	case 8:
+		return binary.BigEndian.Uint64(v)
+	}
+	if len(v) > 8 {
+		v = v[len(v)-8:]
+	}
+	var n uint64
+	for _, b := range v {
+		n = n<<8 | uint64(b)
+	}
+	return n
+}
+
+var v4Mapped = [12]byte{10: 0xff, 11: 0xff}
+
+// putAddr stores a 4- or 16-byte address as 16 bytes (IPv4-mapped) in
+// dst's buffer; other lengths leave dst unchanged.
+func putAddr(dst []byte, v []byte) []byte {
+	switch len(v) {
+	case 4:
+		return append(append(dst[:0], v4Mapped[:]...), v...)
+	case 16:
+		return append(dst[:0], v...)
+	}
+	return dst
+}
+
+// begin starts a record: every field of m is reset (its byte buffers kept)
+// and the message-level fields are filled.
+func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exporter *[16]byte) {
+	c.m, c.h, c.dom = m, h, dom
+	c.have, c.startPrec, c.endPrec = 0, precNone, precNone
+	c.startNs, c.endNs = 0, 0
+	m.Type = h.flowType()
+	m.TimeReceivedNs = h.receivedNs
+	m.SequenceNum = h.seq
+	m.SamplingRate = 0
+	if dom != nil {
+		m.SamplingRate = dom.samplingRate
+	}
+	m.SamplerAddress = append(m.SamplerAddress[:0], exporter[:]...)
+	m.TimeFlowStartNs, m.TimeFlowEndNs = 0, 0
+	m.Bytes, m.Packets = 0, 0
+	m.SrcAddr, m.DstAddr = m.SrcAddr[:0], m.DstAddr[:0]
+	m.Etype, m.Proto, m.SrcPort, m.DstPort = 0, 0, 0, 0
+	m.InIf, m.OutIf, m.SrcMac, m.DstMac = 0, 0, 0, 0
+	m.VlanId, m.IpTos, m.ForwardingStatus, m.TcpFlags = 0, 0, 0, 0
+	m.IcmpType, m.IcmpCode, m.SrcAs, m.DstAs = 0, 0, 0, 0
+	m.NextHop, m.BgpNextHop = m.NextHop[:0], m.BgpNextHop[:0]
+	m.SrcNet, m.DstNet = 0, 0
+	m.ObservationDomainId = h.domain
+	m.SchemaVersion = schemas.SchemaVersion
+	m.EndReason = 0
+	m.L2Bytes = 0
+	m.ProbeHost, m.InIfName = "", ""
+}
+
+// setStart / setEnd keep the most precise flow time a record gives.
+func (c *converter) setStart(ns uint64, prec uint8) {
+	if prec > c.startPrec {
+		c.startNs, c.startPrec = ns, prec
+	}
+}
+
+func (c *converter) setEnd(ns uint64, prec uint8) {
+	if prec > c.endPrec {
+		c.endNs, c.endPrec = ns, prec
+	}
+}
+
+// ntpNs converts an RFC 7011 dateTimeMicroseconds / dateTimeNanoseconds
+// value (NTP format: seconds since 1900, 2^-32 s fraction) to Unix ns.
+func ntpNs(v uint64, micro bool) uint64 {
+	const ntpToUnix = 2_208_988_800
+	sec, frac := v>>32, v&0xffffffff
+	if micro {
+		frac &^= 0x7ff // RFC 7011 6.1.9: the low 11 bits carry nothing for microseconds
+	}
+	if sec < ntpToUnix {
+		return 0
+	}
+	return (sec-ntpToUnix)*1e9 + frac*1e9>>32
+}

@@ -1,0 +1,51 @@
+// Package decode turns NetFlow v5, NetFlow v9 (RFC 3954) and IPFIX
+// (RFC 7011) export messages into schemas.FlowMessage records: the decode
+// path of xdpflow-collector.
+//
+// # What does the work
+//
+// Template and options template records (v9 and IPFIX) are parsed by
+// goflow2's decoders/netflow, after this package has checked that the set
+// and record lengths they claim fit the message (goflow2 allocates what a
+// field count says before reading it). Data records are then walked here
+// with the compiled template (field offsets) and mapped straight onto a
+// reused FlowMessage by a switch on the information element id: no
+// per-record allocation and no reflection, which goflow2's generic decode
+// and ProtoProducer spend most of their time in (BenchmarkDecode compares
+// the two). NetFlow v5 records have a fixed layout and are read the same
+// way (goflow2's decoders/netflowlegacy allocates per record and sizes its
+// record slice from the header's count before checking the length). The
+// tests check the output against tshark and the probe's own encoder, and
+// BenchmarkDecode against goflow2's decoders + ProtoProducer.
+//
+// # State, and what bounds it
+//
+// Templates, sampling rates, interface names, sequence numbers and data
+// waiting for its template are kept per exporter (its IP address; the
+// source port may change when an exporter restarts) and observation domain
+// (v9: source id). IPFIX and v9 state of one address are kept apart. Every
+// kind of state has a limit (Config) and whatever a limit turns away is
+// counted in Stats by reason, per exporter, so one flooding exporter shows.
+//
+// # Sampling rate
+//
+// sampling_rate is what the exporter said, and 0 when it said nothing:
+//   - IPFIX / v9: options data (or the flow record itself) carrying
+//     samplingPacketInterval 305 (+ samplingPacketSpace 306: rate =
+//     (interval+space)/interval), samplingInterval 34, or
+//     samplerRandomInterval 50, remembered per exporter and domain;
+//   - v5: the low 14 bits of the header's sampling_interval.
+//
+// 0 means "unknown", as in goflow2 (whose field numbers FlowMessage
+// shares) and as Akvorado and other consumers expect: a consumer that
+// scales bytes by sampling_rate must pick its own default for 0 rather
+// than be told "1" by a collector that does not know. An unsampled exporter
+// that says so (the xdpflow probe sends options template 258 with interval
+// 1; a v5 exporter with interval 1) gets 1.
+//
+// # Concurrency
+//
+// A Decoder is safe for concurrent use: a short global lock finds the
+// exporter, and a lock per exporter serialises its messages (emit runs
+// under that lock, so it must not call Decode for the same exporter).
+package decode

@@ -1,0 +1,319 @@
+package decode
+
+import (
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// Information elements read besides those in schemas/ie.go (IANA IPFIX
+// numbers; NetFlow v9 uses the same for 1-127).
+const (
+	ieSrcMask            = 9
+	ieNextHopV4          = 15
+	ieSrcAS              = 16
+	ieDstAS              = 17
+	ieBGPNextHopV4       = 18
+	ieOutOctets          = 23 // postOctetDeltaCount
+	ieOutPackets         = 24 // postPacketDeltaCount
+	ieSrcMaskV6          = 29
+	ieDstMaskV6          = 30
+	ieDstMask            = 13
+	ieEgressInterface    = 14
+	ieSamplerInterval    = 50 // v9 FLOW_SAMPLER_RANDOM_INTERVAL / samplerRandomInterval
+	ieSrcMac             = 56
+	iePostDstMac         = 57
+	ieNextHopV6          = 62
+	ieBGPNextHopV6       = 63
+	ieDstMac             = 80
+	iePostSrcMac         = 81
+	ieOctetTotal         = 85
+	iePacketTotal        = 86
+	ieForwardingStatus   = 89
+	ieFlowStartSeconds   = 150
+	ieFlowEndSeconds     = 151
+	ieFlowStartMicro     = 154
+	ieFlowEndMicro       = 155
+	ieFlowStartNano      = 156
+	ieFlowEndNano        = 157
+	ieFlowStartDeltaUs   = 158
+	ieFlowEndDeltaUs     = 159
+	ieSystemInitTimeMs   = 160
+	ieICMPTypeV4         = 176
+	ieICMPCodeV4         = 177
+	ieICMPTypeV6         = 178
+	ieICMPCodeV6         = 179
+	ieDot1qVlanID        = 243
+	ieV9ScopeInterface   = 2 // v9 options scope type "Interface" (RFC 3954 6.1)
+	ieIngressInterfaceID = schemas.IEIngressInterface
+)
+
+// field applies one field of a data record. Lengths are checked where a
+// wrong one would misread (addresses, MACs); numbers take any length.
+func (c *converter) field(id uint16, v []byte) {
+	m := c.m
+	switch id {
+	case schemas.IEOctetDeltaCount:
+		c.octets, c.have = beUint(v), c.have|hOctets
+	case schemas.IEPacketDeltaCount:
+		c.pkts, c.have = beUint(v), c.have|hPackets
+	case ieOctetTotal:
+		c.octetsTot, c.have = beUint(v), c.have|hOctetsTotal
+	case iePacketTotal:
+		c.pktsTot, c.have = beUint(v), c.have|hPacketsTotal
+	case ieOutOctets:
+		c.octetsOut, c.have = beUint(v), c.have|hOctetsOut
+	case ieOutPackets:
+		c.pktsOut, c.have = beUint(v), c.have|hPacketsOut
+	case schemas.IELayer2OctetDeltaCount:
+		m.L2Bytes = beUint(v)
+
+	case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
+		if len(v) == 4 || len(v) == 16 {
+			m.SrcAddr = putAddr(m.SrcAddr, v)
+			c.family(len(v))
+		}
+	case schemas.IEDestinationIPv4Address, schemas.IEDestinationIPv6Address:
+		if len(v) == 4 || len(v) == 16 {
+			m.DstAddr = putAddr(m.DstAddr, v)
+			c.family(len(v))
+		}
+	case ieNextHopV4, ieNextHopV6:
+		m.NextHop = putAddr(m.NextHop, v)
+	case ieBGPNextHopV4, ieBGPNextHopV6:
+		m.BgpNextHop = putAddr(m.BgpNextHop, v)
+	case schemas.IEIPVersion:
+		c.ipVersion, c.have = uint8(beUint(v)), c.have|hIPVersion
+
+	case schemas.IEProtocolIdentifier:
+		m.Proto = uint32(beUint(v))
+	case schemas.IESourceTransportPort:
+		m.SrcPort = uint32(beUint(v))
+	case schemas.IEDestinationTransportPort:
+		m.DstPort = uint32(beUint(v))
+	case schemas.IETCPControlBits:
+		m.TcpFlags = uint32(beUint(v))
+	case schemas.IEIPClassOfService:
+		m.IpTos = uint32(beUint(v))
+	case schemas.IEICMPTypeCodeIPv4, schemas.IEICMPTypeCodeIPv6:
+		c.icmpTC, c.have = uint16(beUint(v)), c.have|hICMPTypeCode
+	case ieICMPTypeV4, ieICMPTypeV6:
+		c.icmpType, c.have = uint8(beUint(v)), c.have|hICMPType
+	case ieICMPCodeV4, ieICMPCodeV6:
+		c.icmpCode, c.have = uint8(beUint(v)), c.have|hICMPCode
+
+	case schemas.IEIngressInterface:
+		m.InIf = uint32(beUint(v))
+	case ieEgressInterface:
+		m.OutIf = uint32(beUint(v))
+	case schemas.IEVlanID:
+		m.VlanId, c.have = uint32(beUint(v))&0xfff, c.have|hVlan
+	case ieDot1qVlanID:
+		if c.have&hVlan == 0 {
+			m.VlanId = uint32(beUint(v)) & 0xfff
+		}
+	case ieSrcMac:
+		if len(v) == 6 {
+			m.SrcMac, c.have = beUint(v), c.have|hSrcMac
+		}
+	case iePostSrcMac:
+		if len(v) == 6 && c.have&hSrcMac == 0 {
+			m.SrcMac = beUint(v)
+		}
+	case ieDstMac:
+		if len(v) == 6 {
+			m.DstMac, c.have = beUint(v), c.have|hDstMac
+		}
+	case iePostDstMac:
+		if len(v) == 6 && c.have&hDstMac == 0 {
+			m.DstMac = beUint(v)
+		}
+	case ieForwardingStatus:
+		m.ForwardingStatus = uint32(beUint(v))
+	case schemas.IEFlowEndReason:
+		m.EndReason = schemas.FlowMessage_EndReason(beUint(v))
+
+	case ieSrcAS:
+		m.SrcAs = uint32(beUint(v))
+	case ieDstAS:
+		m.DstAs = uint32(beUint(v))
+	case ieSrcMask, ieSrcMaskV6:
+		m.SrcNet = uint32(beUint(v))
+	case ieDstMask, ieDstMaskV6:
+		m.DstNet = uint32(beUint(v))
+
+	case ieFlowStartSeconds:
+		c.setStart(beUint(v)*1e9, precSec)
+	case ieFlowEndSeconds:
+		c.setEnd(beUint(v)*1e9, precSec)
+	case schemas.IEFlowStartMilliseconds:
+		c.setStart(beUint(v)*1e6, precMs)
+	case schemas.IEFlowEndMilliseconds:
+		c.setEnd(beUint(v)*1e6, precMs)
+	case ieFlowStartMicro:
+		c.setStart(ntpNs(beUint(v), true), precUs)
+	case ieFlowEndMicro:
+		c.setEnd(ntpNs(beUint(v), true), precUs)
+	case ieFlowStartNano:
+		c.setStart(ntpNs(beUint(v), false), precNs)
+	case ieFlowEndNano:
+		c.setEnd(ntpNs(beUint(v), false), precNs)
+	case ieFlowStartDeltaUs:
+		c.setStart(c.beforeExport(beUint(v)), precDelta)
+	case ieFlowEndDeltaUs:
+		c.setEnd(c.beforeExport(beUint(v)), precDelta)
+	case schemas.IEFirstSwitched:
+		c.first, c.have = uint32(beUint(v)), c.have|hFirst
+	case schemas.IELastSwitched:
+		c.last, c.have = uint32(beUint(v)), c.have|hLast
+	case ieSystemInitTimeMs:
+		c.sysInitMs, c.have = beUint(v), c.have|hSysInit
+
+	case schemas.IESamplingPacketInterval:
+		c.pktInterval, c.have = beUint(v), c.have|hPktInterval
+	case schemas.IESamplingPacketSpace:
+		c.pktSpace, c.have = beUint(v), c.have|hPktSpace
+	case schemas.IESamplingInterval, ieSamplerInterval:
+		c.intvl, c.have = beUint(v), c.have|hInterval
+	}
+}
+
+func (c *converter) family(n int) {
+	if n == 4 {
+		c.have |= hV4
+	} else {
+		c.have |= hV6
+	}
+}
+
+// beforeExport is flowStart/EndDeltaMicroseconds: microseconds before the
+// message's export time.
+func (c *converter) beforeExport(us uint64) uint64 {
+	export := uint64(c.h.exportSecs) * 1e9
+	return export - min(us*1e3, export)
+}
+
+// uptimeNs converts a sysUptime-relative millisecond time (FIRST/
+// LAST_SWITCHED) to Unix ns: v9 and v5 against the header's sysUptime and
+// unix time (the difference taken as signed 32 bits, so sysUptime
+// wrapping at 49.7 days between the two does not matter); IPFIX against
+// systemInitTimeMilliseconds from the record or the domain's options data.
+func (c *converter) uptimeNs(ms uint32) (uint64, bool) {
+	h := c.h
+	if h.version == 10 {
+		init := c.sysInitMs
+		if c.have&hSysInit == 0 {
+			if c.dom == nil || c.dom.sysInitMs == 0 {
+				return 0, false
+			}
+			init = c.dom.sysInitMs
+		}
+		return (init + uint64(ms)) * 1e6, true
+	}
+	export := int64(h.exportSecs)*1e9 + int64(h.exportNs)
+	return uint64(max(export+int64(int32(ms-h.uptimeMs))*1e6, 0)), true
+}
+
+// samplingRate is the rate a record's (or an options record's) sampling
+// fields give, 0 when they give none.
+func (c *converter) samplingRate() uint64 {
+	if c.have&hPktInterval != 0 && c.pktInterval > 0 {
+		return (c.pktInterval + c.pktSpace) / c.pktInterval
+	}
+	if c.have&hInterval != 0 && c.intvl > 0 {
+		return c.intvl
+	}
+	return 0
+}
+
+// finish resolves what depends on several fields and completes m.
+func (c *converter) finish() {
+	m := c.m
+	switch {
+	case c.have&hOctets != 0:
+		m.Bytes = c.octets
+	case c.have&hOctetsTotal != 0:
+		m.Bytes = c.octetsTot
+	case c.have&hOctetsOut != 0:
+		m.Bytes = c.octetsOut
+	}
+	switch {
+	case c.have&hPackets != 0:
+		m.Packets = c.pkts
+	case c.have&hPacketsTotal != 0:
+		m.Packets = c.pktsTot
+	case c.have&hPacketsOut != 0:
+		m.Packets = c.pktsOut
+	}
+	if c.have&hFirst != 0 {
+		if ns, ok := c.uptimeNs(c.first); ok {
+			c.setStart(ns, precUptime)
+		}
+	}
+	if c.have&hLast != 0 {
+		if ns, ok := c.uptimeNs(c.last); ok {
+			c.setEnd(ns, precUptime)
+		}
+	}
+	m.TimeFlowStartNs, m.TimeFlowEndNs = c.startNs, c.endNs
+
+	switch {
+	case c.have&hIPVersion != 0 && c.ipVersion == 4, c.have&hIPVersion == 0 && c.have&hV4 != 0:
+		m.Etype = 0x0800
+	case c.have&hIPVersion != 0 && c.ipVersion == 6, c.have&hIPVersion == 0 && c.have&hV6 != 0:
+		m.Etype = 0x86dd
+	}
+
+	if m.Proto == 1 || m.Proto == 58 {
+		// ICMP type and code: from icmpTypeCode, the separate type and code
+		// IEs, or else the destination port, where Cisco and Juniper put
+		// type<<8|code. Ports are 0, as in the probe's own messages.
+		tc := uint16(m.DstPort)
+		switch {
+		case c.have&hICMPTypeCode != 0:
+			tc = c.icmpTC
+		case c.have&(hICMPType|hICMPCode) != 0:
+			tc = uint16(c.icmpType)<<8 | uint16(c.icmpCode)
+		}
+		m.IcmpType, m.IcmpCode = uint32(tc>>8), uint32(tc&0xff)
+		m.SrcPort, m.DstPort = 0, 0
+	}
+
+	if r := c.samplingRate(); r != 0 {
+		m.SamplingRate = r
+	}
+	if c.dom != nil && c.dom.ifNames != nil {
+		m.InIfName = c.dom.ifNames[m.InIf]
+	}
+}
+
+// optionsField reads one field of an options data record.
+func (c *converter) optionsField(id uint16, v []byte) {
+	switch id {
+	case ieIngressInterfaceID, ieEgressInterface: // v9's Interface scope is compiled to ingressInterface
+		c.ifIndex, c.hasIf = uint32(beUint(v)), true
+	case schemas.IEInterfaceName:
+		c.ifName = v
+	case ieSystemInitTimeMs:
+		c.sysInitMs, c.have = beUint(v), c.have|hSysInit
+	case schemas.IESamplingPacketInterval, schemas.IESamplingPacketSpace, schemas.IESamplingInterval, ieSamplerInterval:
+		c.field(id, v)
+	}
+}
+
+func (c *converter) beginOptions() {
+	c.have, c.hasIf, c.ifName = 0, false, nil
+}
+
+// finishOptions applies an options data record to its domain: sampling
+// rate, system init time, interface name. All are per domain: a sampler id
+// scope (v9 FLOW_SAMPLER_ID) is not told apart.
+func (c *converter) finishOptions(dom *domain) {
+	if r := c.samplingRate(); r != 0 {
+		dom.samplingRate = r
+	}
+	if c.have&hSysInit != 0 {
+		dom.sysInitMs = c.sysInitMs
+	}
+	if c.hasIf && c.ifName != nil {
+		dom.setIfName(c.ifIndex, c.ifName)
+	}
+}

@@ -1,0 +1,136 @@
+package decode
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+var testExporter = netip.MustParseAddrPort("192.0.2.10:40000")
+
+// decodeAll decodes msgs in order and returns a copy of every record.
+func decodeAll(t testing.TB, d *Decoder, from netip.AddrPort, msgs [][]byte, receivedNs uint64) []*schemas.FlowMessage {
+	t.Helper()
+	var out []*schemas.FlowMessage
+	for i, m := range msgs {
+		if err := d.Decode(from, m, receivedNs, func(fm *schemas.FlowMessage) {
+			out = append(out, proto.Clone(fm).(*schemas.FlowMessage))
+		}); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	return out
+}
+
+// encode runs the probe's own encoder: templates (with options data),
+// flows, flush. Flows must start after the encoder was made (v9 sysUptime
+// starts then).
+func encode(t testing.TB, cfg ipfix.Config, flows []schemas.Flow, now time.Time) [][]byte {
+	t.Helper()
+	var msgs [][]byte
+	e := ipfix.NewEncoder(cfg, func(m []byte) error {
+		msgs = append(msgs, append([]byte(nil), m...))
+		return nil
+	})
+	if err := e.SendTemplates(now); err != nil {
+		t.Fatal(err)
+	}
+	for i := range flows {
+		if err := e.Add(&flows[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Flush(now); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// testFlows returns n reproducible flows after t0 covering both families,
+// ICMP, counters past 2^32 and sub-millisecond times.
+func testFlows(n int, t0 time.Time, seed uint64) []schemas.Flow {
+	r := rand.New(rand.NewPCG(seed, 7))
+	base := t0.UnixNano()
+	out := make([]schemas.Flow, n)
+	for i := range out {
+		f := &out[i]
+		if i%3 == 2 {
+			var a, b [16]byte
+			for j := range a {
+				a[j], b[j] = byte(r.Uint32()), byte(r.Uint32())
+			}
+			a[0], b[0] = 0x20, 0x20
+			f.Src, f.Dst = netip.AddrFrom16(a), netip.AddrFrom16(b)
+		} else {
+			f.Src = netip.AddrFrom4([4]byte{10, byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+			f.Dst = netip.AddrFrom4([4]byte{192, 0, 2, byte(r.Uint32())})
+		}
+		f.Proto = []uint8{6, 17, 1, 58, 132}[r.IntN(5)]
+		f.SrcPort, f.DstPort = uint16(r.Uint32()), uint16(r.Uint32())
+		if f.IsICMP() {
+			f.SrcPort = 0
+		}
+		f.VLAN = uint16(r.IntN(4096))
+		f.InIf = uint32(1 + r.IntN(4))
+		f.Packets = uint64(r.IntN(1e6)) + 1
+		if i%7 == 0 {
+			f.Packets += 5_000_000_000
+		}
+		f.Bytes = f.Packets * uint64(40+r.IntN(1460))
+		f.L2Bytes = f.Bytes + 14*f.Packets
+		f.StartNs = base + r.Int64N(60e9)
+		f.EndNs = f.StartNs + r.Int64N(60e9)
+		f.TCPFlags = uint16(r.IntN(0x200))
+		f.TOS = uint8(r.Uint32())
+		f.EndReason = schemas.EndReason(1 + r.IntN(5))
+	}
+	return out
+}
+
+// msOnly is what the exporters carry: times in whole milliseconds.
+func msOnly(f schemas.Flow) schemas.Flow {
+	f.StartNs = f.StartNs / 1e6 * 1e6
+	f.EndNs = f.EndNs / 1e6 * 1e6
+	return f
+}
+
+// vectorsDir is the shared router captures (see its README.md); tests skip
+// without it.
+func vectorsDir(t testing.TB) string {
+	dir := filepath.Join("..", "..", "..", "shared", "vectors")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("router captures not available (%v): a plain clone has no ../shared/vectors", err)
+	}
+	return dir
+}
+
+func readVector(t testing.TB, name string) []byte {
+	b, err := os.ReadFile(filepath.Join(vectorsDir(t), name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var vectorFiles = []struct {
+	name    string
+	port    uint16
+	records int
+}{
+	{"ipfix_test_juniper_mx240_junos151r6s3_opttpl512.dat", 4739, 0},
+	{"ipfix_test_yaf_tpls_option_tpl.dat", 4739, 0},
+	{"netflow5_test_juniper_mx80.dat", 2055, 29},
+	{"netflow9_test_iptnetflow_reduced_size_encoding_tpldata260.dat", 2055, 12},
+}
+
+func cloneMsg(m *schemas.FlowMessage) *schemas.FlowMessage {
+	return proto.Clone(m).(*schemas.FlowMessage)
+}

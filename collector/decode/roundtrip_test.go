@@ -1,0 +1,77 @@
+package decode
+
+import (
+	"testing"
+	"time"
+
+	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// TestRoundTripProbeEncoder decodes the probe's own IPFIX and v9 export
+// and expects every field back, the interface names from options template
+// 259 and sampling rate 1 from 258.
+func TestRoundTripProbeEncoder(t *testing.T) {
+	ifNames := map[uint32]string{1: "eth0", 2: "eth1", 3: "enp1s0f1", 4: "a-fifteen-chars"}
+	for _, tc := range []struct {
+		name  string
+		proto ipfix.Protocol
+		typ   schemas.FlowMessage_FlowType
+		max   int
+	}{
+		{"ipfix", ipfix.IPFIX, schemas.FlowMessage_IPFIX, 0},
+		{"ipfix-jumbo", ipfix.IPFIX, schemas.FlowMessage_IPFIX, 9000},
+		{"netflow-v9", ipfix.NetFlowV9, schemas.FlowMessage_NETFLOW_V9, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			cfg := ipfix.Config{Protocol: tc.proto, ObservationDomain: 77, Interfaces: ifNames, MaxMessageBytes: tc.max}
+			flows := testFlows(3000, now.Add(time.Second), 1)
+			msgs := encode(t, cfg, flows, now)
+			d := New(Config{})
+			got := decodeAll(t, d, testExporter, msgs, 1234)
+			if len(got) != len(flows) {
+				t.Fatalf("%d records, want %d", len(got), len(flows))
+			}
+			sampler := testExporter.Addr().As16()
+			for i, m := range got {
+				if g, w := m.Flow(), msOnly(flows[i]); g != w {
+					t.Fatalf("record %d:\n got %+v\nwant %+v", i, g, w)
+				}
+				if m.InIfName != ifNames[m.InIf] || m.SamplingRate != 1 || m.Type != tc.typ || m.ObservationDomainId != 77 ||
+					string(m.SamplerAddress) != string(sampler[:]) || m.TimeReceivedNs != 1234 || m.SchemaVersion != schemas.SchemaVersion ||
+					len(m.SrcAddr) != 16 || len(m.DstAddr) != 16 {
+					t.Fatalf("record %d: in_if_name %q sampling %d type %v domain %d sampler %x received %d schema %d", i,
+						m.InIfName, m.SamplingRate, m.Type, m.ObservationDomainId, m.SamplerAddress, m.TimeReceivedNs, m.SchemaVersion)
+				}
+				wantEtype := uint32(0x0800)
+				if flows[i].Src.Is6() {
+					wantEtype = 0x86dd
+				}
+				if m.Etype != wantEtype {
+					t.Fatalf("record %d: etype %#x, want %#x", i, m.Etype, wantEtype)
+				}
+			}
+			st := d.Stats()
+			if st.Total.Records != uint64(len(flows)) || st.Total.Lost != 0 || st.Total.Resets != 0 || st.Total.TemplateMisses != 0 ||
+				st.Total.Messages != uint64(len(msgs)) || len(st.Total.Bad()) != 0 || st.Total.Templates != 4 {
+				t.Errorf("stats %+v, bad %v", st.Total, st.Total.Bad())
+			}
+		})
+	}
+}
+
+// TestSamplingRateFromOptions: the probe's encoder with a sampling
+// interval: IPFIX says it with 305/306 (and 34), v9 with 34.
+func TestSamplingRateFromOptions(t *testing.T) {
+	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
+		now := time.Now()
+		msgs := encode(t, ipfix.Config{Protocol: p, SamplingInterval: 1000}, testFlows(10, now.Add(time.Second), 2), now)
+		got := decodeAll(t, New(Config{}), testExporter, msgs, 1)
+		for _, m := range got {
+			if m.SamplingRate != 1000 {
+				t.Fatalf("%v: sampling rate %d, want 1000", p, m.SamplingRate)
+			}
+		}
+	}
+}

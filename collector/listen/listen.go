@@ -1,0 +1,149 @@
+// Package listen receives export messages over UDP and TCP for the
+// collector: it parses --listen URLs, applies the --allow list before any
+// decoding work, cuts IPFIX messages out of TCP streams, and counts what it
+// drops and what the kernel dropped.
+package listen
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync/atomic"
+)
+
+// Handler takes one export message from an exporter. msg is only valid
+// during the call. Each receiving goroutine has its own Handler.
+type Handler interface {
+	Message(exporter netip.AddrPort, msg []byte)
+	// Idle is called when no message arrived for a while (and at the end),
+	// so batches are flushed.
+	Idle()
+}
+
+// Stats are a listener's counters.
+type Stats struct {
+	Messages     uint64 // handed to the Handler
+	Denied       uint64 // from sources outside --allow
+	KernelDrops  uint64 // UDP datagrams the socket buffer had no room for
+	Connections  uint64 // TCP connections accepted
+	StreamErrors uint64 // TCP connections closed on a bad or cut message
+}
+
+// Listener is one --listen URL being served.
+type Listener struct {
+	URL   string
+	allow []netip.Prefix
+	log   *slog.Logger
+
+	messages, denied, kernelDrops, conns, streamErrs atomic.Uint64
+
+	udp *net.UDPConn
+	tcp *net.TCPListener
+}
+
+// Stats returns the counters.
+func (l *Listener) Stats() Stats {
+	return Stats{Messages: l.messages.Load(), Denied: l.denied.Load(), KernelDrops: l.kernelDrops.Load(),
+		Connections: l.conns.Load(), StreamErrors: l.streamErrs.Load()}
+}
+
+// ParseURL checks a --listen URL: udp://[host]:port or tcp://[host]:port.
+func ParseURL(raw string) (network, addr string, err error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Port() == "" || u.Path != "" {
+		return "", "", fmt.Errorf("--listen %q: want udp://[host]:port or tcp://[host]:port", raw)
+	}
+	switch u.Scheme {
+	case "udp", "tcp":
+		return u.Scheme, u.Host, nil
+	}
+	return "", "", fmt.Errorf("--listen %q: scheme %q not supported (want udp or tcp)", raw, u.Scheme)
+}
+
+// ParseAllow reads --allow CIDRs (a bare address is a /32 or /128).
+func ParseAllow(cidrs []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		if !strings.Contains(c, "/") {
+			a, err := netip.ParseAddr(c)
+			if err != nil {
+				return nil, fmt.Errorf("--allow %q: want a CIDR like 198.18.0.0/15", c)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("--allow %q: want a CIDR like 198.18.0.0/15: %w", c, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// allowed tells whether a source may send; an empty list allows all.
+func (l *Listener) allowed(a netip.Addr) bool {
+	if len(l.allow) == 0 {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range l.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	l.denied.Add(1)
+	return false
+}
+
+// Options tune the sockets.
+type Options struct {
+	UDPReadBuffer int // SO_RCVBUF bytes
+}
+
+// Listen opens rawURL; Serve then receives on it.
+func Listen(rawURL string, allow []netip.Prefix, opts Options, log *slog.Logger) (*Listener, error) {
+	network, addr, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{URL: rawURL, allow: allow, log: log}
+	if network == "udp" {
+		err = l.listenUDP(addr, opts)
+	} else {
+		err = l.listenTCP(addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", rawURL, err)
+	}
+	return l, nil
+}
+
+// Addr is the address actually bound (a port 0 URL gets one).
+func (l *Listener) Addr() net.Addr {
+	if l.udp != nil {
+		return l.udp.LocalAddr()
+	}
+	return l.tcp.Addr()
+}
+
+// Close closes a listener that will not be served.
+func (l *Listener) Close() error {
+	if l.udp != nil {
+		return l.udp.Close()
+	}
+	return l.tcp.Close()
+}
+
+// Serve receives until ctx ends, with a Handler per receiving goroutine
+// from newHandler. It closes the socket when it returns.
+func (l *Listener) Serve(ctx context.Context, newHandler func() Handler) error {
+	if l.udp != nil {
+		return l.serveUDP(ctx, newHandler())
+	}
+	return l.serveTCP(ctx, newHandler)
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xdpflow/xdpflow/collector/decode"
+	"github.com/xdpflow/xdpflow/collector/listen"
+	"github.com/xdpflow/xdpflow/collector/rotate"
+	"github.com/xdpflow/xdpflow/internal/kafkaout"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+func run(ctx context.Context, c *config, log *slog.Logger) error {
+	allow, _ := listen.ParseAllow(c.Allow)
+	s := &sink{dec: decode.New(decode.Config{MaxExporters: c.MaxExporters, MaxTemplatesPerExporter: c.MaxTemplates}), log: log}
+	var err error
+	if c.Out != "" {
+		if s.file, err = rotate.Open(rotate.Config{Path: c.Out, MaxBytes: c.RotateSize, MaxAge: c.RotateInterval}); err != nil {
+			return err
+		}
+		defer s.file.Close()
+	}
+	if c.Kafka.Enabled() {
+		if s.prod, err = kafkaout.New(ctx, c.Kafka, log); err != nil {
+			return err
+		}
+		s.topic = c.Kafka.Topic
+		s.format, _ = schemas.ParseFormat(c.Kafka.Format)
+	}
+
+	// Bind everything before serving anything: a bad --listen fails the
+	// start, not a running collector.
+	var ls []*listen.Listener
+	for _, u := range c.Listen {
+		l, err := listen.Listen(u, allow, listen.Options{UDPReadBuffer: c.UDPReadBuffer}, log)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return err
+		}
+		ls = append(ls, l)
+		log.Info("listening", "url", u, "addr", l.Addr())
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ls))
+	for _, l := range ls {
+		wg.Go(func() {
+			if err := l.Serve(ctx, func() listen.Handler { return s.newWorker() }); err != nil {
+				errs <- fmt.Errorf("%s: %w", l.URL, err)
+			}
+		})
+	}
+	flushDone := make(chan struct{})
+	go s.flushLoop(ctx, flushDone)
+	wg.Wait()
+	<-flushDone
+	close(errs)
+	err = errors.Join(collect(errs)...)
+	if s.prod != nil {
+		closeProducer(s.prod, c.Kafka.FlushTimeout, log)
+	}
+	s.summary(ls)
+	return err
+}
+
+func collect(ch chan error) (out []error) {
+	for e := range ch {
+		out = append(out, e)
+	}
+	return out
+}
+
+// closeProducer delivers or spools what Kafka has not taken yet.
+func closeProducer(p *kafkaout.Producer, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		log.Error("kafka close", "err", err)
+	}
+	st := p.Stats()
+	log.Info("kafka totals", "sent", st.Sent, "failed_attempts", st.Failures, "spooled", st.Spooled,
+		"replayed", st.Replayed, "dropped", st.Dropped, "spool_bytes", st.SpoolBytes)
+}
+
+// sink is where decoded records go: the JSON lines file and Kafka.
+type sink struct {
+	dec    *decode.Decoder
+	file   *rotate.Writer
+	prod   *kafkaout.Producer
+	topic  string
+	format schemas.Format
+	log    *slog.Logger
+
+	encodeErrs atomic.Uint64 // records the Kafka format could not encode
+}
+
+// flushLoop pushes the file's buffer out every second (and rotates it on
+// time), until ctx ends.
+func (s *sink) flushLoop(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	if s.file == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.file.Flush(); err != nil {
+				s.log.Error("write --out", "err", err)
+			}
+		}
+	}
+}
+
+func (s *sink) newWorker() *worker {
+	w := &worker{s: s}
+	w.emit = w.add
+	return w
+}
+
+func (s *sink) summary(ls []*listen.Listener) {
+	for _, l := range ls {
+		st := l.Stats()
+		s.log.Info("listener totals", "url", l.URL, "messages", st.Messages, "denied", st.Denied,
+			"kernel_drops", st.KernelDrops, "tcp_connections", st.Connections, "tcp_stream_errors", st.StreamErrors)
+	}
+	st := s.dec.Stats()
+	s.log.Info("decode totals", append(counterAttrs(&st.Total), "exporters", st.Tracked, "kafka_encode_errors", s.encodeErrs.Load())...)
+	n := 0
+	for addr, c := range st.Exporters {
+		if n++; n > 100 {
+			s.log.Info("more exporters not shown", "count", len(st.Exporters)-100)
+			break
+		}
+		s.log.Info("exporter totals", append([]any{"exporter", addr}, counterAttrs(&c)...)...)
+	}
+}
+
+// worker turns the messages one receiving goroutine gets into output,
+// batched per message and flushed when the batch is large or the
+// listener goes idle.
+type worker struct {
+	s     *sink
+	emit  func(*schemas.FlowMessage)
+	lines []byte             // JSON lines for the file
+	slab  []byte             // Kafka keys and values
+	msgs  []kafkaout.Message // slices of slab
+}
+
+func (w *worker) Message(exporter netip.AddrPort, msg []byte) {
+	// Decode errors are counted by the decoder, per exporter and reason.
+	w.s.dec.Decode(exporter, msg, uint64(time.Now().UnixNano()), w.emit)
+	if len(w.lines) > 256<<10 || len(w.msgs) > 4096 {
+		w.Idle()
+	}
+}
+
+func (w *worker) add(m *schemas.FlowMessage) {
+	if w.s.file != nil {
+		w.lines, _ = schemas.FormatJSON.Append(w.lines, m) // never fails for a FlowMessage
+		w.lines = append(w.lines, '\n')
+	}
+	if w.s.prod != nil {
+		if w.slab == nil {
+			w.slab = make([]byte, 0, 512<<10)
+		}
+		start := len(w.slab)
+		w.slab = schemas.AppendKey(w.slab, m)
+		keyEnd := len(w.slab)
+		b, err := w.s.format.Append(w.slab, m)
+		if err != nil {
+			// Not expected: the decoder makes strings valid UTF-8.
+			w.slab = w.slab[:start]
+			w.s.encodeErrs.Add(1)
+			return
+		}
+		w.slab = b
+		// Earlier messages keep pointing into the old array if slab grows.
+		w.msgs = append(w.msgs, kafkaout.Message{Topic: w.s.topic, Key: w.slab[start:keyEnd:keyEnd], Value: w.slab[keyEnd:len(w.slab):len(w.slab)]})
+	}
+}
+
+// Idle hands the batch over.
+func (w *worker) Idle() {
+	if len(w.lines) > 0 {
+		if _, err := w.s.file.Write(w.lines); err != nil {
+			w.s.log.Error("write --out", "err", err)
+		}
+		w.lines = w.lines[:0]
+	}
+	if len(w.msgs) > 0 {
+		w.s.prod.Send(w.msgs)
+		// The producer holds the messages until delivered: start afresh.
+		w.msgs, w.slab = nil, nil
+	}
+}
+
+func counterAttrs(c *decode.Counters) []any {
+	attrs := []any{"messages", c.Messages, "records", c.Records, "lost", c.Lost, "resets", c.Resets,
+		"out_of_order", c.OutOfOrder, "template_misses", c.TemplateMisses, "pending_decoded", c.PendingDecoded,
+		"pending_dropped", c.PendingDropped}
+	for reason, n := range c.Bad() {
+		attrs = append(attrs, "dropped_"+reason, n)
+	}
+	return attrs
+}
