@@ -37,7 +37,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	c.Kafka.AddFlags(fs, false)
 	fs.StringArrayVar(&c.Allow, "allow", nil, "accept exporters only from this CIDR (repeatable; default: any); others are counted and dropped")
 	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
-	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (address, domain) tracked at once; more are counted and dropped")
+	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, one silent for 10 minutes gives up its place, else the newcomer is counted and dropped")
 	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
