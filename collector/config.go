@@ -22,6 +22,7 @@ type config struct {
 	UDPReadBuffer  int
 	MaxExporters   int
 	MaxTemplates   int
+	Metrics        string
 	LogLevel       string
 	LogFormat      string
 	Kafka          kafkaout.Config
@@ -39,6 +40,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
 	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, one silent for 10 minutes gives up its place, else the newcomer is counted and dropped")
 	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
+	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9478", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
 }

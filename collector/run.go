@@ -14,6 +14,7 @@ import (
 	"github.com/xdpflow/xdpflow/collector/listen"
 	"github.com/xdpflow/xdpflow/collector/rotate"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
+	"github.com/xdpflow/xdpflow/internal/metrics"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -49,6 +50,15 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		ls = append(ls, l)
 		log.Info("listening", "url", u, "addr", l.Addr())
 	}
+
+	ms, err := metrics.Serve(c.Metrics, collectorMetrics(ls, s), collectorReady(s), log)
+	if err != nil {
+		for _, l := range ls {
+			l.Close()
+		}
+		return err
+	}
+	defer ms.Close()
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(ls))

@@ -8,14 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/kafkacheck"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -85,6 +88,48 @@ func sorted(fs []schemas.Flow) []string {
 	return out
 }
 
+// checkMetrics scrapes the running collector.
+func checkMetrics(t *testing.T, log string) {
+	t.Helper()
+	m := regexp.MustCompile(`msg=metrics addr=(\S+)`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no metrics address in the log:\n%s", log)
+	}
+	for path, want := range map[string][]string{
+		"/readyz": {"ready"},
+		"/metrics": {
+			`xdpflow_collector_records_total{exporter="127.0.0.1"} 350`,
+			`xdpflow_collector_lost_records_total{exporter="127.0.0.1"} 0`,
+			`xdpflow_collector_bad_messages_total{exporter="127.0.0.1",reason="bad_length"} 0`,
+			`xdpflow_kafka_up 1`,
+		},
+	} {
+		b := get(t, "http://"+m[1]+path)
+		for _, w := range want {
+			if !strings.Contains(b, w) {
+				t.Errorf("%s lacks %q", path, w)
+			}
+		}
+	}
+	if !regexp.MustCompile(`xdpflow_collector_denied_total\{listener="udp://[^"]+"\} [1-9]`).MatchString(get(t, "http://"+m[1]+"/metrics")) {
+		t.Error("/metrics: no denied datagrams counted")
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	r, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("%s: %d %s", url, r.StatusCode, b)
+	}
+	return string(b)
+}
+
 // TestOutputs runs the collector in process with a UDP and a TCP listener,
 // --allow, a JSON lines file and Kafka: both outputs hold exactly the
 // records the allowed exporters sent; the denied one's are counted, not
@@ -94,11 +139,11 @@ func TestOutputs(t *testing.T) {
 	udpPort, tcpPort := freePort(t, "udp"), freePort(t, "tcp")
 	out := filepath.Join(t.TempDir(), "flows.jsonl")
 	c, _, err := parseConfig([]string{"--listen", fmt.Sprintf("udp://127.0.0.1:%d", udpPort), "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", tcpPort),
-		"--out", out, "--allow", "127.0.0.1/32", "--kafka-brokers", kb.Addr, "--kafka-topic", "flows"})
+		"--out", out, "--allow", "127.0.0.1/32", "--kafka-brokers", kb.Addr, "--kafka-topic", "flows", "--metrics", "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs flowcheck.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -123,6 +168,7 @@ func TestOutputs(t *testing.T) {
 	}
 	export(t, x, denied, 9)
 	time.Sleep(500 * time.Millisecond)
+	checkMetrics(t, logs.String())
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ type config struct {
 	TemplateRefreshN  int
 	LogLevel          string
 	LogFormat         string
+	Metrics           string
 	Kafka             kafkaout.Config
 }
 
@@ -62,6 +63,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.Uint32Var(&c.ObservationDomain, "observation-domain", 1, "IPFIX observation domain id / NetFlow v9 source id (non-zero)")
 	fs.DurationVar(&c.TemplateRefresh, "template-refresh", 60*time.Second, "UDP: resend templates this often")
 	fs.IntVar(&c.TemplateRefreshN, "template-refresh-messages", 1000, "UDP: ...or after this many messages, whichever first")
+	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9477", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
 }

@@ -3,8 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -200,6 +204,7 @@ func TestEndToEnd(t *testing.T) {
 	// Let idle timeouts expire the quiet flows, then send one more burst
 	// and stop the probe at once: that burst must come out as a forced end.
 	time.Sleep(2500 * time.Millisecond)
+	checkMetrics(t, pair, want)
 	want.AddSent(long[0], 1)
 	if err := pair.In(pair.A, func() error {
 		s, err := trafficgen.NewSender(pair.IfindexA)
@@ -395,6 +400,56 @@ func TestKafkaSpoolAcrossRestart(t *testing.T) {
 
 // checkSamples reads the --pcap file: one frame head per sample the
 // datapath wrote, cut at --sample-bytes with the original length kept.
+// checkMetrics scrapes the probe (default --metrics, in its namespace):
+// ready, and the packets and bytes drained so far equal what was sent.
+func checkMetrics(t *testing.T, pair *testnet.Pair, sent flowcheck.Sums) {
+	t.Helper()
+	// net/http dials from its own goroutines: dial in the namespace.
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		pair.In(pair.B, func() error { c, err = (&net.Dialer{}).DialContext(ctx, network, addr); return nil })
+		return c, err
+	}}}
+	get := func(path string) (int, string) {
+		r, err := client.Get("http://127.0.0.1:9477" + path)
+		if err != nil {
+			t.Fatalf("scrape %s: %v", path, err)
+		}
+		defer r.Body.Close()
+		body, _ := io.ReadAll(r.Body)
+		return r.StatusCode, string(body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	var pkts, bytes uint64
+	for _, tot := range sent {
+		pkts += tot.Packets
+		bytes += tot.Bytes
+	}
+	_, body := get("/metrics")
+	values := map[string]float64{}
+	for _, line := range strings.Split(body, "\n") {
+		if name, v, ok := strings.Cut(line, " "); ok && !strings.HasPrefix(line, "#") {
+			values[name], _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	for series, want := range map[string]float64{
+		fmt.Sprintf("xdpflow_probe_flow_packets_total{iface=%q}", pair.LinkB): float64(pkts),
+		fmt.Sprintf("xdpflow_probe_flow_bytes_total{iface=%q}", pair.LinkB):   float64(bytes),
+		fmt.Sprintf("xdpflow_probe_attached{iface=%q}", pair.LinkB):           1,
+		"xdpflow_probe_unattributed_packets_total":                            0,
+		`xdpflow_probe_malformed_frames_total{reason="ipv4_bad_ihl"}`:         4,
+		"xdpflow_kafka_up": 1,
+	} {
+		if got, ok := values[series]; !ok || got != want {
+			t.Errorf("/metrics: %s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+}
+
 // checkKafka reads the flow and sample topics with an independent client:
 // one message per exported record, summing to the truth exactly, and one
 // per sample.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
+	"github.com/xdpflow/xdpflow/internal/metrics"
 	"github.com/xdpflow/xdpflow/probe/attach"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
@@ -92,6 +93,23 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	if prod != nil {
 		exps = append(exps, &kafkaFlows{p: prod, topic: c.Kafka.Topic, format: format, meta: meta})
 	}
+	ifaces := map[uint32]*ifaceCounts{}
+	for idx, name := range names {
+		ifaces[idx] = &ifaceCounts{name: name}
+	}
+	p := &pipeline{
+		d:      d,
+		table:  flowtable.New(flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows)}),
+		exps:   exps,
+		log:    log,
+		max:    int(c.MaxFlows),
+		ifaces: ifaces,
+	}
+	ms, err := metrics.Serve(c.Metrics, probeMetrics(d, p, ifaces, exps, prod), probeReady(ifaces, prod), log)
+	if err != nil {
+		return err
+	}
+	defer ms.Close()
 	defer func() {
 		for _, x := range exps {
 			x.Close()
@@ -105,6 +123,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			if err := a.Close(); err != nil {
 				log.Error("detach", "iface", a.Iface, "err", err)
 			}
+			ifaces[uint32(a.Ifindex)].attached.Store(false)
 		}
 		atts = nil
 	}
@@ -115,6 +134,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			return err
 		}
 		atts = append(atts, a)
+		ifaces[uint32(a.Ifindex)].attached.Store(true)
 		log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action)
 	}
 
@@ -140,14 +160,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		log.Warn("header sampling is on but nothing reads the samples: add --pcap FILE or --kafka-samples-topic", "sample_rate", c.SampleRate)
 	}
 
-	p := &pipeline{
-		d:     d,
-		table: flowtable.New(flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows)}),
-		exps:  exps,
-		clock: clock,
-		log:   log,
-		max:   int(c.MaxFlows),
-	}
+	p.clock = clock
 	interval := c.DrainInterval
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
@@ -237,6 +250,9 @@ type pipeline struct {
 	failedSeen uint64    // datapath update failures already reported
 	lastWarn   time.Time // rate limit for pressure warnings
 	pressure   uint64    // ticks run early because of kernel table pressure
+
+	ifaces map[uint32]*ifaceCounts            // per capture interface counts (metrics)
+	snap   atomic.Pointer[pipelineSnapshot] // what scrapes read
 }
 
 // tick drains the kernel and exports what is due; final ends every flow.
@@ -248,7 +264,14 @@ func (p *pipeline) tick(final bool) error {
 	if err != nil {
 		return err
 	}
-	if err := p.d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) { p.table.Add(k, v); n++ }); err != nil {
+	if err := p.d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) {
+		p.table.Add(k, v)
+		n++
+		if c := p.ifaces[k.Ifindex]; c != nil {
+			c.packets.Add(v.Packets)
+			c.bytes.Add(v.Bytes)
+		}
+	}); err != nil {
 		return err
 	}
 	p.lastDrain = n
@@ -269,6 +292,7 @@ func (p *pipeline) tick(final bool) error {
 	for _, err := range errs {
 		p.log.Error("export failed", "err", err)
 	}
+	p.snap.Store(&pipelineSnapshot{table: p.table.Stats(), kernelFlows: n, pressure: p.pressure})
 	return nil
 }
 
