@@ -47,6 +47,10 @@ type Config struct {
 	// BPF_MAP_TYPE_HASH; the others exist for docs/benchmarks.md, which
 	// says why the default won.
 	TableType ebpf.MapType
+	// PinPath, when set, is a bpffs directory where the maps are pinned
+	// (see pin.go): a Load that finds compatible pins there carries on
+	// with them.
+	PinPath string
 	// benchFlows makes the program vary the source address over this many
 	// values, so that a repeated test frame becomes many flows.
 	benchFlows uint32
@@ -100,6 +104,15 @@ type Datapath struct {
 	// Samples is the ring buffer of sampled frame heads (struct sample_hdr).
 	Samples *ebpf.Map
 
+	// Reused is set when the maps were taken over from pins a previous
+	// probe left: they hold what was counted while no probe ran.
+	Reused bool
+	// Leftovers are flow tables of an earlier, incompatible layout (a
+	// different --max-flows, say) whose entries can still be read: drain
+	// them, then close them. LayoutChange says what differed.
+	Leftovers    []*ebpf.Map
+	LayoutChange error
+
 	cfg    Config
 	objs   xdpflowObjects
 	tables [2]*ebpf.Map
@@ -140,34 +153,59 @@ func Load(cfg Config) (*Datapath, error) {
 	spec.Maps["samples"].MaxEntries = cfg.RingBytes
 
 	d := &Datapath{cfg: cfg}
-	for i := range d.tables {
-		t := inner.Copy()
-		t.Name = fmt.Sprintf("xdpflow_flows%d", i)
-		if d.tables[i], err = ebpf.NewMap(t); err != nil {
-			d.closeTables()
-			if isPerm(err) {
-				return nil, fmt.Errorf("create BPF maps: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
-			}
-			if memlockErr != nil {
-				err = errors.Join(err, memlockErr)
-			}
-			return nil, fmt.Errorf("create flow table (%d entries): %w%s", cfg.MaxFlows, err, permissionHint(err))
+	var repl map[string]*ebpf.Map
+	if cfg.PinPath != "" {
+		if repl, err = d.takePins(spec, inner); err != nil {
+			return nil, err
 		}
 	}
-	// The first table starts active.
-	outer := spec.Maps["flow_tables"]
-	outer.Contents = []ebpf.MapKV{{Key: uint32(0), Value: d.tables[0]}}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	if !d.Reused {
+		for i := range d.tables {
+			t := inner.Copy()
+			t.Name = fmt.Sprintf("xdpflow_flows%d", i)
+			if d.tables[i], err = ebpf.NewMap(t); err != nil {
+				d.closeTables()
+				if isPerm(err) {
+					return nil, fmt.Errorf("create BPF maps: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+				}
+				if memlockErr != nil {
+					err = errors.Join(err, memlockErr)
+				}
+				return nil, fmt.Errorf("create flow table (%d entries): %w%s", cfg.MaxFlows, err, permissionHint(err))
+			}
+		}
+		// The first table starts active.
+		spec.Maps["flow_tables"].Contents = []ebpf.MapKV{{Key: uint32(0), Value: d.tables[0]}}
+	}
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
 		d.closeTables()
+		for _, m := range repl {
+			m.Close()
+		}
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("kernel verifier rejected the XDP program: %+v", ve)
 		}
 		return nil, fmt.Errorf("load XDP program: %w%s", err, permissionHint(err))
 	}
+	for _, m := range repl {
+		m.Close() // the collection holds its own reference
+	}
+	if d.Reused {
+		if err := d.findActive(); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	if err := d.startClock(); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if cfg.PinPath != "" && !d.Reused {
+		if err := d.pin(); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	d.Program = d.objs.Xdpflow
 	d.Empty = d.objs.XdpEmpty

@@ -38,6 +38,7 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 	Metrics           string
+	PinPath           string
 	Kafka             kafkaout.Config
 }
 
@@ -48,7 +49,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.StringVar(&c.XDPMode, "xdp-mode", "auto", "auto (native, falling back to generic), native or generic")
 	fs.StringVar(&c.Action, "action", "pass", "after counting: pass (inline tap) or drop (span/mirror port)")
 	fs.BoolVar(&c.Force, "force", false, "replace an XDP program already on the interface")
-	fs.BoolVar(&c.Detach, "detach", false, "remove the XDP program from the interfaces (-i) and exit: the way out after a crash")
+	fs.BoolVar(&c.Detach, "detach", false, "remove the XDP program and its pins from the interfaces (-i) and exit; given exporters, export what the pinned tables hold first")
 	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port or tcp://host:port (repeatable)")
 	fs.StringArrayVar(&c.NetFlow9, "netflow9", nil, "NetFlow v9 collector, udp://host:port (repeatable)")
 	fs.BoolVar(&c.Stdout, "stdout", false, "print each exported flow as one JSON line")
@@ -63,6 +64,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.Uint32Var(&c.ObservationDomain, "observation-domain", 1, "IPFIX observation domain id / NetFlow v9 source id (non-zero)")
 	fs.DurationVar(&c.TemplateRefresh, "template-refresh", 60*time.Second, "UDP: resend templates this often")
 	fs.IntVar(&c.TemplateRefreshN, "template-refresh-messages", 1000, "UDP: ...or after this many messages, whichever first")
+	fs.StringVar(&c.PinPath, "pin-path", bpf.DefaultPinRoot+"/<iface>", "bpffs directory for the maps and XDP links: a restarted probe carries on with the live tables, nothing uncounted (empty: no pinning; <iface> is the first -i)")
 	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9477", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
@@ -78,11 +80,17 @@ func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
 	return c, fs, c.validate()
 }
 
+// exports tells whether any exporter is configured.
+func (c *config) exports() bool {
+	return len(c.IPFIX)+len(c.NetFlow9) > 0 || c.Stdout || c.Kafka.Enabled()
+}
+
 func (c *config) validate() error {
 	if len(c.Ifaces) == 0 {
 		return fmt.Errorf("no interface: give one with -i NAME")
 	}
-	if c.Detach {
+	c.PinPath = strings.ReplaceAll(c.PinPath, "<iface>", c.Ifaces[0])
+	if c.Detach && !c.exports() {
 		return nil
 	}
 	if _, err := attach.ParseMode(c.XDPMode); err != nil {
@@ -121,7 +129,7 @@ func (c *config) validate() error {
 	if err := c.Kafka.Validate(); err != nil {
 		return err
 	}
-	if len(c.IPFIX)+len(c.NetFlow9) == 0 && !c.Stdout && !c.Kafka.Enabled() {
+	if !c.exports() {
 		return fmt.Errorf("nowhere to export: give --ipfix URL, --netflow9 URL, --kafka-brokers or --stdout")
 	}
 	if c.Pcap != "" && c.SampleRate == 0 {

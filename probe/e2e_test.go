@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"google.golang.org/protobuf/proto"
@@ -325,6 +328,89 @@ func send(t *testing.T, pair *testnet.Pair, frames []trafficgen.Built) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPinnedRestart: with --pin-path, a stopped probe leaves the program
+// counting; the next start exports what it counted meanwhile, and
+// `--detach` with an exporter exports the rest and removes everything.
+// Four rounds of traffic (one while no probe runs, one before --detach)
+// add up exactly at the collector.
+func TestPinnedRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	bin := buildProbe(t)
+	pair, err := testnet.NewPair(fmt.Sprintf("xfp%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	// `ip netns exec` remounts /sys, so the pins go to a bpffs of the
+	// test's own, mounted outside /sys.
+	fsDir := t.TempDir()
+	if err := unix.Mount("bpf", fsDir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(fsDir, unix.MNT_DETACH) })
+	pins := filepath.Join(fsDir, "xdpflow", pair.LinkB)
+	col := collector(t, pair)
+	args := []string{"--ipfix", col.URL(), "--pin-path", pins, "--idle-timeout", "1s", "--drain-interval", "200ms"}
+
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := flowcheck.Sums{}
+	round := func() {
+		for _, f := range mix {
+			want.AddSent(f, 1)
+		}
+		send(t, pair, mix)
+		time.Sleep(100 * time.Millisecond)
+	}
+	attached := func() bool {
+		var on bool
+		pair.In(pair.B, func() error {
+			l, err := netlink.LinkByName(pair.LinkB)
+			on = err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+			return err
+		})
+		return on
+	}
+
+	first := startProbe(t, pair, args...)
+	round()
+	first.stop(t)
+	if !attached() {
+		t.Fatalf("the pinned program was detached at exit:\n%s", first.stderr.String())
+	}
+	round() // no probe running: counted in the pinned table
+
+	second := startProbe(t, pair, args...)
+	if log := second.stderr.String(); !strings.Contains(log, "carrying on with the pinned datapath") || !strings.Contains(log, "took_over_pinned_link=true") {
+		t.Errorf("second start did not take over the pins:\n%s", log)
+	}
+	round()
+	second.stop(t)
+	round() // again while none runs, exported by --detach
+
+	out, err := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin, "--detach", "-i", pair.LinkB,
+		"--ipfix", col.URL(), "--pin-path", pins).CombinedOutput()
+	if err != nil {
+		t.Fatalf("--detach: %v\n%s", err, out)
+	}
+	if attached() {
+		t.Error("still attached after --detach")
+	}
+	if _, err := os.Stat(pins); !os.IsNotExist(err) {
+		t.Errorf("pins left after --detach: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	got, _ := decode(t, "IPFIX", col.Stop())
+	compare(t, "IPFIX across restarts", got, want)
+	if t.Failed() {
+		t.Logf("first:\n%s\nsecond:\n%s\ndetach:\n%s", first.stderr.String(), second.stderr.String(), out)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/bpf"
@@ -45,28 +46,10 @@ func (c *wallClock) now() uint64 {
 func (c *wallClock) offset() int64 { return c.off.Load() }
 
 func run(ctx context.Context, c *config, log *slog.Logger) error {
-	if c.Detach {
-		for _, iface := range c.Ifaces {
-			if err := attach.Detach(iface); err != nil {
-				return err
-			}
-			log.Info("XDP program removed", "iface", iface)
-		}
-		return nil
+	if c.Detach && !c.exports() {
+		return detachOnly(c, log)
 	}
 
-	action := bpf.Pass
-	if c.Action == "drop" {
-		action = bpf.Drop
-	}
-	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-
-	// Exporters first: a NetFlow v9 exporter's uptime starts when it is
-	// created, and must not start after the first packet counted.
 	names := map[uint32]string{}
 	for _, iface := range c.Ifaces {
 		i, err := net.InterfaceByName(iface)
@@ -75,6 +58,33 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 		names[uint32(i.Index)] = iface
 	}
+	action := bpf.Pass
+	if c.Action == "drop" {
+		action = bpf.Drop
+	}
+	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action, PinPath: c.PinPath})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// Pins this start made are removed again if it fails before the
+	// program is attached: nothing would ever read them.
+	attachedOnce := false
+	defer func() {
+		if !attachedOnce && !d.Reused && c.PinPath != "" {
+			bpf.Unpin(c.PinPath)
+		}
+	}()
+	if d.Reused {
+		log.Info("carrying on with the pinned datapath: what it counted while no probe ran is exported now", "pin_path", c.PinPath)
+	}
+	if d.LayoutChange != nil {
+		log.Warn("pinned maps of another layout (an upgrade, or another --max-flows): exporting what they hold, then starting clean",
+			"pin_path", c.PinPath, "readable_tables", len(d.Leftovers), "change", d.LayoutChange)
+	}
+
+	// Exporters first: a NetFlow v9 exporter's uptime starts when it is
+	// created, and must not start after the first packet counted.
 	meta := schemas.Meta{ObservationDomain: c.ObservationDomain, SamplingRate: 1, IfNames: names}
 	meta.ProbeHost, _ = os.Hostname()
 	var prod *kafkaout.Producer
@@ -105,6 +115,12 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		max:    int(c.MaxFlows),
 		ifaces: ifaces,
 	}
+	for _, m := range d.Leftovers {
+		if _, err := p.drain(m); err != nil {
+			log.Error("drain the old layout's table", "err", err)
+		}
+		m.Close()
+	}
 	ms, err := metrics.Serve(c.Metrics, probeMetrics(d, p, ifaces, exps, prod), probeReady(ifaces, prod), log)
 	if err != nil {
 		return err
@@ -118,24 +134,33 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 
 	mode, _ := attach.ParseMode(c.XDPMode)
 	var atts []*attach.Attachment
-	detach := func() {
+	// release lets go of the program; pinned, it stays attached and
+	// counting for the next probe, unless remove is set.
+	release := func(remove bool) {
 		for _, a := range atts {
-			if err := a.Close(); err != nil {
+			var err error
+			if remove {
+				err = a.Detach()
+			} else {
+				err = a.Close()
+			}
+			if err != nil {
 				log.Error("detach", "iface", a.Iface, "err", err)
 			}
 			ifaces[uint32(a.Ifindex)].attached.Store(false)
 		}
 		atts = nil
 	}
-	defer detach()
+	defer release(false)
 	for _, iface := range c.Ifaces {
-		a, err := attach.Attach(iface, d.Program, mode, c.Force, log)
+		a, err := attach.Attach(iface, d.Program, mode, c.Force, c.PinPath, log)
 		if err != nil {
 			return err
 		}
 		atts = append(atts, a)
+		attachedOnce = true
 		ifaces[uint32(a.Ifindex)].attached.Store(true)
-		log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action)
+		log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action, "took_over_pinned_link", a.Reused)
 	}
 
 	clock := &wallClock{}
@@ -164,12 +189,22 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	interval := c.DrainInterval
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
+	done := ctx.Done()
+	if c.Detach { // export what the pinned tables hold, then remove all
+		now := make(chan struct{})
+		close(now)
+		done = now
+	}
 	for {
 		select {
-		case <-ctx.Done():
-			// Detach first so nothing more arrives, then take the last
-			// packets out and end every flow.
-			detach()
+		case <-done:
+			// Not pinned: detach first so nothing more arrives, then take
+			// the last packets out and end every flow. Pinned: the program
+			// keeps counting into the other table, for the next start.
+			pinned := c.PinPath != "" && !c.Detach
+			if !pinned {
+				release(true)
+			}
 			err := p.tick(true)
 			for _, x := range exps {
 				if ferr := x.Flush(); ferr != nil {
@@ -182,6 +217,13 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 				err = errors.Join(err, serr)
 			}
 			p.summary()
+			if pinned {
+				log.Info("the XDP program stays attached and counting (pinned): the next start exports what it counts; `xdpflow-probe --detach -i IFACE` removes it",
+					"pin_path", c.PinPath)
+			} else if c.Detach {
+				err = errors.Join(err, bpf.Unpin(c.PinPath))
+				log.Info("XDP program removed, pinned maps exported and removed", "pin_path", c.PinPath)
+			}
 			return err
 		case <-timer.C:
 			if err := p.tick(false); err != nil {
@@ -251,7 +293,7 @@ type pipeline struct {
 	lastWarn   time.Time // rate limit for pressure warnings
 	pressure   uint64    // ticks run early because of kernel table pressure
 
-	ifaces map[uint32]*ifaceCounts            // per capture interface counts (metrics)
+	ifaces map[uint32]*ifaceCounts          // per capture interface counts (metrics)
 	snap   atomic.Pointer[pipelineSnapshot] // what scrapes read
 }
 
@@ -259,19 +301,12 @@ type pipeline struct {
 func (p *pipeline) tick(final bool) error {
 	// The table taken out holds every packet since the last tick; the
 	// other one was emptied then.
-	n := 0
 	old, err := p.d.Rotate()
 	if err != nil {
 		return err
 	}
-	if err := p.d.Drain(old, func(k bpf.FlowKey, v bpf.FlowValue) {
-		p.table.Add(k, v)
-		n++
-		if c := p.ifaces[k.Ifindex]; c != nil {
-			c.packets.Add(v.Packets)
-			c.bytes.Add(v.Bytes)
-		}
-	}); err != nil {
+	n, err := p.drain(old)
+	if err != nil {
 		return err
 	}
 	p.lastDrain = n
@@ -294,6 +329,40 @@ func (p *pipeline) tick(final bool) error {
 	}
 	p.snap.Store(&pipelineSnapshot{table: p.table.Stats(), kernelFlows: n, pressure: p.pressure})
 	return nil
+}
+
+// drain takes every flow out of a kernel table into the flow table.
+func (p *pipeline) drain(m *ebpf.Map) (n int, err error) {
+	err = p.d.Drain(m, func(k bpf.FlowKey, v bpf.FlowValue) {
+		p.table.Add(k, v)
+		n++
+		if c := p.ifaces[k.Ifindex]; c != nil {
+			c.packets.Add(v.Packets)
+			c.bytes.Add(v.Bytes)
+		}
+	})
+	return n, err
+}
+
+// detachOnly is `--detach` without exporters: take the program off and
+// remove the pins; what the pinned tables still hold is not exported.
+func detachOnly(c *config, log *slog.Logger) error {
+	for _, iface := range c.Ifaces {
+		if err := attach.Detach(iface); err != nil {
+			return err
+		}
+		if c.PinPath != "" {
+			os.Remove(attach.LinkPin(c.PinPath, iface))
+		}
+		log.Info("XDP program removed", "iface", iface)
+	}
+	if c.PinPath == "" {
+		return nil
+	}
+	if _, err := os.Stat(c.PinPath); err == nil {
+		log.Warn("pinned tables removed without export: give --detach the exporters (--ipfix, --kafka-brokers, ...) to export what they held first", "pin_path", c.PinPath)
+	}
+	return bpf.Unpin(c.PinPath)
 }
 
 // nextInterval shortens the drain interval while the kernel table fills

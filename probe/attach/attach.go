@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -37,21 +39,46 @@ type Attachment struct {
 	Iface   string
 	Ifindex int
 	Mode    Mode // the mode actually used
-	link    link.Link
+	// Reused is set when a link a previous probe pinned was taken over:
+	// the program was swapped in place, no frame went uncounted.
+	Reused bool
+	link   link.Link
+	pin    string // the link's pin, "" when not pinned
 }
 
-// Close detaches the program.
+// Close lets go of the program. A pinned link stays, and the program with
+// it: it keeps counting for the next probe. Otherwise it is detached.
 func (a *Attachment) Close() error { return a.link.Close() }
+
+// Detach takes the program off the interface, pinned or not.
+func (a *Attachment) Detach() error {
+	if a.pin != "" {
+		if err := a.link.Unpin(); err != nil {
+			return fmt.Errorf("unpin XDP link %s: %w", a.pin, err)
+		}
+	}
+	return a.link.Close()
+}
+
+// LinkPin is where the XDP link of iface is pinned under dir.
+func LinkPin(dir, iface string) string { return filepath.Join(dir, "link-"+iface) }
 
 // Attach puts prog on the interface. An interface that already has an XDP
 // program is refused unless force is set, in which case that program is
-// removed first.
-func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, log *slog.Logger) (*Attachment, error) {
+// removed first. With pinDir, the link is pinned there, and a link a
+// previous probe pinned on this interface is taken over: prog replaces its
+// program atomically.
+func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir string, log *slog.Logger) (*Attachment, error) {
 	l, err := netlink.LinkByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q not found: check the name with `ip link` (and the network namespace)", iface)
 	}
 	idx := l.Attrs().Index
+	if pinDir != "" {
+		if a, err := takeOver(iface, idx, prog, LinkPin(pinDir, iface), log); a != nil || err != nil {
+			return a, err
+		}
+	}
 	if x := l.Attrs().Xdp; x != nil && x.Attached {
 		if !force {
 			return nil, fmt.Errorf("%s already has an XDP program (id %d): stop its owner, run `xdpflow-probe --detach -i %s`, or pass --force to replace it", iface, x.ProgId, iface)
@@ -90,7 +117,53 @@ func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, log *slog.L
 		}
 		return nil, fmt.Errorf("attach XDP (%s mode) to %s: %w", used, iface, err)
 	}
-	return &Attachment{Iface: iface, Ifindex: idx, Mode: used, link: lk}, nil
+	a := &Attachment{Iface: iface, Ifindex: idx, Mode: used, link: lk}
+	if pinDir != "" {
+		a.pin = LinkPin(pinDir, iface)
+		if err := lk.Pin(a.pin); err != nil {
+			lk.Close()
+			return nil, fmt.Errorf("pin XDP link of %s at %s: %w", iface, a.pin, err)
+		}
+	}
+	return a, nil
+}
+
+// takeOver swaps prog into the link pinned at pin, when that link is an
+// XDP link on this interface. A stale pin (the interface was re-created,
+// say) is removed and nil returned: attach afresh.
+func takeOver(iface string, idx int, prog *ebpf.Program, pin string, log *slog.Logger) (*Attachment, error) {
+	lk, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pinned XDP link %s: %w (remove it with `xdpflow-probe --detach -i %s`)", pin, err, iface)
+	}
+	info, err := lk.Info()
+	if err != nil || info.Type != link.XDPType || info.XDP() == nil || int(info.XDP().Ifindex) != idx {
+		log.Warn("removing a stale pinned XDP link (not on this interface any more)", "pin", pin)
+		lk.Unpin()
+		lk.Close()
+		return nil, nil
+	}
+	if err := lk.Update(prog); err != nil {
+		lk.Close()
+		return nil, fmt.Errorf("replace the program of the pinned XDP link %s: %w", pin, err)
+	}
+	mode := Native
+	if x := linkMode(idx); x == Generic {
+		mode = Generic
+	}
+	return &Attachment{Iface: iface, Ifindex: idx, Mode: mode, Reused: true, link: lk, pin: pin}, nil
+}
+
+// linkMode reads the XDP mode an interface's program runs in.
+func linkMode(idx int) Mode {
+	l, err := netlink.LinkByIndex(idx)
+	if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.AttachMode == 2 { // XDP_ATTACHED_SKB
+		return Generic
+	}
+	return Native
 }
 
 func unsupported(err error) bool {

@@ -5,9 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpflow/xdpflow/bpf"
@@ -45,14 +47,14 @@ func TestAttachDetach(t *testing.T) {
 	}
 
 	err = pair.In(pair.B, func() error {
-		_, err := Attach("no-such-if", d.Program, Auto, false, log)
+		_, err := Attach("no-such-if", d.Program, Auto, false, "", log)
 		wantErr(err, "ip link")
 
 		// Loopback has no native XDP: native is refused with the fix,
 		// auto falls back to generic.
-		_, err = Attach("lo", d.Program, Native, false, log)
+		_, err = Attach("lo", d.Program, Native, false, "", log)
 		wantErr(err, "--xdp-mode generic")
-		lo, err := Attach("lo", d.Program, Auto, false, log)
+		lo, err := Attach("lo", d.Program, Auto, false, "", log)
 		if err != nil {
 			return fmt.Errorf("auto on lo: %w", err)
 		}
@@ -61,14 +63,14 @@ func TestAttachDetach(t *testing.T) {
 		}
 		lo.Close()
 
-		a, err := Attach(pair.LinkB, d.Program, Native, false, log)
+		a, err := Attach(pair.LinkB, d.Program, Native, false, "", log)
 		if err != nil {
 			return err
 		}
 		if a.Mode != Native || !attached() {
 			t.Errorf("mode %s, attached %v", a.Mode, attached())
 		}
-		_, err = Attach(pair.LinkB, d.Program, Native, false, log)
+		_, err = Attach(pair.LinkB, d.Program, Native, false, "", log)
 		wantErr(err, "--force")
 
 		// A probe killed with kill -9: its link is gone with its fds; an
@@ -81,9 +83,9 @@ func TestAttachDetach(t *testing.T) {
 		if err := netlink.LinkSetXdpFd(l, d.Program.FD()); err != nil {
 			return err
 		}
-		_, err = Attach(pair.LinkB, d.Program, Auto, false, log)
+		_, err = Attach(pair.LinkB, d.Program, Auto, false, "", log)
 		wantErr(err, "already has an XDP program")
-		b, err := Attach(pair.LinkB, d.Program, Auto, true, log)
+		b, err := Attach(pair.LinkB, d.Program, Auto, true, "", log)
 		if err != nil {
 			return fmt.Errorf("--force: %w", err)
 		}
@@ -103,6 +105,42 @@ func TestAttachDetach(t *testing.T) {
 		if attached() {
 			t.Error("still attached after Detach (netlink)")
 		}
+
+		// Pinned: the program outlives Close, the next Attach takes the
+		// link over, Detach removes it and its pin.
+		pins := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdpflow-attach-test-%d", os.Getpid()))
+		if err := bpf.EnsureBPFFS(pins); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(pins, 0o700); err != nil {
+			return err
+		}
+		defer os.RemoveAll(pins)
+		p, err := Attach(pair.LinkB, d.Program, Native, false, pins, log)
+		if err != nil {
+			return err
+		}
+		p.Close()
+		if !attached() {
+			t.Error("a pinned link was detached by Close")
+		}
+		q, err := Attach(pair.LinkB, d.Empty, Native, false, pins, log)
+		if err != nil {
+			return fmt.Errorf("take over the pinned link: %w", err)
+		}
+		l, _ = netlink.LinkByName(pair.LinkB)
+		if info, _ := d.Empty.Info(); !q.Reused || l.Attrs().Xdp == nil || ebpf.ProgramID(l.Attrs().Xdp.ProgId) != mustID(info) {
+			t.Errorf("reused %v: the pinned link does not run the new program", q.Reused)
+		}
+		if err := q.Detach(); err != nil {
+			return err
+		}
+		if attached() {
+			t.Error("still attached after Detach of a pinned link")
+		}
+		if _, err := os.Stat(LinkPin(pins, pair.LinkB)); !os.IsNotExist(err) {
+			t.Errorf("link pin left behind: %v", err)
+		}
 		return nil
 	})
 	if err != nil {
@@ -119,4 +157,9 @@ func TestParseMode(t *testing.T) {
 	if _, err := ParseMode("offload"); err == nil {
 		t.Error("offload accepted")
 	}
+}
+
+func mustID(info *ebpf.ProgramInfo) ebpf.ProgramID {
+	id, _ := info.ID()
+	return id
 }

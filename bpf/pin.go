@@ -1,0 +1,202 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Pinning keeps the maps in bpffs, so that a probe that stops (a restart,
+// an upgrade, a crash) leaves the program counting into live tables, and
+// the next one carries on with them: packets counted while no probe ran
+// are drained and exported by the next. The clock is pinned too: its BPF
+// timer runs only while some user reference to its map exists.
+var pinnedMaps = []string{"flows0", "flows1", "flow_tables", "stats", "clock"}
+
+// DefaultPinRoot is where --pin-path goes by default: a directory per
+// probe, named after its first interface.
+const DefaultPinRoot = "/sys/fs/bpf/xdpflow"
+
+// EnsureBPFFS mounts bpffs on /sys/fs/bpf when nothing is mounted there
+// (a fresh machine), so pins under it work.
+func EnsureBPFFS(dir string) error {
+	const root = "/sys/fs/bpf"
+	if rel, err := filepath.Rel(root, dir); err != nil || rel == ".." || len(rel) > 2 && rel[:3] == "../" {
+		return checkBPFFS(dir)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("--pin-path: %w", err)
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+		if isPerm(err) {
+			return fmt.Errorf("--pin-path: bpffs is not mounted on %s and mounting it is not permitted: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN with bpffs mounted (`mount -t bpf bpf %s`)", root, root)
+		}
+		return fmt.Errorf("--pin-path: mount bpffs on %s: %w (mount it: `mount -t bpf bpf %s`, or give --pin-path '' to run without pinning)", root, err, root)
+	}
+	return nil
+}
+
+func checkBPFFS(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(d, &st); err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return fmt.Errorf("--pin-path %s is not on a bpffs mount: use a directory under /sys/fs/bpf", dir)
+			}
+			return nil
+		}
+		if d == "/" {
+			return fmt.Errorf("--pin-path %s: no such directory", dir)
+		}
+	}
+}
+
+// pinned are the maps a previous probe left under a pin directory.
+type pinned map[string]*ebpf.Map
+
+func openPinned(dir string) (pinned, error) {
+	p := pinned{}
+	for _, name := range pinnedMaps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("pinned map %s: %w", filepath.Join(dir, name), err)
+		}
+		p[name] = m
+	}
+	return p, nil
+}
+
+func (p pinned) close() {
+	for _, m := range p {
+		m.Close()
+	}
+}
+
+// compatible tells whether every map is there and of the layout specs
+// describe; if not, why.
+func (p pinned) compatible(specs map[string]*ebpf.MapSpec) error {
+	var errs []error
+	for _, name := range pinnedMaps {
+		m, ok := p[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s missing", name))
+			continue
+		}
+		if err := specs[name].Compatible(m); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readable returns the pinned flow tables whose entries this version can
+// read (same key and value layout), taking them out of p.
+func (p pinned) readable(table *ebpf.MapSpec) []*ebpf.Map {
+	var out []*ebpf.Map
+	for _, name := range []string{"flows0", "flows1"} {
+		m, ok := p[name]
+		if !ok {
+			continue
+		}
+		info, err := m.Info()
+		if err == nil && m.KeySize() == table.KeySize && m.ValueSize() == table.ValueSize && info.Type == table.Type {
+			out = append(out, m)
+			delete(p, name)
+		}
+	}
+	return out
+}
+
+func unpinAll(dir string) error {
+	var errs []error
+	for _, name := range pinnedMaps {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Unpin removes the datapath's pinned maps from dir (and dir when it is
+// then empty): what `--detach` does after taking the program off.
+func Unpin(dir string) error {
+	if err := unpinAll(dir); err != nil {
+		return fmt.Errorf("unpin %s: %w", dir, err)
+	}
+	os.Remove(dir) // only if empty: links pinned beside the maps stay
+	return nil
+}
+
+// takePins looks for a previous probe's maps. Compatible ones are taken
+// over: the tables become d's and the rest are returned as replacements
+// for the collection. Incompatible ones are unpinned, their readable
+// tables kept in d.Leftovers.
+func (d *Datapath) takePins(spec *ebpf.CollectionSpec, table *ebpf.MapSpec) (map[string]*ebpf.Map, error) {
+	dir := d.cfg.PinPath
+	if err := EnsureBPFFS(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if isPerm(err) {
+			return nil, fmt.Errorf("--pin-path %s: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN and write access to the directory", dir)
+		}
+		return nil, fmt.Errorf("--pin-path: %w", err)
+	}
+	prev, err := openPinned(dir)
+	if err != nil || len(prev) == 0 {
+		return nil, err
+	}
+	specs := map[string]*ebpf.MapSpec{"flows0": table, "flows1": table,
+		"flow_tables": spec.Maps["flow_tables"], "stats": spec.Maps["stats"], "clock": spec.Maps["clock"]}
+	if why := prev.compatible(specs); why != nil {
+		d.LayoutChange = why
+		d.Leftovers = prev.readable(table)
+		prev.close()
+		return nil, unpinAll(dir)
+	}
+	d.tables = [2]*ebpf.Map{prev["flows0"], prev["flows1"]}
+	d.Reused = true
+	return map[string]*ebpf.Map{"flow_tables": prev["flow_tables"], "stats": prev["stats"], "clock": prev["clock"]}, nil
+}
+
+// findActive reads which table the program writes into now.
+func (d *Datapath) findActive() error {
+	var id uint32
+	if err := d.objs.FlowTables.Lookup(uint32(0), &id); err != nil {
+		return fmt.Errorf("pinned flow table slot: %w", err)
+	}
+	for i, t := range d.tables {
+		info, err := t.Info()
+		if err != nil {
+			return fmt.Errorf("pinned flow table: %w", err)
+		}
+		if mid, ok := info.ID(); ok && uint32(mid) == id {
+			d.active = i
+			return nil
+		}
+	}
+	return fmt.Errorf("pinned flow table slot holds map %d, neither of the pinned tables", id)
+}
+
+func (d *Datapath) pin() error {
+	dir := d.cfg.PinPath
+	for name, m := range map[string]*ebpf.Map{"flows0": d.tables[0], "flows1": d.tables[1],
+		"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock} {
+		if err := m.Pin(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("pin %s in %s: %w", name, dir, err)
+		}
+	}
+	return nil
+}
