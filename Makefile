@@ -15,10 +15,12 @@ BENCH_TIME ?= 2000000x
 all: build
 
 ## build: compile every package and the commands into bin/
+# Static binaries: the probe drops its capabilities from every thread,
+# which cgo's threads would not allow.
 build:
 	$(GO) build ./...
-	$(GO) build -o bin/xdpflow-probe ./probe
-	$(GO) build -o bin/xdpflow-collector ./collector
+	CGO_ENABLED=0 $(GO) build -o bin/xdpflow-probe ./probe
+	CGO_ENABLED=0 $(GO) build -o bin/xdpflow-collector ./collector
 
 ## generate: rebuild the BPF objects and their Go bindings (clang), and the protobuf Go (protoc)
 generate:

@@ -183,6 +183,11 @@ func Load(cfg Config) (*Datapath, error) {
 			m.Close()
 		}
 		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) && isPerm(err) {
+			// Without CAP_PERFMON the verifier refuses packet pointer
+			// arithmetic: a missing capability, not a broken program.
+			return nil, fmt.Errorf("the kernel verifier refused the XDP program: permission denied: grant CAP_PERFMON as well as CAP_BPF and CAP_NET_ADMIN (or run as root)")
+		}
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("kernel verifier rejected the XDP program: %+v", ve)
 		}

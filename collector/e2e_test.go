@@ -33,7 +33,9 @@ import (
 func build(t *testing.T, pkg, name string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), name)
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build`
+	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, b)
 	}
 	return out

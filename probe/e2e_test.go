@@ -58,7 +58,9 @@ func buildProbe(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "xdpflow-probe")
-		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build`: static, capabilities droppable
+		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("build probe: %v\n%s", err, out)
 		}
 	})
@@ -328,6 +330,74 @@ func send(t *testing.T, pair *testnet.Pair, frames []trafficgen.Built) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLeastPrivilege: as an unprivileged user given only CAP_BPF,
+// CAP_NET_ADMIN and CAP_PERFMON, the probe runs and counts exactly, and
+// once attached it keeps CAP_BPF alone; without CAP_PERFMON it says so.
+func TestLeastPrivilege(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	bin := buildProbe(t)
+	pair, err := testnet.NewPair(fmt.Sprintf("xfl%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	col := collector(t, pair)
+	as := func(caps string, args ...string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", pair.NsName("b"), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+			"--inh-caps=-all," + caps, "--ambient-caps=" + caps, bin, "-i", pair.LinkB, "--ipfix", col.URL(), "--pin-path", "", "--metrics", ""}, args...)...)
+	}
+	out, err := as("+bpf,+net_admin").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "grant CAP_PERFMON") {
+		t.Errorf("without CAP_PERFMON: exit %v, output:\n%s", err, out)
+	}
+
+	cmd := as("+bpf,+net_admin,+perfmon", "--idle-timeout", "1s")
+	var stderr flowcheck.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), "capabilities dropped"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("probe did not start with the three capabilities:\n%s", stderr.String())
+		}
+	}
+	// ip netns exec and setpriv exec in place: the pid is the probe's.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capBPF = "0000008000000000"
+	for _, want := range []string{"Uid:\t65534", "CapEff:\t" + capBPF, "CapPrm:\t" + capBPF, "CapInh:\t0000000000000000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("/proc/PID/status lacks %q:\n%s", want, status)
+		}
+	}
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := flowcheck.Sums{}
+	for _, f := range mix {
+		want.AddSent(f, 1)
+	}
+	send(t, pair, mix)
+	time.Sleep(100 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("probe exit: %v\n%s", err, stderr.String())
+	}
+	time.Sleep(100 * time.Millisecond)
+	got, _ := decode(t, "IPFIX", col.Stop())
+	compare(t, "IPFIX from an unprivileged probe", got, want)
+	if t.Failed() {
+		t.Logf("probe log:\n%s", stderr.String())
 	}
 }
 

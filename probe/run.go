@@ -17,6 +17,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/internal/metrics"
 	"github.com/xdpflow/xdpflow/probe/attach"
+	"github.com/xdpflow/xdpflow/probe/caps"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -183,6 +184,12 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 	} else if c.SampleRate > 0 {
 		log.Warn("header sampling is on but nothing reads the samples: add --pcap FILE or --kafka-samples-topic", "sample_rate", c.SampleRate)
+	}
+	// Attached, sockets open: from here on only bpf() on our maps.
+	if err := caps.Keep(caps.BPF); err != nil {
+		log.Warn("capabilities not dropped", "err", err)
+	} else {
+		log.Info("capabilities dropped", "kept", "CAP_BPF")
 	}
 
 	p.clock = clock
