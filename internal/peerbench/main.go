@@ -12,7 +12,10 @@
 //     fraction of the packets each probe counted;
 //  3. CPU: whole-system busy time from /proc/stat over each rate run, with
 //     no probe (baseline), xdpflow-probe and softflowd, and each probe
-//     process's own time from /proc/<pid>/stat.
+//     process's own time from /proc/<pid>/stat;
+//  4. per-probe CPU, the sender excluded (cpuacct.go): xdpflow's XDP
+//     program run time as the kernel accounts it plus its process;
+//     softflowd's process plus the softirq time its packet socket adds.
 //
 // With --sender xdp the rate frames enter veth A as XDP frames
 // (BPF_PROG_TEST_RUN live frames and a redirect, xdpsend.go), so B's XDP
@@ -52,6 +55,8 @@ type config struct {
 	trafgenConf      string // empty: Go AF_PACKET senders
 	xdpMode          string // xdpflow-probe --xdp-mode
 	xdpSender        bool   // --sender xdp: frames enter the veth as XDP frames (xdpsend.go)
+	pin              bool   // --pin: senders on CPU 1; B's NAPI thread and the probe on CPU 0 (cpuacct.go)
+	progStats        bool   // --prog-stats: the kernel's run time accounting of BPF programs (cpuacct.go)
 }
 
 // rateFlows: flows of the rate traffic.
@@ -107,6 +112,8 @@ func main() {
 	flag.IntVar(&cfg.accFlows, "accuracy-flows", 5000, "distinct UDP flows added to the mix in the accuracy run")
 	flag.IntVar(&cfg.accScale, "accuracy-scale", 10, "trafficgen.Mix() packets multiplied by this")
 	flag.IntVar(&cfg.accPPS, "accuracy-pps", 50000, "sending rate of the accuracy run")
+	flag.BoolVar(&cfg.pin, "pin", false, "--sender xdp only: run the senders (and this program) on CPU 1, B's veth NAPI in a kernel thread (threaded NAPI) and the probe on CPU 0, and also report CPU 0's busy time per million frames B received")
+	flag.BoolVar(&cfg.progStats, "prog-stats", true, "turn on the kernel's run time accounting of BPF programs (BPF_ENABLE_STATS, as sysctl kernel.bpf_stats_enabled=1) for the XDP program columns; it adds its own cost (two sched_clock reads) to every XDP program run, in every CPU figure")
 	timeout := flag.Duration("timeout", 9*time.Minute, "give up, clean up and exit 2 after this long")
 	flag.Parse()
 	for _, s := range strings.Split(*senders, ",") {
@@ -161,6 +168,9 @@ func run(cfg *config, sender string) error {
 		sfVersion = strings.TrimSuffix(strings.Fields(v + " ?")[0], ".")
 	}
 	cfg.xdpSender = sender == "xdp"
+	if cfg.pin && (!cfg.xdpSender || numCPU() < 2) {
+		return fmt.Errorf("--pin needs --sender xdp and at least 2 CPUs")
+	}
 	if xdpFrames < 1 || xdpFrames > rateFlows {
 		return fmt.Errorf("--xdp-flows: %d is not in 1..%d", xdpFrames, rateFlows)
 	}
@@ -168,6 +178,20 @@ func run(cfg *config, sender string) error {
 	cfg.packets = cfg.packets / step * step
 	if cfg.packets == 0 {
 		cfg.packets = step
+	}
+
+	if cfg.progStats {
+		stopStats, err := enableBPFStats()
+		if err != nil {
+			return err
+		}
+		defer stopStats()
+	}
+	if cfg.pin {
+		if err := pinSelf(); err != nil {
+			return err
+		}
+		logf("--pin: this program and the senders on CPU %d; B's NAPI thread and the probe on CPU %d", sendCPU, rxCPU)
 	}
 
 	tmp, err := os.MkdirTemp("", "peerbench")
@@ -232,6 +256,16 @@ func run(cfg *config, sender string) error {
 			return err
 		}
 		logf("GRO on for %s: veth NAPI enabled, so it accepts XDP frames with no XDP program attached", pair.LinkB)
+		if cfg.pin {
+			if err := enableThreadedNAPI(pair); err != nil {
+				return err
+			}
+			pids, err := pinNAPI(pair)
+			if err != nil {
+				return err
+			}
+			logf("threaded NAPI on %s: threads %v pinned to CPU %d", pair.LinkB, pids, rxCPU)
+		}
 	}
 	var rates []rateResult
 	for _, s := range cfg.senders {
@@ -241,14 +275,18 @@ func run(cfg *config, sender string) error {
 				if err != nil {
 					return err
 				}
-				logf("rate: %d sender(s) run %d %-22s %7.0f pps offered, B's veth received %d, counted %d of %d, CPU %.2f s (probe process %.2f s), veth drops %d",
-					s, rep, k, r.pps(), r.delivered(), r.counted, r.sent, r.busy, r.probeCPU, r.drops())
+				logf("rate: %d sender(s) run %d %-22s %7.0f pps offered, B's veth received %d, counted %d of %d, CPU %.2f s (softirq %.2f s, probe process %.2f s, XDP program %d runs %.3f s), veth drops %d",
+					s, rep, k, r.pps(), r.delivered(), r.counted, r.sent, r.busy, r.softirq, r.probeCPU, r.prog1.runs-r.prog0.runs, (r.prog1.runtime - r.prog0.runtime).Seconds(), r.drops())
+				if cfg.pin {
+					logf("rate: CPU %d busy %.2f s, NAPI thread %.2f s", rxCPU, r.rxCPUBusy, r.napiCPU)
+				}
 				rates = append(rates, r)
 			}
 		}
 	}
 
 	report(cfg, sfVersion, senderName, len(seq), len(want), accs, rates)
+	reportProbeCPU(cfg, rates)
 	return nil
 }
 
@@ -357,6 +395,14 @@ type rateResult struct {
 	dec            decoded
 	stats          string
 	xdpSender      bool
+
+	// Per-probe accounting (cpuacct.go): whole-system softirq seconds,
+	// B's XDP program's run time accounting at the window's start and
+	// end, and with --pin the seconds CPU rxCPU was busy and B's NAPI
+	// thread(s) ran.
+	softirq            float64
+	prog0, prog1       progStats
+	rxCPUBusy, napiCPU float64
 }
 
 func (r rateResult) pps() float64 { return float64(r.sent) / r.elapsed.Seconds() }
@@ -391,7 +437,22 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 			return fail(err)
 		}
 	}
-	b0, err := busyTicks()
+	var napi []int
+	var n0, n1 uint64
+	if cfg.pin {
+		// The NAPI thread can be new (XDP attached); the probe was started
+		// pinned.
+		if napi, err = pinNAPI(pair); err != nil {
+			return fail(err)
+		}
+		if n0, err = ticksOf(napi); err != nil {
+			return fail(err)
+		}
+	}
+	if res.prog0, err = readProgStats(pair); err != nil {
+		return fail(err)
+	}
+	b0, err := readCPUTimes()
 	if err != nil {
 		return fail(err)
 	}
@@ -432,11 +493,25 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 			last = p1
 		}
 	}
-	b1, err := busyTicks()
+	b1, err := readCPUTimes()
 	if err != nil {
 		return fail(err)
 	}
-	res.busy = float64(b1-b0) / userHZ
+	if res.prog1, err = readProgStats(pair); err != nil {
+		return fail(err)
+	}
+	if res.prog1.id != res.prog0.id {
+		return fail(fmt.Errorf("%s: the XDP program on %s changed during the run (id %d, then %d)", k, pair.LinkB, res.prog0.id, res.prog1.id))
+	}
+	if cfg.pin {
+		if n1, err = ticksOf(napi); err != nil {
+			return fail(err)
+		}
+		res.napiCPU = float64(n1-n0) / userHZ
+		res.rxCPUBusy = cpuBusy(b0, b1, rxCPU)
+	}
+	res.busy = float64(b1.busy-b0.busy) / userHZ
+	res.softirq = float64(b1.softirq-b0.softirq) / userHZ
 	res.probeCPU = float64(p1-p0) / userHZ
 	msgs, err := r.finish(pair)
 	if err != nil {
@@ -531,6 +606,12 @@ func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs
 		fmt.Fprintf(w, "veth drops: frames the veth refused (its XDP ring full); sendto returns ENOBUFS and the Go senders send them again: backpressure, not loss\n")
 	}
 	fmt.Fprintf(w, "CPU: whole-system busy time (/proc/stat user+nice+system+irq+softirq) from the start of sending until %d s after it ends and the probe process is idle, per million packets sent\n", idleTimeout+2)
+	if cfg.progStats {
+		fmt.Fprintf(w, "BPF program run time accounting on (--prog-stats): every XDP program run costs its two clock reads more, in every CPU figure (see the empty programs' ns/run in section 4)\n")
+	}
+	if cfg.pin {
+		fmt.Fprintf(w, "--pin: B's NAPI in a thread on CPU %d, the senders on CPU %d: B's ring overflows (veth drops) and all CPU figures are off the one-CPU path the other runs measure\n", rxCPU, sendCPU)
+	}
 	type key struct {
 		k kind
 		s int

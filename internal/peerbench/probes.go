@@ -111,10 +111,10 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 		if k == xdpflowDrop {
 			action = "drop"
 		}
-		r.p, err = start("xdpflow-probe", "ip", "netns", "exec", pair.NsName("b"), cfg.probe,
+		r.p, err = start("xdpflow-probe", pinArgs(cfg, []string{"ip", "netns", "exec", pair.NsName("b"), cfg.probe,
 			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", action,
 			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.Port()),
-			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout))
+			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout)})...)
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +138,7 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 			args = append(args, "-t", fmt.Sprintf("%s=%d", t, idleTimeout))
 		}
 		args = append(args, "-t", fmt.Sprintf("maxlife=%d", activeTimeout), "-t", "expint=1")
-		if r.p, err = start("softflowd", args...); err != nil {
+		if r.p, err = start("softflowd", pinArgs(cfg, args)...); err != nil {
 			return nil, err
 		}
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {

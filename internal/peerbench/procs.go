@@ -115,29 +115,6 @@ func killAll() {
 	}
 }
 
-// busyTicks is the whole system's busy CPU time from /proc/stat:
-// user+nice+system+irq+softirq, in USER_HZ ticks.
-func busyTicks() (uint64, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
-	}
-	var sum uint64
-	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system [idle iowait] irq softirq
-		v, err := strconv.ParseUint(f[i], 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += v
-	}
-	return sum, nil
-}
-
 // procTicks is utime+stime of pid (all its threads), in USER_HZ ticks.
 func procTicks(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -206,7 +206,7 @@ func sendRate(pair *testnet.Pair, cfg *config, senders, n int) error {
 		return nil
 	}
 	if cfg.xdpSender {
-		return sendXDP(pair, senders, n)
+		return sendXDP(pair, cfg, senders, n)
 	}
 	frames := make([][]byte, rateFlows)
 	for s := 0; s < rateSrcs; s++ {

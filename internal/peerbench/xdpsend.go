@@ -103,7 +103,7 @@ var (
 // sendXDP sends n frames over the xdp sender's flows from `senders`
 // goroutines, each on a thread inside A, each running the redirect program
 // in live-frames mode once per frame with Repeat = n/senders/xdpFrames.
-func sendXDP(pair *testnet.Pair, senders, n int) error {
+func sendXDP(pair *testnet.Pair, cfg *config, senders, n int) error {
 	frames, err := xdpFrameSet(pair)
 	if err != nil {
 		return err
@@ -135,6 +135,9 @@ func sendXDP(pair *testnet.Pair, senders, n int) error {
 				}
 				if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil); err != nil {
 					return fmt.Errorf("block signals: %w", err)
+				}
+				if err := pinSenderThread(cfg); err != nil {
+					return err
 				}
 				for _, f := range frames {
 					t0 := time.Now()
