@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 // in the optional --config YAML file; the command line wins.
 type config struct {
 	Listen         []string
+	TLSCert        string
+	TLSKey         string
+	TLSClientCA    string
 	Out            string
 	RotateSize     int64
 	RotateInterval time.Duration
@@ -31,7 +35,10 @@ type config struct {
 func newFlagSet(c *config) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("xdpflow-collector", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringArrayVar(&c.Listen, "listen", nil, "receive on udp://[host]:port (IPFIX, NetFlow v9 and v5: the version is read from each message) or tcp://[host]:port (IPFIX); repeatable, required")
+	fs.StringArrayVar(&c.Listen, "listen", nil, "receive on udp://[host]:port (IPFIX, NetFlow v9 and v5: the version is read from each message) or tcp://[host]:port (IPFIX), or tcps://[host]:port (IPFIX over TLS; needs --tls-cert and --tls-key); repeatable, required")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate the collector shows on tcps:// listeners (with --tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA: tcps:// exporters must present a client certificate it signed (mutual authentication; default: none asked)")
 	fs.StringVar(&c.Out, "out", "", "write flows as JSON lines (schemas/ JSON form) to this file; - for stdout")
 	fs.Int64Var(&c.RotateSize, "out-rotate-size", 0, "start a new --out file when it would pass this many bytes (0: never)")
 	fs.DurationVar(&c.RotateInterval, "out-rotate-interval", 0, "start a new --out file this often, e.g. 5m (0: never)")
@@ -58,10 +65,16 @@ func (c *config) validate() error {
 	if len(c.Listen) == 0 {
 		return fmt.Errorf("nothing to listen on: give --listen udp://:2055 (and/or udp://:4739, tcp://:4739)")
 	}
+	tcps := false
 	for _, u := range c.Listen {
-		if _, _, err := listen.ParseURL(u); err != nil {
+		network, _, err := listen.ParseURL(u)
+		if err != nil {
 			return err
 		}
+		tcps = tcps || network == "tcps"
+	}
+	if _, err := c.tlsConfig(tcps); err != nil {
+		return err
 	}
 	if _, err := listen.ParseAllow(c.Allow); err != nil {
 		return err
@@ -82,4 +95,15 @@ func (c *config) validate() error {
 		return fmt.Errorf("--max-exporters and --max-templates must be at least 1")
 	}
 	return nil
+}
+
+// tlsConfig is the tcps:// listeners' TLS, nil without one.
+func (c *config) tlsConfig(tcps bool) (*tls.Config, error) {
+	if !tcps {
+		if c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != "" {
+			return nil, fmt.Errorf("--tls-* given but no --listen tcps://: they apply to tcps:// only")
+		}
+		return nil, nil
+	}
+	return listen.ServerTLSConfig(c.TLSCert, c.TLSKey, c.TLSClientCA)
 }

@@ -34,6 +34,8 @@ func TestConfig(t *testing.T) {
 		{"bad allow", []string{"--listen", "udp://:2055", "--out", "-", "--allow", "10.0.0.0/40"}, "--allow", nil},
 		{"stdout rotation", []string{"--listen", "udp://:2055", "--out", "-", "--out-rotate-size", "1000"}, "stdout cannot rotate", nil},
 		{"bad kafka format", []string{"--listen", "udp://:2055", "--kafka-brokers", "k:9092", "--kafka-format", "avro"}, "--kafka-format", nil},
+		{"tcps without a certificate", []string{"--listen", "tcps://:4740", "--out", "-"}, "--tls-cert", nil},
+		{"tls settings without tcps", []string{"--listen", "tcp://:4739", "--out", "-", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, "tcps:// only", nil},
 		{"no samples topic", []string{"--listen", "udp://:2055", "--out", "-", "--kafka-samples-topic", "x"}, "unknown flag", nil},
 	}
 	for _, tc := range cases {

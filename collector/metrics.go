@@ -18,6 +18,7 @@ func collectorMetrics(ls []*listen.Listener, s *sink) *prometheus.Registry {
 	denied := f.Desc("xdpflow_collector_denied_total", "Datagrams and connections from sources outside --allow, by listener.", "listener")
 	kdrops := f.Desc("xdpflow_collector_kernel_drops_total", "UDP datagrams the socket buffer had no room for, by listener.", "listener")
 	streamErrs := f.Desc("xdpflow_collector_tcp_stream_errors_total", "TCP connections closed on a bad or cut message, by listener.", "listener")
+	tlsErrs := f.Desc("xdpflow_collector_tls_errors_total", "Failed TLS handshakes on tcps:// listeners, by listener.", "listener")
 	records := f.Desc("xdpflow_collector_records_total", "Flow records decoded, by exporter.", "exporter")
 	lost := f.Desc("xdpflow_collector_lost_records_total", "Records (v9: export packets) missing from the sequence numbers, by exporter.", "exporter")
 	resets := f.Desc("xdpflow_collector_sequence_resets_total", "Exporter restarts seen in sequence numbers or uptime, by exporter.", "exporter")
@@ -33,6 +34,7 @@ func collectorMetrics(ls []*listen.Listener, s *sink) *prometheus.Registry {
 			metrics.Counter(ch, denied, st.Denied, l.URL)
 			metrics.Counter(ch, kdrops, st.KernelDrops, l.URL)
 			metrics.Counter(ch, streamErrs, st.StreamErrors, l.URL)
+			metrics.Counter(ch, tlsErrs, st.TLSErrors, l.URL)
 		}
 		st := s.dec.Stats()
 		metrics.Gauge(ch, exporters, float64(st.Tracked))

@@ -20,8 +20,16 @@ import (
 
 func run(ctx context.Context, c *config, log *slog.Logger) error {
 	allow, _ := listen.ParseAllow(c.Allow)
+	tcps := false
+	for _, u := range c.Listen {
+		n, _, _ := listen.ParseURL(u)
+		tcps = tcps || n == "tcps"
+	}
+	tlsCfg, err := c.tlsConfig(tcps)
+	if err != nil {
+		return err
+	}
 	s := &sink{dec: decode.New(decode.Config{MaxExporters: c.MaxExporters, MaxTemplatesPerExporter: c.MaxTemplates}), log: log}
-	var err error
 	if c.Out != "" {
 		if s.file, err = rotate.Open(rotate.Config{Path: c.Out, MaxBytes: c.RotateSize, MaxAge: c.RotateInterval}); err != nil {
 			return err
@@ -40,7 +48,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	// start, not a running collector.
 	var ls []*listen.Listener
 	for _, u := range c.Listen {
-		l, err := listen.Listen(u, allow, listen.Options{UDPReadBuffer: c.UDPReadBuffer}, log)
+		l, err := listen.Listen(u, allow, listen.Options{UDPReadBuffer: c.UDPReadBuffer, TLS: tlsCfg}, log)
 		if err != nil {
 			for _, l := range ls {
 				l.Close()
@@ -144,7 +152,7 @@ func (s *sink) summary(ls []*listen.Listener) {
 	for _, l := range ls {
 		st := l.Stats()
 		s.log.Info("listener totals", "url", l.URL, "messages", st.Messages, "denied", st.Denied,
-			"kernel_drops", st.KernelDrops, "tcp_connections", st.Connections, "tcp_stream_errors", st.StreamErrors)
+			"kernel_drops", st.KernelDrops, "tcp_connections", st.Connections, "tcp_stream_errors", st.StreamErrors, "tls_errors", st.TLSErrors)
 	}
 	st := s.dec.Stats()
 	s.log.Info("decode totals", append(counterAttrs(&st.Total), "exporters", st.Tracked, "kafka_encode_errors", s.encodeErrs.Load())...)

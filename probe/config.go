@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/cli"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/probe/attach"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 )
 
 // config is every setting of the probe. Each is a flag, and the same key
@@ -23,6 +25,7 @@ type config struct {
 	Force             bool
 	Detach            bool
 	IPFIX             []string
+	IPFIXTLS          tlsFiles
 	NetFlow9          []string
 	Stdout            bool
 	ActiveTimeout     time.Duration
@@ -50,7 +53,11 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.StringVar(&c.Action, "action", "pass", "after counting: pass (inline tap) or drop (span/mirror port)")
 	fs.BoolVar(&c.Force, "force", false, "replace an XDP program already on the interface")
 	fs.BoolVar(&c.Detach, "detach", false, "remove the XDP program and its pins from the interfaces (-i) and exit; given exporters, export what the pinned tables hold first")
-	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port or tcp://host:port (repeatable)")
+	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port, tcp://host:port or tcps://host:port (TLS, RFC 7011 section 11; see --ipfix-tls-*) (repeatable)")
+	fs.StringVar(&c.IPFIXTLS.CA, "ipfix-tls-ca", "", "PEM file of the CA that signed the tcps:// collectors' certificates (default: system roots)")
+	fs.StringVar(&c.IPFIXTLS.Cert, "ipfix-tls-cert", "", "PEM client certificate, for tcps:// collectors that authenticate exporters (with --ipfix-tls-key)")
+	fs.StringVar(&c.IPFIXTLS.Key, "ipfix-tls-key", "", "PEM private key of --ipfix-tls-cert")
+	fs.StringVar(&c.IPFIXTLS.ServerName, "ipfix-tls-server-name", "", "name to verify in the tcps:// collectors' certificates (default: the host of each --ipfix URL)")
 	fs.StringArrayVar(&c.NetFlow9, "netflow9", nil, "NetFlow v9 collector, udp://host:port (repeatable)")
 	fs.BoolVar(&c.Stdout, "stdout", false, "print each exported flow as one JSON line")
 	c.Kafka.AddFlags(fs, true)
@@ -78,6 +85,13 @@ func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
 		return nil, fs, err
 	}
 	return c, fs, c.validate()
+}
+
+// tlsFiles are the --ipfix-tls-* settings.
+type tlsFiles struct{ CA, Cert, Key, ServerName string }
+
+func (t tlsFiles) config() (*tls.Config, error) {
+	return ipfix.TLSConfig(t.CA, t.Cert, t.Key, t.ServerName)
 }
 
 // exports tells whether any exporter is configured.
@@ -116,13 +130,23 @@ func (c *config) validate() error {
 	if c.ObservationDomain == 0 {
 		return fmt.Errorf("--observation-domain: must be non-zero")
 	}
+	tcps := false
 	for _, u := range c.IPFIX {
-		if err := checkURL("--ipfix", u, "udp", "tcp"); err != nil {
+		if err := checkURL("--ipfix", u, "udp", "tcp", "tcps"); err != nil {
 			return err
 		}
+		tcps = tcps || strings.HasPrefix(u, "tcps://")
 	}
 	for _, u := range c.NetFlow9 {
 		if err := checkURL("--netflow9", u, "udp"); err != nil {
+			return err
+		}
+	}
+	if c.IPFIXTLS != (tlsFiles{}) && !tcps {
+		return fmt.Errorf("--ipfix-tls-* given but no --ipfix tcps:// collector: they apply to tcps:// only")
+	}
+	if tcps {
+		if _, err := c.IPFIXTLS.config(); err != nil {
 			return err
 		}
 	}

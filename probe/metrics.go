@@ -44,6 +44,7 @@ func probeMetrics(d *bpf.Datapath, p *pipeline, ifaces map[uint32]*ifaceCounts, 
 	sendErrs := f.Desc("xdpflow_probe_export_errors_total", "Failed sends, by exporter.", "exporter")
 	recDropped := f.Desc("xdpflow_probe_export_records_dropped_total", "Flow records an IPFIX/NetFlow exporter could not send, by exporter.", "exporter")
 	recSent := f.Desc("xdpflow_probe_export_records_total", "Flow records sent, by IPFIX/NetFlow exporter.", "exporter")
+	tlsErrs := f.Desc("xdpflow_probe_export_tls_errors_total", "Failed TLS handshakes and refused sessions, by tcps:// exporter.", "exporter")
 	attached := f.Desc("xdpflow_probe_attached", "1 while the XDP program is attached to the interface.", "iface")
 	f.Fn = func(ch chan<- prometheus.Metric) {
 		if st, err := d.Stats(); err == nil {
@@ -77,6 +78,7 @@ func probeMetrics(d *bpf.Datapath, p *pipeline, ifaces map[uint32]*ifaceCounts, 
 				metrics.Counter(ch, sendErrs, st.SendErrors, x.String())
 				metrics.Counter(ch, recDropped, st.RecordsDropped, x.String())
 				metrics.Counter(ch, recSent, st.Records, x.String())
+				metrics.Counter(ch, tlsErrs, st.TLSErrors, x.String())
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -256,6 +257,13 @@ func closeProducer(p *kafkaout.Producer, timeout time.Duration, log *slog.Logger
 
 func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]exporter, error) {
 	var exps []exporter
+	var tlsCfg *tls.Config
+	if c.IPFIXTLS != (tlsFiles{}) {
+		var err error
+		if tlsCfg, err = c.IPFIXTLS.config(); err != nil {
+			return nil, err
+		}
+	}
 	add := func(proto ipfix.Protocol, urls []string) error {
 		for _, u := range urls {
 			x, err := ipfix.NewExporter(u, ipfix.Config{
@@ -265,6 +273,7 @@ func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]expor
 				TemplateRefreshMessages: c.TemplateRefreshN,
 				SamplingInterval:        1, // the datapath counts every packet
 				Interfaces:              names,
+				TLS:                     tlsCfg, // tcps:// only
 			}, log)
 			if err != nil {
 				return err

@@ -1,11 +1,13 @@
-// Package listen receives export messages over UDP and TCP for the
+// Package listen receives export messages over UDP, TCP and TLS for the
 // collector: it parses --listen URLs, applies the --allow list before any
-// decoding work, cuts IPFIX messages out of TCP streams, and counts what it
-// drops and what the kernel dropped.
+// decoding work (and before a TLS handshake), cuts IPFIX messages out of
+// TCP and TLS streams, and counts what it drops and what the kernel
+// dropped.
 package listen
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,8 +31,9 @@ type Stats struct {
 	Messages     uint64 // handed to the Handler
 	Denied       uint64 // from sources outside --allow
 	KernelDrops  uint64 // UDP datagrams the socket buffer had no room for
-	Connections  uint64 // TCP connections accepted
+	Connections  uint64 // TCP connections accepted (tcps: with the TLS handshake done)
 	StreamErrors uint64 // TCP connections closed on a bad or cut message
+	TLSErrors    uint64 // tcps: connections closed on a failed TLS handshake
 }
 
 // Listener is one --listen URL being served.
@@ -39,29 +42,32 @@ type Listener struct {
 	allow []netip.Prefix
 	log   *slog.Logger
 
-	messages, denied, kernelDrops, conns, streamErrs atomic.Uint64
+	messages, denied, kernelDrops, conns, streamErrs, tlsErrs atomic.Uint64
 
-	udp *net.UDPConn
-	tcp *net.TCPListener
+	udp    *net.UDPConn
+	tcp    *net.TCPListener
+	tlsCfg *tls.Config // tcps:// only
+	tlsLog rateLimit
 }
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
 	return Stats{Messages: l.messages.Load(), Denied: l.denied.Load(), KernelDrops: l.kernelDrops.Load(),
-		Connections: l.conns.Load(), StreamErrors: l.streamErrs.Load()}
+		Connections: l.conns.Load(), StreamErrors: l.streamErrs.Load(), TLSErrors: l.tlsErrs.Load()}
 }
 
-// ParseURL checks a --listen URL: udp://[host]:port or tcp://[host]:port.
+// ParseURL checks a --listen URL: udp://[host]:port, tcp://[host]:port or
+// tcps://[host]:port (IPFIX over TLS); network is the scheme.
 func ParseURL(raw string) (network, addr string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Port() == "" || u.Path != "" {
-		return "", "", fmt.Errorf("--listen %q: want udp://[host]:port or tcp://[host]:port", raw)
+		return "", "", fmt.Errorf("--listen %q: want udp://[host]:port, tcp://[host]:port or tcps://[host]:port", raw)
 	}
 	switch u.Scheme {
-	case "udp", "tcp":
+	case "udp", "tcp", "tcps":
 		return u.Scheme, u.Host, nil
 	}
-	return "", "", fmt.Errorf("--listen %q: scheme %q not supported (want udp or tcp)", raw, u.Scheme)
+	return "", "", fmt.Errorf("--listen %q: scheme %q not supported (want udp, tcp or tcps)", raw, u.Scheme)
 }
 
 // ParseAllow reads --allow CIDRs (a bare address is a /32 or /128).
@@ -103,6 +109,11 @@ func (l *Listener) allowed(a netip.Addr) bool {
 // Options tune the sockets.
 type Options struct {
 	UDPReadBuffer int // SO_RCVBUF bytes
+	// TLS is the server side of tcps:// listeners (see ServerTLSConfig):
+	// a certificate is required; ClientCAs with ClientAuth
+	// RequireAndVerifyClientCert make exporters authenticate too. The
+	// listener uses a copy; other schemes ignore it.
+	TLS *tls.Config
 }
 
 // Listen opens rawURL; Serve then receives on it.
@@ -112,9 +123,14 @@ func Listen(rawURL string, allow []netip.Prefix, opts Options, log *slog.Logger)
 		return nil, err
 	}
 	l := &Listener{URL: rawURL, allow: allow, log: log}
-	if network == "udp" {
+	switch network {
+	case "udp":
 		err = l.listenUDP(addr, opts)
-	} else {
+	case "tcps":
+		if l.tlsCfg, err = serverTLS(opts.TLS); err == nil {
+			err = l.listenTCP(addr)
+		}
+	default:
 		err = l.listenTCP(addr)
 	}
 	if err != nil {

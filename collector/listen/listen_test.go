@@ -72,7 +72,7 @@ func TestParse(t *testing.T) {
 	for _, tc := range []struct {
 		url, err string
 	}{
-		{"udp://:2055", ""}, {"tcp://127.0.0.1:4739", ""}, {"udp://[::1]:4739", ""},
+		{"udp://:2055", ""}, {"tcp://127.0.0.1:4739", ""}, {"udp://[::1]:4739", ""}, {"tcps://:4739", ""},
 		{"sctp://:4739", `scheme "sctp"`}, {"udp://host", "want udp://"}, {":2055", "want udp://"},
 	} {
 		_, _, err := ParseURL(tc.url)

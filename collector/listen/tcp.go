@@ -22,8 +22,11 @@ func (l *Listener) listenTCP(addr string) error {
 	return err
 }
 
-// serveTCP accepts IPFIX-over-TCP exporters (RFC 7011 section 10.4): one
-// goroutine and Handler per connection.
+// serveTCP accepts IPFIX-over-TCP exporters (RFC 7011 section 10.4) and,
+// on tcps://, IPFIX over TLS (section 11): one goroutine and Handler per
+// connection. --allow is checked at accept, before any handshake; the
+// handshake runs on the connection's goroutine, so a slow one holds up
+// no other exporter.
 func (l *Listener) serveTCP(ctx context.Context, newHandler func() Handler) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -56,12 +59,11 @@ func (l *Listener) serveTCP(ctx context.Context, newHandler func() Handler) erro
 			c.Close()
 			continue
 		}
-		l.conns.Add(1)
 		mu.Lock()
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
-			l.serveConn(c, from, newHandler())
+			l.accepted(ctx, c, from, newHandler)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
@@ -69,11 +71,27 @@ func (l *Listener) serveTCP(ctx context.Context, newHandler func() Handler) erro
 	}
 }
 
+// accepted serves one exporter's connection, after the TLS handshake on
+// tcps://.
+func (l *Listener) accepted(ctx context.Context, c net.Conn, from netip.AddrPort, newHandler func() Handler) {
+	if l.tlsCfg != nil {
+		tc, err := l.handshake(ctx, c, from)
+		if err != nil {
+			c.Close()
+			return
+		}
+		c = tc
+	}
+	l.conns.Add(1)
+	l.serveConn(c, from, newHandler())
+}
+
 func (l *Listener) serveConn(c net.Conn, from netip.AddrPort, h Handler) {
 	defer c.Close()
 	defer h.Idle()
 	r := bufio.NewReaderSize(c, 256<<10)
 	buf := make([]byte, 0, maxDatagram)
+	first := true
 	for {
 		// Flush the batch when the exporter pauses.
 		if r.Buffered() == 0 {
@@ -83,10 +101,15 @@ func (l *Listener) serveConn(c net.Conn, from netip.AddrPort, h Handler) {
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				l.streamErrs.Add(1)
-				l.log.Warn("IPFIX over TCP: connection dropped", "exporter", from, "err", err)
+				what := "IPFIX over TCP: connection dropped"
+				if b, _ := r.Peek(3); first && len(b) == 3 && b[0] == 0x16 && b[1] == 3 {
+					what += ": a TLS handshake on a tcp:// listener (a tcps:// exporter? listen with tcps://)"
+				}
+				l.log.Warn(what, "exporter", from, "err", err)
 			}
 			return
 		}
+		first = false
 		l.messages.Add(1)
 		h.Message(from, msg)
 	}

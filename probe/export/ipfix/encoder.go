@@ -1,13 +1,15 @@
 // Package ipfix exports flow records as IPFIX (RFC 7011) or NetFlow v9
-// (RFC 3954) messages, over UDP or (IPFIX only) TCP.
+// (RFC 3954) messages, over UDP or (IPFIX only) TCP or TLS (RFC 7011
+// section 11).
 //
 // The Encoder turns schemas.Flow records into messages in one reusable
 // buffer; the Exporter adds the transport: a connected UDP socket, or a TCP
-// connection kept up in the background with a bounded queue.
+// (or TLS) connection kept up in the background with a bounded queue.
 package ipfix
 
 import (
 	"cmp"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,6 +47,10 @@ type Config struct {
 	TemplateRefreshMessages int               // UDP: ...or after this many messages, whichever first; default 1000
 	SamplingInterval        uint32            // packets counted per packet seen; default 1 (every packet counted)
 	Interfaces              map[uint32]string // ingress ifindex -> interface name, sent as options data
+	// TLS is the client side of tcps:// (see TLSConfig); nil: the system
+	// roots, no client certificate. The Exporter uses a copy; other
+	// schemes ignore it.
+	TLS *tls.Config
 }
 
 const (

@@ -1,6 +1,7 @@
 package ipfix
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ type ExporterStats struct {
 	SendErrors     uint64 // failed writes (UDP: e.g. ECONNREFUSED; TCP: broken connection)
 	RecordsDropped uint64 // flow records never sent: UDP send errors, TCP queue overflow, invalid records
 	Reconnects     uint64 // TCP: connections re-established after one was lost
+	TLSErrors      uint64 // tcps: failed TLS handshakes and sessions refused by the collector (each one retried)
 }
 
 // ErrClosed is returned by an Exporter used after Close.
@@ -39,16 +41,18 @@ type Exporter struct {
 	closed bool
 
 	udp *net.UDPConn // udp:// only
-	tcp *tcpSender   // tcp:// only
+	tcp *tcpSender   // tcp:// and tcps:// only
 
-	messages, records, bytes, sendErrors, dropped, reconnects atomic.Uint64
+	messages, records, bytes, sendErrors, dropped, reconnects, tlsErrors atomic.Uint64
 
 	errLog rateLimit
 }
 
-// NewExporter returns an exporter to rawURL (udp://host:port or
-// tcp://host:port; TCP for IPFIX only). It does not need the collector to be
-// up: UDP sends regardless and TCP connects in the background.
+// NewExporter returns an exporter to rawURL: udp://host:port,
+// tcp://host:port or tcps://host:port (IPFIX over TLS, RFC 7011 section 11,
+// with cfg.TLS); TCP and TLS for IPFIX only. It does not need the collector
+// to be up: UDP sends regardless, TCP and TLS connect in the background and
+// retry with backoff, whatever the reason a connection failed.
 func NewExporter(rawURL string, cfg Config, log *slog.Logger) (*Exporter, error) {
 	return newExporter(rawURL, cfg, log, tcpOptions{})
 }
@@ -60,7 +64,7 @@ func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("ipfix: collector URL %q: %w (want udp://host:port or tcp://host:port)", rawURL, err)
+		return nil, fmt.Errorf("ipfix: collector URL %q: %w (want udp://host:port, tcp://host:port or tcps://host:port)", rawURL, err)
 	}
 	if u.Port() == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("ipfix: collector URL %q: need host and port, e.g. udp://127.0.0.1:4739", rawURL)
@@ -83,15 +87,19 @@ func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*
 		x.enc = NewEncoder(cfg, x.sendUDP)
 		x.enc.refresh = true                // RFC 7011 10.3.6: UDP templates are resent periodically
 		_ = x.enc.SendTemplates(time.Now()) // failures are counted and logged by sendUDP
-	case "tcp":
+	case "tcp", "tcps":
 		if cfg.Protocol != IPFIX {
 			return nil, fmt.Errorf("ipfix: %s: NetFlow v9 has no TCP transport (RFC 3954): use udp:// or protocol IPFIX", x.name)
 		}
-		x.tcp = newTCPSender(x, u.Host, cfg, opt)
+		var tlsCfg *tls.Config
+		if u.Scheme == "tcps" {
+			tlsCfg = clientTLS(cfg.TLS, u.Hostname())
+		}
+		x.tcp = newTCPSender(x, u.Host, tlsCfg, cfg, opt)
 		x.enc = NewEncoder(cfg, x.tcp.enqueue)
 		go x.tcp.run()
 	default:
-		return nil, fmt.Errorf("ipfix: collector URL %q: unsupported scheme %q: use udp:// or tcp://", rawURL, u.Scheme)
+		return nil, fmt.Errorf("ipfix: collector URL %q: unsupported scheme %q: use udp://, tcp:// or tcps://", rawURL, u.Scheme)
 	}
 	return x, nil
 }
@@ -164,6 +172,7 @@ func (x *Exporter) Stats() ExporterStats {
 		SendErrors:     x.sendErrors.Load(),
 		RecordsDropped: x.dropped.Load(),
 		Reconnects:     x.reconnects.Load(),
+		TLSErrors:      x.tlsErrors.Load(),
 	}
 }
 

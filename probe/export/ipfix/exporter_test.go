@@ -204,6 +204,7 @@ func TestExporterBadURL(t *testing.T) {
 		want string
 	}{
 		{"tcp://127.0.0.1:4739", NetFlowV9, "no TCP transport"},
+		{"tcps://127.0.0.1:4739", NetFlowV9, "no TCP transport"},
 		{"sctp://127.0.0.1:4739", IPFIX, "unsupported scheme"},
 		{"udp://127.0.0.1", IPFIX, "need host and port"},
 		{"127.0.0.1:4739", IPFIX, ""},

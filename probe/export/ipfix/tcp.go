@@ -2,7 +2,9 @@ package ipfix
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -17,6 +19,7 @@ type tcpOptions struct {
 	writeTimeout           time.Duration // a peer that takes no data this long is dropped; default 10s
 	drainTimeout           time.Duration // Close waits this long for the queue to go out; default 5s
 	queueLimit             int           // bytes of encoded messages kept while disconnected; default 4 MiB
+	tlsSettle              time.Duration // TLS 1.3 with a client certificate asked for: wait this long for the collector's verdict; default 250ms
 }
 
 func (o tcpOptions) withDefaults() tcpOptions {
@@ -30,6 +33,7 @@ func (o tcpOptions) withDefaults() tcpOptions {
 	def(&o.dialTimeout, 5*time.Second)
 	def(&o.writeTimeout, 10*time.Second)
 	def(&o.drainTimeout, 5*time.Second)
+	def(&o.tlsSettle, 250*time.Millisecond)
 	if o.queueLimit <= 0 {
 		o.queueLimit = 4 << 20
 	}
@@ -42,13 +46,14 @@ type queued struct {
 	data, flows int // data records (for the sequence number), flow records (for stats)
 }
 
-// tcpSender owns the TCP connection. Export only appends encoded messages to
-// a bounded queue, so a slow or absent collector never blocks it; one
-// goroutine (run) connects with backoff, sends the templates first on every
-// connection, then drains the queue with write deadlines.
+// tcpSender owns the TCP (or TLS) connection. Export only appends encoded
+// messages to a bounded queue, so a slow or absent collector never blocks
+// it; one goroutine (run) connects with backoff, sends the templates first
+// on every connection, then drains the queue with write deadlines.
 type tcpSender struct {
 	x    *Exporter
 	addr string
+	tls  *tls.Config // tcps:// only
 	opt  tcpOptions
 	tmpl *Encoder // encodes the templates for each new connection; used by run only
 
@@ -65,14 +70,15 @@ type tcpSender struct {
 	cancel  context.CancelFunc
 	done    chan struct{} // run returned
 
-	conn net.Conn // current connection, run only
+	conn net.Conn // current connection (a *tls.Conn for tcps://), run only
 	seq  uint32   // IPFIX sequence number on conn; restarts with each transport session
 }
 
-func newTCPSender(x *Exporter, addr string, cfg Config, opt tcpOptions) *tcpSender {
+func newTCPSender(x *Exporter, addr string, tlsCfg *tls.Config, cfg Config, opt tcpOptions) *tcpSender {
 	s := &tcpSender{
 		x:       x,
 		addr:    addr,
+		tls:     tlsCfg,
 		opt:     opt.withDefaults(),
 		bufCap:  cfg.MaxMessageBytes,
 		wake:    make(chan struct{}, 1),
@@ -163,6 +169,21 @@ func (s *tcpSender) sleep(d time.Duration) bool {
 	}
 }
 
+// connect dials the collector and, for tcps://, shakes hands. raw is the
+// TCP connection under conn.
+func (s *tcpSender) connect(d *net.Dialer) (conn, raw net.Conn, err error) {
+	raw, err = d.DialContext(s.ctx, "tcp", s.addr)
+	if err != nil || s.tls == nil {
+		return raw, raw, err
+	}
+	tc, err := handshake(s.ctx, raw, s.tls, s.opt.dialTimeout, s.opt.tlsSettle)
+	if err != nil {
+		raw.Close()
+		return nil, nil, err
+	}
+	return tc, raw, nil
+}
+
 // run connects, serves, and reconnects with exponential backoff until Close.
 func (s *tcpSender) run() {
 	defer close(s.done)
@@ -171,15 +192,25 @@ func (s *tcpSender) run() {
 	backoff := s.opt.minBackoff
 	failures := 0
 	everConnected := false
+	logged := "" // the failure already logged at Warn in this run of failures
 	for s.ctx.Err() == nil {
-		conn, err := d.DialContext(s.ctx, "tcp", s.addr)
+		conn, raw, err := s.connect(&d)
 		if err != nil {
 			if s.ctx.Err() != nil || s.isClosing() {
 				return // Close counts what is still queued as dropped
 			}
 			failures++
-			if failures == 1 {
-				log.Warn(fmt.Sprintf("%s: collector unreachable, retrying with backoff: %v", s.x.name, err))
+			// Each kind of failure is logged once while it lasts, so
+			// an untrusted certificate is not buried under retries.
+			what := "collector unreachable"
+			var te *tlsError
+			if errors.As(err, &te) {
+				s.x.tlsErrors.Add(1)
+				what, err = te.hint, te.err
+			}
+			if what != logged {
+				logged = what
+				log.Warn(fmt.Sprintf("%s: %s, retrying with backoff: %v", s.x.name, what, err))
 			} else {
 				log.Debug(s.x.name+": connect failed", "err", err, "attempt", failures, "backoff", backoff)
 			}
@@ -193,15 +224,30 @@ func (s *tcpSender) run() {
 			s.x.reconnects.Add(1)
 		}
 		everConnected = true
-		log.Info(s.x.name+": connected", "failed_attempts", failures)
-		failures = 0
+		if tc, ok := conn.(*tls.Conn); ok {
+			log.Info(s.x.name+": connected", "failed_attempts", failures, "tls", tls.VersionName(tc.ConnectionState().Version))
+		} else {
+			log.Info(s.x.name+": connected", "failed_attempts", failures)
+		}
+		failures, logged = 0, ""
 		start := time.Now()
 		err = s.serve(conn)
-		conn.Close()
+		if err == nil {
+			conn.Close() // TLS: close_notify, the collector sees a clean end
+		} else {
+			raw.Close()
+		}
 		if err == nil || s.ctx.Err() != nil {
 			return
 		}
-		log.Warn(s.x.name+": connection lost, reconnecting", "err", err)
+		if s.tls != nil && isAlert(err) {
+			// A collector that checks client certificates after the
+			// handshake and did not answer within tlsSettle.
+			s.x.tlsErrors.Add(1)
+			log.Warn(s.x.name+": "+refusedHint(s.tls)+", reconnecting", "err", err)
+		} else {
+			log.Warn(s.x.name+": connection lost, reconnecting", "err", err)
+		}
 		if time.Since(start) > s.opt.maxBackoff {
 			backoff = s.opt.minBackoff // it was a good connection: start over
 		}
