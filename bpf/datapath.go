@@ -171,7 +171,7 @@ func Load(cfg Config) (*Datapath, error) {
 				if memlockErr != nil {
 					err = errors.Join(err, memlockErr)
 				}
-				return nil, fmt.Errorf("create flow table (%d entries): %w%s", cfg.MaxFlows, err, permissionHint(err))
+				return nil, fmt.Errorf("--max-flows %d: create flow table: %w%s", cfg.MaxFlows, err, permissionHint(err))
 			}
 		}
 		// The first table starts active.

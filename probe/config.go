@@ -87,6 +87,10 @@ func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
 	return c, fs, c.validate()
 }
 
+// maxFlowsLimit keeps the two kernel tables (about 150 bytes an entry)
+// under 20 GiB, well inside what the kernel's hash maps allow.
+const maxFlowsLimit = 1 << 26
+
 // tlsFiles are the --ipfix-tls-* settings.
 type tlsFiles struct{ CA, Cert, Key, ServerName string }
 
@@ -121,8 +125,8 @@ func (c *config) validate() error {
 			return fmt.Errorf("--%s %v: must be positive", d.name, d.v)
 		}
 	}
-	if c.MaxFlows < 1024 {
-		return fmt.Errorf("--max-flows %d: at least 1024", c.MaxFlows)
+	if c.MaxFlows < 1024 || c.MaxFlows > maxFlowsLimit {
+		return fmt.Errorf("--max-flows %d: from 1024 to %d (two tables of this size are kept in kernel memory)", c.MaxFlows, maxFlowsLimit)
 	}
 	if c.SampleBytes == 0 || c.SampleBytes > bpf.MaxSampleBytes {
 		return fmt.Errorf("--sample-bytes %d: 1 to %d", c.SampleBytes, bpf.MaxSampleBytes)

@@ -48,6 +48,7 @@ func TestConfig(t *testing.T) {
 		{"zero domain", []string{"-i", "eth1", "--stdout", "--observation-domain", "0"}, "non-zero", nil},
 		{"sample bytes too big", []string{"-i", "eth1", "--stdout", "--sample-bytes", "1000"}, "--sample-bytes", nil},
 		{"pcap without sampling", []string{"-i", "eth1", "--stdout", "--pcap", "x.pcap"}, "--sample-rate", nil},
+		{"table over the limit", []string{"-i", "eth1", "--stdout", "--max-flows", "100000000"}, "--max-flows", nil},
 		{"tls settings without tcps", []string{"-i", "eth1", "--ipfix", "tcp://x:4739", "--ipfix-tls-ca", "ca.pem"}, "tcps:// only", nil},
 		{"tcps with a missing CA file", []string{"-i", "eth1", "--ipfix", "tcps://x:4740", "--ipfix-tls-ca", "/nonexistent/ca.pem"}, "--ipfix-tls-ca", nil},
 		{"tcps with system roots", []string{"-i", "eth1", "--ipfix", "tcps://x:4740"}, "", nil},
