@@ -6,6 +6,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -26,7 +27,8 @@ const (
 	DefaultMaxFlows    = 262144
 	DefaultSampleBytes = 128
 	DefaultRingBytes   = 1 << 22
-	MaxSampleBytes     = 256 // SAMPLE_MAX_BYTES in xdpflow.h
+	MaxSampleBytes     = 256  // SAMPLE_MAX_BYTES in xdpflow.h
+	MaxLocalNets       = 1024 // local_nets' max_entries
 )
 
 // Config is fixed when the program is loaded.
@@ -47,6 +49,9 @@ type Config struct {
 	// BPF_MAP_TYPE_HASH; the others exist for docs/benchmarks.md, which
 	// says why the default won.
 	TableType ebpf.MapType
+	// LocalNets are the local networks: each new flow is marked ingress
+	// (into them) or egress (out of them). At most MaxLocalNets.
+	LocalNets []netip.Prefix
 	// PinPath, when set, is a bpffs directory where the maps are pinned
 	// (see pin.go): a Load that finds compatible pins there carries on
 	// with them.
@@ -77,6 +82,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Action != Pass && c.Action != Drop {
 		return fmt.Errorf("action %d: must be Pass or Drop", c.Action)
+	}
+	if len(c.LocalNets) > MaxLocalNets {
+		return fmt.Errorf("%d local networks: at most %d", len(c.LocalNets), MaxLocalNets)
 	}
 	if c.TableType == ebpf.UnspecifiedMap {
 		c.TableType = ebpf.Hash
@@ -138,6 +146,10 @@ func Load(cfg Config) (*Datapath, error) {
 		"cfg_sample_bytes": cfg.SampleBytes,
 		"cfg_percpu_table": 0,
 		"cfg_bench_flows":  cfg.benchFlows,
+		"cfg_local_nets":   0,
+	}
+	if len(cfg.LocalNets) > 0 {
+		consts["cfg_local_nets"] = 1
 	}
 	if cfg.perCPU() {
 		consts["cfg_percpu_table"] = 1
@@ -196,6 +208,10 @@ func Load(cfg Config) (*Datapath, error) {
 	for _, m := range repl {
 		m.Close() // the collection holds its own reference
 	}
+	if err := d.setLocalNets(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if d.Reused {
 		if err := d.findActive(); err != nil {
 			d.Close()
@@ -216,6 +232,21 @@ func Load(cfg Config) (*Datapath, error) {
 	d.Empty = d.objs.XdpEmpty
 	d.Samples = d.objs.Samples
 	return d, nil
+}
+
+// setLocalNets fills the LPM trie; IPv4 networks go in IPv4-mapped, as
+// the flow keys hold them.
+func (d *Datapath) setLocalNets() error {
+	for _, p := range d.cfg.LocalNets {
+		k := xdpflowLpmKey{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+		if p.Addr().Is4() {
+			k.Prefixlen += 96
+		}
+		if err := d.objs.LocalNets.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("--local-net %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // startClock arms the BPF timer that keeps the program's clock.

@@ -50,6 +50,9 @@ func (v *FlowValue) Merge(o FlowValue) {
 	v.Bytes += o.Bytes
 	v.L2Bytes += o.L2Bytes
 	v.TcpFlags |= o.TcpFlags
+	if o.Direction != 0 { // fixed by the key and --local-net
+		v.Direction = o.Direction
+	}
 }
 
 // batchSize is how many entries one batch syscall moves.

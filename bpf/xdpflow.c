@@ -53,6 +53,8 @@ volatile const __u32 cfg_percpu_table = 0;   /* table is PERCPU_HASH: plain adds
  * and cycling flows the program varies the source address over
  * cfg_bench_flows values. Zero in production: the verifier removes it. */
 volatile const __u32 cfg_bench_flows = 0;
+/* Set when --local-net gave networks: new flows look both ends up. */
+volatile const __u32 cfg_local_nets = 0;
 
 /* The inner map is the template for the flow tables; the loader creates the
  * real ones with the configured size and puts one of them in the slot. */
@@ -101,12 +103,23 @@ struct {
 	__uint(max_entries, 1 << 20);
 } samples SEC(".maps");
 
+/* The local networks (--local-net), for flow direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+} local_nets SEC(".maps");
+
 /* Complete these types in BTF: the inner map definition alone leaves them
  * forward-declared, and bpf2go generates Go from BTF. */
 const struct flow_key *const btf_flow_key;
 const struct flow_value *const btf_flow_value;
 const struct sample_hdr *const btf_sample_hdr;
 const enum malformed_reason *const btf_malformed_reason;
+const enum flow_direction *const btf_flow_direction;
+const struct lpm_key *const btf_lpm_key;
 
 struct packet {
 	void *data_end;
@@ -365,6 +378,27 @@ static __always_inline void add(__u64 *dst, __u64 v)
 		__sync_fetch_and_add(dst, v);
 }
 
+static __always_inline int is_local(const __u8 addr[16])
+{
+	struct lpm_key lk = {.prefixlen = 128};
+	__builtin_memcpy(lk.addr, addr, 16);
+	return bpf_map_lookup_elem(&local_nets, &lk) != 0;
+}
+
+/* direction is worked out once, when a flow is created: two trie lookups
+ * on new flows only, none when no local network is configured. */
+static __always_inline __u8 direction(const struct flow_key *k)
+{
+	if (!cfg_local_nets)
+		return DIRECTION_UNKNOWN;
+	int src = is_local(k->src_addr), dst = is_local(k->dst_addr);
+	if (dst && !src)
+		return DIRECTION_INGRESS;
+	if (src && !dst)
+		return DIRECTION_EGRESS;
+	return DIRECTION_UNKNOWN;
+}
+
 static __always_inline int account(struct packet *p, struct flow_key *k, __u64 now)
 {
 	__u32 zero = 0;
@@ -382,6 +416,7 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 		    .last_seen_ns = now,
 		    .tcp_flags = p->tcp_flags,
 		    .tos = p->tos,
+		    .direction = direction(k),
 		};
 		long err = bpf_map_update_elem(table, k, &nv, BPF_NOEXIST);
 		if (err == 0)

@@ -31,7 +31,21 @@ struct flow_value {
 	__u64 last_seen_ns;
 	__u32 tcp_flags; /* OR of the 12 low bits of TCP header word 6 (RFC 7125) */
 	__u8 tos;	 /* IPv4 TOS / IPv6 traffic class of the first packet */
-	__u8 _pad[3];
+	__u8 direction;	 /* enum flow_direction, set when the flow is created */
+	__u8 _pad[2];
+};
+
+/* Where a flow goes relative to the local networks (--local-net). */
+enum flow_direction {
+	DIRECTION_UNKNOWN = 0, /* no local networks, or both ends (or neither) local */
+	DIRECTION_INGRESS = 1, /* into the local networks */
+	DIRECTION_EGRESS = 2,  /* out of them */
+};
+
+/* Key of the local networks' LPM trie: IPv4 as IPv4-mapped IPv6. */
+struct lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
 
 /* Why a frame was counted as malformed. Append only. */

@@ -39,6 +39,14 @@ type xdpflowDatapathStats struct {
 	BenchSeq            uint64
 }
 
+type xdpflowFlowDirection uint32
+
+const (
+	xdpflowFlowDirectionDIRECTION_UNKNOWN xdpflowFlowDirection = 0
+	xdpflowFlowDirectionDIRECTION_INGRESS xdpflowFlowDirection = 1
+	xdpflowFlowDirectionDIRECTION_EGRESS  xdpflowFlowDirection = 2
+)
+
 type xdpflowFlowKey struct {
 	_         structs.HostLayout
 	SrcAddr   [16]uint8
@@ -60,7 +68,14 @@ type xdpflowFlowValue struct {
 	LastSeenNs  uint64
 	TcpFlags    uint32
 	Tos         uint8
-	Pad         [3]uint8
+	Direction   uint8
+	Pad         [2]uint8
+}
+
+type xdpflowLpmKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
 }
 
 type xdpflowMalformedReason uint32
@@ -96,18 +111,22 @@ type xdpflowSampleHdr struct {
 const (
 	xdpflowMapClock              = "clock"
 	xdpflowMapFlowTables         = "flow_tables"
+	xdpflowMapLocalNets          = "local_nets"
 	xdpflowMapSamples            = "samples"
 	xdpflowMapStats              = "stats"
 	xdpflowProgStartClock        = "start_clock"
 	xdpflowProgXdpEmpty          = "xdp_empty"
 	xdpflowProgXdpflow           = "xdpflow"
+	xdpflowVarBtfFlowDirection   = "btf_flow_direction"
 	xdpflowVarBtfFlowKey         = "btf_flow_key"
 	xdpflowVarBtfFlowValue       = "btf_flow_value"
+	xdpflowVarBtfLpmKey          = "btf_lpm_key"
 	xdpflowVarBtfMalformedReason = "btf_malformed_reason"
 	xdpflowVarBtfSampleHdr       = "btf_sample_hdr"
 	xdpflowVarCfgAction          = "cfg_action"
 	xdpflowVarCfgBenchFlows      = "cfg_bench_flows"
 	xdpflowVarCfgClockPeriodNs   = "cfg_clock_period_ns"
+	xdpflowVarCfgLocalNets       = "cfg_local_nets"
 	xdpflowVarCfgPercpuTable     = "cfg_percpu_table"
 	xdpflowVarCfgSampleBytes     = "cfg_sample_bytes"
 	xdpflowVarCfgSampleRate      = "cfg_sample_rate"
@@ -167,6 +186,7 @@ type xdpflowProgramSpecs struct {
 type xdpflowMapSpecs struct {
 	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	FlowTables *ebpf.MapSpec `ebpf:"flow_tables"`
+	LocalNets  *ebpf.MapSpec `ebpf:"local_nets"`
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -175,13 +195,16 @@ type xdpflowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowVariableSpecs struct {
+	BtfFlowDirection   *ebpf.VariableSpec `ebpf:"btf_flow_direction"`
 	BtfFlowKey         *ebpf.VariableSpec `ebpf:"btf_flow_key"`
 	BtfFlowValue       *ebpf.VariableSpec `ebpf:"btf_flow_value"`
+	BtfLpmKey          *ebpf.VariableSpec `ebpf:"btf_lpm_key"`
 	BtfMalformedReason *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
 	BtfSampleHdr       *ebpf.VariableSpec `ebpf:"btf_sample_hdr"`
 	CfgAction          *ebpf.VariableSpec `ebpf:"cfg_action"`
 	CfgBenchFlows      *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
 	CfgClockPeriodNs   *ebpf.VariableSpec `ebpf:"cfg_clock_period_ns"`
+	CfgLocalNets       *ebpf.VariableSpec `ebpf:"cfg_local_nets"`
 	CfgPercpuTable     *ebpf.VariableSpec `ebpf:"cfg_percpu_table"`
 	CfgSampleBytes     *ebpf.VariableSpec `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate      *ebpf.VariableSpec `ebpf:"cfg_sample_rate"`
@@ -210,6 +233,7 @@ func (o *xdpflowObjects) Close() error {
 type xdpflowMaps struct {
 	Clock      *ebpf.Map `ebpf:"clock"`
 	FlowTables *ebpf.Map `ebpf:"flow_tables"`
+	LocalNets  *ebpf.Map `ebpf:"local_nets"`
 	Samples    *ebpf.Map `ebpf:"samples"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
@@ -218,6 +242,7 @@ func (m *xdpflowMaps) Close() error {
 	return _XdpflowClose(
 		m.Clock,
 		m.FlowTables,
+		m.LocalNets,
 		m.Samples,
 		m.Stats,
 	)
@@ -227,13 +252,16 @@ func (m *xdpflowMaps) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowVariables struct {
+	BtfFlowDirection   *ebpf.Variable `ebpf:"btf_flow_direction"`
 	BtfFlowKey         *ebpf.Variable `ebpf:"btf_flow_key"`
 	BtfFlowValue       *ebpf.Variable `ebpf:"btf_flow_value"`
+	BtfLpmKey          *ebpf.Variable `ebpf:"btf_lpm_key"`
 	BtfMalformedReason *ebpf.Variable `ebpf:"btf_malformed_reason"`
 	BtfSampleHdr       *ebpf.Variable `ebpf:"btf_sample_hdr"`
 	CfgAction          *ebpf.Variable `ebpf:"cfg_action"`
 	CfgBenchFlows      *ebpf.Variable `ebpf:"cfg_bench_flows"`
 	CfgClockPeriodNs   *ebpf.Variable `ebpf:"cfg_clock_period_ns"`
+	CfgLocalNets       *ebpf.Variable `ebpf:"cfg_local_nets"`
 	CfgPercpuTable     *ebpf.Variable `ebpf:"cfg_percpu_table"`
 	CfgSampleBytes     *ebpf.Variable `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate      *ebpf.Variable `ebpf:"cfg_sample_rate"`

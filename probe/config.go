@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -26,6 +27,8 @@ type config struct {
 	Detach            bool
 	IPFIX             []string
 	IPFIXTLS          tlsFiles
+	LocalNets         []string
+	localNets         []netip.Prefix
 	NetFlow9          []string
 	Stdout            bool
 	ActiveTimeout     time.Duration
@@ -64,6 +67,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.ActiveTimeout, "active-timeout", 60*time.Second, "a longer flow is exported in records of this length")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 15*time.Second, "a flow with no packet for this long ends")
 	fs.DurationVar(&c.DrainInterval, "drain-interval", time.Second, "how often the kernel tables are swapped and read (shortened automatically under table pressure)")
+	fs.StringArrayVar(&c.LocalNets, "local-net", nil, "a local network (CIDR, repeatable): flows are marked ingress into or egress out of them (flowDirection, IE 61)")
 	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
 	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
 	fs.Uint32Var(&c.SampleBytes, "sample-bytes", bpf.DefaultSampleBytes, "bytes of each sampled frame (at most 256)")
@@ -127,6 +131,17 @@ func (c *config) validate() error {
 	}
 	if c.MaxFlows < 1024 || c.MaxFlows > maxFlowsLimit {
 		return fmt.Errorf("--max-flows %d: from 1024 to %d (two tables of this size are kept in kernel memory)", c.MaxFlows, maxFlowsLimit)
+	}
+	if len(c.LocalNets) > bpf.MaxLocalNets {
+		return fmt.Errorf("--local-net: %d networks, at most %d", len(c.LocalNets), bpf.MaxLocalNets)
+	}
+	c.localNets = nil
+	for _, n := range c.LocalNets {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return fmt.Errorf("--local-net %q: want a CIDR like 198.18.0.0/15: %w", n, err)
+		}
+		c.localNets = append(c.localNets, p.Masked())
 	}
 	if c.SampleBytes == 0 || c.SampleBytes > bpf.MaxSampleBytes {
 		return fmt.Errorf("--sample-bytes %d: 1 to %d", c.SampleBytes, bpf.MaxSampleBytes)

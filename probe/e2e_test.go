@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -672,4 +673,75 @@ func checkSamples(t *testing.T, path, log string) int {
 		t.Errorf("pcap holds %d samples (%d truncated), the datapath wrote %d (lost %s)", n, truncated, written, m[2])
 	}
 	return n
+}
+
+// TestLocalNetDirection: with --local-net, every IPFIX record carries
+// flowDirection (IE 61, read here with goflow2's decoder) as the addresses
+// say: into the local networks ingress, out of them egress; records of
+// flows with no known direction use the plain templates.
+func TestLocalNetDirection(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	pair, err := testnet.NewPair(fmt.Sprintf("xfd%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	col := collector(t, pair)
+	local := []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32"), netip.MustParsePrefix("2001:db8::2/128")}
+	pr := startProbe(t, pair, "--ipfix", col.URL(), "--local-net", local[0].String(), "--local-net", local[1].String(), "--pin-path", "")
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, pair, mix)
+	time.Sleep(100 * time.Millisecond)
+	pr.stop(t)
+	time.Sleep(100 * time.Millisecond)
+
+	isLocal := func(a netip.Addr) bool { return local[0].Contains(a) || local[1].Contains(a) }
+	templates := netflow.CreateTemplateSystem()
+	seen := map[int]int{}
+	for _, msg := range col.Stop() {
+		var ipfixPkt netflow.IPFIXPacket
+		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(msg), templates, nil, &ipfixPkt); err != nil {
+			t.Fatal(err)
+		}
+		for _, set := range ipfixPkt.FlowSets {
+			data, ok := set.(netflow.DataFlowSet)
+			if !ok {
+				continue
+			}
+			for _, r := range data.Records {
+				var src, dst netip.Addr
+				dir := -1 // no flowDirection field
+				for _, v := range r.Values {
+					b, _ := v.Value.([]byte)
+					switch v.Type {
+					case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
+						src, _ = netip.AddrFromSlice(b)
+					case schemas.IEDestinationIPv4Address, schemas.IEDestinationIPv6Address:
+						dst, _ = netip.AddrFromSlice(b)
+					case schemas.IEFlowDirection:
+						dir = int(b[0])
+					}
+				}
+				want := -1
+				switch {
+				case isLocal(dst) && !isLocal(src):
+					want = 0
+				case isLocal(src) && !isLocal(dst):
+					want = 1
+				}
+				if dir != want {
+					t.Errorf("%v > %v: flowDirection %d, want %d (-1: none)", src, dst, dir, want)
+				}
+				seen[dir]++
+			}
+		}
+	}
+	if seen[0] == 0 || seen[1] == 0 || seen[-1] == 0 {
+		t.Errorf("records by direction %v: want ingress, egress and none", seen)
+	}
 }

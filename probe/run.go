@@ -64,7 +64,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	if c.Action == "drop" {
 		action = bpf.Drop
 	}
-	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action, PinPath: c.PinPath})
+	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action, PinPath: c.PinPath, LocalNets: c.localNets})
 	if err != nil {
 		return err
 	}
@@ -274,6 +274,7 @@ func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]expor
 				SamplingInterval:        1, // the datapath counts every packet
 				Interfaces:              names,
 				TLS:                     tlsCfg, // tcps:// only
+				FlowDirection:           len(c.localNets) > 0,
 			}, log)
 			if err != nil {
 				return err

@@ -109,6 +109,7 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 	}{
 		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
 		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
+		{"### Templates 260 and 261: flows with a direction", IPFIXFlowIPv4Dir[len(IPFIXFlowIPv4):]},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
 	} {

@@ -56,6 +56,40 @@ type Flow struct {
 	TCPFlags  uint16     `json:"tcp_flags"`          // tcpControlBits (RFC 7125), OR over the record
 	TOS       uint8      `json:"tos"`                // ipClassOfService
 	EndReason EndReason  `json:"end_reason"`         // flowEndReason
+	Direction Direction  `json:"flow_direction"`     // against --local-net; flowDirection
+}
+
+// Direction is where a flow goes relative to the probe's local networks.
+type Direction uint8
+
+const (
+	DirectionUnknown Direction = 0 // no local networks, or both ends (or neither) local
+	DirectionIngress Direction = 1 // into the local networks: flowDirection 0
+	DirectionEgress  Direction = 2 // out of them: flowDirection 1
+)
+
+func (d Direction) String() string {
+	switch d {
+	case DirectionIngress:
+		return "ingress"
+	case DirectionEgress:
+		return "egress"
+	}
+	return "unknown"
+}
+
+// MarshalText writes the direction's name in JSON.
+func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads a name written by MarshalText.
+func (d *Direction) UnmarshalText(b []byte) error {
+	for c := DirectionUnknown; c <= DirectionEgress; c++ {
+		if c.String() == string(b) {
+			*d = c
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown flow direction %q", b)
 }
 
 // MarshalText writes the reason's name in JSON.

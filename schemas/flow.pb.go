@@ -156,6 +156,56 @@ func (FlowMessage_EndReason) EnumDescriptor() ([]byte, []int) {
 	return file_flow_proto_rawDescGZIP(), []int{0, 1}
 }
 
+// flowDirection (IE 61) relative to the probe's --local-net networks.
+type FlowMessage_FlowDirection int32
+
+const (
+	FlowMessage_FLOW_DIRECTION_UNKNOWN FlowMessage_FlowDirection = 0
+	FlowMessage_FLOW_DIRECTION_INGRESS FlowMessage_FlowDirection = 1
+	FlowMessage_FLOW_DIRECTION_EGRESS  FlowMessage_FlowDirection = 2
+)
+
+// Enum value maps for FlowMessage_FlowDirection.
+var (
+	FlowMessage_FlowDirection_name = map[int32]string{
+		0: "FLOW_DIRECTION_UNKNOWN",
+		1: "FLOW_DIRECTION_INGRESS",
+		2: "FLOW_DIRECTION_EGRESS",
+	}
+	FlowMessage_FlowDirection_value = map[string]int32{
+		"FLOW_DIRECTION_UNKNOWN": 0,
+		"FLOW_DIRECTION_INGRESS": 1,
+		"FLOW_DIRECTION_EGRESS":  2,
+	}
+)
+
+func (x FlowMessage_FlowDirection) Enum() *FlowMessage_FlowDirection {
+	p := new(FlowMessage_FlowDirection)
+	*p = x
+	return p
+}
+
+func (x FlowMessage_FlowDirection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlowMessage_FlowDirection) Descriptor() protoreflect.EnumDescriptor {
+	return file_flow_proto_enumTypes[2].Descriptor()
+}
+
+func (FlowMessage_FlowDirection) Type() protoreflect.EnumType {
+	return &file_flow_proto_enumTypes[2]
+}
+
+func (x FlowMessage_FlowDirection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlowMessage_FlowDirection.Descriptor instead.
+func (FlowMessage_FlowDirection) EnumDescriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{0, 2}
+}
+
 type FlowMessage struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Type                FlowMessage_FlowType   `protobuf:"varint,1,opt,name=type,proto3,enum=xdpflow.v1.FlowMessage_FlowType" json:"type,omitempty"`
@@ -191,11 +241,12 @@ type FlowMessage struct {
 	BgpNextHop          []byte                 `protobuf:"bytes,100,opt,name=bgp_next_hop,json=bgpNextHop,proto3" json:"bgp_next_hop,omitempty"`
 	ObservationDomainId uint32                 `protobuf:"varint,70,opt,name=observation_domain_id,json=observationDomainId,proto3" json:"observation_domain_id,omitempty"`
 	// xdpflow's own fields.
-	SchemaVersion uint32                `protobuf:"varint,200,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
-	EndReason     FlowMessage_EndReason `protobuf:"varint,201,opt,name=end_reason,json=endReason,proto3,enum=xdpflow.v1.FlowMessage_EndReason" json:"end_reason,omitempty"`
-	L2Bytes       uint64                `protobuf:"varint,202,opt,name=l2_bytes,json=l2Bytes,proto3" json:"l2_bytes,omitempty"`
-	ProbeHost     string                `protobuf:"bytes,203,opt,name=probe_host,json=probeHost,proto3" json:"probe_host,omitempty"`
-	InIfName      string                `protobuf:"bytes,204,opt,name=in_if_name,json=inIfName,proto3" json:"in_if_name,omitempty"`
+	SchemaVersion uint32                    `protobuf:"varint,200,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	EndReason     FlowMessage_EndReason     `protobuf:"varint,201,opt,name=end_reason,json=endReason,proto3,enum=xdpflow.v1.FlowMessage_EndReason" json:"end_reason,omitempty"`
+	L2Bytes       uint64                    `protobuf:"varint,202,opt,name=l2_bytes,json=l2Bytes,proto3" json:"l2_bytes,omitempty"`
+	ProbeHost     string                    `protobuf:"bytes,203,opt,name=probe_host,json=probeHost,proto3" json:"probe_host,omitempty"`
+	InIfName      string                    `protobuf:"bytes,204,opt,name=in_if_name,json=inIfName,proto3" json:"in_if_name,omitempty"`
+	FlowDirection FlowMessage_FlowDirection `protobuf:"varint,205,opt,name=flow_direction,json=flowDirection,proto3,enum=xdpflow.v1.FlowMessage_FlowDirection" json:"flow_direction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +540,13 @@ func (x *FlowMessage) GetInIfName() string {
 	return ""
 }
 
+func (x *FlowMessage) GetFlowDirection() FlowMessage_FlowDirection {
+	if x != nil {
+		return x.FlowDirection
+	}
+	return FlowMessage_FLOW_DIRECTION_UNKNOWN
+}
+
 // SampleMessage is one sampled packet: its first bytes from the wire.
 type SampleMessage struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -604,7 +662,7 @@ const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"flow.proto\x12\n" +
-	"xdpflow.v1\"\xc6\v\n" +
+	"xdpflow.v1\"\xf9\f\n" +
 	"\vFlowMessage\x124\n" +
 	"\x04type\x18\x01 \x01(\x0e2 .xdpflow.v1.FlowMessage.FlowTypeR\x04type\x12(\n" +
 	"\x10time_received_ns\x18n \x01(\x04R\x0etimeReceivedNs\x12!\n" +
@@ -647,7 +705,8 @@ const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"probe_host\x18\xcb\x01 \x01(\tR\tprobeHost\x12\x1d\n" +
 	"\n" +
-	"in_if_name\x18\xcc\x01 \x01(\tR\binIfName\"`\n" +
+	"in_if_name\x18\xcc\x01 \x01(\tR\binIfName\x12M\n" +
+	"\x0eflow_direction\x18\xcd\x01 \x01(\x0e2%.xdpflow.v1.FlowMessage.FlowDirectionR\rflowDirection\"`\n" +
 	"\bFlowType\x12\x0f\n" +
 	"\vFLOWUNKNOWN\x10\x00\x12\v\n" +
 	"\aSFLOW_5\x10\x01\x12\x0e\n" +
@@ -664,7 +723,11 @@ const file_flow_proto_rawDesc = "" +
 	"\x19END_REASON_ACTIVE_TIMEOUT\x10\x02\x12\x1a\n" +
 	"\x16END_REASON_END_OF_FLOW\x10\x03\x12\x19\n" +
 	"\x15END_REASON_FORCED_END\x10\x04\x12 \n" +
-	"\x1cEND_REASON_LACK_OF_RESOURCES\x10\x05\"\xba\x02\n" +
+	"\x1cEND_REASON_LACK_OF_RESOURCES\x10\x05\"b\n" +
+	"\rFlowDirection\x12\x1a\n" +
+	"\x16FLOW_DIRECTION_UNKNOWN\x10\x00\x12\x1a\n" +
+	"\x16FLOW_DIRECTION_INGRESS\x10\x01\x12\x19\n" +
+	"\x15FLOW_DIRECTION_EGRESS\x10\x02\"\xba\x02\n" +
 	"\rSampleMessage\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1d\n" +
 	"\n" +
@@ -690,22 +753,24 @@ func file_flow_proto_rawDescGZIP() []byte {
 	return file_flow_proto_rawDescData
 }
 
-var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_flow_proto_goTypes = []any{
-	(FlowMessage_FlowType)(0),  // 0: xdpflow.v1.FlowMessage.FlowType
-	(FlowMessage_EndReason)(0), // 1: xdpflow.v1.FlowMessage.EndReason
-	(*FlowMessage)(nil),        // 2: xdpflow.v1.FlowMessage
-	(*SampleMessage)(nil),      // 3: xdpflow.v1.SampleMessage
+	(FlowMessage_FlowType)(0),      // 0: xdpflow.v1.FlowMessage.FlowType
+	(FlowMessage_EndReason)(0),     // 1: xdpflow.v1.FlowMessage.EndReason
+	(FlowMessage_FlowDirection)(0), // 2: xdpflow.v1.FlowMessage.FlowDirection
+	(*FlowMessage)(nil),            // 3: xdpflow.v1.FlowMessage
+	(*SampleMessage)(nil),          // 4: xdpflow.v1.SampleMessage
 }
 var file_flow_proto_depIdxs = []int32{
 	0, // 0: xdpflow.v1.FlowMessage.type:type_name -> xdpflow.v1.FlowMessage.FlowType
 	1, // 1: xdpflow.v1.FlowMessage.end_reason:type_name -> xdpflow.v1.FlowMessage.EndReason
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 2: xdpflow.v1.FlowMessage.flow_direction:type_name -> xdpflow.v1.FlowMessage.FlowDirection
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -718,7 +783,7 @@ func file_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -21,6 +21,7 @@ const (
 	IESamplingInterval         = 34
 	IESamplingAlgorithm        = 35
 	IEVlanID                   = 58
+	IEFlowDirection            = 61 // 0 ingress, 1 egress
 	IEIPVersion                = 60
 	IEInterfaceName            = 82
 	IEFlowEndReason            = 136
@@ -46,6 +47,8 @@ const (
 	TemplateIPv6      = 257
 	TemplateSampling  = 258 // options: sampling configuration per observation domain
 	TemplateInterface = 259 // options: ingressInterface -> interfaceName
+	TemplateIPv4Dir   = 260 // TemplateIPv4 + flowDirection (--local-net)
+	TemplateIPv6Dir   = 261 // TemplateIPv6 + flowDirection
 )
 
 // IPFIXFlowIPv4 and IPFIXFlowIPv6 are the data templates of the probe's
@@ -53,6 +56,10 @@ const (
 var (
 	IPFIXFlowIPv4 = flowTemplate(Field{IESourceIPv4Address, 4}, Field{IEDestinationIPv4Address, 4}, Field{IEICMPTypeCodeIPv4, 2})
 	IPFIXFlowIPv6 = flowTemplate(Field{IESourceIPv6Address, 16}, Field{IEDestinationIPv6Address, 16}, Field{IEICMPTypeCodeIPv6, 2})
+	// With --local-net, records of a known direction use these: the same
+	// fields and flowDirection last.
+	IPFIXFlowIPv4Dir = append(IPFIXFlowIPv4[:len(IPFIXFlowIPv4):len(IPFIXFlowIPv4)], Field{IEFlowDirection, 1})
+	IPFIXFlowIPv6Dir = append(IPFIXFlowIPv6[:len(IPFIXFlowIPv6):len(IPFIXFlowIPv6)], Field{IEFlowDirection, 1})
 )
 
 func flowTemplate(src, dst, icmp Field) []Field {

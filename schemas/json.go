@@ -87,6 +87,7 @@ func AppendFlowJSON(b []byte, m *FlowMessage) []byte {
 	b = jsonU64(b, o, `,"l2_bytes":`, m.L2Bytes)
 	b = jsonString(b, o, `,"probe_host":`, m.ProbeHost)
 	b = jsonString(b, o, `,"in_if_name":`, m.InIfName)
+	b = jsonEnum(b, o, `,"flow_direction":`, int32(m.FlowDirection), directionNames, FlowMessage_FlowDirection_name)
 	return append(b, '}')
 }
 
@@ -167,6 +168,7 @@ func jsonEnum(b []byte, o int, key string, v int32, names []string, byNumber map
 var (
 	flowTypeNames  = enumNames(FlowMessage_FlowType_name)
 	endReasonNames = enumNames(FlowMessage_EndReason_name)
+	directionNames = enumNames(FlowMessage_FlowDirection_name)
 )
 
 func enumNames(byNumber map[int32]string) []string {

@@ -108,6 +108,7 @@ func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
 	m.EndReason = FlowMessage_EndReason(f.EndReason)
 	m.L2Bytes = f.L2Bytes
 	m.ProbeHost = meta.ProbeHost
+	m.FlowDirection = FlowMessage_FlowDirection(f.Direction)
 }
 
 // Flow reads back the record a message was made from (ToMessage's
@@ -116,7 +117,7 @@ func (m *FlowMessage) Flow() Flow {
 	f := Flow{Src: Addr(m.SrcAddr), Dst: Addr(m.DstAddr), SrcPort: uint16(m.SrcPort), DstPort: uint16(m.DstPort),
 		Proto: uint8(m.Proto), VLAN: uint16(m.VlanId), InIf: m.InIf, Packets: m.Packets, Bytes: m.Bytes, L2Bytes: m.L2Bytes,
 		StartNs: int64(m.TimeFlowStartNs), EndNs: int64(m.TimeFlowEndNs), TCPFlags: uint16(m.TcpFlags), TOS: uint8(m.IpTos),
-		EndReason: EndReason(m.EndReason)}
+		EndReason: EndReason(m.EndReason), Direction: Direction(m.FlowDirection)}
 	if f.IsICMP() {
 		f.DstPort = uint16(m.IcmpType<<8 | m.IcmpCode)
 	}

@@ -152,7 +152,7 @@ func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exp
 	m.SrcNet, m.DstNet = 0, 0
 	m.ObservationDomainId = h.domain
 	m.SchemaVersion = schemas.SchemaVersion
-	m.EndReason = 0
+	m.EndReason, m.FlowDirection = 0, 0
 	m.L2Bytes = 0
 	m.ProbeHost, m.InIfName = "", ""
 }

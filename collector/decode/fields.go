@@ -130,6 +130,10 @@ func (c *converter) field(id uint16, v []byte) {
 		m.ForwardingStatus = uint32(beUint(v))
 	case schemas.IEFlowEndReason:
 		m.EndReason = schemas.FlowMessage_EndReason(beUint(v))
+	case schemas.IEFlowDirection:
+		if d := beUint(v); d <= 1 { // 0 ingress, 1 egress
+			m.FlowDirection = schemas.FlowMessage_FlowDirection(d + 1)
+		}
 
 	case ieSrcAS:
 		m.SrcAs = uint32(beUint(v))

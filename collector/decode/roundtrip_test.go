@@ -75,3 +75,25 @@ func TestSamplingRateFromOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundTripFlowDirection: the probe's templates 260/261 (--local-net)
+// give flow_direction back; records without a direction keep it unknown.
+func TestRoundTripFlowDirection(t *testing.T) {
+	now := time.Now()
+	flows := testFlows(300, now.Add(time.Second), 3)
+	for i := range flows {
+		flows[i].Direction = schemas.Direction(i % 3)
+	}
+	for _, proto := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
+		msgs := encode(t, ipfix.Config{Protocol: proto, FlowDirection: true}, flows, now)
+		got := decodeAll(t, New(Config{}), testExporter, msgs, 1)
+		if len(got) != len(flows) {
+			t.Fatalf("%d records, want %d", len(got), len(flows))
+		}
+		for i, m := range got {
+			if g, w := m.Flow(), msOnly(flows[i]); g != w {
+				t.Fatalf("%v record %d:\n got %+v\nwant %+v", proto, i, g, w)
+			}
+		}
+	}
+}

@@ -163,6 +163,7 @@ func (t *Table) emit(out []schemas.Flow, k bpf.FlowKey, e *entry, reason schemas
 		TCPFlags:  uint16(e.v.TcpFlags),
 		TOS:       e.v.Tos,
 		EndReason: reason,
+		Direction: schemas.Direction(e.v.Direction),
 	})
 }
 

@@ -47,6 +47,9 @@ type Config struct {
 	TemplateRefreshMessages int               // UDP: ...or after this many messages, whichever first; default 1000
 	SamplingInterval        uint32            // packets counted per packet seen; default 1 (every packet counted)
 	Interfaces              map[uint32]string // ingress ifindex -> interface name, sent as options data
+	// FlowDirection adds templates 260/261 (flowDirection last), used by
+	// records whose Direction is known (the probe's --local-net).
+	FlowDirection bool
 	// TLS is the client side of tcps:// (see TLSConfig); nil: the system
 	// roots, no client certificate. The Exporter uses a copy; other
 	// schemes ignore it.
@@ -139,7 +142,8 @@ type Encoder struct {
 
 	v4Len, v6Len int // flow record lengths for this protocol
 	v4, v6       []schemas.Field
-	ifaces       []iface // sorted by ifindex, so options data is deterministic
+	v4d, v6d     []schemas.Field // with flowDirection (Config.FlowDirection)
+	ifaces       []iface         // sorted by ifindex, so options data is deterministic
 
 	lastTemplates      time.Time
 	msgsSinceTemplates int
@@ -167,6 +171,10 @@ func NewEncoder(cfg Config, send func(msg []byte) error) *Encoder {
 		e.v4, e.v6 = v9Template(schemas.IPFIXFlowIPv4), v9Template(schemas.IPFIXFlowIPv6)
 	}
 	e.v4Len, e.v6Len = recordLen(e.v4), recordLen(e.v6)
+	if cfg.FlowDirection {
+		dir := schemas.Field{ID: schemas.IEFlowDirection, Length: 1}
+		e.v4d, e.v6d = append(slices.Clone(e.v4), dir), append(slices.Clone(e.v6), dir)
+	}
 	e.n = e.hdrLen
 	for idx, name := range cfg.Interfaces {
 		var ifc iface
@@ -221,11 +229,19 @@ func (e *Encoder) Add(f *schemas.Flow) error {
 	default:
 		return fmt.Errorf("%w: src %v, dst %v: both addresses must be set and of the same family", ErrInvalidFlow, f.Src, f.Dst)
 	}
+	v4 := id == schemas.TemplateIPv4
+	dir := e.cfg.FlowDirection && f.Direction != schemas.DirectionUnknown
+	if dir {
+		id, n = id+schemas.TemplateIPv4Dir-schemas.TemplateIPv4, n+1
+	}
 	b, err := e.reserve(id, n)
 	if b == nil {
 		return err
 	}
-	e.putFlow(b, f, id == schemas.TemplateIPv4)
+	e.putFlow(b, f, v4)
+	if dir {
+		b[n-1] = uint8(f.Direction) - 1 // IE 61: 0 ingress, 1 egress
+	}
 	e.msgRecords++
 	e.msgData++
 	e.msgFlows++
@@ -401,8 +417,10 @@ func (e *Encoder) SendTemplates(now time.Time) error {
 	for _, t := range [...]struct {
 		id     uint16
 		fields []schemas.Field
-	}{{schemas.TemplateIPv4, e.v4}, {schemas.TemplateIPv6, e.v6}} {
-		e.addTemplate(t.id, t.fields)
+	}{{schemas.TemplateIPv4, e.v4}, {schemas.TemplateIPv6, e.v6}, {schemas.TemplateIPv4Dir, e.v4d}, {schemas.TemplateIPv6Dir, e.v6d}} {
+		if t.fields != nil {
+			e.addTemplate(t.id, t.fields)
+		}
 	}
 	e.addOptionsTemplates()
 	e.addOptionsData()
