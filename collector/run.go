@@ -84,7 +84,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	close(errs)
 	err = errors.Join(collect(errs)...)
 	if s.prod != nil {
-		closeProducer(s.prod, c.Kafka.FlushTimeout, log)
+		s.prod.Shutdown(c.Kafka.FlushTimeout)
 	}
 	s.summary(ls)
 	return err
@@ -95,18 +95,6 @@ func collect(ch chan error) (out []error) {
 		out = append(out, e)
 	}
 	return out
-}
-
-// closeProducer delivers or spools what Kafka has not taken yet.
-func closeProducer(p *kafkaout.Producer, timeout time.Duration, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := p.Close(ctx); err != nil {
-		log.Error("kafka close", "err", err)
-	}
-	st := p.Stats()
-	log.Info("kafka totals", "sent", st.Sent, "failed_attempts", st.Failures, "spooled", st.Spooled,
-		"replayed", st.Replayed, "dropped", st.Dropped, "spool_bytes", st.SpoolBytes)
 }
 
 // sink is where decoded records go: the JSON lines file and Kafka.

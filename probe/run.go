@@ -95,7 +95,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			return err
 		}
 		// Deferred before the exporters, so it runs after their Close.
-		defer closeProducer(prod, c.Kafka.FlushTimeout, log)
+		defer prod.Shutdown(c.Kafka.FlushTimeout)
 	}
 	exps, err := newExporters(c, names, log)
 	if err != nil {
@@ -241,18 +241,6 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			timer.Reset(interval)
 		}
 	}
-}
-
-// closeProducer delivers or spools what Kafka has not taken yet.
-func closeProducer(p *kafkaout.Producer, timeout time.Duration, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := p.Close(ctx); err != nil {
-		log.Error("kafka close", "err", err)
-	}
-	st := p.Stats()
-	log.Info("kafka totals", "sent", st.Sent, "failed_attempts", st.Failures, "spooled", st.Spooled,
-		"replayed", st.Replayed, "dropped", st.Dropped, "spool_bytes", st.SpoolBytes)
 }
 
 func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]exporter, error) {

@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testpki"
 )
 
 func TestServerTLSConfig(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	for _, tc := range []struct {
 		name               string
 		cert, key, rootCA  string
@@ -99,7 +100,7 @@ func keyPair(t *testing.T, cert, key string) []tls.Certificate {
 // TLS error, logged with what it means, and no message of it reaches the
 // handler; --allow comes before the handshake.
 func TestTLSListener(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	serverOnly, err := ServerTLSConfig(p.ServerCert, p.ServerKey, "")
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func TestTLSListener(t *testing.T) {
 // TestTLSErrorsRateLimited: a misconfigured exporter retrying fast is
 // counted every time and logged once per interval.
 func TestTLSErrorsRateLimited(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	srv, err := ServerTLSConfig(p.ServerCert, p.ServerKey, p.CA)
 	if err != nil {
 		t.Fatal(err)

@@ -2,17 +2,9 @@ package kafkaout
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,48 +14,18 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/xdpflow/xdpflow/internal/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/testpki"
 )
 
-// testCA is a throwaway CA and a server certificate for 127.0.0.1.
-type testCA struct {
-	caFile string
-	server tls.Certificate
-}
-
-func newTestCA(t *testing.T) testCA {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "xdpflow test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "broker"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return testCA{caFile: path, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
-}
-
-// otherCA writes a CA file that did not sign the broker's certificate.
-func otherCA(t *testing.T) string { return newTestCA(t).caFile }
-
 func TestStartupChecks(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testpki.New(t)
+	server, err := tls.LoadX509KeyPair(ca.ServerCert, ca.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	plainBroker := kafkacheck.Start(t, 1, []string{topic}, nil)
 	noTopics := kafkacheck.Start(t, 1, nil, nil)
-	tlsBroker := kafkacheck.Start(t, 1, []string{topic}, nil, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{ca.server}}))
+	tlsBroker := kafkacheck.Start(t, 1, []string{topic}, nil, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{server}}))
 	saslBroker := kafkacheck.Start(t, 1, []string{topic}, nil, kfake.EnableSASL(),
 		kfake.Superuser("PLAIN", "probe", "secret"), kfake.Superuser("SCRAM-SHA-256", "probe256", "secret"), kfake.Superuser("SCRAM-SHA-512", "probe512", "secret"))
 	down := kafkacheck.Start(t, 1, []string{topic}, nil)
@@ -80,10 +42,10 @@ func TestStartupChecks(t *testing.T) {
 		{name: "plaintext", addr: plainBroker.Addr},
 		{name: "unreachable at start: logged, not fatal", addr: down.Addr, wantErr: ""},
 		{name: "topic missing, auto-create off", addr: noTopics.Addr, wantErr: `kafka topic "flows" does not exist`},
-		{name: "tls", addr: tlsBroker.Addr, set: func(c *Config) { c.TLSCA = ca.caFile }, readTLS: true},
-		{name: "tls, wrong CA", addr: tlsBroker.Addr, set: func(c *Config) { c.TLSCA = otherCA(t) }, wantErr: "--kafka-tls-ca"},
+		{name: "tls", addr: tlsBroker.Addr, set: func(c *Config) { c.TLSCA = ca.CA }, readTLS: true},
+		{name: "tls, wrong CA", addr: tlsBroker.Addr, set: func(c *Config) { c.TLSCA = ca.OtherCA }, wantErr: "--kafka-tls-ca"},
 		{name: "tls, system roots", addr: tlsBroker.Addr, set: func(c *Config) { c.TLS = true }, wantErr: "--kafka-tls-ca"},
-		{name: "tls client, plaintext broker", addr: plainBroker.Addr, set: func(c *Config) { c.TLSCA = ca.caFile }, wantErr: "does not answer a TLS handshake"},
+		{name: "tls client, plaintext broker", addr: plainBroker.Addr, set: func(c *Config) { c.TLSCA = ca.CA }, wantErr: "does not answer a TLS handshake"},
 		{name: "plaintext client, tls broker", addr: tlsBroker.Addr, wantErr: "add --kafka-tls"},
 		{name: "sasl plain", addr: saslBroker.Addr, set: withSASL("plain", "probe", "secret"), readAs: "probe"},
 		{name: "sasl scram-sha-256", addr: saslBroker.Addr, set: withSASL("scram-sha-256", "probe256", "secret"), readAs: "probe"},
@@ -118,7 +80,7 @@ func TestStartupChecks(t *testing.T) {
 			var opts []kgo.Opt
 			if tc.readTLS {
 				pool := x509.NewCertPool()
-				pem, _ := os.ReadFile(ca.caFile)
+				pem, _ := os.ReadFile(ca.CA)
 				pool.AppendCertsFromPEM(pem)
 				opts = append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool}))
 			}

@@ -404,3 +404,16 @@ func (p *Producer) Stats() Stats {
 func (p *Producer) String() string {
 	return fmt.Sprintf("kafka://%s/%s", p.cfg.Brokers[0], p.cfg.Topic)
 }
+
+// Shutdown is Close with a deadline of timeout, then one log line of the
+// producer's totals: what both programs do when they stop.
+func (p *Producer) Shutdown(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		p.log.Error("kafka close", "err", err)
+	}
+	st := p.Stats()
+	p.log.Info("kafka totals", "sent", st.Sent, "failed_attempts", st.Failures, "spooled", st.Spooled,
+		"replayed", st.Replayed, "dropped", st.Dropped, "spool_bytes", st.SpoolBytes)
+}

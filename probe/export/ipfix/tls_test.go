@@ -13,11 +13,12 @@ import (
 
 	"github.com/xdpflow/xdpflow/collector/decode"
 	"github.com/xdpflow/xdpflow/collector/listen"
+	"github.com/xdpflow/xdpflow/internal/testpki"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
 func TestTLSConfig(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	for _, tc := range []struct {
 		name                      string
 		ca, cert, key, serverName string
@@ -125,7 +126,7 @@ func mustTLS(t *testing.T) func(*tls.Config, error) *tls.Config {
 // refused without a record getting through, counted on both sides,
 // logged once with the flag that fixes it, and retried.
 func TestExporterTLS(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	must := mustTLS(t)
 	mutual := must(listen.ServerTLSConfig(p.ServerCert, p.ServerKey, p.CA))
 	mutual12 := mutual.Clone()
@@ -269,7 +270,7 @@ func TestExporterTLS(t *testing.T) {
 // and retries; once the collector is restarted with the right certificate
 // on the same port every record arrives, templates first.
 func TestExporterTLSCollectorFixed(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	must := mustTLS(t)
 	log, logs := testLogger(t)
 	wrong := must(listen.ServerTLSConfig(p.OtherServerCert, p.OtherServerKey, p.CA))
@@ -318,7 +319,7 @@ func TestExporterTLSCollectorFixed(t *testing.T) {
 // the TLS session with close_notify, so the collector sees a clean end of
 // stream, not an error.
 func TestExporterTLSClosesCleanly(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	must := mustTLS(t)
 	log, _ := testLogger(t)
 	l, c, stop := startCollector(t, "tcps", "127.0.0.1:0", must(listen.ServerTLSConfig(p.ServerCert, p.ServerKey, p.CA)), log)
@@ -347,7 +348,7 @@ func TestExporterTLSClosesCleanly(t *testing.T) {
 // refusal is still counted as a TLS error, logged with its hint, retried,
 // and no record reaches the collector.
 func TestExporterTLSLateRefusal(t *testing.T) {
-	p := newTestPKI(t)
+	p := testpki.New(t)
 	must := mustTLS(t)
 	log, logs := testLogger(t)
 	l, c, stop := startCollector(t, "tcps", "127.0.0.1:0", must(listen.ServerTLSConfig(p.ServerCert, p.ServerKey, p.CA)), log)

@@ -1,4 +1,7 @@
-package ipfix
+// Package testpki makes throwaway certificate authorities for tests: a CA
+// with a server certificate (127.0.0.1, collector.test) and a client
+// certificate, plus an unrelated second CA with its own pair, as PEM files.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -16,19 +19,20 @@ import (
 	"time"
 )
 
-// testPKI is a throwaway CA made for one test, with a collector (server)
+// PKI is a throwaway CA made for one test, with a collector (server)
 // certificate for 127.0.0.1 and collector.test and an exporter (client)
 // certificate, plus a second, unrelated CA with its own pair. Every file
 // is PEM in a temporary directory.
-type testPKI struct {
+type PKI struct {
 	CA, ServerCert, ServerKey, ClientCert, ClientKey                          string
 	OtherCA, OtherServerCert, OtherServerKey, OtherClientCert, OtherClientKey string
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+// New writes a PKI into a test directory.
+func New(t testing.TB) *PKI {
 	t.Helper()
 	dir := t.TempDir()
-	p := &testPKI{}
+	p := &PKI{}
 	p.CA, p.ServerCert, p.ServerKey, p.ClientCert, p.ClientKey = makeCA(t, dir, "ca")
 	p.OtherCA, p.OtherServerCert, p.OtherServerKey, p.OtherClientCert, p.OtherClientKey = makeCA(t, dir, "other")
 	return p
@@ -37,7 +41,7 @@ func newTestPKI(t *testing.T) *testPKI {
 var serial atomic.Int64 // certificate serial numbers
 
 // makeCA writes a CA and a server and a client certificate it signed.
-func makeCA(t *testing.T, dir, name string) (ca, serverCert, serverKey, clientCert, clientKey string) {
+func makeCA(t testing.TB, dir, name string) (ca, serverCert, serverKey, clientCert, clientKey string) {
 	t.Helper()
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -84,7 +88,7 @@ func makeCA(t *testing.T, dir, name string) (ca, serverCert, serverKey, clientCe
 	return ca, serverCert, serverKey, clientCert, clientKey
 }
 
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
