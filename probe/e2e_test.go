@@ -745,3 +745,102 @@ func TestLocalNetDirection(t *testing.T) {
 		t.Errorf("records by direction %v: want ingress, egress and none", seen)
 	}
 }
+
+// TestTwoInterfaces: one probe on two capture interfaces (a TAP gives each
+// direction its own port) counts each exactly, with each record's
+// ingressInterface telling them apart; frames to a unicast MAC that is not
+// the interface's (what a mirror port delivers) are counted too.
+func TestTwoInterfaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	pair, err := testnet.NewPair(fmt.Sprintf("xf2%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	// A second veth inside side b: frames sent into tapA arrive on tapB.
+	tapA, tapB := fmt.Sprintf("xt%da", os.Getpid()%100000), fmt.Sprintf("xt%db", os.Getpid()%100000)
+	var idxA, idxB int
+	var macA net.HardwareAddr
+	if err := pair.In(pair.B, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: tapA}, PeerName: tapB}); err != nil {
+			return err
+		}
+		for _, n := range []string{tapA, tapB} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+			if n == tapA {
+				idxA, macA = l.Attrs().Index, l.Attrs().HardwareAddr
+			} else {
+				idxB = l.Attrs().Index
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	col := collector(t, pair)
+	pr := startProbe(t, pair, "--ipfix", col.URL(), "-i", tapB, "--action", "drop", "--pin-path", "")
+
+	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99} // nobody's
+	other, err := trafficgen.Build([]trafficgen.Flow{
+		{Src: netip.MustParseAddr("198.18.7.1"), Dst: netip.MustParseAddr("198.18.7.2"), Proto: 17, SrcPort: 7000, DstPort: 7001, Payload: 300, Packets: 120},
+		{Src: netip.MustParseAddr("2001:db8:7::1"), Dst: netip.MustParseAddr("2001:db8:7::2"), Proto: 6, SrcPort: 7002, DstPort: 443, Payload: 900, Packets: 80},
+	}, macA, foreign, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint32]flowcheck.Sums{uint32(pair.IfindexB): {}, uint32(idxB): {}}
+	for _, f := range mix {
+		want[uint32(pair.IfindexB)].AddSent(f, 1)
+	}
+	for _, f := range other {
+		want[uint32(idxB)].AddSent(f, 1)
+	}
+	send(t, pair, mix)
+	if err := pair.In(pair.B, func() error {
+		s, err := trafficgen.NewSender(idxA)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		_, err = s.SendAll(other)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	pr.stop(t)
+	time.Sleep(100 * time.Millisecond)
+
+	got := map[uint32]flowcheck.Sums{}
+	d := flowcheck.NewDecoder()
+	for _, m := range col.Stop() {
+		recs, err := d.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range recs {
+			if got[recs[i].InIf] == nil {
+				got[recs[i].InIf] = flowcheck.Sums{}
+			}
+			got[recs[i].InIf].AddRecord(&recs[i])
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("records from %d interfaces, want 2", len(got))
+	}
+	for idx, w := range want {
+		compare(t, fmt.Sprintf("ingressInterface %d", idx), got[idx], w)
+	}
+}
