@@ -24,6 +24,8 @@ type config struct {
 	XDPMode           string
 	Action            string
 	Force             bool
+	Span              bool
+	FixOffloads       bool
 	Detach            bool
 	IPFIX             []string
 	IPFIXTLS          tlsFiles
@@ -54,6 +56,8 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.StringSliceVarP(&c.Ifaces, "iface", "i", nil, "capture interface (repeatable or comma-separated; required)")
 	fs.StringVar(&c.XDPMode, "xdp-mode", "auto", "auto (native, falling back to generic), native or generic")
 	fs.StringVar(&c.Action, "action", "pass", "after counting: pass (inline tap) or drop (span/mirror port)")
+	fs.BoolVar(&c.Span, "span", false, "capture from a SPAN/mirror port or TAP: bring the interfaces up, promiscuous mode, offload checks (implied by --action drop)")
+	fs.BoolVar(&c.FixOffloads, "fix-offloads", false, "turn off LRO, hardware GRO and RX VLAN stripping on the capture interfaces, which hide frames or VLAN tags from XDP (restored at exit)")
 	fs.BoolVar(&c.Force, "force", false, "replace an XDP program already on the interface")
 	fs.BoolVar(&c.Detach, "detach", false, "remove the XDP program and its pins from the interfaces (-i) and exit; given exporters, export what the pinned tables hold first")
 	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port, tcp://host:port or tcps://host:port (TLS, RFC 7011 section 11; see --ipfix-tls-*) (repeatable)")

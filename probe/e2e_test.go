@@ -787,6 +787,19 @@ func TestTwoInterfaces(t *testing.T) {
 	}
 	col := collector(t, pair)
 	pr := startProbe(t, pair, "--ipfix", col.URL(), "-i", tapB, "--action", "drop", "--pin-path", "")
+	promisc := func() (on []bool) {
+		pair.In(pair.B, func() error {
+			for _, n := range []string{pair.LinkB, tapB} {
+				l, err := netlink.LinkByName(n)
+				on = append(on, err == nil && l.Attrs().Promisc == 1)
+			}
+			return nil
+		})
+		return on
+	}
+	if on := promisc(); !on[0] || !on[1] {
+		t.Errorf("--action drop (span): promiscuous mode %v on the two interfaces, want both on", on)
+	}
 
 	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
 	if err != nil {
@@ -822,6 +835,9 @@ func TestTwoInterfaces(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	pr.stop(t)
 	time.Sleep(100 * time.Millisecond)
+	if on := promisc(); on[0] || on[1] {
+		t.Errorf("promiscuous mode %v after exit, want both restored to off", on)
+	}
 
 	got := map[uint32]flowcheck.Sums{}
 	d := flowcheck.NewDecoder()

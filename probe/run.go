@@ -21,6 +21,7 @@ import (
 	"github.com/xdpflow/xdpflow/probe/caps"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
+	"github.com/xdpflow/xdpflow/probe/span"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -153,6 +154,41 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		}
 		atts = nil
 	}
+	// Ready the interfaces before attaching (some drivers refuse native
+	// XDP while LRO is on); put them back after detaching, unless the
+	// program stays pinned and counting.
+	spanMode := c.Span || c.Action == "drop"
+	var prepared []*span.Prepared
+	defer func() {
+		if c.PinPath != "" && !c.Detach && attachedOnce {
+			for _, p := range prepared {
+				if p.Changed() {
+					log.Info("promiscuous mode and offloads stay as set for the pinned program; `xdpflow-probe --detach` does not restore them", "iface", p.Iface)
+				}
+			}
+			return
+		}
+		for _, p := range prepared {
+			if err := p.Restore(); err != nil {
+				log.Error("restore interface", "iface", p.Iface, "err", err)
+			}
+		}
+	}()
+	for _, iface := range c.Ifaces {
+		if !spanMode && !c.FixOffloads {
+			if fs, err := span.GetFeatures(iface); err == nil {
+				for _, f := range span.Check(iface, fs, false) {
+					log.Warn(f.Message, "iface", iface)
+				}
+			}
+			continue
+		}
+		p, err := span.Prepare(iface, span.Options{Promisc: spanMode, FixOffloads: c.FixOffloads}, log)
+		if err != nil {
+			return err
+		}
+		prepared = append(prepared, p)
+	}
 	defer release(false)
 	for _, iface := range c.Ifaces {
 		a, err := attach.Attach(iface, d.Program, mode, c.Force, c.PinPath, log)
@@ -186,11 +222,19 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	} else if c.SampleRate > 0 {
 		log.Warn("header sampling is on but nothing reads the samples: add --pcap FILE or --kafka-samples-topic", "sample_rate", c.SampleRate)
 	}
-	// Attached, sockets open: from here on only bpf() on our maps.
-	if err := caps.Keep(caps.BPF); err != nil {
+	// Attached, sockets open: from here on only bpf() on our maps, and
+	// netlink/ethtool at exit if interfaces must be put back.
+	keep, kept := []int{caps.BPF}, "CAP_BPF"
+	for _, p := range prepared {
+		if p.Changed() {
+			keep, kept = append(keep, caps.NetAdmin), "CAP_BPF CAP_NET_ADMIN"
+			break
+		}
+	}
+	if err := caps.Keep(keep...); err != nil {
 		log.Warn("capabilities not dropped", "err", err)
 	} else {
-		log.Info("capabilities dropped", "kept", "CAP_BPF")
+		log.Info("capabilities dropped", "kept", kept)
 	}
 
 	p.clock = clock
