@@ -363,6 +363,10 @@ func compatible(t *testing.T, f protoreflect.FieldDescriptor, typ string) error 
 		if typ == "String" || typ == "LowCardinality(String)" {
 			return nil
 		}
+	case protoreflect.BoolKind:
+		if typ == "Bool" || typ == "UInt8" {
+			return nil
+		}
 	case protoreflect.EnumKind:
 		if typ == "String" || typ == "LowCardinality(String)" {
 			return nil

@@ -30,6 +30,7 @@ type config struct {
 	IPFIX             []string
 	IPFIXTLS          tlsFiles
 	LocalNets         []string
+	Biflow            bool
 	localNets         []netip.Prefix
 	NetFlow9          []string
 	Stdout            bool
@@ -72,6 +73,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 15*time.Second, "a flow with no packet for this long ends")
 	fs.DurationVar(&c.DrainInterval, "drain-interval", time.Second, "how often the kernel tables are swapped and read (shortened automatically under table pressure)")
 	fs.StringArrayVar(&c.LocalNets, "local-net", nil, "a local network (CIDR, repeatable): flows are marked ingress into or egress out of them (flowDirection, IE 61)")
+	fs.BoolVar(&c.Biflow, "biflow", false, "pair the two directions of a conversation into one record (IPFIX: RFC 5103 reverse IEs; Kafka/JSON: reverse_* fields); many collectors ignore reverse IEs")
 	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
 	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
 	fs.Uint32Var(&c.SampleBytes, "sample-bytes", bpf.DefaultSampleBytes, "bytes of each sampled frame (at most 256)")

@@ -18,6 +18,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/internal/metrics"
 	"github.com/xdpflow/xdpflow/probe/attach"
+	"github.com/xdpflow/xdpflow/probe/biflow"
 	"github.com/xdpflow/xdpflow/probe/caps"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
@@ -112,11 +113,12 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	p := &pipeline{
 		d:      d,
-		table:  flowtable.New(flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows)}),
+		table:  flowtable.New(flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows), Biflow: c.Biflow}),
 		exps:   exps,
 		log:    log,
 		max:    int(c.MaxFlows),
 		ifaces: ifaces,
+		biflow: c.Biflow,
 	}
 	for _, m := range d.Leftovers {
 		if _, err := p.drain(m); err != nil {
@@ -307,6 +309,7 @@ func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]expor
 				Interfaces:              names,
 				TLS:                     tlsCfg, // tcps:// only
 				FlowDirection:           len(c.localNets) > 0,
+				Biflow:                  c.Biflow,
 			}, log)
 			if err != nil {
 				return err
@@ -329,12 +332,13 @@ func newExporters(c *config, names map[uint32]string, log *slog.Logger) ([]expor
 
 // pipeline is one pass of the data road: rotate, drain, expire, export.
 type pipeline struct {
-	d     *bpf.Datapath
-	table *flowtable.Table
-	exps  []exporter
-	clock *wallClock
-	log   *slog.Logger
-	max   int // kernel table size
+	d      *bpf.Datapath
+	table  *flowtable.Table
+	exps   []exporter
+	clock  *wallClock
+	log    *slog.Logger
+	max    int  // kernel table size
+	biflow bool // pair directions before export
 
 	out        []schemas.Flow
 	lastDrain  int       // flows in the last drained table
@@ -364,6 +368,9 @@ func (p *pipeline) tick(final bool) error {
 		p.out = p.table.Flush(schemas.EndForced, p.clock.offset(), p.out[:0])
 	} else {
 		p.out = p.table.Expire(now, p.clock.offset(), p.out[:0])
+	}
+	if p.biflow {
+		p.out = biflow.Pair(p.out)
 	}
 	p.checkDatapath()
 	var errs []error

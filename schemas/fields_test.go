@@ -110,12 +110,14 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
 		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
 		{"### Templates 260 and 261: flows with a direction", IPFIXFlowIPv4Dir[len(IPFIXFlowIPv4):]},
+		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{IEBiflowDirection, 1}}, BiflowReverse...)},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
 	} {
 		var got []Field
 		for _, r := range rows(section(t, doc, tc.heading)) {
-			id, err1 := strconv.Atoi(r[0])
+			// Reverse IEs are written PEN/IE.
+			id, err1 := strconv.Atoi(r[0][strings.LastIndex(r[0], "/")+1:])
 			n, err2 := strconv.Atoi(r[2])
 			if err1 != nil || err2 != nil {
 				t.Fatalf("%s: bad row %q", tc.heading, r)

@@ -57,6 +57,17 @@ type Flow struct {
 	TOS       uint8      `json:"tos"`                // ipClassOfService
 	EndReason EndReason  `json:"end_reason"`         // flowEndReason
 	Direction Direction  `json:"flow_direction"`     // against --local-net; flowDirection
+
+	// Biflow is set on a record that pairs both directions of a
+	// conversation (--biflow, RFC 5103): the fields above are the
+	// initiator's direction, these the reverse one's.
+	Biflow      bool   `json:"biflow,omitempty"`
+	RevPackets  uint64 `json:"reverse_packets,omitempty"`
+	RevBytes    uint64 `json:"reverse_bytes,omitempty"`
+	RevL2Bytes  uint64 `json:"reverse_l2_bytes,omitempty"`
+	RevStartNs  int64  `json:"reverse_time_flow_start_ns,omitempty"`
+	RevEndNs    int64  `json:"reverse_time_flow_end_ns,omitempty"`
+	RevTCPFlags uint16 `json:"reverse_tcp_flags,omitempty"`
 }
 
 // Direction is where a flow goes relative to the probe's local networks.
@@ -108,3 +119,47 @@ func (r *EndReason) UnmarshalText(b []byte) error {
 
 // IsICMP tells whether DstPort carries an ICMP or ICMPv6 type and code.
 func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }
+
+// Reverse returns the reverse direction of a biflow record as a record of
+// its own (addresses and ports swapped; ICMP gets the answering type).
+func (f *Flow) Reverse() Flow {
+	r := f.Forward()
+	r.Src, r.Dst, r.SrcPort, r.DstPort = f.Dst, f.Src, f.DstPort, f.SrcPort
+	if f.IsICMP() {
+		r.SrcPort = 0
+		r.DstPort, _ = ReverseICMP(f.Proto, f.DstPort)
+	}
+	r.Packets, r.Bytes, r.L2Bytes, r.StartNs, r.EndNs, r.TCPFlags = f.RevPackets, f.RevBytes, f.RevL2Bytes, f.RevStartNs, f.RevEndNs, f.RevTCPFlags
+	switch f.Direction {
+	case DirectionIngress:
+		r.Direction = DirectionEgress
+	case DirectionEgress:
+		r.Direction = DirectionIngress
+	}
+	return r
+}
+
+// Forward returns the initiator's direction of a record, without the
+// reverse counts.
+func (f *Flow) Forward() Flow {
+	r := *f
+	r.Biflow, r.RevPackets, r.RevBytes, r.RevL2Bytes, r.RevStartNs, r.RevEndNs, r.RevTCPFlags = false, 0, 0, 0, 0, 0, 0
+	return r
+}
+
+// ReverseICMP is the ICMP type<<8|code that answers typeCode: echo
+// request and reply (ICMP 8/0, ICMPv6 128/129). ok is false for the rest,
+// which have no reverse direction to pair with.
+func ReverseICMP(proto uint8, typeCode uint16) (rev uint16, ok bool) {
+	switch {
+	case proto == 1 && typeCode == 8<<8:
+		return 0, true
+	case proto == 1 && typeCode == 0:
+		return 8 << 8, true
+	case proto == 58 && typeCode == 128<<8:
+		return 129 << 8, true
+	case proto == 58 && typeCode == 129<<8:
+		return 128 << 8, true
+	}
+	return 0, false
+}

@@ -247,8 +247,18 @@ type FlowMessage struct {
 	ProbeHost     string                    `protobuf:"bytes,203,opt,name=probe_host,json=probeHost,proto3" json:"probe_host,omitempty"`
 	InIfName      string                    `protobuf:"bytes,204,opt,name=in_if_name,json=inIfName,proto3" json:"in_if_name,omitempty"`
 	FlowDirection FlowMessage_FlowDirection `protobuf:"varint,205,opt,name=flow_direction,json=flowDirection,proto3,enum=xdpflow.v1.FlowMessage_FlowDirection" json:"flow_direction,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// A biflow (RFC 5103, the probe's --biflow): the fields above are the
+	// initiator's direction, these the reverse one's. biflow is false and
+	// they are zero on a one-way record.
+	Biflow                 bool   `protobuf:"varint,206,opt,name=biflow,proto3" json:"biflow,omitempty"`
+	ReverseBytes           uint64 `protobuf:"varint,207,opt,name=reverse_bytes,json=reverseBytes,proto3" json:"reverse_bytes,omitempty"`
+	ReversePackets         uint64 `protobuf:"varint,208,opt,name=reverse_packets,json=reversePackets,proto3" json:"reverse_packets,omitempty"`
+	ReverseL2Bytes         uint64 `protobuf:"varint,209,opt,name=reverse_l2_bytes,json=reverseL2Bytes,proto3" json:"reverse_l2_bytes,omitempty"`
+	ReverseTimeFlowStartNs uint64 `protobuf:"varint,210,opt,name=reverse_time_flow_start_ns,json=reverseTimeFlowStartNs,proto3" json:"reverse_time_flow_start_ns,omitempty"`
+	ReverseTimeFlowEndNs   uint64 `protobuf:"varint,211,opt,name=reverse_time_flow_end_ns,json=reverseTimeFlowEndNs,proto3" json:"reverse_time_flow_end_ns,omitempty"`
+	ReverseTcpFlags        uint32 `protobuf:"varint,212,opt,name=reverse_tcp_flags,json=reverseTcpFlags,proto3" json:"reverse_tcp_flags,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *FlowMessage) Reset() {
@@ -547,6 +557,55 @@ func (x *FlowMessage) GetFlowDirection() FlowMessage_FlowDirection {
 	return FlowMessage_FLOW_DIRECTION_UNKNOWN
 }
 
+func (x *FlowMessage) GetBiflow() bool {
+	if x != nil {
+		return x.Biflow
+	}
+	return false
+}
+
+func (x *FlowMessage) GetReverseBytes() uint64 {
+	if x != nil {
+		return x.ReverseBytes
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetReversePackets() uint64 {
+	if x != nil {
+		return x.ReversePackets
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetReverseL2Bytes() uint64 {
+	if x != nil {
+		return x.ReverseL2Bytes
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetReverseTimeFlowStartNs() uint64 {
+	if x != nil {
+		return x.ReverseTimeFlowStartNs
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetReverseTimeFlowEndNs() uint64 {
+	if x != nil {
+		return x.ReverseTimeFlowEndNs
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetReverseTcpFlags() uint32 {
+	if x != nil {
+		return x.ReverseTcpFlags
+	}
+	return 0
+}
+
 // SampleMessage is one sampled packet: its first bytes from the wire.
 type SampleMessage struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -662,7 +721,7 @@ const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"flow.proto\x12\n" +
-	"xdpflow.v1\"\xf9\f\n" +
+	"xdpflow.v1\"\xb0\x0f\n" +
 	"\vFlowMessage\x124\n" +
 	"\x04type\x18\x01 \x01(\x0e2 .xdpflow.v1.FlowMessage.FlowTypeR\x04type\x12(\n" +
 	"\x10time_received_ns\x18n \x01(\x04R\x0etimeReceivedNs\x12!\n" +
@@ -706,7 +765,14 @@ const file_flow_proto_rawDesc = "" +
 	"probe_host\x18\xcb\x01 \x01(\tR\tprobeHost\x12\x1d\n" +
 	"\n" +
 	"in_if_name\x18\xcc\x01 \x01(\tR\binIfName\x12M\n" +
-	"\x0eflow_direction\x18\xcd\x01 \x01(\x0e2%.xdpflow.v1.FlowMessage.FlowDirectionR\rflowDirection\"`\n" +
+	"\x0eflow_direction\x18\xcd\x01 \x01(\x0e2%.xdpflow.v1.FlowMessage.FlowDirectionR\rflowDirection\x12\x17\n" +
+	"\x06biflow\x18\xce\x01 \x01(\bR\x06biflow\x12$\n" +
+	"\rreverse_bytes\x18\xcf\x01 \x01(\x04R\freverseBytes\x12(\n" +
+	"\x0freverse_packets\x18\xd0\x01 \x01(\x04R\x0ereversePackets\x12)\n" +
+	"\x10reverse_l2_bytes\x18\xd1\x01 \x01(\x04R\x0ereverseL2Bytes\x12;\n" +
+	"\x1areverse_time_flow_start_ns\x18\xd2\x01 \x01(\x04R\x16reverseTimeFlowStartNs\x127\n" +
+	"\x18reverse_time_flow_end_ns\x18\xd3\x01 \x01(\x04R\x14reverseTimeFlowEndNs\x12+\n" +
+	"\x11reverse_tcp_flags\x18\xd4\x01 \x01(\rR\x0freverseTcpFlags\"`\n" +
 	"\bFlowType\x12\x0f\n" +
 	"\vFLOWUNKNOWN\x10\x00\x12\v\n" +
 	"\aSFLOW_5\x10\x01\x12\x0e\n" +

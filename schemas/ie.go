@@ -49,7 +49,47 @@ const (
 	TemplateInterface = 259 // options: ingressInterface -> interfaceName
 	TemplateIPv4Dir   = 260 // TemplateIPv4 + flowDirection (--local-net)
 	TemplateIPv6Dir   = 261 // TemplateIPv6 + flowDirection
+	TemplateIPv4Bi    = 262 // TemplateIPv4 + biflowDirection + reverse IEs (--biflow, RFC 5103)
+	TemplateIPv6Bi    = 263
+	TemplateIPv4DirBi = 264 // TemplateIPv4Dir + biflowDirection + reverse IEs
+	TemplateIPv6DirBi = 265
 )
+
+// TemplateID is the data template of a record: IPv4 or IPv6, with
+// flowDirection or not, bidirectional or not.
+func TemplateID(v6, dir, bi bool) uint16 {
+	id := uint16(TemplateIPv4)
+	switch {
+	case dir && bi:
+		id = TemplateIPv4DirBi
+	case bi:
+		id = TemplateIPv4Bi
+	case dir:
+		id = TemplateIPv4Dir
+	}
+	if v6 {
+		id++
+	}
+	return id
+}
+
+// RFC 5103 biflows: the reverse direction's values are the same IEs with
+// the enterprise bit set and IANA's reverse enterprise number.
+const (
+	PENReverse        = 29305
+	IEBiflowDirection = 239 // 1: the forward direction is the initiator's
+)
+
+// BiflowReverse are the reverse IEs (PEN 29305) of the biflow templates,
+// after their forward fields and biflowDirection.
+var BiflowReverse = []Field{
+	{IEOctetDeltaCount, 8},
+	{IEPacketDeltaCount, 8},
+	{IELayer2OctetDeltaCount, 8},
+	{IEFlowStartMilliseconds, 8},
+	{IEFlowEndMilliseconds, 8},
+	{IETCPControlBits, 2},
+}
 
 // IPFIXFlowIPv4 and IPFIXFlowIPv6 are the data templates of the probe's
 // IPFIX export, in record order.

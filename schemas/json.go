@@ -88,6 +88,15 @@ func AppendFlowJSON(b []byte, m *FlowMessage) []byte {
 	b = jsonString(b, o, `,"probe_host":`, m.ProbeHost)
 	b = jsonString(b, o, `,"in_if_name":`, m.InIfName)
 	b = jsonEnum(b, o, `,"flow_direction":`, int32(m.FlowDirection), directionNames, FlowMessage_FlowDirection_name)
+	if m.Biflow {
+		b = append(jsonKey(b, o, `,"biflow":`), "true"...)
+	}
+	b = jsonU64(b, o, `,"reverse_bytes":`, m.ReverseBytes)
+	b = jsonU64(b, o, `,"reverse_packets":`, m.ReversePackets)
+	b = jsonU64(b, o, `,"reverse_l2_bytes":`, m.ReverseL2Bytes)
+	b = jsonU64(b, o, `,"reverse_time_flow_start_ns":`, m.ReverseTimeFlowStartNs)
+	b = jsonU64(b, o, `,"reverse_time_flow_end_ns":`, m.ReverseTimeFlowEndNs)
+	b = jsonU32(b, o, `,"reverse_tcp_flags":`, m.ReverseTcpFlags)
 	return append(b, '}')
 }
 

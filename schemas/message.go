@@ -109,6 +109,10 @@ func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
 	m.L2Bytes = f.L2Bytes
 	m.ProbeHost = meta.ProbeHost
 	m.FlowDirection = FlowMessage_FlowDirection(f.Direction)
+	m.Biflow = f.Biflow
+	m.ReverseBytes, m.ReversePackets, m.ReverseL2Bytes = f.RevBytes, f.RevPackets, f.RevL2Bytes
+	m.ReverseTimeFlowStartNs, m.ReverseTimeFlowEndNs = uint64(f.RevStartNs), uint64(f.RevEndNs)
+	m.ReverseTcpFlags = uint32(f.RevTCPFlags)
 }
 
 // Flow reads back the record a message was made from (ToMessage's
@@ -117,7 +121,9 @@ func (m *FlowMessage) Flow() Flow {
 	f := Flow{Src: Addr(m.SrcAddr), Dst: Addr(m.DstAddr), SrcPort: uint16(m.SrcPort), DstPort: uint16(m.DstPort),
 		Proto: uint8(m.Proto), VLAN: uint16(m.VlanId), InIf: m.InIf, Packets: m.Packets, Bytes: m.Bytes, L2Bytes: m.L2Bytes,
 		StartNs: int64(m.TimeFlowStartNs), EndNs: int64(m.TimeFlowEndNs), TCPFlags: uint16(m.TcpFlags), TOS: uint8(m.IpTos),
-		EndReason: EndReason(m.EndReason), Direction: Direction(m.FlowDirection)}
+		EndReason: EndReason(m.EndReason), Direction: Direction(m.FlowDirection),
+		Biflow: m.Biflow, RevBytes: m.ReverseBytes, RevPackets: m.ReversePackets, RevL2Bytes: m.ReverseL2Bytes,
+		RevStartNs: int64(m.ReverseTimeFlowStartNs), RevEndNs: int64(m.ReverseTimeFlowEndNs), RevTCPFlags: uint16(m.ReverseTcpFlags)}
 	if f.IsICMP() {
 		f.DstPort = uint16(m.IcmpType<<8 | m.IcmpCode)
 	}

@@ -153,6 +153,8 @@ func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exp
 	m.ObservationDomainId = h.domain
 	m.SchemaVersion = schemas.SchemaVersion
 	m.EndReason, m.FlowDirection = 0, 0
+	m.Biflow, m.ReverseBytes, m.ReversePackets, m.ReverseL2Bytes = false, 0, 0, 0
+	m.ReverseTimeFlowStartNs, m.ReverseTimeFlowEndNs, m.ReverseTcpFlags = 0, 0, 0
 	m.L2Bytes = 0
 	m.ProbeHost, m.InIfName = "", ""
 }

@@ -130,6 +130,20 @@ func (c *converter) field(id uint16, v []byte) {
 		m.ForwardingStatus = uint32(beUint(v))
 	case schemas.IEFlowEndReason:
 		m.EndReason = schemas.FlowMessage_EndReason(beUint(v))
+	case schemas.IEBiflowDirection:
+		m.Biflow = true
+	case ieReverse | schemas.IEOctetDeltaCount:
+		m.ReverseBytes = beUint(v)
+	case ieReverse | schemas.IEPacketDeltaCount:
+		m.ReversePackets = beUint(v)
+	case ieReverse | schemas.IELayer2OctetDeltaCount:
+		m.ReverseL2Bytes = beUint(v)
+	case ieReverse | schemas.IEFlowStartMilliseconds:
+		m.ReverseTimeFlowStartNs = beUint(v) * 1e6
+	case ieReverse | schemas.IEFlowEndMilliseconds:
+		m.ReverseTimeFlowEndNs = beUint(v) * 1e6
+	case ieReverse | schemas.IETCPControlBits:
+		m.ReverseTcpFlags = uint32(beUint(v))
 	case schemas.IEFlowDirection:
 		if d := beUint(v); d <= 1 { // 0 ingress, 1 egress
 			m.FlowDirection = schemas.FlowMessage_FlowDirection(d + 1)

@@ -97,3 +97,43 @@ func TestRoundTripFlowDirection(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundTripBiflow: the probe's RFC 5103 records (templates 262-265)
+// come back with the reverse direction's counts; NetFlow v9 gets the two
+// directions as one-way records.
+func TestRoundTripBiflow(t *testing.T) {
+	now := time.Now()
+	flows := testFlows(200, now.Add(time.Second), 5)
+	for i := range flows {
+		f := &flows[i]
+		f.Direction = schemas.Direction(i % 3)
+		if i%2 == 0 && !f.IsICMP() {
+			f.Biflow = true
+			f.RevPackets, f.RevBytes, f.RevL2Bytes = uint64(i+1), uint64(60*(i+1)), uint64(74*(i+1))
+			f.RevStartNs, f.RevEndNs, f.RevTCPFlags = f.StartNs+1e6, f.EndNs, 0x12
+		}
+	}
+	msgs := encode(t, ipfix.Config{FlowDirection: true, Biflow: true}, flows, now)
+	got := decodeAll(t, New(Config{}), testExporter, msgs, 1)
+	if len(got) != len(flows) {
+		t.Fatalf("%d records, want %d", len(got), len(flows))
+	}
+	for i, m := range got {
+		w := msOnly(flows[i])
+		w.RevStartNs, w.RevEndNs = w.RevStartNs/1e6*1e6, w.RevEndNs/1e6*1e6
+		if g := m.Flow(); g != w {
+			t.Fatalf("record %d:\n got %+v\nwant %+v", i, g, w)
+		}
+	}
+	v9 := decodeAll(t, New(Config{}), testExporter, encode(t, ipfix.Config{Protocol: ipfix.NetFlowV9, Biflow: true}, flows, now), 1)
+	want := 0
+	for _, f := range flows {
+		want++
+		if f.Biflow {
+			want++
+		}
+	}
+	if len(v9) != want {
+		t.Errorf("v9: %d records, want %d (a biflow as its two directions)", len(v9), want)
+	}
+}

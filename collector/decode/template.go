@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/xdpflow/xdpflow/schemas"
+
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
 )
 
@@ -17,7 +19,8 @@ const (
 	minDataSetID        = 256
 	ipfixVarLen         = 0xffff
 	ipfixEnterpriseBit  = 0x8000
-	v9ScopeInterface    = 2 // RFC 3954 6.1 scope type "Interface"
+	ieReverse           = 0x8000 // tfield.id of an RFC 5103 reverse IE: the forward IE with this bit
+	v9ScopeInterface    = 2      // RFC 3954 6.1 scope type "Interface"
 	ieIngressInterfaceV = 10
 )
 
@@ -167,6 +170,9 @@ func compile(version, setID uint16, r tmplRecord) (*template, error) {
 		tf := tfield{id: id, length: f.Length, varLen: version == 10 && f.Length == ipfixVarLen}
 		if f.PenProvided {
 			tf.id = 0
+			if f.Pen == schemas.PENReverse { // RFC 5103: the reverse direction's IE
+				tf.id = ieReverse | f.Type&^ipfixEnterpriseBit
+			}
 		}
 		t.fields = append(t.fields, tf)
 		if tf.varLen {

@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows
     probe_host LowCardinality(String),
     in_if_name LowCardinality(String),
     flow_direction Enum8('FLOW_DIRECTION_UNKNOWN' = 0, 'FLOW_DIRECTION_INGRESS' = 1, 'FLOW_DIRECTION_EGRESS' = 2),
+    biflow Bool,
+    reverse_bytes UInt64,
+    reverse_packets UInt64,
+    reverse_l2_bytes UInt64,
+    reverse_time_flow_start_ns UInt64,
+    reverse_time_flow_end_ns UInt64,
+    reverse_tcp_flags UInt32,
 
     -- Derived, not in the message.
     time_flow_start DateTime MATERIALIZED toDateTime(intDiv(time_flow_start_ns, 1000000000)),
@@ -128,7 +135,14 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows_kafka
     l2_bytes UInt64,
     probe_host String,
     in_if_name String,
-    flow_direction Enum8('FLOW_DIRECTION_UNKNOWN' = 0, 'FLOW_DIRECTION_INGRESS' = 1, 'FLOW_DIRECTION_EGRESS' = 2)
+    flow_direction Enum8('FLOW_DIRECTION_UNKNOWN' = 0, 'FLOW_DIRECTION_INGRESS' = 1, 'FLOW_DIRECTION_EGRESS' = 2),
+    biflow Bool,
+    reverse_bytes UInt64,
+    reverse_packets UInt64,
+    reverse_l2_bytes UInt64,
+    reverse_time_flow_start_ns UInt64,
+    reverse_time_flow_end_ns UInt64,
+    reverse_tcp_flags UInt32
 )
 ENGINE = Kafka
 SETTINGS
@@ -182,5 +196,12 @@ SELECT
     l2_bytes,
     probe_host,
     in_if_name,
-    flow_direction
+    flow_direction,
+    biflow,
+    reverse_bytes,
+    reverse_packets,
+    reverse_l2_bytes,
+    reverse_time_flow_start_ns,
+    reverse_time_flow_end_ns,
+    reverse_tcp_flags
 FROM xdpflow.flows_kafka;

@@ -49,8 +49,14 @@ func (s Sums) AddSent(f trafficgen.Built, times int) {
 	s[id] = Totals{t.Packets + uint64(times*f.Packets), t.Bytes + uint64(times*f.Packets*f.L3)}
 }
 
-// AddRecord adds an exported record.
+// AddRecord adds an exported record (both directions of a biflow).
 func (s Sums) AddRecord(f *schemas.Flow) {
+	if f.Biflow {
+		fwd, rev := f.Forward(), f.Reverse()
+		s.AddRecord(&fwd)
+		s.AddRecord(&rev)
+		return
+	}
 	id := IDOf(f)
 	t := s[id]
 	s[id] = Totals{t.Packets + f.Packets, t.Bytes + f.Bytes}
@@ -115,6 +121,26 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 	for _, v := range vals {
 		b, _ := v.Value.([]byte)
 		n := beUint(b)
+		if v.PenProvided {
+			if v.Pen == schemas.PENReverse { // RFC 5103: the other direction
+				f.Biflow = true
+				switch v.Type {
+				case schemas.IEPacketDeltaCount:
+					f.RevPackets = n
+				case schemas.IEOctetDeltaCount:
+					f.RevBytes = n
+				case schemas.IELayer2OctetDeltaCount:
+					f.RevL2Bytes = n
+				case schemas.IETCPControlBits:
+					f.RevTCPFlags = uint16(n)
+				case schemas.IEFlowStartMilliseconds:
+					f.RevStartNs = int64(n) * 1e6
+				case schemas.IEFlowEndMilliseconds:
+					f.RevEndNs = int64(n) * 1e6
+				}
+			}
+			continue
+		}
 		switch v.Type {
 		case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
 			f.Src, _ = netip.AddrFromSlice(b)

@@ -22,6 +22,9 @@ type Config struct {
 	// MaxFlows caps the flows kept in userspace; past it the least recently
 	// seen are ended with reason lack-of-resources.
 	MaxFlows int
+	// Biflow ends a flow's reverse direction (same interface) with it, so
+	// that both are in the same batch to be paired (--biflow).
+	Biflow bool
 }
 
 const (
@@ -75,6 +78,7 @@ func (t *Table) Add(k bpf.FlowKey, v bpf.FlowValue) {
 // time: unix = mono + wallOffset.
 func (t *Table) Expire(now uint64, wallOffset int64, out []schemas.Flow) []schemas.Flow {
 	idle, active := uint64(t.cfg.IdleTimeout), uint64(t.cfg.ActiveTimeout)
+	first := len(out)
 	for k, e := range t.flows {
 		switch {
 		case e.v.Packets == 0:
@@ -93,8 +97,42 @@ func (t *Table) Expire(now uint64, wallOffset int64, out []schemas.Flow) []schem
 			e.v = bpf.FlowValue{}
 		}
 	}
+	if t.cfg.Biflow {
+		out = t.endPartners(out, first, wallOffset)
+	}
 	if t.cfg.MaxFlows > 0 && len(t.flows) > t.cfg.MaxFlows {
 		out = t.shed(out, wallOffset)
+	}
+	return out
+}
+
+// endPartners ends, with the same reason, the reverse directions of the
+// records out[first:] that are still held with packets pending.
+func (t *Table) endPartners(out []schemas.Flow, first int, wallOffset int64) []schemas.Flow {
+	for i := first; i < len(out); i++ {
+		f := out[i]
+		rk := bpf.FlowKey{Ifindex: f.InIf, VlanId: f.VLAN, SrcPort: f.DstPort, DstPort: f.SrcPort, Proto: f.Proto,
+			SrcAddr: f.Dst.As16(), DstAddr: f.Src.As16(), IpVersion: 4}
+		if f.Src.Is6() {
+			rk.IpVersion = 6
+		}
+		if f.IsICMP() {
+			rev, ok := schemas.ReverseICMP(f.Proto, f.DstPort)
+			if !ok {
+				continue
+			}
+			rk.SrcPort, rk.DstPort = 0, rev
+		}
+		e, ok := t.flows[rk]
+		if !ok || e.v.Packets == 0 {
+			continue
+		}
+		out = t.emit(out, rk, e, f.EndReason, wallOffset)
+		if f.EndReason == schemas.EndActive {
+			e.v = bpf.FlowValue{}
+		} else {
+			delete(t.flows, rk)
+		}
 	}
 	return out
 }

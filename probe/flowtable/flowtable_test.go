@@ -203,3 +203,38 @@ func BenchmarkTable(b *testing.B) {
 		}
 	}
 }
+
+// TestBiflowEndsPartners: with Biflow, a flow ending (or reaching its
+// active timeout) takes its reverse direction with it, same reason, so
+// both are in one batch; without it, each keeps its own clock.
+func TestBiflowEndsPartners(t *testing.T) {
+	rev := func(k bpf.FlowKey) bpf.FlowKey {
+		k.SrcAddr, k.DstAddr, k.SrcPort, k.DstPort = k.DstAddr, k.SrcAddr, k.DstPort, k.SrcPort
+		return k
+	}
+	for _, tc := range []struct {
+		name   string
+		biflow bool
+		want   int
+	}{{"biflow", true, 2}, {"uniflow", false, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg()
+			c.Biflow = tc.biflow
+			tb := New(c)
+			tb.Add(key(1000), val(5, 1*sec, 2*sec, 0))       // quiet since 2 s
+			tb.Add(rev(key(1000)), val(3, 1*sec, 10*sec, 0)) // still active at 10 s
+			out := tb.Expire(18*sec, 0, nil)                 // the first is idle, the second not yet
+			if len(out) != tc.want {
+				t.Fatalf("%d records, want %d", len(out), tc.want)
+			}
+			for _, f := range out {
+				if f.EndReason != schemas.EndIdle {
+					t.Errorf("reason %v", f.EndReason)
+				}
+			}
+			if tc.biflow && tb.Len() != 0 {
+				t.Errorf("%d flows left", tb.Len())
+			}
+		})
+	}
+}

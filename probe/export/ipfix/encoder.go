@@ -50,6 +50,10 @@ type Config struct {
 	// FlowDirection adds templates 260/261 (flowDirection last), used by
 	// records whose Direction is known (the probe's --local-net).
 	FlowDirection bool
+	// Biflow adds templates 262-265 for records that pair both directions
+	// (RFC 5103 reverse IEs). NetFlow v9 has no enterprise fields: there a
+	// biflow record goes out as its two directions.
+	Biflow bool
 	// TLS is the client side of tcps:// (see TLSConfig); nil: the system
 	// roots, no client certificate. The Exporter uses a copy; other
 	// schemes ignore it.
@@ -140,10 +144,10 @@ type Encoder struct {
 	seq    uint32 // IPFIX: data records before this message; v9: packets before this one
 	bootMs int64  // v9 sysUptime origin, Unix ms on a whole second (see sysUptime)
 
-	v4Len, v6Len int // flow record lengths for this protocol
-	v4, v6       []schemas.Field
-	v4d, v6d     []schemas.Field // with flowDirection (Config.FlowDirection)
-	ifaces       []iface         // sorted by ifindex, so options data is deterministic
+	// Data templates by [IPv6][flowDirection][biflow]; nil when not
+	// configured.
+	tmpl   [2][2][2]*dataTemplate
+	ifaces []iface // sorted by ifindex, so options data is deterministic
 
 	lastTemplates      time.Time
 	msgsSinceTemplates int
@@ -165,16 +169,10 @@ func NewEncoder(cfg Config, send func(msg []byte) error) *Encoder {
 	}
 	e.setBoot(time.Now())
 	e.hdrLen = ipfixHeaderLen
-	e.v4, e.v6 = schemas.IPFIXFlowIPv4, schemas.IPFIXFlowIPv6
 	if e.v9 {
 		e.hdrLen = v9HeaderLen
-		e.v4, e.v6 = v9Template(schemas.IPFIXFlowIPv4), v9Template(schemas.IPFIXFlowIPv6)
 	}
-	e.v4Len, e.v6Len = recordLen(e.v4), recordLen(e.v6)
-	if cfg.FlowDirection {
-		dir := schemas.Field{ID: schemas.IEFlowDirection, Length: 1}
-		e.v4d, e.v6d = append(slices.Clone(e.v4), dir), append(slices.Clone(e.v6), dir)
-	}
+	e.buildTemplates()
 	e.n = e.hdrLen
 	for idx, name := range cfg.Interfaces {
 		var ifc iface
@@ -215,32 +213,83 @@ func recordLen(fields []schemas.Field) int {
 	return n
 }
 
+// dataTemplate is one flow template: the forward fields, then (biflow)
+// the reverse IEs, which carry PEN 29305.
+type dataTemplate struct {
+	id      uint16
+	fields  []schemas.Field
+	reverse []schemas.Field
+	n       int // record length
+}
+
+// buildTemplates makes the templates the configuration asks for.
+func (e *Encoder) buildTemplates() {
+	for v6, base := range [2][]schemas.Field{schemas.IPFIXFlowIPv4, schemas.IPFIXFlowIPv6} {
+		if e.v9 {
+			base = v9Template(base)
+		}
+		for dir := range 2 {
+			for bi := range 2 {
+				if dir == 1 && !e.cfg.FlowDirection || bi == 1 && (!e.cfg.Biflow || e.v9) {
+					continue
+				}
+				t := &dataTemplate{id: schemas.TemplateID(v6 == 1, dir == 1, bi == 1), fields: slices.Clone(base)}
+				if dir == 1 {
+					t.fields = append(t.fields, schemas.Field{ID: schemas.IEFlowDirection, Length: 1})
+				}
+				if bi == 1 {
+					t.fields = append(t.fields, schemas.Field{ID: schemas.IEBiflowDirection, Length: 1})
+					t.reverse = schemas.BiflowReverse
+				}
+				t.n = recordLen(t.fields) + recordLen(t.reverse)
+				e.tmpl[v6][dir][bi] = t
+			}
+		}
+	}
+}
+
 // Add appends one flow record, emitting the current message first if the
 // record does not fit. A send error is returned after the record was added
 // to the next message.
 func (e *Encoder) Add(f *schemas.Flow) error {
-	var id uint16
-	var n int
+	v6 := 0
 	switch {
 	case f.Src.Is4() && f.Dst.Is4():
-		id, n = schemas.TemplateIPv4, e.v4Len
 	case f.Src.Is6() && f.Dst.Is6():
-		id, n = schemas.TemplateIPv6, e.v6Len
+		v6 = 1
 	default:
 		return fmt.Errorf("%w: src %v, dst %v: both addresses must be set and of the same family", ErrInvalidFlow, f.Src, f.Dst)
 	}
-	v4 := id == schemas.TemplateIPv4
-	dir := e.cfg.FlowDirection && f.Direction != schemas.DirectionUnknown
-	if dir {
-		id, n = id+schemas.TemplateIPv4Dir-schemas.TemplateIPv4, n+1
+	dir, bi := 0, 0
+	if e.cfg.FlowDirection && f.Direction != schemas.DirectionUnknown {
+		dir = 1
 	}
-	b, err := e.reserve(id, n)
+	if f.Biflow {
+		if e.tmpl[v6][dir][1] == nil { // NetFlow v9, or biflows not configured
+			fwd, rev := f.Forward(), f.Reverse()
+			return errors.Join(e.Add(&fwd), e.Add(&rev))
+		}
+		bi = 1
+	}
+	t := e.tmpl[v6][dir][bi]
+	b, err := e.reserve(t.id, t.n)
 	if b == nil {
 		return err
 	}
-	e.putFlow(b, f, v4)
-	if dir {
-		b[n-1] = uint8(f.Direction) - 1 // IE 61: 0 ingress, 1 egress
+	p := e.putFlow(b, f, v6 == 0)
+	if dir == 1 {
+		b[p] = uint8(f.Direction) - 1 // IE 61: 0 ingress, 1 egress
+		p++
+	}
+	if bi == 1 {
+		be := binary.BigEndian
+		b[p] = 1 // biflowDirection: initiator
+		be.PutUint64(b[p+1:], f.RevBytes)
+		be.PutUint64(b[p+9:], f.RevPackets)
+		be.PutUint64(b[p+17:], f.RevL2Bytes)
+		be.PutUint64(b[p+25:], unixMs(f.RevStartNs))
+		be.PutUint64(b[p+33:], unixMs(f.RevEndNs))
+		be.PutUint16(b[p+41:], f.RevTCPFlags)
 	}
 	e.msgRecords++
 	e.msgData++
@@ -248,9 +297,10 @@ func (e *Encoder) Add(f *schemas.Flow) error {
 	return err
 }
 
-// putFlow writes one record in template order. Hot path: fixed offsets with
-// encoding/binary, no allocation; the tests check it against the templates.
-func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) {
+// putFlow writes the base template's fields of one record and returns
+// their length. Hot path: fixed offsets with encoding/binary, no
+// allocation; the tests check it against the templates.
+func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) int {
 	be := binary.BigEndian
 	p := 0
 	if v4 {
@@ -290,6 +340,7 @@ func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) {
 		p += 16
 	}
 	b[p] = uint8(f.EndReason)
+	return p + 1
 }
 
 func unixMs(ns int64) uint64 { return uint64(max(ns, 0) / 1e6) }
@@ -414,12 +465,13 @@ func (e *Encoder) SendTemplates(now time.Time) error {
 	err := e.emit(now)
 	e.inTemplates = true
 	defer func() { e.inTemplates = false }()
-	for _, t := range [...]struct {
-		id     uint16
-		fields []schemas.Field
-	}{{schemas.TemplateIPv4, e.v4}, {schemas.TemplateIPv6, e.v6}, {schemas.TemplateIPv4Dir, e.v4d}, {schemas.TemplateIPv6Dir, e.v6d}} {
-		if t.fields != nil {
-			e.addTemplate(t.id, t.fields)
+	for dir := range 2 {
+		for bi := range 2 {
+			for v6 := range 2 {
+				if t := e.tmpl[v6][dir][bi]; t != nil {
+					e.addTemplate(t.id, t.fields, t.reverse...)
+				}
+			}
 		}
 	}
 	e.addOptionsTemplates()
@@ -429,19 +481,28 @@ func (e *Encoder) SendTemplates(now time.Time) error {
 	return err
 }
 
-// addTemplate writes one template record (the same layout in v9 and IPFIX).
-func (e *Encoder) addTemplate(id uint16, fields []schemas.Field) {
+// addTemplate writes one template record (the same layout in v9 and
+// IPFIX), the reverse fields (IPFIX only) with the enterprise bit and PEN.
+func (e *Encoder) addTemplate(id uint16, fields []schemas.Field, reverse ...schemas.Field) {
 	set := uint16(ipfixTemplateSet)
 	if e.v9 {
 		set = v9TemplateSet
 	}
-	b, _ := e.reserve(set, 4+4*len(fields)) // send errors are the transport's to count
+	b, _ := e.reserve(set, 4+4*len(fields)+8*len(reverse)) // send errors are the transport's to count
 	be := binary.BigEndian
 	be.PutUint16(b[0:], id)
-	be.PutUint16(b[2:], uint16(len(fields)))
-	for i, f := range fields {
-		be.PutUint16(b[4+4*i:], f.ID)
-		be.PutUint16(b[6+4*i:], f.Length)
+	be.PutUint16(b[2:], uint16(len(fields)+len(reverse)))
+	p := 4
+	for _, f := range fields {
+		be.PutUint16(b[p:], f.ID)
+		be.PutUint16(b[p+2:], f.Length)
+		p += 4
+	}
+	for _, f := range reverse {
+		be.PutUint16(b[p:], f.ID|0x8000)
+		be.PutUint16(b[p+2:], f.Length)
+		be.PutUint32(b[p+4:], schemas.PENReverse)
+		p += 8
 	}
 	e.msgRecords++
 }

@@ -1,0 +1,75 @@
+package biflow
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+var (
+	a, b = netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	c    = netip.MustParseAddr("198.19.0.9")
+)
+
+func fl(src, dst netip.Addr, sp, dp uint16, proto uint8, start int64, pkts uint64, inIf uint32) schemas.Flow {
+	return schemas.Flow{Src: src, Dst: dst, SrcPort: sp, DstPort: dp, Proto: proto, StartNs: start, EndNs: start + 10,
+		Packets: pkts, Bytes: 100 * pkts, L2Bytes: 114 * pkts, InIf: inIf, TCPFlags: uint16(pkts), EndReason: schemas.EndIdle}
+}
+
+func TestPair(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      []schemas.Flow
+		records int
+		biflows int
+	}{
+		{"tcp both ways", []schemas.Flow{fl(a, b, 40000, 443, 6, 1, 10, 1), fl(b, a, 443, 40000, 6, 2, 7, 1)}, 1, 1},
+		{"reverse first in the batch", []schemas.Flow{fl(b, a, 443, 40000, 6, 2, 7, 1), fl(a, b, 40000, 443, 6, 1, 10, 1)}, 1, 1},
+		{"tap: each direction on its own port", []schemas.Flow{fl(a, b, 1, 2, 17, 1, 3, 1), fl(b, a, 2, 1, 17, 5, 4, 2)}, 1, 1},
+		{"one direction only", []schemas.Flow{fl(a, b, 1, 2, 17, 1, 3, 1), fl(a, c, 1, 2, 17, 1, 3, 1)}, 2, 0},
+		{"icmp echo and reply", []schemas.Flow{fl(a, b, 0, 8<<8, 1, 1, 5, 1), fl(b, a, 0, 0, 1, 2, 5, 1)}, 1, 1},
+		{"icmpv6 echo", []schemas.Flow{fl(a, b, 0, 128<<8, 58, 1, 5, 1), fl(b, a, 0, 129<<8, 58, 2, 5, 1)}, 1, 1},
+		{"icmp unreachable has no reverse", []schemas.Flow{fl(a, b, 0, 3<<8|3, 1, 1, 1, 1), fl(b, a, 0, 3<<8|3, 1, 2, 1, 1)}, 2, 0},
+		{"three ways: one pair, one left", []schemas.Flow{fl(a, b, 1, 2, 17, 1, 3, 1), fl(b, a, 2, 1, 17, 2, 4, 1), fl(a, b, 1, 3, 17, 1, 1, 1)}, 2, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := append([]schemas.Flow(nil), tc.in...)
+			out := Pair(in)
+			biflows := 0
+			var pkts, back uint64
+			for _, f := range out {
+				if f.Biflow {
+					biflows++
+					fwd, rev := f.Forward(), f.Reverse()
+					pkts += fwd.Packets + rev.Packets
+					if rev.StartNs < fwd.StartNs {
+						t.Errorf("forward started at %d, reverse at %d: the initiator must be forward", fwd.StartNs, rev.StartNs)
+					}
+					// Each half is one of the records that went in.
+					for _, half := range []schemas.Flow{fwd, rev} {
+						found := false
+						for _, g := range tc.in {
+							if g.Src == half.Src && g.Dst == half.Dst && g.SrcPort == half.SrcPort && g.DstPort == half.DstPort &&
+								g.Packets == half.Packets && g.Bytes == half.Bytes && g.L2Bytes == half.L2Bytes && g.StartNs == half.StartNs &&
+								g.TCPFlags == half.TCPFlags {
+								found = true
+							}
+						}
+						if !found {
+							t.Errorf("half %+v matches no input record", half)
+						}
+					}
+				} else {
+					pkts += f.Packets
+				}
+			}
+			for _, f := range tc.in {
+				back += f.Packets
+			}
+			if len(out) != tc.records || biflows != tc.biflows || pkts != back {
+				t.Errorf("%d records, %d biflows, %d packets; want %d, %d, %d", len(out), biflows, pkts, tc.records, tc.biflows, back)
+			}
+		})
+	}
+}
