@@ -10,7 +10,7 @@ export BPF_CLANG BPF_CFLAGS
 
 BENCH_TIME ?= 2000000x
 
-.PHONY: all build generate check-generate test fuzz bench bench-peers demo lint fmt clean
+.PHONY: all build generate check-generate test fuzz bench bench-peers bench-collector demo lint fmt clean
 
 all: build
 
@@ -47,6 +47,10 @@ bench:
 ## bench-peers: xdpflow-probe vs softflowd on the same veth and traffic (root; needs softflowd); see docs/benchmarks.md
 bench-peers: build
 	$(GO) run ./internal/peerbench --probe bin/xdpflow-probe
+
+## bench-collector: xdpflow-collector against goflow2, UDP -> JSON lines (and Kafka), loss-free records/s on one core (root); see docs/benchmarks.md
+bench-collector: build
+	$(GO) run ./internal/collectorbench --xdpflow-bin bin/xdpflow-collector
 
 ## demo: the probe on a veth in throwaway namespaces, exporting IPFIX; traffic mix; exact check
 demo: build
