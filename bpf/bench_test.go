@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -87,6 +88,25 @@ func BenchmarkNewFlow(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkNewFlowLocalNets is BenchmarkNewFlow (HASH) with --local-net:
+// the direction's two LPM trie lookups on every new flow.
+func BenchmarkNewFlowLocalNets(b *testing.B) {
+	nets := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:1::/48")}
+	for i := range 62 { // a realistic list: 64 prefixes
+		nets = append(nets, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
+	}
+	d := load(b, Config{benchFlows: 1<<32 - 1, LocalNets: nets})
+	measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, func() {
+		old, err := d.Rotate()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := d.Drain(old, func(FlowKey, FlowValue) {}); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
 
 // Every packet a new flow into freshly created tables: the floor of the
