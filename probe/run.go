@@ -178,10 +178,8 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}()
 	for _, iface := range c.Ifaces {
 		if !spanMode && !c.FixOffloads {
-			if fs, err := span.GetFeatures(iface); err == nil {
-				for _, f := range span.Check(iface, fs, false) {
-					log.Warn(f.Message, "iface", iface)
-				}
+			for _, f := range span.Warnings(iface) {
+				log.Warn(f.Message, "iface", iface)
 			}
 			continue
 		}

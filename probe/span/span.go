@@ -107,7 +107,7 @@ func (p *Prepared) offloads(fix bool) error {
 		return err
 	}
 	p.Features = fs
-	p.Findings = Check(p.Iface, fs, fix)
+	p.Findings = forDriver(p.Iface, Check(p.Iface, fs, fix))
 	want := map[string]bool{}
 	before := map[string]bool{}
 	for _, f := range p.Findings {

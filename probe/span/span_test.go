@@ -135,6 +135,8 @@ func TestRestoreLeavesWhatWasAlreadySet(t *testing.T) {
 }
 
 func TestFixOffloadsOnVethAndRestore(t *testing.T) {
+	vethExempt = false // veth stands in for a NIC that strips tags
+	defer func() { vethExempt = true }()
 	p := newPair(t, "xfspan3")
 	vlanOffloads := []string{"rx-vlan-hw-parse", "rx-vlan-stag-hw-parse"}
 	err := p.In(p.A, func() error {
@@ -272,5 +274,21 @@ func TestPrepareMissingInterface(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("err %v, want not found", err)
+	}
+}
+
+// TestVethVLANNotFlagged: veth keeps tags in the frame for XDP, so its
+// rxvlan is not reported.
+func TestVethVLANNotFlagged(t *testing.T) {
+	if got := forDriver("lo", []Finding{{Feature: "rx-vlan-hw-parse"}}); len(got) != 1 {
+		t.Errorf("lo's rxvlan finding was dropped")
+	}
+	pair := newPair(t, "xfspan9")
+	var got []Finding
+	pair.In(pair.A, func() error { got = Warnings(pair.LinkA); return nil })
+	for _, f := range got {
+		if f.Feature == "rx-vlan-hw-parse" || f.Feature == "rx-vlan-stag-hw-parse" {
+			t.Errorf("veth: %s reported", f.Feature)
+		}
 	}
 }
