@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/netip"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 )
@@ -122,9 +124,45 @@ type Datapath struct {
 	LayoutChange error
 
 	cfg    Config
-	objs   xdpflowObjects
+	spec   *ebpf.CollectionSpec // as loaded: VLANProgram loads a variant from it
+	objs   objects
 	tables [2]*ebpf.Map
 	active int
+}
+
+// objects are what Load loads: every map, and the programs but the
+// device-bound xdpflow_vlanmeta (VLANProgram), which cannot load unbound.
+type objects struct {
+	xdpflowMaps
+	Bss        *ebpf.Map     `ebpf:".bss"` // clock_ns, shared with VLANProgram's
+	Xdpflow    *ebpf.Program `ebpf:"xdpflow"`
+	XdpEmpty   *ebpf.Program `ebpf:"xdp_empty"`
+	StartClock *ebpf.Program `ebpf:"start_clock"`
+}
+
+func (o *objects) Close() error {
+	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.XdpEmpty, o.StartClock))
+}
+
+// VLANProgram loads xdpflow_vlanmeta bound to the device ifindex (it can
+// be attached there only, in native mode), sharing every map with
+// Program: for a packet without a VLAN tag in the frame it asks the driver
+// for the tag the NIC stripped. The caller closes it. It fails where the
+// kernel (before 6.8) or the driver does not offer the tag: use Program.
+func (d *Datapath) VLANProgram(ifindex int) (*ebpf.Program, error) {
+	spec := d.spec.Copy()
+	ps := spec.Programs["xdpflow_vlanmeta"]
+	ps.Ifindex = uint32(ifindex)
+	ps.Flags |= unix.BPF_F_XDP_DEV_BOUND_ONLY
+	repl := map[string]*ebpf.Map{"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock,
+		"samples": d.objs.Samples, "local_nets": d.objs.LocalNets, ".bss": d.objs.Bss}
+	var o struct {
+		P *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
+	}
+	if err := spec.LoadAndAssign(&o, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
+		return nil, fmt.Errorf("load the VLAN-metadata program for ifindex %d: %w", ifindex, err)
+	}
+	return o.P, nil
 }
 
 // Load loads the program with cfg into the kernel. The caller needs
@@ -189,6 +227,7 @@ func Load(cfg Config) (*Datapath, error) {
 		// The first table starts active.
 		spec.Maps["flow_tables"].Contents = []ebpf.MapKV{{Key: uint32(0), Value: d.tables[0]}}
 	}
+	d.spec = spec
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
 		d.closeTables()
 		for _, m := range repl {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/gopacket/gopacket/layers"
 
@@ -157,4 +159,95 @@ func TestVethNative(t *testing.T) {
 	checkIdentity(t, st)
 	t.Logf("%d raw frames + %d datagrams in %d flows; %d malformed and %d non-IP frames counted, none in a flow",
 		sentFrames, datagrams, len(want), st.MalformedTotal(), st.NonIp)
+}
+
+// TestVLANMetadata: frames whose 802.1Q tag travels out of band (pushed
+// on side A's egress as an offloaded tag, the way a NIC with rx VLAN
+// offload hands frames up) reach XDP without the tag. The plain program
+// then counts them in VLAN 0; VLANProgram, bound to the device, gets the
+// tag from the driver and counts VLAN 42.
+func TestVLANMetadata(t *testing.T) {
+	d := load(t, Config{MaxFlows: 1024})
+	pair, err := testnet.NewPair(fmt.Sprintf("xfv%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	// A tc program on A's egress: bpf_skb_vlan_push(skb, 802.1Q, 42). The
+	// veth offloads the insertion, so the tag stays out of the frame.
+	push, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R2, 0x0081), // htons(ETH_P_8021Q)
+		asm.Mov.Imm(asm.R3, 42),
+		asm.FnSkbVlanPush.Call(),
+		asm.Mov.Imm(asm.R0, 0), // TC_ACT_OK
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer push.Close()
+	if err := pair.In(pair.A, func() error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: pair.IfindexA, Program: push, Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { l.Close() })
+		return nil
+	}); err != nil {
+		t.Fatalf("attach tc program: %v", err)
+	}
+	frames, err := trafficgen.Build([]trafficgen.Flow{{Src: netip.MustParseAddr("198.18.4.1"), Dst: netip.MustParseAddr("198.18.4.2"),
+		Proto: layers.IPProtocolUDP, SrcPort: 4000, DstPort: 4001, Payload: 100, Packets: 20}}, pair.MACA, pair.MACB, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vlanProg *ebpf.Program
+	if err := pair.In(pair.B, func() (err error) { // the ifindex is B's namespace's
+		vlanProg, err = d.VLANProgram(pair.IfindexB)
+		return err
+	}); err != nil {
+		t.Fatalf("this kernel (6.8+) and veth offer the VLAN tag to XDP: %v", err)
+	}
+	t.Cleanup(func() { vlanProg.Close() })
+	for _, tc := range []struct {
+		name string
+		prog *ebpf.Program
+		vlan uint16
+	}{{"plain program", d.Program, 0}, {"VLAN metadata", vlanProg, 42}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var l link.Link
+			if err := pair.In(pair.B, func() (err error) {
+				l, err = link.AttachXDP(link.XDPOptions{Program: tc.prog, Interface: pair.IfindexB, Flags: link.XDPDriverMode})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if err := pair.In(pair.A, func() error {
+				s, err := trafficgen.NewSender(pair.IfindexA)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				_, err = s.SendAll(frames)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			var pkts uint64
+			for k, v := range drainAll(t, d) {
+				if k.Src() != netip.MustParseAddr("198.18.4.1") {
+					continue
+				}
+				pkts += v.Packets
+				if k.VlanId != tc.vlan {
+					t.Errorf("VLAN %d, want %d", k.VlanId, tc.vlan)
+				}
+			}
+			if pkts != 20 {
+				t.Errorf("%d packets, want 20", pkts)
+			}
+		})
+	}
 }

@@ -444,8 +444,13 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 	return 0;
 }
 
-SEC("xdp")
-int xdpflow(struct xdp_md *ctx)
+/* The driver's copy of a VLAN tag the NIC stripped (rx VLAN offload): a
+ * device-bound kfunc, Linux 6.8+ (ice, mlx5, veth). Only xdpflow_vlanmeta
+ * calls it, and it is loaded bound to its device only where supported. */
+extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
+					__u16 *vlan_tci) __ksym;
+
+static __always_inline int count(struct xdp_md *ctx, const int vlan_meta)
 {
 	__u32 zero = 0;
 	struct datapath_stats *st = bpf_map_lookup_elem(&stats, &zero);
@@ -476,6 +481,12 @@ int xdpflow(struct xdp_md *ctx)
 		return cfg_action;
 	}
 	k.ifindex = ctx->ingress_ifindex;
+	if (vlan_meta && !k.vlan_id) {
+		__be16 proto;
+		__u16 tci;
+		if (!bpf_xdp_metadata_rx_vlan_tag(ctx, &proto, &tci))
+			k.vlan_id = tci & 0x0fff;
+	}
 	if (cfg_bench_flows)
 		*(__u32 *)&k.src_addr[12] ^= st->bench_seq++ % cfg_bench_flows;
 	if (p.fragment)
@@ -491,6 +502,18 @@ int xdpflow(struct xdp_md *ctx)
 	st->flow_packets++;
 	st->flow_bytes += p.l3_len;
 	return cfg_action;
+}
+
+SEC("xdp")
+int xdpflow(struct xdp_md *ctx)
+{
+	return count(ctx, 0);
+}
+
+SEC("xdp")
+int xdpflow_vlanmeta(struct xdp_md *ctx)
+{
+	return count(ctx, 1);
 }
 
 static int clock_tick(void *map, __u32 *key, struct clock_timer *t)

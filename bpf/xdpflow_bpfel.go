@@ -117,6 +117,7 @@ const (
 	xdpflowProgStartClock        = "start_clock"
 	xdpflowProgXdpEmpty          = "xdp_empty"
 	xdpflowProgXdpflow           = "xdpflow"
+	xdpflowProgXdpflowVlanmeta   = "xdpflow_vlanmeta"
 	xdpflowVarBtfFlowDirection   = "btf_flow_direction"
 	xdpflowVarBtfFlowKey         = "btf_flow_key"
 	xdpflowVarBtfFlowValue       = "btf_flow_value"
@@ -175,9 +176,10 @@ type xdpflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
-	StartClock *ebpf.ProgramSpec `ebpf:"start_clock"`
-	XdpEmpty   *ebpf.ProgramSpec `ebpf:"xdp_empty"`
-	Xdpflow    *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	StartClock      *ebpf.ProgramSpec `ebpf:"start_clock"`
+	XdpEmpty        *ebpf.ProgramSpec `ebpf:"xdp_empty"`
+	Xdpflow         *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowVlanmeta *ebpf.ProgramSpec `ebpf:"xdpflow_vlanmeta"`
 }
 
 // xdpflowMapSpecs contains maps before they are loaded into the kernel.
@@ -272,9 +274,10 @@ type xdpflowVariables struct {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
-	StartClock *ebpf.Program `ebpf:"start_clock"`
-	XdpEmpty   *ebpf.Program `ebpf:"xdp_empty"`
-	Xdpflow    *ebpf.Program `ebpf:"xdpflow"`
+	StartClock      *ebpf.Program `ebpf:"start_clock"`
+	XdpEmpty        *ebpf.Program `ebpf:"xdp_empty"`
+	Xdpflow         *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowVlanmeta *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
 }
 
 func (p *xdpflowPrograms) Close() error {
@@ -282,6 +285,7 @@ func (p *xdpflowPrograms) Close() error {
 		p.StartClock,
 		p.XdpEmpty,
 		p.Xdpflow,
+		p.XdpflowVlanmeta,
 	)
 }
 

@@ -295,9 +295,11 @@ func startProbe(t *testing.T, pair *testnet.Pair, args ...string) *probeProc {
 		p.cmd.Process.Kill()
 		p.exited <- <-p.exited
 	})
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.stderr.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+	// The last start-up step, after every interface is attached.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.stderr.String(), "capabilities dropped") &&
+		!strings.Contains(p.stderr.String(), "capabilities not dropped"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("probe did not attach:\n%s", p.stderr.String())
+			t.Fatalf("probe did not start:\n%s", p.stderr.String())
 		}
 	}
 	return p
@@ -863,6 +865,9 @@ func TestTwoInterfaces(t *testing.T) {
 	}
 	for idx, w := range want {
 		compare(t, fmt.Sprintf("ingressInterface %d", idx), got[idx], w)
+	}
+	if t.Failed() {
+		t.Logf("probe log:\n%s", pr.stderr.String())
 	}
 }
 

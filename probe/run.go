@@ -160,6 +160,14 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	// XDP while LRO is on); put them back after detaching, unless the
 	// program stays pinned and counting.
 	spanMode := c.Span || c.Action == "drop"
+	// Where the driver hands XDP the VLAN tags the NIC strips, a
+	// device-bound program variant reads them (native mode only).
+	vlanMeta := map[string]bool{}
+	if mode != attach.Generic {
+		for _, iface := range c.Ifaces {
+			vlanMeta[iface], _ = span.VLANMetadata(iface)
+		}
+	}
 	var prepared []*span.Prepared
 	defer func() {
 		if c.PinPath != "" && !c.Detach && attachedOnce {
@@ -178,12 +186,12 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}()
 	for _, iface := range c.Ifaces {
 		if !spanMode && !c.FixOffloads {
-			for _, f := range span.Warnings(iface) {
+			for _, f := range span.Warnings(iface, vlanMeta[iface]) {
 				log.Warn(f.Message, "iface", iface)
 			}
 			continue
 		}
-		p, err := span.Prepare(iface, span.Options{Promisc: spanMode, FixOffloads: c.FixOffloads}, log)
+		p, err := span.Prepare(iface, span.Options{Promisc: spanMode, FixOffloads: c.FixOffloads, VLANMetadata: vlanMeta[iface]}, log)
 		if err != nil {
 			return err
 		}
@@ -191,14 +199,31 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	}
 	defer release(false)
 	for _, iface := range c.Ifaces {
-		a, err := attach.Attach(iface, d.Program, mode, c.Force, c.PinPath, log)
+		prog := d.Program
+		if vlanMeta[iface] {
+			i, _ := net.InterfaceByName(iface)
+			p, err := d.VLANProgram(i.Index)
+			if err != nil {
+				log.Warn("VLAN tags the NIC strips cannot be read from the driver: turn rxvlan off (--fix-offloads)", "iface", iface, "err", err)
+			} else {
+				defer p.Close() // the link holds it while attached
+				prog = p
+			}
+		}
+		a, err := attach.Attach(iface, prog, mode, c.Force, c.PinPath, log)
+		if err != nil && prog != d.Program {
+			log.Warn("attaching the VLAN-metadata program failed: using the plain one", "iface", iface, "err", err)
+			prog = d.Program
+			a, err = attach.Attach(iface, prog, mode, c.Force, c.PinPath, log)
+		}
 		if err != nil {
 			return err
 		}
 		atts = append(atts, a)
 		attachedOnce = true
 		ifaces[uint32(a.Ifindex)].attached.Store(true)
-		log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action, "took_over_pinned_link", a.Reused)
+		log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action, "took_over_pinned_link", a.Reused,
+			"vlan_metadata", prog != d.Program)
 	}
 
 	clock := &wallClock{}

@@ -95,29 +95,33 @@ func Check(iface string, fs Features, fix bool) []Finding {
 }
 
 // Warnings reads iface's offloads and returns what Check finds, without
-// changing anything: for a probe not in --span mode.
-func Warnings(iface string) []Finding {
+// changing anything: for a probe not in --span mode. vlanMeta: as
+// Options.VLANMetadata.
+func Warnings(iface string, vlanMeta bool) []Finding {
 	fs, err := GetFeatures(iface)
 	if err != nil {
 		return nil
 	}
-	return forDriver(iface, Check(iface, fs, false))
+	return relevant(iface, vlanMeta, Check(iface, fs, false))
 }
 
 // vethExempt is false in the tests, which toggle veth's offloads as the
 // stand-in for a NIC's.
 var vethExempt = true
 
-// forDriver drops the findings that do not apply to iface's driver: veth
-// shows rxvlan on, but frames from its peer reach XDP with their tags in
-// the frame (the end-to-end tests count VLAN and QinQ flows exactly on
-// veth with it on).
-func forDriver(iface string, fs []Finding) []Finding {
-	if !vethExempt {
-		return fs
-	}
-	if d, err := Driver(iface); err != nil || d != "veth" {
-		return fs
+// relevant drops the VLAN findings when they do not apply: the program
+// reads stripped tags from the driver (vlanMeta), or iface is a veth,
+// whose rxvlan does not decide what XDP sees (tags in the frame stay
+// there; only a tag the sender offloaded is out of band, and the VLAN
+// metadata reads that one).
+func relevant(iface string, vlanMeta bool, fs []Finding) []Finding {
+	if !vlanMeta {
+		if !vethExempt {
+			return fs
+		}
+		if d, err := Driver(iface); err != nil || d != "veth" {
+			return fs
+		}
 	}
 	out := fs[:0]
 	for _, f := range fs {

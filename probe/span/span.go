@@ -26,6 +26,9 @@ type Options struct {
 	// FixOffloads turns off the offloads Check reports, where the driver
 	// lets it; without it they are only reported, with the command to run.
 	FixOffloads bool
+	// VLANMetadata says the program reads stripped tags from the driver
+	// (bpf_xdp_metadata_rx_vlan_tag): VLAN stripping is then harmless.
+	VLANMetadata bool
 }
 
 // Prepared is an interface made ready by Prepare, with what Restore puts
@@ -69,7 +72,7 @@ func Prepare(iface string, opt Options, log *slog.Logger) (_ *Prepared, err erro
 		}
 	}()
 
-	if err := p.offloads(opt.FixOffloads); err != nil {
+	if err := p.offloads(opt.FixOffloads, opt.VLANMetadata); err != nil {
 		return nil, err
 	}
 
@@ -97,7 +100,7 @@ func Prepare(iface string, opt Options, log *slog.Logger) (_ *Prepared, err erro
 
 // offloads reads the features, logs the findings and, with fix, turns off
 // what can be turned off.
-func (p *Prepared) offloads(fix bool) error {
+func (p *Prepared) offloads(fix, vlanMeta bool) error {
 	fs, err := GetFeatures(p.Iface)
 	if err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENODEV) {
@@ -107,7 +110,7 @@ func (p *Prepared) offloads(fix bool) error {
 		return err
 	}
 	p.Features = fs
-	p.Findings = forDriver(p.Iface, Check(p.Iface, fs, fix))
+	p.Findings = relevant(p.Iface, vlanMeta, Check(p.Iface, fs, fix))
 	want := map[string]bool{}
 	before := map[string]bool{}
 	for _, f := range p.Findings {

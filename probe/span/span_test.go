@@ -280,12 +280,12 @@ func TestPrepareMissingInterface(t *testing.T) {
 // TestVethVLANNotFlagged: veth keeps tags in the frame for XDP, so its
 // rxvlan is not reported.
 func TestVethVLANNotFlagged(t *testing.T) {
-	if got := forDriver("lo", []Finding{{Feature: "rx-vlan-hw-parse"}}); len(got) != 1 {
+	if got := relevant("lo", false, []Finding{{Feature: "rx-vlan-hw-parse"}}); len(got) != 1 {
 		t.Errorf("lo's rxvlan finding was dropped")
 	}
 	pair := newPair(t, "xfspan9")
 	var got []Finding
-	pair.In(pair.A, func() error { got = Warnings(pair.LinkA); return nil })
+	pair.In(pair.A, func() error { got = Warnings(pair.LinkA, false); return nil })
 	for _, f := range got {
 		if f.Feature == "rx-vlan-hw-parse" || f.Feature == "rx-vlan-stag-hw-parse" {
 			t.Errorf("veth: %s reported", f.Feature)
