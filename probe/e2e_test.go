@@ -143,14 +143,7 @@ func compare(t *testing.T, who string, got, want flowcheck.Sums) {
 }
 
 func TestEndToEnd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
-	pair, err := testnet.NewPair(fmt.Sprintf("xfe%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xfe")
 
 	ipfixC := collector(t, pair)
 	v9C := collector(t, pair)
@@ -273,6 +266,20 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
+// newTestPair makes the two namespaces of one test (root only).
+func newTestPair(t *testing.T, prefix string) *testnet.Pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	pair, err := testnet.NewPair(fmt.Sprintf("%s%d", prefix, os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	return pair
+}
+
 // probeProc is the probe binary running in side b of a pair.
 type probeProc struct {
 	cmd            *exec.Cmd
@@ -340,15 +347,8 @@ func send(t *testing.T, pair *testnet.Pair, frames []trafficgen.Built) {
 // CAP_NET_ADMIN and CAP_PERFMON, the probe runs and counts exactly, and
 // once attached it keeps CAP_BPF alone; without CAP_PERFMON it says so.
 func TestLeastPrivilege(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
 	bin := buildProbe(t)
-	pair, err := testnet.NewPair(fmt.Sprintf("xfl%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xfl")
 	col := collector(t, pair)
 	as := func(caps string, args ...string) *exec.Cmd {
 		return exec.Command("ip", append([]string{"netns", "exec", pair.NsName("b"), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -410,15 +410,8 @@ func TestLeastPrivilege(t *testing.T) {
 // Four rounds of traffic (one while no probe runs, one before --detach)
 // add up exactly at the collector.
 func TestPinnedRestart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
 	bin := buildProbe(t)
-	pair, err := testnet.NewPair(fmt.Sprintf("xfp%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xfp")
 	// `ip netns exec` remounts /sys, so the pins go to a bpffs of the
 	// test's own, mounted outside /sys.
 	fsDir := t.TempDir()
@@ -491,15 +484,8 @@ func TestPinnedRestart(t *testing.T) {
 // and stops, so the flows wait in the spool; the next start of the probe
 // sends them, and the topic then holds exactly the traffic.
 func TestKafkaSpoolAcrossRestart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
 	bin := buildProbe(t)
-	pair, err := testnet.NewPair(fmt.Sprintf("xfk%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xfk")
 	kb := kafkacheck.Start(t, 3, []string{"xdpflow-flows"}, func(fn func() error) error { return pair.In(pair.B, fn) })
 
 	// A topic that does not exist is a clear error at start.
@@ -682,14 +668,7 @@ func checkSamples(t *testing.T, path, log string) int {
 // say: into the local networks ingress, out of them egress; records of
 // flows with no known direction use the plain templates.
 func TestLocalNetDirection(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
-	pair, err := testnet.NewPair(fmt.Sprintf("xfd%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xfd")
 	col := collector(t, pair)
 	local := []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32"), netip.MustParsePrefix("2001:db8::2/128")}
 	pr := startProbe(t, pair, "--ipfix", col.URL(), "--local-net", local[0].String(), "--local-net", local[1].String(), "--pin-path", "")
@@ -753,14 +732,7 @@ func TestLocalNetDirection(t *testing.T) {
 // ingressInterface telling them apart; frames to a unicast MAC that is not
 // the interface's (what a mirror port delivers) are counted too.
 func TestTwoInterfaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
-	pair, err := testnet.NewPair(fmt.Sprintf("xf2%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xf2")
 	// A second veth inside side b: frames sent into tapA arrive on tapB.
 	tapA, tapB := fmt.Sprintf("xt%da", os.Getpid()%100000), fmt.Sprintf("xt%db", os.Getpid()%100000)
 	var idxA, idxB int
@@ -876,14 +848,7 @@ func TestTwoInterfaces(t *testing.T) {
 // (PEN 29305) and both sides' packets and bytes equal the traffic; tshark
 // finds nothing malformed. The JSON lines carry the same pairs.
 func TestBiflow(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
-	}
-	pair, err := testnet.NewPair(fmt.Sprintf("xfb%d", os.Getpid()%100000), testnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pair.Close() })
+	pair := newTestPair(t, "xfb")
 	col := collector(t, pair)
 	pr := startProbe(t, pair, "--ipfix", col.URL(), "--stdout", "--biflow", "--pin-path", "", "--local-net", "198.18.0.2/32")
 	mix := trafficgen.Mix()

@@ -4,17 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xdpflow/xdpflow/internal/tlsfiles"
 )
 
 // tlsHandshakeTimeout bounds a tcps:// handshake: an exporter that
@@ -34,59 +34,18 @@ func ServerTLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error
 	if certFile == "" || keyFile == "" {
 		return nil, fmt.Errorf("tcps:// listeners need a certificate and its key: give both --tls-cert and --tls-key")
 	}
-	cert, err := loadKeyPair(certFile, keyFile)
+	cert, err := tlsfiles.KeyPair(certFile, keyFile, "--tls-cert", "--tls-key")
 	if err != nil {
 		return nil, err
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if clientCAFile != "" {
-		b, err := os.ReadFile(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-client-ca: %w", err)
-		}
-		c.ClientCAs = x509.NewCertPool()
-		if !c.ClientCAs.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate in the file", clientCAFile)
+		if c.ClientCAs, err = tlsfiles.CertPool(clientCAFile, "--tls-client-ca"); err != nil {
+			return nil, err
 		}
 		c.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return c, nil
-}
-
-// loadKeyPair is tls.LoadX509KeyPair with errors that say which flag's
-// file is wrong.
-func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("--tls-cert: %w", err)
-	}
-	if !hasPEM(certPEM, func(t string) bool { return t == "CERTIFICATE" }) {
-		return tls.Certificate{}, fmt.Errorf("--tls-cert %s: no PEM certificate in the file", certFile)
-	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("--tls-key: %w", err)
-	}
-	if !hasPEM(keyPEM, func(t string) bool { return strings.HasSuffix(t, "PRIVATE KEY") }) {
-		return tls.Certificate{}, fmt.Errorf("--tls-key %s: no PEM private key in the file", keyFile)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("--tls-cert %s and --tls-key %s: not a matching certificate and key: %w", certFile, keyFile, err)
-	}
-	return cert, nil
-}
-
-func hasPEM(b []byte, typ func(string) bool) bool {
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			return false
-		}
-		if typ(blk.Type) {
-			return true
-		}
-	}
 }
 
 // serverTLS checks and copies a tcps:// listener's configuration.

@@ -2,12 +2,12 @@ package kafkaout
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/xdpflow/xdpflow/internal/tlsfiles"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
@@ -160,19 +160,15 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}
 	if c.TLSCA != "" {
-		pem, err := os.ReadFile(c.TLSCA)
-		if err != nil {
-			return nil, fmt.Errorf("--kafka-tls-ca: %w", err)
-		}
-		t.RootCAs = x509.NewCertPool()
-		if !t.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--kafka-tls-ca %s: no PEM certificate in the file", c.TLSCA)
+		var err error
+		if t.RootCAs, err = tlsfiles.CertPool(c.TLSCA, "--kafka-tls-ca"); err != nil {
+			return nil, err
 		}
 	}
-	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if c.TLSCert != "" || c.TLSKey != "" {
+		cert, err := tlsfiles.KeyPair(c.TLSCert, c.TLSKey, "--kafka-tls-cert", "--kafka-tls-key")
 		if err != nil {
-			return nil, fmt.Errorf("--kafka-tls-cert/--kafka-tls-key: %w", err)
+			return nil, err
 		}
 		t.Certificates = []tls.Certificate{cert}
 	}

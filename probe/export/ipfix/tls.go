@@ -4,15 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/xdpflow/xdpflow/internal/tlsfiles"
 )
 
 // TLSConfig builds the client side of IPFIX over TLS (RFC 7011 section
@@ -26,65 +25,20 @@ import (
 func TLSConfig(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
 	if caFile != "" {
-		b, err := os.ReadFile(caFile)
+		pool, err := tlsfiles.CertPool(caFile, "--ipfix-tls-ca")
 		if err != nil {
-			return nil, fmt.Errorf("--ipfix-tls-ca: %w", err)
+			return nil, err
 		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("--ipfix-tls-ca %s: no PEM certificate in the file", caFile)
-		}
+		c.RootCAs = pool
 	}
-	switch {
-	case certFile == "" && keyFile == "":
-	case certFile == "":
-		return nil, fmt.Errorf("--ipfix-tls-key given without --ipfix-tls-cert: the client certificate and its key go together")
-	case keyFile == "":
-		return nil, fmt.Errorf("--ipfix-tls-cert given without --ipfix-tls-key: the client certificate and its key go together")
-	default:
-		cert, err := loadKeyPair(certFile, keyFile, "--ipfix-tls-cert", "--ipfix-tls-key")
+	if certFile != "" || keyFile != "" {
+		cert, err := tlsfiles.KeyPair(certFile, keyFile, "--ipfix-tls-cert", "--ipfix-tls-key")
 		if err != nil {
 			return nil, err
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
-}
-
-// loadKeyPair is tls.LoadX509KeyPair with errors that say which flag's
-// file is wrong.
-func loadKeyPair(certFile, keyFile, certFlag, keyFlag string) (tls.Certificate, error) {
-	certPEM, err := os.ReadFile(certFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%s: %w", certFlag, err)
-	}
-	if !hasPEM(certPEM, func(t string) bool { return t == "CERTIFICATE" }) {
-		return tls.Certificate{}, fmt.Errorf("%s %s: no PEM certificate in the file", certFlag, certFile)
-	}
-	keyPEM, err := os.ReadFile(keyFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%s: %w", keyFlag, err)
-	}
-	if !hasPEM(keyPEM, func(t string) bool { return strings.HasSuffix(t, "PRIVATE KEY") }) {
-		return tls.Certificate{}, fmt.Errorf("%s %s: no PEM private key in the file", keyFlag, keyFile)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%s %s and %s %s: not a matching certificate and key: %w", certFlag, certFile, keyFlag, keyFile, err)
-	}
-	return cert, nil
-}
-
-func hasPEM(b []byte, typ func(string) bool) bool {
-	for {
-		var blk *pem.Block
-		if blk, b = pem.Decode(b); blk == nil {
-			return false
-		}
-		if typ(blk.Type) {
-			return true
-		}
-	}
 }
 
 // clientTLS is the exporter's copy of cfg for host: TLS 1.2 at least, the
