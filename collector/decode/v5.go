@@ -16,6 +16,12 @@ const (
 // v9 (the v5 record is v9's fields 8, 12, 15, 10, 14, 2, 1, 22, 21, 7, 11,
 // 6, 4, 5, 16, 17, 9, 13). Its observation domain is engine_type<<8 |
 // engine_id; its sequence number counts flows.
+//
+// Hand-written rather than goflow2's decoders/netflowlegacy: that decoder
+// sizes its record slice from the header's count before checking the
+// datagram's length (up to 3 MB for a lying 24-byte datagram) and
+// allocates per record; BenchmarkDecode measures this code at 7.7 M
+// router v5 records/s and 0 allocations, goflow2's at 1.7-1.8 M and 3.2.
 func (e *exporter) decodeV5(s *scratch, msg []byte, receivedNs uint64, emit func(*schemas.FlowMessage)) error {
 	be := binary.BigEndian
 	if len(msg) < v5HeaderLen {
