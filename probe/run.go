@@ -103,6 +103,11 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		for _, x := range exps {
+			x.Close()
+		}
+	}()
 	format, _ := schemas.ParseFormat(c.Kafka.Format)
 	if prod != nil {
 		exps = append(exps, &kafkaFlows{p: prod, topic: c.Kafka.Topic, format: format, meta: meta})
@@ -131,11 +136,6 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		return err
 	}
 	defer ms.Close()
-	defer func() {
-		for _, x := range exps {
-			x.Close()
-		}
-	}()
 
 	mode, _ := attach.ParseMode(c.XDPMode)
 	var atts []*attach.Attachment
