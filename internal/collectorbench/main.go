@@ -34,6 +34,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 )
 
@@ -133,11 +134,11 @@ func main() {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-sig
-		killAll()
+		benchproc.KillAll()
 		os.Exit(1)
 	}()
 	err = run(cfg)
-	killAll()
+	benchproc.KillAll()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "collectorbench: %v\n", err)
 		os.Exit(1)
@@ -190,7 +191,7 @@ func run(cfg *config) error {
 
 	// From here on this program (sender, broker, bookkeeping) stays on
 	// sendCPU; the collectors are started under taskset on collectorCPU.
-	if err := pinSelf(cfg.sendCPU); err != nil {
+	if err := benchproc.PinSelf(cfg.sendCPU); err != nil {
 		return err
 	}
 

@@ -2,148 +2,20 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 )
-
-// syncBuffer collects a child's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// proc is a child this program started, in its own process group. Only
-// that group is ever signalled, by id.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  syncBuffer
-	done chan struct{}
-	err  error
-}
-
-var (
-	procsMu sync.Mutex
-	procs   = map[*proc]bool{}
-)
-
-func startProc(name string, env []string, argv ...string) (*proc, error) {
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	procsMu.Lock()
-	defer procsMu.Unlock()
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	procs[p] = true
-	go func() {
-		p.err = p.cmd.Wait()
-		procsMu.Lock()
-		delete(procs, p)
-		procsMu.Unlock()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits up to d, then kills the group.
-func (p *proc) stop(d time.Duration) error {
-	if !p.exited() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(d):
-		p.kill()
-		return fmt.Errorf("%s did not exit within %v of SIGTERM: killed", p.name, d)
-	}
-}
-
-// kill kills the child's process group (by its id) and waits for it.
-func (p *proc) kill() {
-	if !p.exited() {
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
-}
-
-// killAll kills every child still running.
-func killAll() {
-	procsMu.Lock()
-	var ps []*proc
-	for p := range procs {
-		ps = append(ps, p)
-	}
-	procsMu.Unlock()
-	for _, p := range ps {
-		p.kill()
-	}
-}
-
-// userHZ: /proc times are in USER_HZ ticks, 100 on every Linux Go runs on.
-const userHZ = 100
 
 // procCPU is utime+stime of pid (all its threads), in seconds.
 func procCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)  // field 14 utime
-	st, err2 := strconv.ParseUint(f[12], 10, 64) // field 15 stime
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
-	}
-	return float64(u+st) / userHZ, nil
+	t, err := benchproc.CPUTicks(pid)
+	return float64(t) / benchproc.UserHZ, err
 }
 
 // udpSocket is one line of /proc/net/udp.
@@ -242,43 +114,18 @@ func freePort(network string) (int, error) {
 }
 
 // waitUDP waits until a socket is bound to port, or the child exits.
-func waitUDP(p *proc, port int, d time.Duration) error {
+func waitUDP(p *benchproc.Proc, port int, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if p.exited() {
-			return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.out.String())
+		if p.Exited() {
+			return fmt.Errorf("%s exited: %v\n%s", p.Name, p.Err(), p.Out.String())
 		}
 		if s, err := readUDPSocket(port); err == nil && s.found {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: nothing bound to udp port %d after %v\n%s", p.name, port, d, p.out.String())
-}
-
-func cpuSet(cpu int) *unix.CPUSet {
-	var s unix.CPUSet
-	s.Set(cpu)
-	return &s
-}
-
-// pinSelf moves every thread of this process to cpu; threads created
-// later inherit the mask from the thread that creates them.
-func pinSelf(cpu int) error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetaffinity(tid, cpuSet(cpu)); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("pin thread %d to CPU %d: %w", tid, cpu, err)
-		}
-	}
-	return nil
+	return fmt.Errorf("%s: nothing bound to udp port %d after %v\n%s", p.Name, port, d, p.Out.String())
 }
 
 // cpuBusy is the busy time of one CPU so far (user, nice, system, irq,
@@ -302,7 +149,7 @@ func cpuBusy(cpu int) (float64, error) {
 			n, _ := strconv.ParseUint(v, 10, 64)
 			busy += n
 		}
-		return float64(busy) / userHZ, nil
+		return float64(busy) / benchproc.UserHZ, nil
 	}
 	return 0, fmt.Errorf("/proc/stat: no %s line", prefix)
 }

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 )
 
 // collector is one program under test with one output.
@@ -102,11 +104,11 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 		}
 		defer kafka.close()
 	}
-	p, err := startProc(c.name, []string{"GOMAXPROCS=1"}, c.argv(cfg, port, out, kafka)...)
+	p, err := benchproc.Start(c.name, []string{"GOMAXPROCS=1"}, c.argv(cfg, port, out, kafka)...)
 	if err != nil {
 		return nil, err
 	}
-	defer p.kill()
+	defer p.Kill()
 	if err := waitUDP(p, port, 10*time.Second); err != nil {
 		return nil, err
 	}
@@ -125,7 +127,7 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 	}
 	time.Sleep(100 * time.Millisecond)
 	rcv0, _, _ := snmpUDP()
-	cpu0, err := procCPU(p.pid())
+	cpu0, err := procCPU(p.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +141,7 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 	}
 	sendEnd := time.Now()
 	busy1, _ := cpuBusy(cfg.collectorCPU)
-	cpuSend, _ := procCPU(p.pid())
+	cpuSend, _ := procCPU(p.PID())
 	// What else ran on the collector's CPU while sending: other programs
 	// on this machine disturb a collector with a small socket buffer.
 	res.otherCPU = (busy1 - busy0) - (cpuSend - cpu0)
@@ -175,9 +177,9 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 	}
 	res.lastGrowth = lastChange.Sub(sendEnd).Seconds()
 	res.lagged = lastChange.Sub(sendEnd) > c.lag
-	res.cpu, _ = procCPU(p.pid())
+	res.cpu, _ = procCPU(p.PID())
 	res.cpu -= cpu0
-	res.rssKB = procRSS(p.pid())
+	res.rssKB = procRSS(p.PID())
 	sock, _ := readUDPSocket(port)
 	res.drops = sock.drops
 	if sock.rxQ > 0 {
@@ -185,16 +187,16 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 	}
 	if res.lagged || early {
 		// It would work through its backlog at SIGTERM: not wanted.
-		p.kill()
-	} else if err := p.stop(30 * time.Second); err != nil {
+		p.Kill()
+	} else if err := p.Stop(30 * time.Second); err != nil {
 		res.note = join(res.note, err.Error())
 	}
 	rcv1, _, _ := snmpUDP()
 	res.snmpRcvbuf = rcv1 - rcv0
-	if m := reKernelDrops.FindStringSubmatch(p.out.String()); m != nil {
+	if m := reKernelDrops.FindStringSubmatch(p.Out.String()); m != nil {
 		res.selfDrops, _ = strconv.ParseInt(m[1], 10, 64)
 	}
-	if m := reLost.FindStringSubmatch(p.out.String()); m != nil && m[1] != "0" {
+	if m := reLost.FindStringSubmatch(p.Out.String()); m != nil && m[1] != "0" {
 		res.note = join(res.note, "xdpflow counted "+m[1]+" records lost by sequence number")
 	}
 	if kafka != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 )
 
@@ -48,7 +49,7 @@ type cpuTimes struct {
 // tick, which misses short bursts between idle periods with the tick
 // stopped (B's NAPI thread woken for each batch).
 func cpuBusy(t0, t1 cpuTimes, cpu int) float64 {
-	return t1.at.Sub(t0.at).Seconds() - float64(t1.cpuIdle[cpu]-t0.cpuIdle[cpu])/userHZ
+	return t1.at.Sub(t0.at).Seconds() - float64(t1.cpuIdle[cpu]-t0.cpuIdle[cpu])/benchproc.UserHZ
 }
 
 func readCPUTimes() (cpuTimes, error) {
@@ -141,38 +142,12 @@ const (
 	sendCPU = 1 // the senders and this program (collector included)
 )
 
-func cpuSet(cpu int) *unix.CPUSet {
-	var s unix.CPUSet
-	s.Set(cpu)
-	return &s
-}
-
-// pinSelf moves every thread of this process to sendCPU; threads created
-// later inherit the mask from the thread that creates them, children too
-// (the probes are started under taskset, see pinArgs).
-func pinSelf() error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetaffinity(tid, cpuSet(sendCPU)); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("pin thread %d to CPU %d: %w", tid, sendCPU, err)
-		}
-	}
-	return nil
-}
-
 // pinSenderThread pins the calling (locked) thread to sendCPU under --pin.
 func pinSenderThread(cfg *config) error {
 	if !cfg.pin {
 		return nil
 	}
-	if err := unix.SchedSetaffinity(0, cpuSet(sendCPU)); err != nil {
+	if err := unix.SchedSetaffinity(0, benchproc.CPUSet(sendCPU)); err != nil {
 		return fmt.Errorf("pin sender to CPU %d: %w", sendCPU, err)
 	}
 	return nil
@@ -235,7 +210,7 @@ func pinNAPI(pair *testnet.Pair) ([]int, error) {
 		return nil, fmt.Errorf("no NAPI thread for %s (threaded NAPI not enabled?)", pair.LinkB)
 	}
 	for _, pid := range pids {
-		if err := unix.SchedSetaffinity(pid, cpuSet(rxCPU)); err != nil {
+		if err := unix.SchedSetaffinity(pid, benchproc.CPUSet(rxCPU)); err != nil {
 			return nil, fmt.Errorf("pin NAPI thread %d to CPU %d: %w", pid, rxCPU, err)
 		}
 	}
@@ -246,7 +221,7 @@ func pinNAPI(pair *testnet.Pair) ([]int, error) {
 func ticksOf(pids []int) (uint64, error) {
 	var sum uint64
 	for _, pid := range pids {
-		t, err := procTicks(pid)
+		t, err := benchproc.CPUTicks(pid)
 		if err != nil {
 			return 0, err
 		}

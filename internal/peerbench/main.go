@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 )
@@ -84,7 +85,7 @@ var (
 // cleanup kills every child this program started and removes the
 // namespaces (the veth pair goes with them) and temporary files.
 func cleanup() {
-	killAll()
+	benchproc.KillAll()
 	cleanupMu.Lock()
 	defer cleanupMu.Unlock()
 	if cleanupPair != nil {
@@ -188,7 +189,7 @@ func run(cfg *config, sender string) error {
 		defer stopStats()
 	}
 	if cfg.pin {
-		if err := pinSelf(); err != nil {
+		if err := benchproc.PinSelf(sendCPU); err != nil {
 			return err
 		}
 		logf("--pin: this program and the senders on CPU %d; B's NAPI thread and the probe on CPU %d", sendCPU, rxCPU)
@@ -428,7 +429,7 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 		r.abort()
 		return res, err
 	}
-	pid := r.pid()
+	pid := r.PID()
 	if res.l0, err = readLinks(pair); err != nil {
 		return fail(err)
 	}
@@ -458,7 +459,7 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 	}
 	var p0, p1 uint64
 	if pid != 0 {
-		if p0, err = procTicks(pid); err != nil {
+		if p0, err = benchproc.CPUTicks(pid); err != nil {
 			return fail(err)
 		}
 	}
@@ -482,7 +483,7 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 	if pid != 0 {
 		last, still := uint64(0), 0
 		for deadline := time.Now().Add(60 * time.Second); still < 2 && time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-			if p1, err = procTicks(pid); err != nil {
+			if p1, err = benchproc.CPUTicks(pid); err != nil {
 				return fail(err)
 			}
 			if p1 == last {
@@ -507,12 +508,12 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 		if n1, err = ticksOf(napi); err != nil {
 			return fail(err)
 		}
-		res.napiCPU = float64(n1-n0) / userHZ
+		res.napiCPU = float64(n1-n0) / benchproc.UserHZ
 		res.rxCPUBusy = cpuBusy(b0, b1, rxCPU)
 	}
-	res.busy = float64(b1.busy-b0.busy) / userHZ
-	res.softirq = float64(b1.softirq-b0.softirq) / userHZ
-	res.probeCPU = float64(p1-p0) / userHZ
+	res.busy = float64(b1.busy-b0.busy) / benchproc.UserHZ
+	res.softirq = float64(b1.softirq-b0.softirq) / benchproc.UserHZ
+	res.probeCPU = float64(p1-p0) / benchproc.UserHZ
 	msgs, err := r.finish(pair)
 	if err != nil {
 		return res, err

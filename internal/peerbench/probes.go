@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
 
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -62,7 +63,7 @@ func newCollector(pair *testnet.Pair) (*flowcheck.Collector, error) {
 // running is one probe started for one run.
 type running struct {
 	kind kind
-	p    *proc
+	p    *benchproc.Proc
 	xdp  link.Link // xdpEmpty only
 	coll *flowcheck.Collector
 	dir  string // softflowd's control socket and pid file
@@ -111,16 +112,16 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 		if k == xdpflowDrop {
 			action = "drop"
 		}
-		r.p, err = start("xdpflow-probe", pinArgs(cfg, []string{"ip", "netns", "exec", pair.NsName("b"), cfg.probe,
+		r.p, err = benchproc.Start("xdpflow-probe", nil, pinArgs(cfg, []string{"ip", "netns", "exec", pair.NsName("b"), cfg.probe,
 			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", action,
 			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.Port()),
 			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout)})...)
 		if err != nil {
 			return nil, err
 		}
-		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.p.out.String(), "attached"); time.Sleep(50 * time.Millisecond) {
-			if r.p.exited() || time.Now().After(deadline) {
-				return nil, fmt.Errorf("xdpflow-probe did not attach:\n%s", r.p.out.String())
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.p.Out.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+			if r.p.Exited() || time.Now().After(deadline) {
+				return nil, fmt.Errorf("xdpflow-probe did not attach:\n%s", r.p.Out.String())
 			}
 		}
 	case softflowd:
@@ -138,15 +139,15 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 			args = append(args, "-t", fmt.Sprintf("%s=%d", t, idleTimeout))
 		}
 		args = append(args, "-t", fmt.Sprintf("maxlife=%d", activeTimeout), "-t", "expint=1")
-		if r.p, err = start("softflowd", pinArgs(cfg, args)...); err != nil {
+		if r.p, err = benchproc.Start("softflowd", nil, pinArgs(cfg, args)...); err != nil {
 			return nil, err
 		}
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			if _, err := os.Stat(r.ctl); err == nil {
 				break
 			}
-			if r.p.exited() || time.Now().After(deadline) {
-				return nil, fmt.Errorf("softflowd did not start (no control socket %s):\n%s", r.ctl, r.p.out.String())
+			if r.p.Exited() || time.Now().After(deadline) {
+				return nil, fmt.Errorf("softflowd did not start (no control socket %s):\n%s", r.ctl, r.p.Out.String())
 			}
 		}
 		time.Sleep(300 * time.Millisecond) // pcap open and filter set after the socket
@@ -156,11 +157,11 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 }
 
 // pid of the probe process, 0 for the baseline.
-func (r *running) pid() int {
+func (r *running) PID() int {
 	if r.p == nil {
 		return 0
 	}
-	return r.p.pid()
+	return r.p.PID()
 }
 
 func (r *running) ctlCmd(cmd string) (string, error) {
@@ -193,7 +194,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 	switch r.kind {
 	case xdpflow, xdpflowDrop:
 		time.Sleep(200 * time.Millisecond)
-		stopErr = r.p.stop(20 * time.Second)
+		stopErr = r.p.Stop(20 * time.Second)
 	case softflowd:
 		time.Sleep(500 * time.Millisecond)
 		r.stats, _ = r.ctlCmd("statistics")
@@ -206,7 +207,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 		}
 		// softflowd 1.1.0 exits with status 1 after a requested shutdown:
 		// only a hang is an error.
-		if err := r.p.wait(20 * time.Second); err != nil && stopErr == nil && !r.p.killedOnTimeout() {
+		if err := r.p.Wait(20 * time.Second); err != nil && stopErr == nil && !r.p.KilledOnTimeout() {
 			err = nil
 		} else if err != nil && stopErr == nil {
 			stopErr = err
@@ -215,7 +216,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 	time.Sleep(300 * time.Millisecond) // the last datagrams cross the loopback
 	msgs := r.coll.Stop()
 	if stopErr != nil {
-		return msgs, fmt.Errorf("%s: %v\n%s", r.kind, stopErr, r.p.out.String())
+		return msgs, fmt.Errorf("%s: %v\n%s", r.kind, stopErr, r.p.Out.String())
 	}
 	return msgs, nil
 }
@@ -227,8 +228,8 @@ func (r *running) abort() {
 		r.xdp = nil
 	}
 	if r.p != nil {
-		r.p.kill()
-		r.p.wait(5 * time.Second)
+		r.p.Kill()
+		r.p.Wait(5 * time.Second)
 	}
 	if r.coll != nil {
 		r.coll.Stop()

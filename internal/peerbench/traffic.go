@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/xdpflow/xdpflow/internal/benchproc"
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
@@ -194,14 +195,14 @@ func trafgenConfig(dir string, pair *testnet.Pair) (string, error) {
 // with `senders` parallel senders (trafgen processes or goroutines).
 func sendRate(pair *testnet.Pair, cfg *config, senders, n int) error {
 	if cfg.trafgenConf != "" {
-		p, err := start("trafgen", "ip", "netns", "exec", pair.NsName("a"), "trafgen", "--dev", pair.LinkA,
+		p, err := benchproc.Start("trafgen", nil, "ip", "netns", "exec", pair.NsName("a"), "trafgen", "--dev", pair.LinkA,
 			"--conf", cfg.trafgenConf, "--num", fmt.Sprint(n), "--cpus", fmt.Sprint(senders),
 			"--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
 		if err != nil {
 			return err
 		}
-		if err := p.wait(3 * time.Minute); err != nil {
-			return fmt.Errorf("trafgen: %v\n%s", err, p.out.String())
+		if err := p.Wait(3 * time.Minute); err != nil {
+			return fmt.Errorf("trafgen: %v\n%s", err, p.Out.String())
 		}
 		return nil
 	}
@@ -253,13 +254,13 @@ func trafgenWorks(pair *testnet.Pair, conf string) error {
 	if _, err := exec.LookPath("trafgen"); err != nil {
 		return err
 	}
-	p, err := start("trafgen", "ip", "netns", "exec", pair.NsName("a"), "trafgen", "--dev", pair.LinkA,
+	p, err := benchproc.Start("trafgen", nil, "ip", "netns", "exec", pair.NsName("a"), "trafgen", "--dev", pair.LinkA,
 		"--conf", conf, "--num", "1", "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
 	if err != nil {
 		return err
 	}
-	if err := p.wait(20 * time.Second); err != nil {
-		return fmt.Errorf("%v: %s", err, p.out.String())
+	if err := p.Wait(20 * time.Second); err != nil {
+		return fmt.Errorf("%v: %s", err, p.Out.String())
 	}
 	return nil
 }

@@ -1,0 +1,186 @@
+// Package benchproc runs and measures the child processes of the
+// benchmark programs (peerbench, collectorbench): each child in its own
+// process group, signalled only by that group's id; CPU time from /proc;
+// pinning to a CPU.
+package benchproc
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/internal/flowcheck"
+)
+
+// Proc is a child process this program started.
+type Proc struct {
+	Name string
+	// Out collects its stdout and stderr.
+	Out flowcheck.SyncBuffer
+
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error
+	timedOut bool
+}
+
+var (
+	mu    sync.Mutex
+	procs = map[*Proc]bool{}
+)
+
+// Start starts argv, with env added to this process's environment, in its
+// own process group, registered for KillAll (the programs call it on
+// SIGINT, SIGTERM and every way out).
+func Start(name string, env []string, argv ...string) (*Proc, error) {
+	p := &Proc{Name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = &p.Out, &p.Out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	mu.Lock()
+	defer mu.Unlock()
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	procs[p] = true
+	go func() {
+		p.err = p.cmd.Wait()
+		mu.Lock()
+		delete(procs, p)
+		mu.Unlock()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID of the child (`ip netns exec` and taskset exec in place: it is the
+// program's own).
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Exited tells whether the child has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is how the child ended (nil while it runs).
+func (p *Proc) Err() error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.err
+}
+
+// Wait waits up to d for the child to exit; on timeout its group is killed.
+func (p *Proc) Wait(d time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		p.timedOut = true
+		p.Kill()
+		return fmt.Errorf("%s did not exit within %v: killed", p.Name, d)
+	}
+}
+
+// Stop sends SIGTERM and waits up to d.
+func (p *Proc) Stop(d time.Duration) error {
+	if !p.Exited() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	return p.Wait(d)
+}
+
+// KilledOnTimeout tells whether Wait gave up and killed it.
+func (p *Proc) KilledOnTimeout() bool { return p.timedOut }
+
+// Kill kills the child's process group (by its id) and waits for it.
+func (p *Proc) Kill() {
+	if !p.Exited() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// KillAll kills every child still running.
+func KillAll() {
+	mu.Lock()
+	var ps []*Proc
+	for p := range procs {
+		ps = append(ps, p)
+	}
+	mu.Unlock()
+	for _, p := range ps {
+		p.Kill()
+	}
+}
+
+// UserHZ: /proc times are in USER_HZ ticks, 100 on every Linux Go runs on
+// (sysconf(_SC_CLK_TCK)).
+const UserHZ = 100
+
+// CPUTicks is utime+stime of pid (all its threads), in USER_HZ ticks.
+func CPUTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)  // field 14 utime
+	st, err2 := strconv.ParseUint(f[12], 10, 64) // field 15 stime
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+	}
+	return u + st, nil
+}
+
+// CPUSet is the set of one CPU.
+func CPUSet(cpu int) *unix.CPUSet {
+	var s unix.CPUSet
+	s.Set(cpu)
+	return &s
+}
+
+// PinSelf moves every thread of this process to cpu; threads created
+// later inherit the mask from the thread that creates them, children too.
+func PinSelf(cpu int) error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, CPUSet(cpu)); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("pin thread %d to CPU %d: %w", tid, cpu, err)
+		}
+	}
+	return nil
+}
