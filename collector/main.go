@@ -6,40 +6,8 @@
 // the outputs together.
 package main
 
-import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/spf13/pflag"
-
-	"github.com/xdpflow/xdpflow/internal/cli"
-)
+import "github.com/xdpflow/xdpflow/internal/cli"
 
 func main() {
-	c, fs, err := parseConfig(os.Args[1:])
-	if errors.Is(err, pflag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "xdpflow-collector: %v\n", err)
-		if c == nil {
-			fmt.Fprintf(os.Stderr, "usage:\n%s", fs.FlagUsages())
-		}
-		os.Exit(2)
-	}
-	log, err := cli.NewLogger(c.LogLevel, c.LogFormat)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "xdpflow-collector: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, c, log); err != nil {
-		fmt.Fprintf(os.Stderr, "xdpflow-collector: %v\n", err)
-		os.Exit(1)
-	}
+	cli.Main("xdpflow-collector", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat }, run)
 }

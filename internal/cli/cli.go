@@ -3,9 +3,13 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -76,4 +80,35 @@ func NewLogger(level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// Main is a program's main function: read the configuration with parse,
+// make the logger, run until SIGINT or SIGTERM. It exits 2 on a bad
+// configuration (with the usage when the command line itself is wrong)
+// and 1 when run fails, with one line naming the program.
+func Main[C any](name string, parse func(args []string) (*C, *pflag.FlagSet, error),
+	logging func(*C) (level, format string), run func(context.Context, *C, *slog.Logger) error) {
+	c, fs, err := parse(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		if c == nil {
+			fmt.Fprintf(os.Stderr, "usage:\n%s", fs.FlagUsages())
+		}
+		os.Exit(2)
+	}
+	log, err := NewLogger(logging(c))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err = run(ctx, c, log)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }
