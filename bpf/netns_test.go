@@ -223,15 +223,7 @@ func TestVLANMetadata(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			if err := pair.In(pair.A, func() error {
-				s, err := trafficgen.NewSender(pair.IfindexA)
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				_, err = s.SendAll(frames)
-				return err
-			}); err != nil {
+			if err := trafficgen.SendFrom(func(fn func() error) error { return pair.In(pair.A, fn) }, pair.IfindexA, frames); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(50 * time.Millisecond)

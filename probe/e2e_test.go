@@ -205,17 +205,7 @@ func TestEndToEnd(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	checkMetrics(t, pair, want)
 	want.AddSent(long[0], 1)
-	if err := pair.In(pair.A, func() error {
-		s, err := trafficgen.NewSender(pair.IfindexA)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		_, err = s.SendAll(long)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	send(t, pair, long)
 	time.Sleep(50 * time.Millisecond) // the veth delivers asynchronously
 	pr.stop(t)
 	time.Sleep(100 * time.Millisecond)
@@ -330,15 +320,7 @@ func (p *probeProc) stop(t *testing.T) {
 // send sends frames from side a of the pair.
 func send(t *testing.T, pair *testnet.Pair, frames []trafficgen.Built) {
 	t.Helper()
-	if err := pair.In(pair.A, func() error {
-		s, err := trafficgen.NewSender(pair.IfindexA)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		_, err = s.SendAll(frames)
-		return err
-	}); err != nil {
+	if err := trafficgen.SendFrom(func(fn func() error) error { return pair.In(pair.A, fn) }, pair.IfindexA, frames); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -800,15 +782,7 @@ func TestTwoInterfaces(t *testing.T) {
 		want[uint32(idxB)].AddSent(f, 1)
 	}
 	send(t, pair, mix)
-	if err := pair.In(pair.B, func() error {
-		s, err := trafficgen.NewSender(idxA)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		_, err = s.SendAll(other)
-		return err
-	}); err != nil {
+	if err := trafficgen.SendFrom(func(fn func() error) error { return pair.In(pair.B, fn) }, idxA, other); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)

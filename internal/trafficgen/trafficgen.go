@@ -207,6 +207,20 @@ func (s *Sender) sendRound(flows []Built, last bool) (int, error) {
 // Close closes the socket.
 func (s *Sender) Close() error { return unix.Close(s.fd) }
 
+// SendFrom sends frames once from ifindex, opening the socket inside in
+// (a network namespace: testnet.Pair.In bound to one side).
+func SendFrom(in func(func() error) error, ifindex int, frames []Built) error {
+	return in(func() error {
+		s, err := NewSender(ifindex)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		_, err = s.SendAll(frames)
+		return err
+	})
+}
+
 // Mix is the default mix of flows used by the tests and the demo: IPv4 and
 // IPv6; a TCP conversation with handshake, data and FIN; UDP of several
 // sizes; ICMP and ICMPv6; 802.1Q and QinQ tagged flows; IPv4 options and
