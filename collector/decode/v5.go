@@ -20,8 +20,8 @@ const (
 // Hand-written rather than goflow2's decoders/netflowlegacy: that decoder
 // sizes its record slice from the header's count before checking the
 // datagram's length (up to 3 MB for a lying 24-byte datagram) and
-// allocates per record; BenchmarkDecode measures this code at 7.7 M
-// router v5 records/s and 0 allocations, goflow2's at 1.7-1.8 M and 3.2.
+// allocates per record; BenchmarkDecode measures this code at 19.6 M
+// router v5 records/s and 0 allocations, goflow2's at 4.5 M and 3.2.
 func (e *exporter) decodeV5(s *scratch, msg []byte, receivedNs uint64, emit func(*schemas.FlowMessage)) error {
 	be := binary.BigEndian
 	if len(msg) < v5HeaderLen {
