@@ -164,13 +164,13 @@ func (p *Producer) Send(msgs []Message) {
 
 // dropOversized drops (and counts) messages no broker would take.
 func (p *Producer) dropOversized(msgs []Message) []Message {
-	for i := range msgs {
-		if len(msgs[i].Key)+len(msgs[i].Value) > maxMessageBytes {
-			p.drop(1, "message larger than a broker's default message.max.bytes")
-			return p.dropOversized(slices.Delete(slices.Clone(msgs), i, i+1))
-		}
+	tooBig := func(m Message) bool { return len(m.Key)+len(m.Value) > maxMessageBytes }
+	if !slices.ContainsFunc(msgs, tooBig) {
+		return msgs // the usual case: the caller's slice as it is
 	}
-	return msgs
+	kept := slices.DeleteFunc(slices.Clone(msgs), tooBig)
+	p.drop(len(msgs)-len(kept), "message larger than a broker's default message.max.bytes")
+	return kept
 }
 
 func (p *Producer) toSpool(msgs []Message) {

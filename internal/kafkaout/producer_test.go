@@ -293,3 +293,22 @@ func TestConcurrentSends(t *testing.T) {
 		t.Errorf("%d distinct messages, want 20000", len(seen))
 	}
 }
+
+// TestOversizedDropped: a message no broker would take is dropped and
+// counted at Send, and the rest of the batch is queued.
+func TestOversizedDropped(t *testing.T) {
+	b := kafkacheck.Start(t, 1, []string{topic}, nil)
+	b.Stop()
+	p, err := New(context.Background(), testConfig(b.Addr), testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := Message{Topic: topic, Value: []byte("x")}
+	p.Send([]Message{small, {Topic: topic, Value: make([]byte, maxMessageBytes+1)}, small})
+	if st := p.Stats(); st.Dropped != 1 || st.QueueDepth+int(st.Sent) < 1 {
+		t.Errorf("%+v: want the big one dropped, the small ones kept", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	p.Close(ctx)
+}
