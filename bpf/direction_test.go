@@ -55,8 +55,8 @@ func TestFlowDirection(t *testing.T) {
 			for k, v := range got {
 				if k.Src() == netip.MustParseAddr(c.src) && k.Dst() == netip.MustParseAddr(c.dst) {
 					found = true
-					if v.Direction != want || v.Packets != 2 {
-						t.Errorf("local nets %v: %s > %s: direction %d (%d packets), want %d", nets, c.src, c.dst, v.Direction, v.Packets, want)
+					if v.FlowDirection != want || v.Packets != 2 {
+						t.Errorf("local nets %v: %s > %s: direction %d (%d packets), want %d", nets, c.src, c.dst, v.FlowDirection, v.Packets, want)
 					}
 				}
 			}

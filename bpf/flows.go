@@ -29,7 +29,7 @@ func (k FlowKey) addr(a [16]byte) netip.Addr {
 }
 
 func (k FlowKey) String() string {
-	return fmt.Sprintf("if%d vlan%d proto%d %s > %s", k.Ifindex, k.VlanId, k.Proto,
+	return fmt.Sprintf("if%d vlan%d proto%d %s > %s", k.InIf, k.VlanId, k.Proto,
 		netip.AddrPortFrom(k.Src(), k.SrcPort), netip.AddrPortFrom(k.Dst(), k.DstPort))
 }
 
@@ -41,7 +41,7 @@ func (v *FlowValue) Merge(o FlowValue) {
 	}
 	if v.Packets == 0 || o.FirstSeenNs < v.FirstSeenNs {
 		v.FirstSeenNs = o.FirstSeenNs
-		v.Tos = o.Tos
+		v.IpTos = o.IpTos
 	}
 	if o.LastSeenNs > v.LastSeenNs {
 		v.LastSeenNs = o.LastSeenNs
@@ -50,8 +50,8 @@ func (v *FlowValue) Merge(o FlowValue) {
 	v.Bytes += o.Bytes
 	v.L2Bytes += o.L2Bytes
 	v.TcpFlags |= o.TcpFlags
-	if o.Direction != 0 { // fixed by the key and --local-net
-		v.Direction = o.Direction
+	if o.FlowDirection != 0 { // fixed by the key and --local-net
+		v.FlowDirection = o.FlowDirection
 	}
 }
 

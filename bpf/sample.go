@@ -12,7 +12,7 @@ const MaxIPv6ExtHeaders = 8
 // Sample is one sampled frame head read from the Samples ring.
 type Sample struct {
 	TimeNs  uint64 // CLOCK_MONOTONIC
-	Ifindex uint32
+	InIf    uint32
 	OrigLen uint32 // frame length on the wire
 	Data    []byte // the first bytes of the frame (aliases the record)
 }
@@ -26,7 +26,7 @@ func ParseSample(rec []byte) (Sample, error) {
 	}
 	s := Sample{
 		TimeNs:  binary.NativeEndian.Uint64(rec[0:]),
-		Ifindex: binary.NativeEndian.Uint32(rec[8:]),
+		InIf:    binary.NativeEndian.Uint32(rec[8:]),
 		OrigLen: binary.NativeEndian.Uint32(rec[12:]),
 	}
 	capLen := binary.NativeEndian.Uint32(rec[16:])

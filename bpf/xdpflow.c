@@ -126,7 +126,7 @@ struct packet {
 	__u64 l2_len;
 	__u64 l3_len;
 	__u32 tcp_flags;
-	__u8 tos;
+	__u8 ip_tos;
 	__u8 fragment; /* non-first fragment */
 };
 
@@ -212,7 +212,7 @@ static __always_inline int parse_ipv4(struct packet *p, struct flow_key *k, void
 		return PARSE_BAD(MALFORMED_IPV4_BAD_LENGTH);
 
 	p->l3_len = tot_len;
-	p->tos = ip[1];
+	p->ip_tos = ip[1];
 	k->ip_version = 4;
 	k->proto = ip[9];
 	set_v4mapped(k->src_addr, *(__u32 *)&ip[12]);
@@ -238,7 +238,7 @@ static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void
 	opaque(l3_end);
 
 	p->l3_len = tot_len;
-	p->tos = (ip[0] << 4) | (ip[1] >> 4);
+	p->ip_tos = (ip[0] << 4) | (ip[1] >> 4);
 	k->ip_version = 6;
 	/* Word copies: memcpy from a byte pointer compiles to 32 byte loads. */
 	__u32 *src = (__u32 *)&ip[8], *ks = (__u32 *)k->src_addr, *kd = (__u32 *)k->dst_addr;
@@ -356,7 +356,7 @@ static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st
 		return;
 	}
 	s->time_ns = now;
-	s->ifindex = ctx->ingress_ifindex;
+	s->in_if = ctx->ingress_ifindex;
 	s->orig_len = len;
 	s->cap_len = cap;
 	s->_pad = 0;
@@ -415,8 +415,8 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 		    .first_seen_ns = now,
 		    .last_seen_ns = now,
 		    .tcp_flags = p->tcp_flags,
-		    .tos = p->tos,
-		    .direction = direction(k),
+		    .ip_tos = p->ip_tos,
+		    .flow_direction = direction(k),
 		};
 		long err = bpf_map_update_elem(table, k, &nv, BPF_NOEXIST);
 		if (err == 0)
@@ -480,7 +480,7 @@ static __always_inline int count(struct xdp_md *ctx, const int vlan_meta)
 			st->malformed[reason]++;
 		return cfg_action;
 	}
-	k.ifindex = ctx->ingress_ifindex;
+	k.in_if = ctx->ingress_ifindex;
 	if (vlan_meta && !k.vlan_id) {
 		__be16 proto;
 		__u16 tci;

@@ -14,7 +14,7 @@
 struct flow_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
-	__u32 ifindex;
+	__u32 in_if;
 	__u16 vlan_id; /* outer 802.1Q/802.1ad id, 0 when untagged */
 	__u16 src_port;
 	__u16 dst_port;
@@ -29,9 +29,9 @@ struct flow_value {
 	__u64 l2_bytes;	     /* frame octets as received (layer2OctetDeltaCount) */
 	__u64 first_seen_ns; /* CLOCK_MONOTONIC (coarse) */
 	__u64 last_seen_ns;
-	__u32 tcp_flags; /* OR of the 12 low bits of TCP header word 6 (RFC 7125) */
-	__u8 tos;	 /* IPv4 TOS / IPv6 traffic class of the first packet */
-	__u8 direction;	 /* enum flow_direction, set when the flow is created */
+	__u32 tcp_flags;     /* OR of the 12 low bits of TCP header word 6 (RFC 7125) */
+	__u8 ip_tos;	     /* IPv4 TOS / IPv6 traffic class of the first packet */
+	__u8 flow_direction; /* enum flow_direction, set when the flow is created */
 	__u8 _pad[2];
 };
 
@@ -90,7 +90,7 @@ struct datapath_stats {
 /* One header sample in the ring buffer. */
 struct sample_hdr {
 	__u64 time_ns; /* CLOCK_MONOTONIC */
-	__u32 ifindex;
+	__u32 in_if;
 	__u32 orig_len; /* frame length on the wire */
 	__u32 cap_len;	/* bytes that follow in data */
 	__u32 _pad;

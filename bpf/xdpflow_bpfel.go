@@ -51,7 +51,7 @@ type xdpflowFlowKey struct {
 	_         structs.HostLayout
 	SrcAddr   [16]uint8
 	DstAddr   [16]uint8
-	Ifindex   uint32
+	InIf      uint32
 	VlanId    uint16
 	SrcPort   uint16
 	DstPort   uint16
@@ -60,16 +60,16 @@ type xdpflowFlowKey struct {
 }
 
 type xdpflowFlowValue struct {
-	_           structs.HostLayout
-	Packets     uint64
-	Bytes       uint64
-	L2Bytes     uint64
-	FirstSeenNs uint64
-	LastSeenNs  uint64
-	TcpFlags    uint32
-	Tos         uint8
-	Direction   uint8
-	Pad         [2]uint8
+	_             structs.HostLayout
+	Packets       uint64
+	Bytes         uint64
+	L2Bytes       uint64
+	FirstSeenNs   uint64
+	LastSeenNs    uint64
+	TcpFlags      uint32
+	IpTos         uint8
+	FlowDirection uint8
+	Pad           [2]uint8
 }
 
 type xdpflowLpmKey struct {
@@ -98,7 +98,7 @@ const (
 type xdpflowSampleHdr struct {
 	_       structs.HostLayout
 	TimeNs  uint64
-	Ifindex uint32
+	InIf    uint32
 	OrigLen uint32
 	CapLen  uint32
 	Pad     uint32

@@ -63,7 +63,7 @@ type flow struct {
 }
 
 func (f flow) key() FlowKey {
-	k := FlowKey{Ifindex: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver}
+	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver}
 	k.SrcAddr = netip.MustParseAddr(f.src).As16()
 	k.DstAddr = netip.MustParseAddr(f.dst).As16()
 	return k
@@ -101,9 +101,9 @@ func checkFlows(t *testing.T, got map[FlowKey]FlowValue, want []flow) {
 			continue
 		}
 		delete(got, k)
-		if v.Packets != w.packets || v.Bytes != w.bytes || v.L2Bytes != w.l2 || v.TcpFlags != w.flags || v.Tos != w.tos {
+		if v.Packets != w.packets || v.Bytes != w.bytes || v.L2Bytes != w.l2 || v.TcpFlags != w.flags || v.IpTos != w.tos {
 			t.Errorf("flow %v: packets %d bytes %d l2 %d flags %#x tos %#x; want %d %d %d %#x %#x",
-				k, v.Packets, v.Bytes, v.L2Bytes, v.TcpFlags, v.Tos, w.packets, w.bytes, w.l2, w.flags, w.tos)
+				k, v.Packets, v.Bytes, v.L2Bytes, v.TcpFlags, v.IpTos, w.packets, w.bytes, w.l2, w.flags, w.tos)
 		}
 		if v.FirstSeenNs == 0 || v.FirstSeenNs > v.LastSeenNs {
 			t.Errorf("flow %v: first seen %d, last seen %d", k, v.FirstSeenNs, v.LastSeenNs)
@@ -520,7 +520,7 @@ func TestSampling(t *testing.T) {
 		if len(want) > 64 {
 			want = want[:64]
 		}
-		if s.Ifindex != testIfindex || s.OrigLen != uint32(len(frames[i])) || s.TimeNs == 0 || string(s.Data) != string(want) {
+		if s.InIf != testIfindex || s.OrigLen != uint32(len(frames[i])) || s.TimeNs == 0 || string(s.Data) != string(want) {
 			t.Errorf("sample %d: %+v, want ifindex %d, orig len %d, data %x", i, s, testIfindex, len(frames[i]), want)
 		}
 	}

@@ -30,13 +30,13 @@ func testFlows(n int, base byte) []schemas.Flow {
 	now := time.Now().Truncate(time.Millisecond).UnixNano()
 	out := make([]schemas.Flow, n)
 	for i := range out {
-		f := schemas.Flow{Src: netip.AddrFrom4([4]byte{198, 18, base, byte(i)}), Dst: netip.MustParseAddr("198.19.0.1"),
-			SrcPort: uint16(1000 + i), DstPort: 443, Proto: 6, InIf: 1, VLAN: uint16(i % 10),
+		f := schemas.Flow{SrcAddr: netip.AddrFrom4([4]byte{198, 18, base, byte(i)}), DstAddr: netip.MustParseAddr("198.19.0.1"),
+			SrcPort: uint16(1000 + i), DstPort: 443, Proto: 6, InIf: 1, VlanId: uint16(i % 10),
 			Packets: uint64(i + 1), Bytes: uint64(100 * (i + 1)), L2Bytes: uint64(114 * (i + 1)),
-			StartNs: now - 1e9, EndNs: now, TCPFlags: 0x18, TOS: 8, EndReason: schemas.EndIdle}
+			TimeFlowStartNs: now - 1e9, TimeFlowEndNs: now, TcpFlags: 0x18, IpTos: 8, EndReason: schemas.EndIdle}
 		if i%4 == 0 {
-			f.Src = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: base, 15: byte(i)})
-			f.Dst = netip.MustParseAddr("2001:db8::1")
+			f.SrcAddr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: base, 15: byte(i)})
+			f.DstAddr = netip.MustParseAddr("2001:db8::1")
 		}
 		out[i] = f
 	}

@@ -246,8 +246,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("--stdout line %q: %v", sc.Text(), err)
 		}
 		gotJSON.AddRecord(&f)
-		if f.StartNs > f.EndNs || time.Since(time.Unix(0, f.EndNs)) > time.Minute || time.Unix(0, f.EndNs).After(time.Now()) {
-			t.Errorf("record times off: start %v end %v", time.Unix(0, f.StartNs), time.Unix(0, f.EndNs))
+		if f.TimeFlowStartNs > f.TimeFlowEndNs || time.Since(time.Unix(0, f.TimeFlowEndNs)) > time.Minute || time.Unix(0, f.TimeFlowEndNs).After(time.Now()) {
+			t.Errorf("record times off: start %v end %v", time.Unix(0, f.TimeFlowStartNs), time.Unix(0, f.TimeFlowEndNs))
 		}
 	}
 	compare(t, "--stdout JSON", gotJSON, want)
@@ -857,7 +857,7 @@ func TestBiflow(t *testing.T) {
 		for i := range recs {
 			if recs[i].Biflow {
 				biflows++
-				if recs[i].RevStartNs < recs[i].StartNs {
+				if recs[i].ReverseTimeFlowStartNs < recs[i].TimeFlowStartNs {
 					t.Errorf("%v: reverse started before the initiator", flowcheck.IDOf(&recs[i]))
 				}
 			}

@@ -69,8 +69,8 @@ func (k *kafkaSamples) Sample(s *bpf.Sample, unixNs int64) error {
 	k.m = schemas.SampleMessage{
 		SchemaVersion:       schemas.SchemaVersion,
 		ProbeHost:           k.meta.ProbeHost,
-		InIf:                s.Ifindex,
-		InIfName:            k.meta.IfNames[s.Ifindex],
+		InIf:                s.InIf,
+		InIfName:            k.meta.IfNames[s.InIf],
 		TimeReceivedNs:      uint64(unixNs),
 		SamplingRate:        k.meta.SamplingRate,
 		OrigLen:             s.OrigLen,

@@ -26,20 +26,20 @@ func kafkaFlowSource(n int) []schemas.Flow {
 			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
 			b = netip.MustParseAddr("2001:db8::1")
 		}
-		f := schemas.Flow{Src: a, Dst: b, SrcPort: uint16(1024 + i), DstPort: 443, Proto: 6, InIf: 2, VLAN: uint16(i % 4094),
+		f := schemas.Flow{SrcAddr: a, DstAddr: b, SrcPort: uint16(1024 + i), DstPort: 443, Proto: 6, InIf: 2, VlanId: uint16(i % 4094),
 			Packets: uint64(i + 1), Bytes: uint64(60 * (i + 1)), L2Bytes: uint64(74 * (i + 1)),
-			StartNs: time.Now().UnixNano() - 1e9, EndNs: time.Now().UnixNano(), TCPFlags: 0x12, TOS: 0x10, EndReason: schemas.EndIdle}
+			TimeFlowStartNs: time.Now().UnixNano() - 1e9, TimeFlowEndNs: time.Now().UnixNano(), TcpFlags: 0x12, IpTos: 0x10, EndReason: schemas.EndIdle}
 		switch i % 5 {
 		case 3:
-			f.Proto, f.SrcPort, f.DstPort, f.TCPFlags = 17, 5353, 53, 0
+			f.Proto, f.SrcPort, f.DstPort, f.TcpFlags = 17, 5353, 53, 0
 		case 4:
-			f.Proto, f.SrcPort, f.DstPort, f.TCPFlags = 1, 0, 8<<8, 0
-			if f.Src.Is6() {
+			f.Proto, f.SrcPort, f.DstPort, f.TcpFlags = 1, 0, 8<<8, 0
+			if f.SrcAddr.Is6() {
 				f.Proto = 58
 			}
 		}
 		r := f // the answer
-		r.Src, r.Dst, r.SrcPort, r.DstPort = f.Dst, f.Src, f.DstPort, f.SrcPort
+		r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort = f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort
 		if f.IsICMP() {
 			r.SrcPort, r.DstPort = 0, 0
 		}

@@ -415,7 +415,7 @@ func (p *pipeline) drain(m *ebpf.Map) (n int, err error) {
 	err = p.d.Drain(m, func(k bpf.FlowKey, v bpf.FlowValue) {
 		p.table.Add(k, v)
 		n++
-		if c := p.ifaces[k.Ifindex]; c != nil {
+		if c := p.ifaces[k.InIf]; c != nil {
 			c.packets.Add(v.Packets)
 			c.bytes.Add(v.Bytes)
 		}

@@ -120,7 +120,7 @@ func (p *pcapSink) Sample(s *bpf.Sample, unixNs int64) error {
 		Timestamp:      time.Unix(0, unixNs),
 		CaptureLength:  len(s.Data),
 		Length:         int(s.OrigLen),
-		InterfaceIndex: int(s.Ifindex),
+		InterfaceIndex: int(s.InIf),
 	}
 	if err := p.w.WritePacket(ci, s.Data); err != nil {
 		return fmt.Errorf("write pcap: %w", err)

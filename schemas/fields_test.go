@@ -141,12 +141,12 @@ func TestFieldsJSONExample(t *testing.T) {
 		t.Fatalf("JSON example: %v", err)
 	}
 	f := msg.Flow()
-	if f.Src.String() != "198.18.0.1" || f.Dst.String() != "198.18.0.2" || f.EndReason != EndOfFlow || msg.SchemaVersion != SchemaVersion {
+	if f.SrcAddr.String() != "198.18.0.1" || f.DstAddr.String() != "198.18.0.2" || f.EndReason != EndOfFlow || msg.SchemaVersion != SchemaVersion {
 		t.Errorf("JSON example reads as %+v", f)
 	}
 	// And it is what the probe writes for that record.
 	want := testFlows()[0]
-	want.StartNs, want.EndNs = 1764000000000000000, 1764000000500000000
+	want.TimeFlowStartNs, want.TimeFlowEndNs = 1764000000000000000, 1764000000500000000
 	var mine FlowMessage
 	want.ToMessage(&mine, &Meta{ProbeHost: "probe-1", ObservationDomain: 1, SamplingRate: 1, IfNames: map[uint32]string{3: "eth1"}}, 1764000000123456789)
 	b, _ := FormatJSON.Append(nil, &mine)

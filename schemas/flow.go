@@ -41,33 +41,33 @@ func (r EndReason) String() string {
 // two exports. Packets and Bytes of all records of a flow add up to the
 // traffic of that flow, exactly.
 type Flow struct {
-	Src       netip.Addr `json:"src_addr"` // IPv4 addresses are 4-byte (never IPv4-mapped)
-	Dst       netip.Addr `json:"dst_addr"`
-	SrcPort   uint16     `json:"src_port"`           // ICMP/ICMPv6: 0
-	DstPort   uint16     `json:"dst_port"`           // ICMP/ICMPv6: type<<8|code
-	Proto     uint8      `json:"proto"`              // IANA protocol number
-	VLAN      uint16     `json:"vlan_id"`            // outer VLAN id, 0 when untagged
-	InIf      uint32     `json:"in_if"`              // ingress ifindex (ingressInterface)
-	Packets   uint64     `json:"packets"`            // packetDeltaCount
-	Bytes     uint64     `json:"bytes"`              // octetDeltaCount: L3 octets
-	L2Bytes   uint64     `json:"l2_bytes"`           // layer2OctetDeltaCount: frame octets
-	StartNs   int64      `json:"time_flow_start_ns"` // first packet, Unix ns; StartNs <= EndNs
-	EndNs     int64      `json:"time_flow_end_ns"`   // last packet, Unix ns
-	TCPFlags  uint16     `json:"tcp_flags"`          // tcpControlBits (RFC 7125), OR over the record
-	TOS       uint8      `json:"tos"`                // ipClassOfService
-	EndReason EndReason  `json:"end_reason"`         // flowEndReason
-	Direction Direction  `json:"flow_direction"`     // against --local-net; flowDirection
+	SrcAddr         netip.Addr `json:"src_addr"` // IPv4 addresses are 4-byte (never IPv4-mapped)
+	DstAddr         netip.Addr `json:"dst_addr"`
+	SrcPort         uint16     `json:"src_port"`           // ICMP/ICMPv6: 0
+	DstPort         uint16     `json:"dst_port"`           // ICMP/ICMPv6: type<<8|code
+	Proto           uint8      `json:"proto"`              // IANA protocol number
+	VlanId          uint16     `json:"vlan_id"`            // outer VLAN id, 0 when untagged
+	InIf            uint32     `json:"in_if"`              // ingress ifindex (ingressInterface)
+	Packets         uint64     `json:"packets"`            // packetDeltaCount
+	Bytes           uint64     `json:"bytes"`              // octetDeltaCount: L3 octets
+	L2Bytes         uint64     `json:"l2_bytes"`           // layer2OctetDeltaCount: frame octets
+	TimeFlowStartNs int64      `json:"time_flow_start_ns"` // first packet, Unix ns; StartNs <= EndNs
+	TimeFlowEndNs   int64      `json:"time_flow_end_ns"`   // last packet, Unix ns
+	TcpFlags        uint16     `json:"tcp_flags"`          // tcpControlBits (RFC 7125), OR over the record
+	IpTos           uint8      `json:"ip_tos"`             // ipClassOfService
+	EndReason       EndReason  `json:"end_reason"`         // flowEndReason
+	FlowDirection   Direction  `json:"flow_direction"`     // against --local-net; flowDirection
 
 	// Biflow is set on a record that pairs both directions of a
 	// conversation (--biflow, RFC 5103): the fields above are the
 	// initiator's direction, these the reverse one's.
-	Biflow      bool   `json:"biflow,omitempty"`
-	RevPackets  uint64 `json:"reverse_packets,omitempty"`
-	RevBytes    uint64 `json:"reverse_bytes,omitempty"`
-	RevL2Bytes  uint64 `json:"reverse_l2_bytes,omitempty"`
-	RevStartNs  int64  `json:"reverse_time_flow_start_ns,omitempty"`
-	RevEndNs    int64  `json:"reverse_time_flow_end_ns,omitempty"`
-	RevTCPFlags uint16 `json:"reverse_tcp_flags,omitempty"`
+	Biflow                 bool   `json:"biflow,omitempty"`
+	ReversePackets         uint64 `json:"reverse_packets,omitempty"`
+	ReverseBytes           uint64 `json:"reverse_bytes,omitempty"`
+	ReverseL2Bytes         uint64 `json:"reverse_l2_bytes,omitempty"`
+	ReverseTimeFlowStartNs int64  `json:"reverse_time_flow_start_ns,omitempty"`
+	ReverseTimeFlowEndNs   int64  `json:"reverse_time_flow_end_ns,omitempty"`
+	ReverseTcpFlags        uint16 `json:"reverse_tcp_flags,omitempty"`
 }
 
 // Direction is where a flow goes relative to the probe's local networks.
@@ -124,17 +124,17 @@ func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }
 // its own (addresses and ports swapped; ICMP gets the answering type).
 func (f *Flow) Reverse() Flow {
 	r := f.Forward()
-	r.Src, r.Dst, r.SrcPort, r.DstPort = f.Dst, f.Src, f.DstPort, f.SrcPort
+	r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort = f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort
 	if f.IsICMP() {
 		r.SrcPort = 0
 		r.DstPort, _ = ReverseICMP(f.Proto, f.DstPort)
 	}
-	r.Packets, r.Bytes, r.L2Bytes, r.StartNs, r.EndNs, r.TCPFlags = f.RevPackets, f.RevBytes, f.RevL2Bytes, f.RevStartNs, f.RevEndNs, f.RevTCPFlags
-	switch f.Direction {
+	r.Packets, r.Bytes, r.L2Bytes, r.TimeFlowStartNs, r.TimeFlowEndNs, r.TcpFlags = f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes, f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags
+	switch f.FlowDirection {
 	case DirectionIngress:
-		r.Direction = DirectionEgress
+		r.FlowDirection = DirectionEgress
 	case DirectionEgress:
-		r.Direction = DirectionIngress
+		r.FlowDirection = DirectionIngress
 	}
 	return r
 }
@@ -143,7 +143,7 @@ func (f *Flow) Reverse() Flow {
 // reverse counts.
 func (f *Flow) Forward() Flow {
 	r := *f
-	r.Biflow, r.RevPackets, r.RevBytes, r.RevL2Bytes, r.RevStartNs, r.RevEndNs, r.RevTCPFlags = false, 0, 0, 0, 0, 0, 0
+	r.Biflow, r.ReversePackets, r.ReverseBytes, r.ReverseL2Bytes, r.ReverseTimeFlowStartNs, r.ReverseTimeFlowEndNs, r.ReverseTcpFlags = false, 0, 0, 0, 0, 0, 0
 	return r
 }
 

@@ -170,7 +170,7 @@ func TestFlowJSON(t *testing.T) {
 		tests = append(tests, struct {
 			name string
 			m    *FlowMessage
-		}{"ToMessage " + f.Src.String(), &m})
+		}{"ToMessage " + f.SrcAddr.String(), &m})
 	}
 	for i, s := range jsonStrings {
 		tests = append(tests, struct {

@@ -78,18 +78,18 @@ type Meta struct {
 // always 16 bytes (IPv4-mapped for IPv4, etype tells the family), so a
 // ClickHouse IPv6 / FixedString(16) column takes them as they are.
 func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
-	src, dst := f.Src.As16(), f.Dst.As16()
+	src, dst := f.SrcAddr.As16(), f.DstAddr.As16()
 	m.Type = FlowMessage_XDPFLOW
 	m.TimeReceivedNs = receivedNs
 	m.SamplingRate = meta.SamplingRate
-	m.TimeFlowStartNs = uint64(f.StartNs)
-	m.TimeFlowEndNs = uint64(f.EndNs)
+	m.TimeFlowStartNs = uint64(f.TimeFlowStartNs)
+	m.TimeFlowEndNs = uint64(f.TimeFlowEndNs)
 	m.Bytes = f.Bytes
 	m.Packets = f.Packets
 	m.SrcAddr = append(m.SrcAddr[:0], src[:]...)
 	m.DstAddr = append(m.DstAddr[:0], dst[:]...)
 	m.Etype = 0x0800
-	if f.Src.Is6() {
+	if f.SrcAddr.Is6() {
 		m.Etype = 0x86dd
 	}
 	m.Proto = uint32(f.Proto)
@@ -100,30 +100,30 @@ func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
 	}
 	m.InIf = f.InIf
 	m.InIfName = meta.IfNames[f.InIf]
-	m.VlanId = uint32(f.VLAN)
-	m.IpTos = uint32(f.TOS)
-	m.TcpFlags = uint32(f.TCPFlags)
+	m.VlanId = uint32(f.VlanId)
+	m.IpTos = uint32(f.IpTos)
+	m.TcpFlags = uint32(f.TcpFlags)
 	m.ObservationDomainId = meta.ObservationDomain
 	m.SchemaVersion = SchemaVersion
 	m.EndReason = FlowMessage_EndReason(f.EndReason)
 	m.L2Bytes = f.L2Bytes
 	m.ProbeHost = meta.ProbeHost
-	m.FlowDirection = FlowMessage_FlowDirection(f.Direction)
+	m.FlowDirection = FlowMessage_FlowDirection(f.FlowDirection)
 	m.Biflow = f.Biflow
-	m.ReverseBytes, m.ReversePackets, m.ReverseL2Bytes = f.RevBytes, f.RevPackets, f.RevL2Bytes
-	m.ReverseTimeFlowStartNs, m.ReverseTimeFlowEndNs = uint64(f.RevStartNs), uint64(f.RevEndNs)
-	m.ReverseTcpFlags = uint32(f.RevTCPFlags)
+	m.ReverseBytes, m.ReversePackets, m.ReverseL2Bytes = f.ReverseBytes, f.ReversePackets, f.ReverseL2Bytes
+	m.ReverseTimeFlowStartNs, m.ReverseTimeFlowEndNs = uint64(f.ReverseTimeFlowStartNs), uint64(f.ReverseTimeFlowEndNs)
+	m.ReverseTcpFlags = uint32(f.ReverseTcpFlags)
 }
 
 // Flow reads back the record a message was made from (ToMessage's
 // inverse for the record's fields).
 func (m *FlowMessage) Flow() Flow {
-	f := Flow{Src: Addr(m.SrcAddr), Dst: Addr(m.DstAddr), SrcPort: uint16(m.SrcPort), DstPort: uint16(m.DstPort),
-		Proto: uint8(m.Proto), VLAN: uint16(m.VlanId), InIf: m.InIf, Packets: m.Packets, Bytes: m.Bytes, L2Bytes: m.L2Bytes,
-		StartNs: int64(m.TimeFlowStartNs), EndNs: int64(m.TimeFlowEndNs), TCPFlags: uint16(m.TcpFlags), TOS: uint8(m.IpTos),
-		EndReason: EndReason(m.EndReason), Direction: Direction(m.FlowDirection),
-		Biflow: m.Biflow, RevBytes: m.ReverseBytes, RevPackets: m.ReversePackets, RevL2Bytes: m.ReverseL2Bytes,
-		RevStartNs: int64(m.ReverseTimeFlowStartNs), RevEndNs: int64(m.ReverseTimeFlowEndNs), RevTCPFlags: uint16(m.ReverseTcpFlags)}
+	f := Flow{SrcAddr: Addr(m.SrcAddr), DstAddr: Addr(m.DstAddr), SrcPort: uint16(m.SrcPort), DstPort: uint16(m.DstPort),
+		Proto: uint8(m.Proto), VlanId: uint16(m.VlanId), InIf: m.InIf, Packets: m.Packets, Bytes: m.Bytes, L2Bytes: m.L2Bytes,
+		TimeFlowStartNs: int64(m.TimeFlowStartNs), TimeFlowEndNs: int64(m.TimeFlowEndNs), TcpFlags: uint16(m.TcpFlags), IpTos: uint8(m.IpTos),
+		EndReason: EndReason(m.EndReason), FlowDirection: Direction(m.FlowDirection),
+		Biflow: m.Biflow, ReverseBytes: m.ReverseBytes, ReversePackets: m.ReversePackets, ReverseL2Bytes: m.ReverseL2Bytes,
+		ReverseTimeFlowStartNs: int64(m.ReverseTimeFlowStartNs), ReverseTimeFlowEndNs: int64(m.ReverseTimeFlowEndNs), ReverseTcpFlags: uint16(m.ReverseTcpFlags)}
 	if f.IsICMP() {
 		f.DstPort = uint16(m.IcmpType<<8 | m.IcmpCode)
 	}

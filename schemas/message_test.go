@@ -14,20 +14,20 @@ var meta = &Meta{ProbeHost: "probe-1", ObservationDomain: 7, SamplingRate: 1, If
 
 func testFlows() []Flow {
 	return []Flow{
-		{Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"), SrcPort: 40000, DstPort: 443, Proto: 6,
-			VLAN: 100, InIf: 3, Packets: 10, Bytes: 1500, L2Bytes: 1640, StartNs: 1_700_000_000_000_000_000, EndNs: 1_700_000_000_500_000_000,
-			TCPFlags: 0x1b, TOS: 0x28, EndReason: EndOfFlow},
-		{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Proto: 58, DstPort: 128<<8 | 0,
-			InIf: 9, Packets: 1, Bytes: 104, L2Bytes: 118, StartNs: 5, EndNs: 5, EndReason: EndIdle},
-		{Src: netip.MustParseAddr("198.18.0.9"), Dst: netip.MustParseAddr("198.18.0.1"), Proto: 1, DstPort: 3<<8 | 1,
-			InIf: 3, Packets: 2, Bytes: 112, L2Bytes: 140, StartNs: 1, EndNs: 2, EndReason: EndForced},
+		{SrcAddr: netip.MustParseAddr("198.18.0.1"), DstAddr: netip.MustParseAddr("198.18.0.2"), SrcPort: 40000, DstPort: 443, Proto: 6,
+			VlanId: 100, InIf: 3, Packets: 10, Bytes: 1500, L2Bytes: 1640, TimeFlowStartNs: 1_700_000_000_000_000_000, TimeFlowEndNs: 1_700_000_000_500_000_000,
+			TcpFlags: 0x1b, IpTos: 0x28, EndReason: EndOfFlow},
+		{SrcAddr: netip.MustParseAddr("2001:db8::1"), DstAddr: netip.MustParseAddr("2001:db8::2"), Proto: 58, DstPort: 128<<8 | 0,
+			InIf: 9, Packets: 1, Bytes: 104, L2Bytes: 118, TimeFlowStartNs: 5, TimeFlowEndNs: 5, EndReason: EndIdle},
+		{SrcAddr: netip.MustParseAddr("198.18.0.9"), DstAddr: netip.MustParseAddr("198.18.0.1"), Proto: 1, DstPort: 3<<8 | 1,
+			InIf: 3, Packets: 2, Bytes: 112, L2Bytes: 140, TimeFlowStartNs: 1, TimeFlowEndNs: 2, EndReason: EndForced},
 	}
 }
 
 func TestFlowMessageRoundTrip(t *testing.T) {
 	for _, format := range []Format{FormatProto, FormatJSON} {
 		for _, f := range testFlows() {
-			t.Run(format.String()+"/"+f.Src.String(), func(t *testing.T) {
+			t.Run(format.String()+"/"+f.SrcAddr.String(), func(t *testing.T) {
 				var m FlowMessage
 				f.ToMessage(&m, meta, 42)
 				b, err := format.Append(nil, &m)
@@ -51,7 +51,7 @@ func TestFlowMessageRoundTrip(t *testing.T) {
 				if len(got.SrcAddr) != 16 || len(got.DstAddr) != 16 {
 					t.Errorf("addresses are %d and %d bytes, want 16", len(got.SrcAddr), len(got.DstAddr))
 				}
-				if wantEtype := map[bool]uint32{false: 0x800, true: 0x86dd}[f.Src.Is6()]; got.Etype != wantEtype {
+				if wantEtype := map[bool]uint32{false: 0x800, true: 0x86dd}[f.SrcAddr.Is6()]; got.Etype != wantEtype {
 					t.Errorf("etype %#x, want %#x", got.Etype, wantEtype)
 				}
 			})
@@ -74,7 +74,7 @@ func TestGoflow2Compatible(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(g.SrcAddr, m.SrcAddr) || !bytes.Equal(g.DstAddr, m.DstAddr) || g.SrcPort != 40000 || g.DstPort != 443 ||
-		g.Proto != 6 || g.Bytes != 1500 || g.Packets != 10 || g.TimeFlowStartNs != uint64(f.StartNs) || g.TimeFlowEndNs != uint64(f.EndNs) ||
+		g.Proto != 6 || g.Bytes != 1500 || g.Packets != 10 || g.TimeFlowStartNs != uint64(f.TimeFlowStartNs) || g.TimeFlowEndNs != uint64(f.TimeFlowEndNs) ||
 		g.InIf != 3 || g.VlanId != 100 || g.IpTos != 0x28 || g.TcpFlags != 0x1b || g.Etype != 0x800 || g.SamplingRate != 1 ||
 		g.ObservationDomainId != 7 || g.TimeReceivedNs != 42 {
 		t.Errorf("goflow2 reads %v", &g)
@@ -91,7 +91,7 @@ func TestGoflow2Compatible(t *testing.T) {
 func TestAppendKeySymmetric(t *testing.T) {
 	f := testFlows()[0]
 	r := f
-	r.Src, r.Dst, r.SrcPort, r.DstPort = f.Dst, f.Src, f.DstPort, f.SrcPort
+	r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort = f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort
 	other := f
 	other.SrcPort++
 	var a, b, c FlowMessage

@@ -68,17 +68,17 @@ func testFlows(n int, t0 time.Time, seed uint64) []schemas.Flow {
 				a[j], b[j] = byte(r.Uint32()), byte(r.Uint32())
 			}
 			a[0], b[0] = 0x20, 0x20
-			f.Src, f.Dst = netip.AddrFrom16(a), netip.AddrFrom16(b)
+			f.SrcAddr, f.DstAddr = netip.AddrFrom16(a), netip.AddrFrom16(b)
 		} else {
-			f.Src = netip.AddrFrom4([4]byte{10, byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
-			f.Dst = netip.AddrFrom4([4]byte{192, 0, 2, byte(r.Uint32())})
+			f.SrcAddr = netip.AddrFrom4([4]byte{10, byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+			f.DstAddr = netip.AddrFrom4([4]byte{192, 0, 2, byte(r.Uint32())})
 		}
 		f.Proto = []uint8{6, 17, 1, 58, 132}[r.IntN(5)]
 		f.SrcPort, f.DstPort = uint16(r.Uint32()), uint16(r.Uint32())
 		if f.IsICMP() {
 			f.SrcPort = 0
 		}
-		f.VLAN = uint16(r.IntN(4096))
+		f.VlanId = uint16(r.IntN(4096))
 		f.InIf = uint32(1 + r.IntN(4))
 		f.Packets = uint64(r.IntN(1e6)) + 1
 		if i%7 == 0 {
@@ -86,10 +86,10 @@ func testFlows(n int, t0 time.Time, seed uint64) []schemas.Flow {
 		}
 		f.Bytes = f.Packets * uint64(40+r.IntN(1460))
 		f.L2Bytes = f.Bytes + 14*f.Packets
-		f.StartNs = base + r.Int64N(60e9)
-		f.EndNs = f.StartNs + r.Int64N(60e9)
-		f.TCPFlags = uint16(r.IntN(0x200))
-		f.TOS = uint8(r.Uint32())
+		f.TimeFlowStartNs = base + r.Int64N(60e9)
+		f.TimeFlowEndNs = f.TimeFlowStartNs + r.Int64N(60e9)
+		f.TcpFlags = uint16(r.IntN(0x200))
+		f.IpTos = uint8(r.Uint32())
 		f.EndReason = schemas.EndReason(1 + r.IntN(5))
 	}
 	return out
@@ -97,8 +97,8 @@ func testFlows(n int, t0 time.Time, seed uint64) []schemas.Flow {
 
 // msOnly is what the exporters carry: times in whole milliseconds.
 func msOnly(f schemas.Flow) schemas.Flow {
-	f.StartNs = f.StartNs / 1e6 * 1e6
-	f.EndNs = f.EndNs / 1e6 * 1e6
+	f.TimeFlowStartNs = f.TimeFlowStartNs / 1e6 * 1e6
+	f.TimeFlowEndNs = f.TimeFlowEndNs / 1e6 * 1e6
 	return f
 }
 

@@ -45,7 +45,7 @@ func TestRoundTripProbeEncoder(t *testing.T) {
 						m.InIfName, m.SamplingRate, m.Type, m.ObservationDomainId, m.SamplerAddress, m.TimeReceivedNs, m.SchemaVersion)
 				}
 				wantEtype := uint32(0x0800)
-				if flows[i].Src.Is6() {
+				if flows[i].SrcAddr.Is6() {
 					wantEtype = 0x86dd
 				}
 				if m.Etype != wantEtype {
@@ -82,7 +82,7 @@ func TestRoundTripFlowDirection(t *testing.T) {
 	now := time.Now()
 	flows := testFlows(300, now.Add(time.Second), 3)
 	for i := range flows {
-		flows[i].Direction = schemas.Direction(i % 3)
+		flows[i].FlowDirection = schemas.Direction(i % 3)
 	}
 	for _, proto := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
 		msgs := encode(t, ipfix.Config{Protocol: proto, FlowDirection: true}, flows, now)
@@ -106,11 +106,11 @@ func TestRoundTripBiflow(t *testing.T) {
 	flows := testFlows(200, now.Add(time.Second), 5)
 	for i := range flows {
 		f := &flows[i]
-		f.Direction = schemas.Direction(i % 3)
+		f.FlowDirection = schemas.Direction(i % 3)
 		if i%2 == 0 && !f.IsICMP() {
 			f.Biflow = true
-			f.RevPackets, f.RevBytes, f.RevL2Bytes = uint64(i+1), uint64(60*(i+1)), uint64(74*(i+1))
-			f.RevStartNs, f.RevEndNs, f.RevTCPFlags = f.StartNs+1e6, f.EndNs, 0x12
+			f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes = uint64(i+1), uint64(60*(i+1)), uint64(74*(i+1))
+			f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags = f.TimeFlowStartNs+1e6, f.TimeFlowEndNs, 0x12
 		}
 	}
 	msgs := encode(t, ipfix.Config{FlowDirection: true, Biflow: true}, flows, now)
@@ -120,7 +120,7 @@ func TestRoundTripBiflow(t *testing.T) {
 	}
 	for i, m := range got {
 		w := msOnly(flows[i])
-		w.RevStartNs, w.RevEndNs = w.RevStartNs/1e6*1e6, w.RevEndNs/1e6*1e6
+		w.ReverseTimeFlowStartNs, w.ReverseTimeFlowEndNs = w.ReverseTimeFlowStartNs/1e6*1e6, w.ReverseTimeFlowEndNs/1e6*1e6
 		if g := m.Flow(); g != w {
 			t.Fatalf("record %d:\n got %+v\nwant %+v", i, g, w)
 		}

@@ -94,17 +94,17 @@ func genFlow(rng *rand.Rand, i int, v6 bool, base int64) schemas.Flow {
 		s[2], s[3], d[2], d[3] = 0x0d, 0xb8, 0x0d, 0xb8
 		binary.BigEndian.PutUint64(s[8:], uint64(i))
 		binary.BigEndian.PutUint64(d[8:], rng.Uint64())
-		f.Src, f.Dst = netip.AddrFrom16(s), netip.AddrFrom16(d)
+		f.SrcAddr, f.DstAddr = netip.AddrFrom16(s), netip.AddrFrom16(d)
 	} else {
 		var s, d [4]byte
 		binary.BigEndian.PutUint32(s[:], 0x0a000000|uint32(i)&0xffffff)
 		binary.BigEndian.PutUint32(d[:], 0xc6120000|rng.Uint32()&0x1ffff)
-		f.Src, f.Dst = netip.AddrFrom4(s), netip.AddrFrom4(d)
+		f.SrcAddr, f.DstAddr = netip.AddrFrom4(s), netip.AddrFrom4(d)
 	}
 	switch r := rng.IntN(10); {
 	case r < 6:
 		f.Proto = 6
-		f.TCPFlags = uint16(0x02 | 0x10 | rng.IntN(2)) // SYN|ACK, sometimes FIN
+		f.TcpFlags = uint16(0x02 | 0x10 | rng.IntN(2)) // SYN|ACK, sometimes FIN
 	case r < 9:
 		f.Proto = 17
 	default:
@@ -125,11 +125,11 @@ func genFlow(rng *rand.Rand, i int, v6 bool, base int64) schemas.Flow {
 	f.L2Bytes = f.Bytes + 14*f.Packets
 	f.InIf = uint32(1 + rng.IntN(4))
 	if rng.IntN(5) == 0 {
-		f.VLAN = uint16(1 + rng.IntN(4094))
+		f.VlanId = uint16(1 + rng.IntN(4094))
 	}
-	f.TOS = uint8(rng.IntN(4) << 2)
-	f.StartNs = base + rng.Int64N(20e9)
-	f.EndNs = f.StartNs + rng.Int64N(10e9)
+	f.IpTos = uint8(rng.IntN(4) << 2)
+	f.TimeFlowStartNs = base + rng.Int64N(20e9)
+	f.TimeFlowEndNs = f.TimeFlowStartNs + rng.Int64N(10e9)
 	f.EndReason = schemas.EndReason(1 + rng.IntN(3))
 	return f
 }

@@ -70,8 +70,8 @@ func run(probe string, scale int) error {
 		for i := range recs {
 			f := &recs[i]
 			got.AddRecord(f)
-			fmt.Printf("%-12s %-19s %-58s %8d %10d %#6x\n", time.Unix(0, f.EndNs).Format("15:04:05.000"), f.EndReason,
-				flowcheck.IDOf(f), f.Packets, f.Bytes, f.TCPFlags)
+			fmt.Printf("%-12s %-19s %-58s %8d %10d %#6x\n", time.Unix(0, f.TimeFlowEndNs).Format("15:04:05.000"), f.EndReason,
+				flowcheck.IDOf(f), f.Packets, f.Bytes, f.TcpFlags)
 		}
 	})
 

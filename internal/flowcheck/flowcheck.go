@@ -32,7 +32,7 @@ func (id ID) String() string {
 
 // IDOf returns the ID of a record.
 func IDOf(f *schemas.Flow) ID {
-	return ID{f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto, f.VLAN}
+	return ID{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId}
 }
 
 // Totals of one flow.
@@ -126,26 +126,26 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 				f.Biflow = true
 				switch v.Type {
 				case schemas.IEPacketDeltaCount:
-					f.RevPackets = n
+					f.ReversePackets = n
 				case schemas.IEOctetDeltaCount:
-					f.RevBytes = n
+					f.ReverseBytes = n
 				case schemas.IELayer2OctetDeltaCount:
-					f.RevL2Bytes = n
+					f.ReverseL2Bytes = n
 				case schemas.IETCPControlBits:
-					f.RevTCPFlags = uint16(n)
+					f.ReverseTcpFlags = uint16(n)
 				case schemas.IEFlowStartMilliseconds:
-					f.RevStartNs = int64(n) * 1e6
+					f.ReverseTimeFlowStartNs = int64(n) * 1e6
 				case schemas.IEFlowEndMilliseconds:
-					f.RevEndNs = int64(n) * 1e6
+					f.ReverseTimeFlowEndNs = int64(n) * 1e6
 				}
 			}
 			continue
 		}
 		switch v.Type {
 		case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
-			f.Src, _ = netip.AddrFromSlice(b)
+			f.SrcAddr, _ = netip.AddrFromSlice(b)
 		case schemas.IEDestinationIPv4Address, schemas.IEDestinationIPv6Address:
-			f.Dst, _ = netip.AddrFromSlice(b)
+			f.DstAddr, _ = netip.AddrFromSlice(b)
 		case schemas.IESourceTransportPort:
 			f.SrcPort = uint16(n)
 		case schemas.IEDestinationTransportPort:
@@ -153,7 +153,7 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 		case schemas.IEProtocolIdentifier:
 			f.Proto = uint8(n)
 		case schemas.IEVlanID:
-			f.VLAN = uint16(n)
+			f.VlanId = uint16(n)
 		case schemas.IEIngressInterface:
 			f.InIf = uint32(n)
 		case schemas.IEPacketDeltaCount:
@@ -163,15 +163,15 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 		case schemas.IELayer2OctetDeltaCount:
 			f.L2Bytes = n
 		case schemas.IETCPControlBits:
-			f.TCPFlags = uint16(n)
+			f.TcpFlags = uint16(n)
 		case schemas.IEIPClassOfService:
-			f.TOS = uint8(n)
+			f.IpTos = uint8(n)
 		case schemas.IEFlowEndReason:
 			f.EndReason = schemas.EndReason(n)
 		case schemas.IEFlowStartMilliseconds:
-			f.StartNs = int64(n) * 1e6
+			f.TimeFlowStartNs = int64(n) * 1e6
 		case schemas.IEFlowEndMilliseconds:
-			f.EndNs = int64(n) * 1e6
+			f.TimeFlowEndNs = int64(n) * 1e6
 		case schemas.IEFirstSwitched:
 			first = n
 		case schemas.IELastSwitched:
@@ -180,7 +180,7 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 	}
 	if v9.Version == 9 { // sysUptime-relative: boot = unix secs - uptime
 		boot := int64(v9.UnixSeconds)*1e3 - int64(v9.SystemUptime)
-		f.StartNs, f.EndNs = (boot+int64(first))*1e6, (boot+int64(last))*1e6
+		f.TimeFlowStartNs, f.TimeFlowEndNs = (boot+int64(first))*1e6, (boot+int64(last))*1e6
 	}
 	return f
 }

@@ -74,9 +74,9 @@ func (n *Nfcapd) Flows(t *testing.T) Sums {
 	got := Sums{}
 	for _, r := range recs {
 		f := schemas.Flow{
-			Src: addr(r, "src4_addr", "src6_addr"), Dst: addr(r, "dst4_addr", "dst6_addr"),
+			SrcAddr: addr(r, "src4_addr", "src6_addr"), DstAddr: addr(r, "dst4_addr", "dst6_addr"),
 			SrcPort: uint16(num(r, "src_port")), DstPort: uint16(num(r, "dst_port")),
-			Proto: uint8(num(r, "proto")), VLAN: uint16(num(r, "src_vlan")),
+			Proto: uint8(num(r, "proto")), VlanId: uint16(num(r, "src_vlan")),
 			Packets: uint64(num(r, "in_packets")), Bytes: uint64(num(r, "in_bytes")),
 		}
 		if f.IsICMP() { // nfdump shows ICMP type and code in their own fields

@@ -19,13 +19,13 @@ type key struct {
 }
 
 func keyOf(f *schemas.Flow) key {
-	return key{f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto, f.VLAN}
+	return key{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId}
 }
 
 // reverseKey is the key of f's other direction; ok is false for flows
 // that have none (ICMP other than echo).
 func reverseKey(f *schemas.Flow) (key, bool) {
-	k := key{f.Dst, f.Src, f.DstPort, f.SrcPort, f.Proto, f.VLAN}
+	k := key{f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort, f.Proto, f.VlanId}
 	if f.IsICMP() {
 		var ok bool
 		k.srcPort = 0
@@ -60,14 +60,14 @@ func Pair(flows []schemas.Flow) []schemas.Flow {
 			continue
 		}
 		fwd, rev := i, j
-		if flows[j].StartNs < f.StartNs {
+		if flows[j].TimeFlowStartNs < f.TimeFlowStartNs {
 			fwd, rev = j, i
 		}
 		r := &flows[rev]
 		f = &flows[fwd]
 		f.Biflow = true
-		f.RevPackets, f.RevBytes, f.RevL2Bytes = r.Packets, r.Bytes, r.L2Bytes
-		f.RevStartNs, f.RevEndNs, f.RevTCPFlags = r.StartNs, r.EndNs, r.TCPFlags
+		f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes = r.Packets, r.Bytes, r.L2Bytes
+		f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags = r.TimeFlowStartNs, r.TimeFlowEndNs, r.TcpFlags
 		gone[rev] = true
 	}
 	out := flows[:0]

@@ -13,8 +13,8 @@ var (
 )
 
 func fl(src, dst netip.Addr, sp, dp uint16, proto uint8, start int64, pkts uint64, inIf uint32) schemas.Flow {
-	return schemas.Flow{Src: src, Dst: dst, SrcPort: sp, DstPort: dp, Proto: proto, StartNs: start, EndNs: start + 10,
-		Packets: pkts, Bytes: 100 * pkts, L2Bytes: 114 * pkts, InIf: inIf, TCPFlags: uint16(pkts), EndReason: schemas.EndIdle}
+	return schemas.Flow{SrcAddr: src, DstAddr: dst, SrcPort: sp, DstPort: dp, Proto: proto, TimeFlowStartNs: start, TimeFlowEndNs: start + 10,
+		Packets: pkts, Bytes: 100 * pkts, L2Bytes: 114 * pkts, InIf: inIf, TcpFlags: uint16(pkts), EndReason: schemas.EndIdle}
 }
 
 func TestPair(t *testing.T) {
@@ -43,16 +43,16 @@ func TestPair(t *testing.T) {
 					biflows++
 					fwd, rev := f.Forward(), f.Reverse()
 					pkts += fwd.Packets + rev.Packets
-					if rev.StartNs < fwd.StartNs {
-						t.Errorf("forward started at %d, reverse at %d: the initiator must be forward", fwd.StartNs, rev.StartNs)
+					if rev.TimeFlowStartNs < fwd.TimeFlowStartNs {
+						t.Errorf("forward started at %d, reverse at %d: the initiator must be forward", fwd.TimeFlowStartNs, rev.TimeFlowStartNs)
 					}
 					// Each half is one of the records that went in.
 					for _, half := range []schemas.Flow{fwd, rev} {
 						found := false
 						for _, g := range tc.in {
-							if g.Src == half.Src && g.Dst == half.Dst && g.SrcPort == half.SrcPort && g.DstPort == half.DstPort &&
-								g.Packets == half.Packets && g.Bytes == half.Bytes && g.L2Bytes == half.L2Bytes && g.StartNs == half.StartNs &&
-								g.TCPFlags == half.TCPFlags {
+							if g.SrcAddr == half.SrcAddr && g.DstAddr == half.DstAddr && g.SrcPort == half.SrcPort && g.DstPort == half.DstPort &&
+								g.Packets == half.Packets && g.Bytes == half.Bytes && g.L2Bytes == half.L2Bytes && g.TimeFlowStartNs == half.TimeFlowStartNs &&
+								g.TcpFlags == half.TcpFlags {
 								found = true
 							}
 						}

@@ -111,9 +111,9 @@ func (t *Table) Expire(now uint64, wallOffset int64, out []schemas.Flow) []schem
 func (t *Table) endPartners(out []schemas.Flow, first int, wallOffset int64) []schemas.Flow {
 	for i := first; i < len(out); i++ {
 		f := out[i]
-		rk := bpf.FlowKey{Ifindex: f.InIf, VlanId: f.VLAN, SrcPort: f.DstPort, DstPort: f.SrcPort, Proto: f.Proto,
-			SrcAddr: f.Dst.As16(), DstAddr: f.Src.As16(), IpVersion: 4}
-		if f.Src.Is6() {
+		rk := bpf.FlowKey{InIf: f.InIf, VlanId: f.VlanId, SrcPort: f.DstPort, DstPort: f.SrcPort, Proto: f.Proto,
+			SrcAddr: f.DstAddr.As16(), DstAddr: f.SrcAddr.As16(), IpVersion: 4}
+		if f.SrcAddr.Is6() {
 			rk.IpVersion = 6
 		}
 		if f.IsICMP() {
@@ -186,22 +186,22 @@ func (t *Table) emit(out []schemas.Flow, k bpf.FlowKey, e *entry, reason schemas
 		end = start
 	}
 	return append(out, schemas.Flow{
-		Src:       k.Src(),
-		Dst:       k.Dst(),
-		SrcPort:   k.SrcPort,
-		DstPort:   k.DstPort,
-		Proto:     k.Proto,
-		VLAN:      k.VlanId,
-		InIf:      k.Ifindex,
-		Packets:   e.v.Packets,
-		Bytes:     e.v.Bytes,
-		L2Bytes:   e.v.L2Bytes,
-		StartNs:   start,
-		EndNs:     end,
-		TCPFlags:  uint16(e.v.TcpFlags),
-		TOS:       e.v.Tos,
-		EndReason: reason,
-		Direction: schemas.Direction(e.v.Direction),
+		SrcAddr:         k.Src(),
+		DstAddr:         k.Dst(),
+		SrcPort:         k.SrcPort,
+		DstPort:         k.DstPort,
+		Proto:           k.Proto,
+		VlanId:          k.VlanId,
+		InIf:            k.InIf,
+		Packets:         e.v.Packets,
+		Bytes:           e.v.Bytes,
+		L2Bytes:         e.v.L2Bytes,
+		TimeFlowStartNs: start,
+		TimeFlowEndNs:   end,
+		TcpFlags:        uint16(e.v.TcpFlags),
+		IpTos:           e.v.IpTos,
+		EndReason:       reason,
+		FlowDirection:   schemas.Direction(e.v.FlowDirection),
 	})
 }
 

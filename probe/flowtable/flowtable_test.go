@@ -13,7 +13,7 @@ import (
 const sec = uint64(time.Second)
 
 func key(port uint16) bpf.FlowKey {
-	k := bpf.FlowKey{Ifindex: 3, SrcPort: port, DstPort: 80, Proto: 6, IpVersion: 4}
+	k := bpf.FlowKey{InIf: 3, SrcPort: port, DstPort: 80, Proto: 6, IpVersion: 4}
 	k.SrcAddr = netip.MustParseAddr("::ffff:198.18.0.1").As16()
 	k.DstAddr = netip.MustParseAddr("::ffff:198.18.0.2").As16()
 	return k
@@ -87,8 +87,8 @@ func TestExpiry(t *testing.T) {
 					if r.EndReason != tk.want[j] || r.Packets != tk.pkts[j] || r.Bytes != tk.pkts[j]*100 || r.L2Bytes != tk.pkts[j]*114 {
 						t.Errorf("tick %d record %d: %s %d packets %d bytes, want %s %d", i, j, r.EndReason, r.Packets, r.Bytes, tk.want[j], tk.pkts[j])
 					}
-					if r.StartNs > r.EndNs {
-						t.Errorf("start %d after end %d", r.StartNs, r.EndNs)
+					if r.TimeFlowStartNs > r.TimeFlowEndNs {
+						t.Errorf("start %d after end %d", r.TimeFlowStartNs, r.TimeFlowEndNs)
 					}
 				}
 			}
@@ -101,7 +101,7 @@ func TestRecordFields(t *testing.T) {
 	k := key(40000)
 	k.VlanId = 42
 	v := val(3, 10*sec, 11*sec, 0x1b)
-	v.Tos = 0xb8
+	v.IpTos = 0xb8
 	tb.Add(k, v)
 	offset := int64(1_700_000_000) * int64(time.Second)
 	out := tb.Flush(schemas.EndForced, offset, nil)
@@ -109,11 +109,11 @@ func TestRecordFields(t *testing.T) {
 		t.Fatalf("%d records", len(out))
 	}
 	want := schemas.Flow{
-		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
-		SrcPort: 40000, DstPort: 80, Proto: 6, VLAN: 42, InIf: 3,
+		SrcAddr: netip.MustParseAddr("198.18.0.1"), DstAddr: netip.MustParseAddr("198.18.0.2"),
+		SrcPort: 40000, DstPort: 80, Proto: 6, VlanId: 42, InIf: 3,
 		Packets: 3, Bytes: 300, L2Bytes: 342,
-		StartNs: offset + int64(10*sec), EndNs: offset + int64(11*sec),
-		TCPFlags: 0x1b, TOS: 0xb8, EndReason: schemas.EndForced,
+		TimeFlowStartNs: offset + int64(10*sec), TimeFlowEndNs: offset + int64(11*sec),
+		TcpFlags: 0x1b, IpTos: 0xb8, EndReason: schemas.EndForced,
 	}
 	if out[0] != want {
 		t.Errorf("record\n %+v\nwant\n %+v", out[0], want)

@@ -254,14 +254,14 @@ func (e *Encoder) buildTemplates() {
 func (e *Encoder) Add(f *schemas.Flow) error {
 	v6 := 0
 	switch {
-	case f.Src.Is4() && f.Dst.Is4():
-	case f.Src.Is6() && f.Dst.Is6():
+	case f.SrcAddr.Is4() && f.DstAddr.Is4():
+	case f.SrcAddr.Is6() && f.DstAddr.Is6():
 		v6 = 1
 	default:
-		return fmt.Errorf("%w: src %v, dst %v: both addresses must be set and of the same family", ErrInvalidFlow, f.Src, f.Dst)
+		return fmt.Errorf("%w: src %v, dst %v: both addresses must be set and of the same family", ErrInvalidFlow, f.SrcAddr, f.DstAddr)
 	}
 	dir, bi := 0, 0
-	if e.cfg.FlowDirection && f.Direction != schemas.DirectionUnknown {
+	if e.cfg.FlowDirection && f.FlowDirection != schemas.DirectionUnknown {
 		dir = 1
 	}
 	if f.Biflow {
@@ -278,18 +278,18 @@ func (e *Encoder) Add(f *schemas.Flow) error {
 	}
 	p := e.putFlow(b, f, v6 == 0)
 	if dir == 1 {
-		b[p] = uint8(f.Direction) - 1 // IE 61: 0 ingress, 1 egress
+		b[p] = uint8(f.FlowDirection) - 1 // IE 61: 0 ingress, 1 egress
 		p++
 	}
 	if bi == 1 {
 		be := binary.BigEndian
 		b[p] = 1 // biflowDirection: initiator
-		be.PutUint64(b[p+1:], f.RevBytes)
-		be.PutUint64(b[p+9:], f.RevPackets)
-		be.PutUint64(b[p+17:], f.RevL2Bytes)
-		be.PutUint64(b[p+25:], unixMs(f.RevStartNs))
-		be.PutUint64(b[p+33:], unixMs(f.RevEndNs))
-		be.PutUint16(b[p+41:], f.RevTCPFlags)
+		be.PutUint64(b[p+1:], f.ReverseBytes)
+		be.PutUint64(b[p+9:], f.ReversePackets)
+		be.PutUint64(b[p+17:], f.ReverseL2Bytes)
+		be.PutUint64(b[p+25:], unixMs(f.ReverseTimeFlowStartNs))
+		be.PutUint64(b[p+33:], unixMs(f.ReverseTimeFlowEndNs))
+		be.PutUint16(b[p+41:], f.ReverseTcpFlags)
 	}
 	e.msgRecords++
 	e.msgData++
@@ -304,12 +304,12 @@ func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) int {
 	be := binary.BigEndian
 	p := 0
 	if v4 {
-		src, dst := f.Src.As4(), f.Dst.As4()
+		src, dst := f.SrcAddr.As4(), f.DstAddr.As4()
 		copy(b[0:4], src[:])
 		copy(b[4:8], dst[:])
 		p = 8
 	} else {
-		src, dst := f.Src.As16(), f.Dst.As16()
+		src, dst := f.SrcAddr.As16(), f.DstAddr.As16()
 		copy(b[0:16], src[:])
 		copy(b[16:32], dst[:])
 		p = 32
@@ -317,9 +317,9 @@ func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) int {
 	be.PutUint16(b[p:], f.SrcPort)
 	be.PutUint16(b[p+2:], f.DstPort)
 	b[p+4] = f.Proto
-	be.PutUint16(b[p+5:], f.TCPFlags)
-	b[p+7] = f.TOS
-	be.PutUint16(b[p+8:], f.VLAN)
+	be.PutUint16(b[p+5:], f.TcpFlags)
+	b[p+7] = f.IpTos
+	be.PutUint16(b[p+8:], f.VlanId)
 	be.PutUint32(b[p+10:], f.InIf)
 	var icmp uint16
 	if f.IsICMP() {
@@ -331,12 +331,12 @@ func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) int {
 	be.PutUint64(b[p+32:], f.L2Bytes)
 	p += 40
 	if e.v9 {
-		be.PutUint32(b[p:], e.uptime(f.StartNs))
-		be.PutUint32(b[p+4:], e.uptime(f.EndNs))
+		be.PutUint32(b[p:], e.uptime(f.TimeFlowStartNs))
+		be.PutUint32(b[p+4:], e.uptime(f.TimeFlowEndNs))
 		p += 8
 	} else {
-		be.PutUint64(b[p:], unixMs(f.StartNs))
-		be.PutUint64(b[p+8:], unixMs(f.EndNs))
+		be.PutUint64(b[p:], unixMs(f.TimeFlowStartNs))
+		be.PutUint64(b[p+8:], unixMs(f.TimeFlowEndNs))
 		p += 16
 	}
 	b[p] = uint8(f.EndReason)

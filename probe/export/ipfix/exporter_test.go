@@ -98,8 +98,8 @@ func isTemplateSet(id uint16) bool { return id < 256 }
 func shiftToNow(flows []schemas.Flow) []schemas.Flow {
 	d := time.Now().UnixNano() - testBase.UnixNano()
 	for i := range flows {
-		flows[i].StartNs += d
-		flows[i].EndNs += d
+		flows[i].TimeFlowStartNs += d
+		flows[i].TimeFlowEndNs += d
 	}
 	return flows
 }

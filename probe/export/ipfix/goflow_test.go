@@ -73,9 +73,9 @@ func goflowFlow(t *testing.T, vals []netflow.DataField, secs, uptime uint32) sch
 		u := uintOf(b)
 		switch v.Type {
 		case netflow.IPFIX_FIELD_sourceIPv4Address, netflow.IPFIX_FIELD_sourceIPv6Address:
-			f.Src, _ = netip.AddrFromSlice(b)
+			f.SrcAddr, _ = netip.AddrFromSlice(b)
 		case netflow.IPFIX_FIELD_destinationIPv4Address, netflow.IPFIX_FIELD_destinationIPv6Address:
-			f.Dst, _ = netip.AddrFromSlice(b)
+			f.DstAddr, _ = netip.AddrFromSlice(b)
 		case netflow.IPFIX_FIELD_sourceTransportPort:
 			f.SrcPort = uint16(u)
 		case netflow.IPFIX_FIELD_destinationTransportPort:
@@ -83,11 +83,11 @@ func goflowFlow(t *testing.T, vals []netflow.DataField, secs, uptime uint32) sch
 		case netflow.IPFIX_FIELD_protocolIdentifier:
 			f.Proto = uint8(u)
 		case netflow.IPFIX_FIELD_tcpControlBits:
-			f.TCPFlags = uint16(u)
+			f.TcpFlags = uint16(u)
 		case netflow.IPFIX_FIELD_ipClassOfService:
-			f.TOS = uint8(u)
+			f.IpTos = uint8(u)
 		case netflow.IPFIX_FIELD_vlanId:
-			f.VLAN = uint16(u)
+			f.VlanId = uint16(u)
 		case netflow.IPFIX_FIELD_ingressInterface:
 			f.InIf = uint32(u)
 		case netflow.IPFIX_FIELD_icmpTypeCodeIPv4, netflow.IPFIX_FIELD_icmpTypeCodeIPv6:
@@ -99,13 +99,13 @@ func goflowFlow(t *testing.T, vals []netflow.DataField, secs, uptime uint32) sch
 		case netflow.IPFIX_FIELD_layer2OctetDeltaCount:
 			f.L2Bytes = u
 		case netflow.IPFIX_FIELD_flowStartMilliseconds:
-			f.StartNs = int64(u) * 1e6
+			f.TimeFlowStartNs = int64(u) * 1e6
 		case netflow.IPFIX_FIELD_flowEndMilliseconds:
-			f.EndNs = int64(u) * 1e6
+			f.TimeFlowEndNs = int64(u) * 1e6
 		case netflow.NFV9_FIELD_FIRST_SWITCHED: // what goflow2's producer does with v9 times
-			f.StartNs = (int64(secs)*1000 - int64(uptime) + int64(u)) * 1e6
+			f.TimeFlowStartNs = (int64(secs)*1000 - int64(uptime) + int64(u)) * 1e6
 		case netflow.NFV9_FIELD_LAST_SWITCHED:
-			f.EndNs = (int64(secs)*1000 - int64(uptime) + int64(u)) * 1e6
+			f.TimeFlowEndNs = (int64(secs)*1000 - int64(uptime) + int64(u)) * 1e6
 		case netflow.IPFIX_FIELD_flowEndReason:
 			f.EndReason = schemas.EndReason(u)
 		default:

@@ -20,19 +20,19 @@ var testBase = time.Date(2025, 3, 14, 15, 9, 26, 535_000_000, time.UTC)
 func fixedFlows() []schemas.Flow {
 	t0 := testBase.UnixNano()
 	return []schemas.Flow{
-		{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.200"), SrcPort: 40001, DstPort: 443, Proto: 6,
-			InIf: 3, Packets: 12, Bytes: 9000, L2Bytes: 9168, StartNs: t0 + 1_234_567, EndNs: t0 + 5_000_999_999,
-			TCPFlags: 0x1b, TOS: 0xb8, EndReason: schemas.EndOfFlow},
-		{Src: netip.MustParseAddr("10.0.0.2"), Dst: netip.MustParseAddr("10.0.0.3"), SrcPort: 5353, DstPort: 53, Proto: 17, VLAN: 4094,
-			InIf: 0xfffffffe, Packets: 5_000_000_000, Bytes: 1 << 40, L2Bytes: 1<<40 + 18*5_000_000_000, StartNs: t0, EndNs: t0 + 60e9,
+		{SrcAddr: netip.MustParseAddr("10.0.0.1"), DstAddr: netip.MustParseAddr("192.0.2.200"), SrcPort: 40001, DstPort: 443, Proto: 6,
+			InIf: 3, Packets: 12, Bytes: 9000, L2Bytes: 9168, TimeFlowStartNs: t0 + 1_234_567, TimeFlowEndNs: t0 + 5_000_999_999,
+			TcpFlags: 0x1b, IpTos: 0xb8, EndReason: schemas.EndOfFlow},
+		{SrcAddr: netip.MustParseAddr("10.0.0.2"), DstAddr: netip.MustParseAddr("10.0.0.3"), SrcPort: 5353, DstPort: 53, Proto: 17, VlanId: 4094,
+			InIf: 0xfffffffe, Packets: 5_000_000_000, Bytes: 1 << 40, L2Bytes: 1<<40 + 18*5_000_000_000, TimeFlowStartNs: t0, TimeFlowEndNs: t0 + 60e9,
 			EndReason: schemas.EndActive},
-		{Src: netip.MustParseAddr("198.51.100.7"), Dst: netip.MustParseAddr("203.0.113.9"), SrcPort: 0, DstPort: 8 << 8, Proto: 1,
-			InIf: 2, Packets: 3, Bytes: 252, L2Bytes: 294, StartNs: t0 + 999_999, EndNs: t0 + 2_000_000, EndReason: schemas.EndIdle},
-		{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8:ffff::abcd"), SrcPort: 12345, DstPort: 80, Proto: 6,
-			VLAN: 100, InIf: 3, Packets: 7, Bytes: 1200, L2Bytes: 1298, StartNs: t0 + 3e9, EndNs: t0 + 4e9, TCPFlags: 0x02, TOS: 0x20,
+		{SrcAddr: netip.MustParseAddr("198.51.100.7"), DstAddr: netip.MustParseAddr("203.0.113.9"), SrcPort: 0, DstPort: 8 << 8, Proto: 1,
+			InIf: 2, Packets: 3, Bytes: 252, L2Bytes: 294, TimeFlowStartNs: t0 + 999_999, TimeFlowEndNs: t0 + 2_000_000, EndReason: schemas.EndIdle},
+		{SrcAddr: netip.MustParseAddr("2001:db8::1"), DstAddr: netip.MustParseAddr("2001:db8:ffff::abcd"), SrcPort: 12345, DstPort: 80, Proto: 6,
+			VlanId: 100, InIf: 3, Packets: 7, Bytes: 1200, L2Bytes: 1298, TimeFlowStartNs: t0 + 3e9, TimeFlowEndNs: t0 + 4e9, TcpFlags: 0x02, IpTos: 0x20,
 			EndReason: schemas.EndForced},
-		{Src: netip.MustParseAddr("fe80::1"), Dst: netip.MustParseAddr("ff02::1"), SrcPort: 0, DstPort: 128<<8 | 0, Proto: 58,
-			InIf: 4, Packets: 1, Bytes: 104, L2Bytes: 118, StartNs: t0 + 7e9, EndNs: t0 + 7e9, EndReason: schemas.EndLackOfResources},
+		{SrcAddr: netip.MustParseAddr("fe80::1"), DstAddr: netip.MustParseAddr("ff02::1"), SrcPort: 0, DstPort: 128<<8 | 0, Proto: 58,
+			InIf: 4, Packets: 1, Bytes: 104, L2Bytes: 118, TimeFlowStartNs: t0 + 7e9, TimeFlowEndNs: t0 + 7e9, EndReason: schemas.EndLackOfResources},
 	}
 }
 
@@ -49,25 +49,25 @@ func randomFlows(n int, v6 float64, seed uint64) []schemas.Flow {
 				a[j], b[j] = byte(r.Uint32()), byte(r.Uint32())
 			}
 			a[0], b[0] = 0x20, 0x20
-			f.Src, f.Dst = netip.AddrFrom16(a), netip.AddrFrom16(b)
+			f.SrcAddr, f.DstAddr = netip.AddrFrom16(a), netip.AddrFrom16(b)
 		} else {
-			f.Src = netip.AddrFrom4([4]byte{10, byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
-			f.Dst = netip.AddrFrom4([4]byte{192, 0, 2, byte(r.Uint32())})
+			f.SrcAddr = netip.AddrFrom4([4]byte{10, byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+			f.DstAddr = netip.AddrFrom4([4]byte{192, 0, 2, byte(r.Uint32())})
 		}
 		f.Proto = []uint8{6, 17, 1, 58}[r.IntN(4)]
 		f.SrcPort, f.DstPort = uint16(r.Uint32()), uint16(r.Uint32())
 		if f.IsICMP() {
 			f.SrcPort = 0
 		}
-		f.VLAN = uint16(r.IntN(4096))
+		f.VlanId = uint16(r.IntN(4096))
 		f.InIf = uint32(r.IntN(8))
 		f.Packets = uint64(r.IntN(1e6)) + 1
 		f.Bytes = f.Packets * uint64(40+r.IntN(1460))
 		f.L2Bytes = f.Bytes + 14*f.Packets
-		f.StartNs = t0 + r.Int64N(60e9)
-		f.EndNs = f.StartNs + r.Int64N(60e9)
-		f.TCPFlags = uint16(r.IntN(0x200))
-		f.TOS = uint8(r.Uint32())
+		f.TimeFlowStartNs = t0 + r.Int64N(60e9)
+		f.TimeFlowEndNs = f.TimeFlowStartNs + r.Int64N(60e9)
+		f.TcpFlags = uint16(r.IntN(0x200))
+		f.IpTos = uint8(r.Uint32())
 		f.EndReason = schemas.EndReason(1 + r.IntN(5))
 	}
 	return out
@@ -107,8 +107,8 @@ func encodeAll(t testing.TB, cfg Config, flows []schemas.Flow) [][]byte {
 
 // wantFlow is what a collector should read back: times in whole ms.
 func wantFlow(f schemas.Flow) schemas.Flow {
-	f.StartNs = f.StartNs / 1e6 * 1e6
-	f.EndNs = f.EndNs / 1e6 * 1e6
+	f.TimeFlowStartNs = f.TimeFlowStartNs / 1e6 * 1e6
+	f.TimeFlowEndNs = f.TimeFlowEndNs / 1e6 * 1e6
 	return f
 }
 
@@ -313,9 +313,9 @@ func (d *decoded) flowRecord(m *parsedMsg, fields []schemas.Field, b []byte) err
 		u := uintOf(v)
 		switch fl.ID {
 		case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
-			f.Src, _ = netip.AddrFromSlice(v)
+			f.SrcAddr, _ = netip.AddrFromSlice(v)
 		case schemas.IEDestinationIPv4Address, schemas.IEDestinationIPv6Address:
-			f.Dst, _ = netip.AddrFromSlice(v)
+			f.DstAddr, _ = netip.AddrFromSlice(v)
 		case schemas.IESourceTransportPort:
 			f.SrcPort = uint16(u)
 		case schemas.IEDestinationTransportPort:
@@ -323,11 +323,11 @@ func (d *decoded) flowRecord(m *parsedMsg, fields []schemas.Field, b []byte) err
 		case schemas.IEProtocolIdentifier:
 			f.Proto = uint8(u)
 		case schemas.IETCPControlBits:
-			f.TCPFlags = uint16(u)
+			f.TcpFlags = uint16(u)
 		case schemas.IEIPClassOfService:
-			f.TOS = uint8(u)
+			f.IpTos = uint8(u)
 		case schemas.IEVlanID:
-			f.VLAN = uint16(u)
+			f.VlanId = uint16(u)
 		case schemas.IEIngressInterface:
 			f.InIf = uint32(u)
 		case schemas.IEICMPTypeCodeIPv4, schemas.IEICMPTypeCodeIPv6:
@@ -339,16 +339,16 @@ func (d *decoded) flowRecord(m *parsedMsg, fields []schemas.Field, b []byte) err
 		case schemas.IELayer2OctetDeltaCount:
 			f.L2Bytes = u
 		case schemas.IEFlowStartMilliseconds:
-			f.StartNs = int64(u) * 1e6
+			f.TimeFlowStartNs = int64(u) * 1e6
 		case schemas.IEFlowEndMilliseconds:
-			f.EndNs = int64(u) * 1e6
+			f.TimeFlowEndNs = int64(u) * 1e6
 		case schemas.IEFirstSwitched, schemas.IELastSwitched:
 			// RFC 3954: sysUptime-relative; absolute = unix secs - (sysUptime - switched).
 			ms := int64(m.secs)*1000 - int64(m.uptime) + int64(u)
 			if fl.ID == schemas.IEFirstSwitched {
-				f.StartNs = ms * 1e6
+				f.TimeFlowStartNs = ms * 1e6
 			} else {
-				f.EndNs = ms * 1e6
+				f.TimeFlowEndNs = ms * 1e6
 			}
 		case schemas.IEFlowEndReason:
 			f.EndReason = schemas.EndReason(u)

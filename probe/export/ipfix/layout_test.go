@@ -184,7 +184,7 @@ func TestMessages(t *testing.T) {
 						t.Fatalf("message %d: domain %d, want default 1", i, m.domain)
 					}
 					if c.packed && m.flowRecs > 0 && i < len(d.msgs)-1 {
-						rl := recordLen(wantTemplate(p, c.flows[0].Src.Is6()))
+						rl := recordLen(wantTemplate(p, c.flows[0].SrcAddr.Is6()))
 						pad := 0
 						if p == NetFlowV9 {
 							pad = 3
@@ -218,7 +218,7 @@ func TestMessages(t *testing.T) {
 func TestV9Uptime(t *testing.T) {
 	e, msgs := newTestEncoder(Config{Protocol: NetFlowV9})
 	f := fixedFlows()[0]
-	f.StartNs = testBase.Add(-2 * time.Hour).UnixNano() // before the origin
+	f.TimeFlowStartNs = testBase.Add(-2 * time.Hour).UnixNano() // before the origin
 	if err := e.Add(&f); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestV9Uptime(t *testing.T) {
 	if err := d.feed((*msgs)[0]); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := d.flows[0].StartNs, testBase.Add(-time.Hour).Truncate(time.Second).UnixNano(); got != want {
+	if got, want := d.flows[0].TimeFlowStartNs, testBase.Add(-time.Hour).Truncate(time.Second).UnixNano(); got != want {
 		t.Errorf("start before the origin read back as %v, want the origin %v", time.Unix(0, got), time.Unix(0, want))
 	}
 }
@@ -239,10 +239,10 @@ func TestInvalidFlow(t *testing.T) {
 		name string
 		mod  func(f *schemas.Flow)
 	}{
-		{"zero src", func(f *schemas.Flow) { f.Src = netip.Addr{} }},
-		{"zero dst", func(f *schemas.Flow) { f.Dst = netip.Addr{} }},
+		{"zero src", func(f *schemas.Flow) { f.SrcAddr = netip.Addr{} }},
+		{"zero dst", func(f *schemas.Flow) { f.DstAddr = netip.Addr{} }},
 		{"zero both", func(f *schemas.Flow) { *f = schemas.Flow{} }},
-		{"mixed families", func(f *schemas.Flow) { f.Dst = netip.MustParseAddr("2001:db8::1") }},
+		{"mixed families", func(f *schemas.Flow) { f.DstAddr = netip.MustParseAddr("2001:db8::1") }},
 	}
 	for _, p := range []Protocol{IPFIX, NetFlowV9} {
 		for _, c := range cases {
