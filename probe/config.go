@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -12,44 +11,14 @@ import (
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/cli"
-	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/probe/attach"
-	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/lifecycle"
 )
 
-// config is every setting of the probe. Each is a flag, and the same key
-// in the optional --config YAML file; the command line wins.
-type config struct {
-	Ifaces            []string
-	XDPMode           string
-	Action            string
-	Force             bool
-	Span              bool
-	FixOffloads       bool
-	Detach            bool
-	IPFIX             []string
-	IPFIXTLS          tlsFiles
-	LocalNets         []string
-	Biflow            bool
-	localNets         []netip.Prefix
-	NetFlow9          []string
-	Stdout            bool
-	ActiveTimeout     time.Duration
-	IdleTimeout       time.Duration
-	DrainInterval     time.Duration
-	MaxFlows          uint32
-	SampleRate        uint32
-	SampleBytes       uint32
-	Pcap              string
-	ObservationDomain uint32
-	TemplateRefresh   time.Duration
-	TemplateRefreshN  int
-	LogLevel          string
-	LogFormat         string
-	Metrics           string
-	PinPath           string
-	Kafka             kafkaout.Config
-}
+// config is every setting of the probe (lifecycle.Config). Each is a
+// flag, and the same key in the optional --config YAML file; the command
+// line wins.
+type config = lifecycle.Config
 
 func newFlagSet(c *config) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("xdpflow-probe", pflag.ContinueOnError)
@@ -94,31 +63,19 @@ func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, fs, err
 	}
-	return c, fs, c.validate()
+	return c, fs, validate(c)
 }
 
 // maxFlowsLimit keeps the two kernel tables (about 150 bytes an entry)
 // under 20 GiB, well inside what the kernel's hash maps allow.
 const maxFlowsLimit = 1 << 26
 
-// tlsFiles are the --ipfix-tls-* settings.
-type tlsFiles struct{ CA, Cert, Key, ServerName string }
-
-func (t tlsFiles) config() (*tls.Config, error) {
-	return ipfix.TLSConfig(t.CA, t.Cert, t.Key, t.ServerName)
-}
-
-// exports tells whether any exporter is configured.
-func (c *config) exports() bool {
-	return len(c.IPFIX)+len(c.NetFlow9) > 0 || c.Stdout || c.Kafka.Enabled()
-}
-
-func (c *config) validate() error {
+func validate(c *config) error {
 	if len(c.Ifaces) == 0 {
 		return fmt.Errorf("no interface: give one with -i NAME")
 	}
 	c.PinPath = strings.ReplaceAll(c.PinPath, "<iface>", c.Ifaces[0])
-	if c.Detach && !c.exports() {
+	if c.Detach && !c.Exports() {
 		return nil
 	}
 	if _, err := attach.ParseMode(c.XDPMode); err != nil {
@@ -141,13 +98,13 @@ func (c *config) validate() error {
 	if len(c.LocalNets) > bpf.MaxLocalNets {
 		return fmt.Errorf("--local-net: %d networks, at most %d", len(c.LocalNets), bpf.MaxLocalNets)
 	}
-	c.localNets = nil
+	c.LocalPrefixes = nil
 	for _, n := range c.LocalNets {
 		p, err := netip.ParsePrefix(n)
 		if err != nil {
 			return fmt.Errorf("--local-net %q: want a CIDR like 198.18.0.0/15: %w", n, err)
 		}
-		c.localNets = append(c.localNets, p.Masked())
+		c.LocalPrefixes = append(c.LocalPrefixes, p.Masked())
 	}
 	if c.SampleBytes == 0 || c.SampleBytes > bpf.MaxSampleBytes {
 		return fmt.Errorf("--sample-bytes %d: 1 to %d", c.SampleBytes, bpf.MaxSampleBytes)
@@ -167,18 +124,18 @@ func (c *config) validate() error {
 			return err
 		}
 	}
-	if c.IPFIXTLS != (tlsFiles{}) && !tcps {
+	if c.IPFIXTLS != (lifecycle.TLSFiles{}) && !tcps {
 		return fmt.Errorf("--ipfix-tls-* given but no --ipfix tcps:// collector: they apply to tcps:// only")
 	}
 	if tcps {
-		if _, err := c.IPFIXTLS.config(); err != nil {
+		if _, err := c.IPFIXTLS.Config(); err != nil {
 			return err
 		}
 	}
 	if err := c.Kafka.Validate(); err != nil {
 		return err
 	}
-	if !c.exports() {
+	if !c.Exports() {
 		return fmt.Errorf("nowhere to export: give --ipfix URL, --netflow9 URL, --kafka-brokers or --stdout")
 	}
 	if c.Pcap != "" && c.SampleRate == 0 {

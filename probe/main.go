@@ -1,12 +1,15 @@
 // Command xdpflow-probe counts every flow on its interfaces with an XDP
-// program and exports the flows as IPFIX, NetFlow v9 or JSON lines.
+// program and exports the flows as IPFIX, NetFlow v9, Kafka or JSON lines.
 //
-// main.go reads the configuration; run.go wires the datapath, the flow
-// table and the exporters together.
+// This package is the command line: config.go turns flags and the YAML
+// file into a lifecycle.Config, which lifecycle.Run runs.
 package main
 
-import "github.com/xdpflow/xdpflow/internal/cli"
+import (
+	"github.com/xdpflow/xdpflow/internal/cli"
+	"github.com/xdpflow/xdpflow/probe/lifecycle"
+)
 
 func main() {
-	cli.Main("xdpflow-probe", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat }, run)
+	cli.Main("xdpflow-probe", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat }, lifecycle.Run)
 }

@@ -11,19 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
 // ExporterStats are an Exporter's counters since it was created.
-type ExporterStats struct {
-	Messages       uint64 // messages written to the socket (templates included)
-	Records        uint64 // flow records in those messages
-	Bytes          uint64 // bytes written to the socket
-	SendErrors     uint64 // failed writes (UDP: e.g. ECONNREFUSED; TCP: broken connection)
-	RecordsDropped uint64 // flow records never sent: UDP send errors, TCP queue overflow, invalid records
-	Reconnects     uint64 // TCP: connections re-established after one was lost
-	TLSErrors      uint64 // tcps: failed TLS handshakes and sessions refused by the collector (each one retried)
-}
+type ExporterStats = export.Stats
 
 // ErrClosed is returned by an Exporter used after Close.
 var ErrClosed = errors.New("ipfix: exporter closed")

@@ -1,4 +1,7 @@
-package main
+// Package kafka exports flow records and header samples to Kafka as
+// schemas/ messages (protobuf or JSON), through internal/kafkaout's
+// producer, which owns delivery (queue, spool, retries).
+package kafka
 
 import (
 	"time"
@@ -8,10 +11,10 @@ import (
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-// kafkaFlows writes each flow record as one Kafka message
+// Flows writes each flow record as one Kafka message
 // (schemas.FlowMessage), keyed so both directions of a conversation share
 // a partition.
-type kafkaFlows struct {
+type Flows struct {
 	p      *kafkaout.Producer
 	topic  string
 	format schemas.Format
@@ -19,10 +22,15 @@ type kafkaFlows struct {
 	m      schemas.FlowMessage
 }
 
+// NewFlows returns an exporter of flow records to topic through p.
+func NewFlows(p *kafkaout.Producer, topic string, format schemas.Format, meta schemas.Meta) *Flows {
+	return &Flows{p: p, topic: topic, format: format, meta: meta}
+}
+
 // Export encodes the batch into one buffer: the producer holds the
 // messages until the brokers have them, and one allocation per batch
 // instead of one per flow keeps the GC out of the way.
-func (k *kafkaFlows) Export(flows []schemas.Flow) error {
+func (k *Flows) Export(flows []schemas.Flow) error {
 	if len(flows) == 0 {
 		return nil
 	}
@@ -50,13 +58,13 @@ func (k *kafkaFlows) Export(flows []schemas.Flow) error {
 	return nil
 }
 
-func (k *kafkaFlows) Flush() error   { return nil } // the producer owns delivery
-func (k *kafkaFlows) Close() error   { return nil } // run closes the producer
-func (k *kafkaFlows) String() string { return k.p.String() }
+func (k *Flows) Flush() error   { return nil } // the producer owns delivery
+func (k *Flows) Close() error   { return nil } // the producer is closed by its owner
+func (k *Flows) String() string { return k.p.String() }
 
-// kafkaSamples writes each header sample as one schemas.SampleMessage,
-// in batches handed over when the ring goes idle.
-type kafkaSamples struct {
+// Samples writes each header sample as one schemas.SampleMessage, in
+// batches handed over when the ring goes idle.
+type Samples struct {
 	p       *kafkaout.Producer
 	topic   string
 	format  schemas.Format
@@ -65,7 +73,12 @@ type kafkaSamples struct {
 	pending []kafkaout.Message
 }
 
-func (k *kafkaSamples) Sample(s *bpf.Sample, unixNs int64) error {
+// NewSamples returns a sample sink writing to topic through p.
+func NewSamples(p *kafkaout.Producer, topic string, format schemas.Format, meta schemas.Meta) *Samples {
+	return &Samples{p: p, topic: topic, format: format, meta: meta}
+}
+
+func (k *Samples) Sample(s *bpf.Sample, unixNs int64) error {
 	k.m = schemas.SampleMessage{
 		SchemaVersion:       schemas.SchemaVersion,
 		ProbeHost:           k.meta.ProbeHost,
@@ -88,10 +101,11 @@ func (k *kafkaSamples) Sample(s *bpf.Sample, unixNs int64) error {
 	return nil
 }
 
-func (k *kafkaSamples) Flush() error {
+func (k *Samples) Flush() error {
 	k.p.Send(k.pending)
 	k.pending = nil
 	return nil
 }
 
-func (k *kafkaSamples) Close() error { return k.Flush() }
+func (k *Samples) Close() error   { return k.Flush() }
+func (k *Samples) String() string { return k.p.String() + " samples" }

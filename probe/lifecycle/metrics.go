@@ -1,31 +1,21 @@
-package main
+package lifecycle
 
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xdpflow/xdpflow/bpf"
-	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/internal/metrics"
-	"github.com/xdpflow/xdpflow/probe/export/ipfix"
-	"github.com/xdpflow/xdpflow/probe/flowtable"
+	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-// ifaceCounts are the packets and bytes drained per capture interface
-// (written by the pipeline, read by scrapes).
-type ifaceCounts struct {
-	name           string
-	packets, bytes atomic.Uint64
-	attached       atomic.Bool
-}
-
-// probeMetrics reads the probe's counters at scrape time: the datapath's
-// own (one map read), the pipeline's snapshot, the exporters'.
-func probeMetrics(d *bpf.Datapath, p *pipeline, ifaces map[uint32]*ifaceCounts, exps []exporter, prod *kafkaout.Producer) *prometheus.Registry {
+// registry reads the probe's counters at scrape time: the datapath's own
+// (one map read), the pipeline's snapshot, the exporters', the sample
+// reader's.
+func (p *probe) registry() *prometheus.Registry {
 	f := &metrics.Func{}
 	frames := f.Desc("xdpflow_probe_frames_total", "Frames the XDP program saw, all interfaces.")
 	flowPkts := f.Desc("xdpflow_probe_flow_packets_total", "Packets counted in flows, by capture interface.", "iface")
@@ -45,9 +35,10 @@ func probeMetrics(d *bpf.Datapath, p *pipeline, ifaces map[uint32]*ifaceCounts, 
 	recDropped := f.Desc("xdpflow_probe_export_records_dropped_total", "Flow records an IPFIX/NetFlow exporter could not send, by exporter.", "exporter")
 	recSent := f.Desc("xdpflow_probe_export_records_total", "Flow records sent, by IPFIX/NetFlow exporter.", "exporter")
 	tlsErrs := f.Desc("xdpflow_probe_export_tls_errors_total", "Failed TLS handshakes and refused sessions, by tcps:// exporter.", "exporter")
+	samplesDropped := f.Desc("xdpflow_probe_samples_dropped_total", "Samples read but not written: their sink (--pcap file, Kafka) failed and was closed.")
 	attached := f.Desc("xdpflow_probe_attached", "1 while the XDP program is attached to the interface.", "iface")
 	f.Fn = func(ch chan<- prometheus.Metric) {
-		if st, err := d.Stats(); err == nil {
+		if st, err := p.d.Stats(); err == nil {
 			metrics.Counter(ch, frames, st.Packets)
 			metrics.Counter(ch, nonIP, st.NonIp)
 			for i, n := range st.Malformed {
@@ -58,23 +49,25 @@ func probeMetrics(d *bpf.Datapath, p *pipeline, ifaces map[uint32]*ifaceCounts, 
 			metrics.Counter(ch, samples, st.Samples)
 			metrics.Counter(ch, samplesLost, st.SamplesLost)
 		}
-		for _, c := range ifaces {
-			metrics.Counter(ch, flowPkts, c.packets.Load(), c.name)
-			metrics.Counter(ch, flowBytes, c.bytes.Load(), c.name)
-			metrics.Gauge(ch, attached, boolGauge(c.attached.Load()), c.name)
+		if r := p.samples.Load(); r != nil {
+			metrics.Counter(ch, samplesDropped, r.Dropped())
 		}
-		if s := p.snap.Load(); s != nil {
-			metrics.Gauge(ch, active, float64(s.table.Active))
-			metrics.Gauge(ch, kernelFlows, float64(s.kernelFlows))
-			metrics.Counter(ch, pressure, s.pressure)
-			for r := schemas.EndIdle; r <= schemas.EndLackOfResources; r++ {
-				metrics.Counter(ch, exported, s.table.Exported[r], r.String())
-			}
+		for _, c := range p.pipe.Interfaces() {
+			metrics.Counter(ch, flowPkts, c.Packets.Load(), c.Name)
+			metrics.Counter(ch, flowBytes, c.Bytes.Load(), c.Name)
+			metrics.Gauge(ch, attached, boolGauge(c.Attached.Load()), c.Name)
 		}
-		metrics.Gauge(ch, kernelSize, float64(p.max))
-		for _, x := range exps {
-			if ix, ok := x.(*ipfix.Exporter); ok {
-				st := ix.Stats()
+		s := p.pipe.Snapshot()
+		metrics.Gauge(ch, active, float64(s.Table.Active))
+		metrics.Gauge(ch, kernelFlows, float64(s.KernelFlows))
+		metrics.Counter(ch, pressure, s.Pressure)
+		for r := schemas.EndIdle; r <= schemas.EndLackOfResources; r++ {
+			metrics.Counter(ch, exported, s.Table.Exported[r], r.String())
+		}
+		metrics.Gauge(ch, kernelSize, float64(p.cfg.MaxFlows))
+		for _, x := range p.exps {
+			if cx, ok := x.(export.Counting); ok {
+				st := cx.Stats()
 				metrics.Counter(ch, sendErrs, st.SendErrors, x.String())
 				metrics.Counter(ch, recDropped, st.RecordsDropped, x.String())
 				metrics.Counter(ch, recSent, st.Records, x.String())
@@ -84,35 +77,24 @@ func probeMetrics(d *bpf.Datapath, p *pipeline, ifaces map[uint32]*ifaceCounts, 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(f)
-	if prod != nil {
-		reg.MustRegister(prod.Metrics())
+	if p.prod != nil {
+		reg.MustRegister(p.prod.Metrics())
 	}
 	return reg
 }
 
-// probeReady is /readyz: every interface attached, Kafka writes going
-// through.
-func probeReady(ifaces map[uint32]*ifaceCounts, prod *kafkaout.Producer) func() error {
-	return func() error {
-		var errs []error
-		for _, c := range ifaces {
-			if !c.attached.Load() {
-				errs = append(errs, fmt.Errorf("%s: XDP program not attached", c.name))
-			}
+// ready is /readyz: every interface attached, Kafka writes going through.
+func (p *probe) ready() error {
+	var errs []error
+	for _, c := range p.pipe.Interfaces() {
+		if !c.Attached.Load() {
+			errs = append(errs, fmt.Errorf("%s: XDP program not attached", c.Name))
 		}
-		if prod != nil && prod.Failing() {
-			errs = append(errs, errors.New("kafka writes failing"))
-		}
-		return errors.Join(errs...)
 	}
-}
-
-// pipelineSnapshot is what scrapes read of the pipeline, replaced after
-// every tick.
-type pipelineSnapshot struct {
-	table       flowtable.Stats
-	kernelFlows int
-	pressure    uint64
+	if p.prod != nil && p.prod.Failing() {
+		errs = append(errs, errors.New("kafka writes failing"))
+	}
+	return errors.Join(errs...)
 }
 
 func boolGauge(b bool) float64 {

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"io"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -53,14 +54,9 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	p := &pipeline{
-		d:     d,
-		table: flowtable.New(flowtable.Config{IdleTimeout: time.Nanosecond, ActiveTimeout: time.Hour}),
-		exps:  []exporter{encoderOnly{ipfix.NewEncoder(ipfix.Config{}, func([]byte) error { return nil })}},
-		clock: &wallClock{},
-		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		max:   2 * flows,
-	}
+	p := New(Kernel(d), []export.Exporter{encoderOnly{ipfix.NewEncoder(ipfix.Config{}, func([]byte) error { return nil })}},
+		bpf.NewClock(), Config{Table: flowtable.Config{IdleTimeout: time.Nanosecond, ActiveTimeout: time.Hour}, KernelFlows: 2 * flows},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -72,7 +68,7 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 		time.Sleep(time.Millisecond) // past the 1 ns idle timeout on the datapath clock
 		b.StartTimer()
-		if err := p.tick(false); err != nil {
+		if err := p.Tick(false); err != nil {
 			b.Fatal(err)
 		}
 		if len(p.out) != flows {

@@ -1,4 +1,4 @@
-package main
+package kafka
 
 import (
 	"context"
@@ -73,7 +73,7 @@ func TestKafkaExport(t *testing.T) {
 					t.Fatal(err)
 				}
 				f, _ := schemas.ParseFormat(format)
-				x := &kafkaFlows{p: p, topic: topic, format: f, meta: schemas.Meta{ProbeHost: "h", SamplingRate: 1}}
+				x := NewFlows(p, topic, f, schemas.Meta{ProbeHost: "h", SamplingRate: 1})
 				for i := 0; i < len(flows); i += 1000 {
 					if err := x.Export(flows[i : i+1000]); err != nil {
 						t.Fatal(err)
@@ -131,7 +131,7 @@ func BenchmarkKafkaExport(b *testing.B) {
 				b.Fatal(err)
 			}
 			f, _ := schemas.ParseFormat(format)
-			x := &kafkaFlows{p: p, topic: "bench", format: f, meta: schemas.Meta{ProbeHost: "h", SamplingRate: 1}}
+			x := NewFlows(p, "bench", f, schemas.Meta{ProbeHost: "h", SamplingRate: 1})
 			var ms0, ms1 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
 			start := time.Now()
