@@ -71,7 +71,7 @@ func (c *Config) setDefaults() error {
 		c.SampleBytes = DefaultSampleBytes
 	}
 	if c.SampleBytes > MaxSampleBytes {
-		return fmt.Errorf("sample bytes %d: at most %d", c.SampleBytes, MaxSampleBytes)
+		return &ConfigError{"SampleBytes", c.SampleBytes, fmt.Errorf("at most %d", MaxSampleBytes)}
 	}
 	if c.RingBytes == 0 {
 		c.RingBytes = DefaultRingBytes
@@ -83,10 +83,10 @@ func (c *Config) setDefaults() error {
 		c.Action = Pass
 	}
 	if c.Action != Pass && c.Action != Drop {
-		return fmt.Errorf("action %d: must be Pass or Drop", c.Action)
+		return &ConfigError{"Action", c.Action, errors.New("must be Pass or Drop")}
 	}
 	if len(c.LocalNets) > MaxLocalNets {
-		return fmt.Errorf("%d local networks: at most %d", len(c.LocalNets), MaxLocalNets)
+		return &ConfigError{"LocalNets", nil, fmt.Errorf("%d networks, at most %d", len(c.LocalNets), MaxLocalNets)}
 	}
 	if c.TableType == ebpf.UnspecifiedMap {
 		c.TableType = ebpf.Hash
@@ -118,7 +118,7 @@ type Datapath struct {
 	// probe left: they hold what was counted while no probe ran.
 	Reused bool
 	// Leftovers are flow tables of an earlier, incompatible layout (a
-	// different --max-flows, say) whose entries can still be read: drain
+	// different MaxFlows, say) whose entries can still be read: drain
 	// them, then close them. LayoutChange says what differed.
 	Leftovers    []*ebpf.Map
 	LayoutChange error
@@ -166,7 +166,9 @@ func (d *Datapath) VLANProgram(ifindex int) (*ebpf.Program, error) {
 }
 
 // Load loads the program with cfg into the kernel. The caller needs
-// CAP_BPF (or root); the error says so when the kernel refuses.
+// CAP_BPF and CAP_PERFMON (or root): without them the error wraps
+// ErrPermission (ErrNoPerfmon when only CAP_PERFMON is missing). A setting
+// the kernel refuses is a *ConfigError.
 func Load(cfg Config) (*Datapath, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("datapath config: %w", err)
@@ -216,12 +218,13 @@ func Load(cfg Config) (*Datapath, error) {
 			if d.tables[i], err = ebpf.NewMap(t); err != nil {
 				d.closeTables()
 				if isPerm(err) {
-					return nil, fmt.Errorf("create BPF maps: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+					return nil, fmt.Errorf("create BPF maps: %w", kernelError(err))
 				}
+				err = kernelError(err)
 				if memlockErr != nil {
 					err = errors.Join(err, memlockErr)
 				}
-				return nil, fmt.Errorf("--max-flows %d: create flow table: %w%s", cfg.MaxFlows, err, permissionHint(err))
+				return nil, &ConfigError{"MaxFlows", cfg.MaxFlows, fmt.Errorf("create flow table: %w", err)}
 			}
 		}
 		// The first table starts active.
@@ -237,12 +240,12 @@ func Load(cfg Config) (*Datapath, error) {
 		if errors.As(err, &ve) && isPerm(err) {
 			// Without CAP_PERFMON the verifier refuses packet pointer
 			// arithmetic: a missing capability, not a broken program.
-			return nil, fmt.Errorf("the kernel verifier refused the XDP program: permission denied: grant CAP_PERFMON as well as CAP_BPF and CAP_NET_ADMIN (or run as root)")
+			return nil, fmt.Errorf("the kernel verifier refused the XDP program: %w", &denied{ErrNoPerfmon, err})
 		}
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("kernel verifier rejected the XDP program: %+v", ve)
 		}
-		return nil, fmt.Errorf("load XDP program: %w%s", err, permissionHint(err))
+		return nil, fmt.Errorf("load XDP program: %w", kernelError(err))
 	}
 	for _, m := range repl {
 		m.Close() // the collection holds its own reference
@@ -282,7 +285,7 @@ func (d *Datapath) setLocalNets() error {
 			k.Prefixlen += 96
 		}
 		if err := d.objs.LocalNets.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("--local-net %s: %w", p, err)
+			return &ConfigError{"LocalNets", p, err}
 		}
 	}
 	return nil
@@ -298,16 +301,6 @@ func (d *Datapath) startClock() error {
 		return fmt.Errorf("start datapath clock: the kernel refused the BPF timer (xdpflow needs Linux 5.18 or later)")
 	}
 	return nil
-}
-
-func permissionHint(err error) string {
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		return " (this kernel lacks a needed BPF feature: xdpflow needs Linux 5.18 or later)"
-	}
-	if isPerm(err) {
-		return " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
-	}
-	return ""
 }
 
 // Active returns the table the program is writing into now.

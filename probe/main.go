@@ -5,8 +5,14 @@
 // table and the exporters together.
 package main
 
-import "github.com/xdpflow/xdpflow/internal/cli"
+import (
+	"context"
+	"log/slog"
+
+	"github.com/xdpflow/xdpflow/internal/cli"
+)
 
 func main() {
-	cli.Main("xdpflow-probe", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat }, run)
+	cli.Main("xdpflow-probe", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat },
+		func(ctx context.Context, c *config, log *slog.Logger) error { return explain(run(ctx, c, log)) })
 }
