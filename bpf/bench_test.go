@@ -63,7 +63,7 @@ func BenchmarkExistingFlow(b *testing.B) {
 	for _, typ := range tableTypes {
 		for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp"} {
 			b.Run(fmt.Sprintf("%s/%s", typ, name), func(b *testing.B) {
-				d := load(b, Config{TableType: typ})
+				d := load(b, Config{tableType: typ})
 				measure(b, d.Program, benchFrames()[name], 1<<30, nil)
 			})
 		}
@@ -74,7 +74,7 @@ func BenchmarkExistingFlow(b *testing.B) {
 func BenchmarkNewFlow(b *testing.B) {
 	for _, typ := range tableTypes {
 		b.Run(typ.String(), func(b *testing.B) {
-			d := load(b, Config{TableType: typ, benchFlows: 1<<32 - 1})
+			d := load(b, Config{tableType: typ, benchFlows: 1<<32 - 1})
 			// Stay below the table size, and empty the table between chunks,
 			// so that every packet really inserts.
 			measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, func() {
@@ -139,7 +139,7 @@ func BenchmarkMillionFlows(b *testing.B) {
 	const flows = 1 << 20
 	for _, typ := range tableTypes {
 		b.Run(typ.String(), func(b *testing.B) {
-			d := load(b, Config{TableType: typ, MaxFlows: flows, benchFlows: flows})
+			d := load(b, Config{tableType: typ, MaxFlows: flows, benchFlows: flows})
 			frame := benchFrames()["ipv4-tcp"]
 			if _, _, err := d.Program.Benchmark(frame, flows, nil); err != nil { // fill
 				b.Fatal(err)

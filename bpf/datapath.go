@@ -28,10 +28,12 @@ const (
 const (
 	DefaultMaxFlows    = 262144
 	DefaultSampleBytes = 128
-	DefaultRingBytes   = 1 << 22
 	MaxSampleBytes     = 256  // SAMPLE_MAX_BYTES in xdpflow.h
 	MaxLocalNets       = 1024 // local_nets' max_entries
 )
+
+// defaultRingBytes is the size of the sample ring buffer.
+const defaultRingBytes = 1 << 22
 
 // Config is fixed when the program is loaded.
 type Config struct {
@@ -42,15 +44,8 @@ type Config struct {
 	SampleRate uint32
 	// SampleBytes is how much of each sampled frame is copied (1..256).
 	SampleBytes uint32
-	// RingBytes is the size of the sample ring buffer: a power of two and
-	// a multiple of the page size.
-	RingBytes uint32
 	// Action is applied to every frame after accounting (default Pass).
 	Action Action
-	// TableType overrides the flow table map type. Zero means the default,
-	// BPF_MAP_TYPE_HASH; the others exist for docs/benchmarks.md, which
-	// says why the default won.
-	TableType ebpf.MapType
 	// LocalNets are the local networks: each new flow is marked ingress
 	// (into them) or egress (out of them). At most MaxLocalNets.
 	LocalNets []netip.Prefix
@@ -58,8 +53,20 @@ type Config struct {
 	// (see pin.go): a Load that finds compatible pins there carries on
 	// with them.
 	PinPath string
+
+	// Tests and benchmarks only (set in package bpf's tests; the probe
+	// has no use for them).
+	//
+	// ringBytes is the size of the sample ring buffer: a power of two and
+	// a multiple of the page size (default defaultRingBytes).
+	ringBytes uint32
+	// tableType overrides the flow table map type. Zero means the
+	// default, BPF_MAP_TYPE_HASH; the others exist for
+	// docs/datapath.md's comparison, which says why the default won.
+	tableType ebpf.MapType
 	// benchFlows makes the program vary the source address over this many
-	// values, so that a repeated test frame becomes many flows.
+	// values, so that a repeated test frame becomes many flows (see
+	// cfg_bench_flows in xdpflow.c).
 	benchFlows uint32
 }
 
@@ -73,11 +80,11 @@ func (c *Config) setDefaults() error {
 	if c.SampleBytes > MaxSampleBytes {
 		return &ConfigError{"SampleBytes", c.SampleBytes, fmt.Errorf("at most %d", MaxSampleBytes)}
 	}
-	if c.RingBytes == 0 {
-		c.RingBytes = DefaultRingBytes
+	if c.ringBytes == 0 {
+		c.ringBytes = defaultRingBytes
 	}
-	if c.RingBytes&(c.RingBytes-1) != 0 || c.RingBytes < 4096 {
-		return fmt.Errorf("ring bytes %d: must be a power of two and at least 4096", c.RingBytes)
+	if c.ringBytes&(c.ringBytes-1) != 0 || c.ringBytes < 4096 {
+		return fmt.Errorf("ring bytes %d: must be a power of two and at least 4096", c.ringBytes)
 	}
 	if c.Action == 0 {
 		c.Action = Pass
@@ -88,19 +95,19 @@ func (c *Config) setDefaults() error {
 	if len(c.LocalNets) > MaxLocalNets {
 		return &ConfigError{"LocalNets", nil, fmt.Errorf("%d networks, at most %d", len(c.LocalNets), MaxLocalNets)}
 	}
-	if c.TableType == ebpf.UnspecifiedMap {
-		c.TableType = ebpf.Hash
+	if c.tableType == ebpf.UnspecifiedMap {
+		c.tableType = ebpf.Hash
 	}
-	switch c.TableType {
+	switch c.tableType {
 	case ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUHash, ebpf.LRUCPUHash:
 	default:
-		return fmt.Errorf("table type %s: not a hash map type", c.TableType)
+		return fmt.Errorf("table type %s: not a hash map type", c.tableType)
 	}
 	return nil
 }
 
 func (c *Config) perCPU() bool {
-	return c.TableType == ebpf.PerCPUHash || c.TableType == ebpf.LRUCPUHash
+	return c.tableType == ebpf.PerCPUHash || c.tableType == ebpf.LRUCPUHash
 }
 
 // Datapath is the loaded program and its maps. It is not attached to any
@@ -200,9 +207,9 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 	inner := spec.Maps["flow_tables"].InnerMap
-	inner.Type = cfg.TableType
+	inner.Type = cfg.tableType
 	inner.MaxEntries = cfg.MaxFlows
-	spec.Maps["samples"].MaxEntries = cfg.RingBytes
+	spec.Maps["samples"].MaxEntries = cfg.ringBytes
 
 	d := &Datapath{cfg: cfg}
 	var repl map[string]*ebpf.Map
@@ -302,9 +309,6 @@ func (d *Datapath) startClock() error {
 	}
 	return nil
 }
-
-// Active returns the table the program is writing into now.
-func (d *Datapath) Active() *ebpf.Map { return d.tables[d.active] }
 
 // Rotate makes the other table active and returns the one taken out of
 // service. When Rotate returns, no program run can still be writing into
