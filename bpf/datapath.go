@@ -115,9 +115,6 @@ func (c *Config) perCPU() bool {
 type Datapath struct {
 	// Program is the XDP program to attach.
 	Program *ebpf.Program
-	// Empty is an XDP program that only returns XDP_PASS: the cost floor
-	// that benchmarks compare against.
-	Empty *ebpf.Program
 	// Samples is the ring buffer of sampled frame heads (struct sample_hdr).
 	Samples *ebpf.Map
 
@@ -143,12 +140,11 @@ type objects struct {
 	xdpflowMaps
 	Bss        *ebpf.Map     `ebpf:".bss"` // clock_ns, shared with VLANProgram's
 	Xdpflow    *ebpf.Program `ebpf:"xdpflow"`
-	XdpEmpty   *ebpf.Program `ebpf:"xdp_empty"`
 	StartClock *ebpf.Program `ebpf:"start_clock"`
 }
 
 func (o *objects) Close() error {
-	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.XdpEmpty, o.StartClock))
+	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.StartClock))
 }
 
 // VLANProgram loads xdpflow_vlanmeta bound to the device ifindex (it can
@@ -278,7 +274,6 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 	d.Program = d.objs.Xdpflow
-	d.Empty = d.objs.XdpEmpty
 	d.Samples = d.objs.Samples
 	return d, nil
 }

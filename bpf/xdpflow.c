@@ -545,11 +545,4 @@ int start_clock(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* The floor for benchmarks: what any XDP program costs on this machine. */
-SEC("xdp")
-int xdp_empty(struct xdp_md *ctx)
-{
-	return XDP_PASS;
-}
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
