@@ -60,12 +60,12 @@ demo: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(CLANG_FORMAT) --dry-run --Werror bpf/*.c bpf/*.h
+	$(CLANG_FORMAT) --dry-run --Werror bpf/*.c bpf/*.h bpf/testdata/*.c
 
 ## fmt: format Go and C sources
 fmt:
 	gofmt -w $$(git ls-files '*.go')
-	$(CLANG_FORMAT) -i bpf/*.c bpf/*.h
+	$(CLANG_FORMAT) -i bpf/*.c bpf/*.h bpf/testdata/*.c
 
 clean:
 	rm -rf bin/

@@ -28,10 +28,12 @@ const (
 const (
 	DefaultMaxFlows    = 262144
 	DefaultSampleBytes = 128
-	DefaultRingBytes   = 1 << 22
 	MaxSampleBytes     = 256  // SAMPLE_MAX_BYTES in xdpflow.h
 	MaxLocalNets       = 1024 // local_nets' max_entries
 )
+
+// defaultRingBytes is the size of the sample ring buffer.
+const defaultRingBytes = 1 << 22
 
 // Config is fixed when the program is loaded.
 type Config struct {
@@ -42,15 +44,8 @@ type Config struct {
 	SampleRate uint32
 	// SampleBytes is how much of each sampled frame is copied (1..256).
 	SampleBytes uint32
-	// RingBytes is the size of the sample ring buffer: a power of two and
-	// a multiple of the page size.
-	RingBytes uint32
 	// Action is applied to every frame after accounting (default Pass).
 	Action Action
-	// TableType overrides the flow table map type. Zero means the default,
-	// BPF_MAP_TYPE_HASH; the others exist for docs/benchmarks.md, which
-	// says why the default won.
-	TableType ebpf.MapType
 	// LocalNets are the local networks: each new flow is marked ingress
 	// (into them) or egress (out of them). At most MaxLocalNets.
 	LocalNets []netip.Prefix
@@ -58,8 +53,20 @@ type Config struct {
 	// (see pin.go): a Load that finds compatible pins there carries on
 	// with them.
 	PinPath string
+
+	// Tests and benchmarks only (set in package bpf's tests; the probe
+	// has no use for them).
+	//
+	// ringBytes is the size of the sample ring buffer: a power of two and
+	// a multiple of the page size (default defaultRingBytes).
+	ringBytes uint32
+	// tableType overrides the flow table map type. Zero means the
+	// default, BPF_MAP_TYPE_HASH; the others exist for
+	// docs/datapath.md's comparison, which says why the default won.
+	tableType ebpf.MapType
 	// benchFlows makes the program vary the source address over this many
-	// values, so that a repeated test frame becomes many flows.
+	// values, so that a repeated test frame becomes many flows (see
+	// cfg_bench_flows in xdpflow.c).
 	benchFlows uint32
 }
 
@@ -71,36 +78,36 @@ func (c *Config) setDefaults() error {
 		c.SampleBytes = DefaultSampleBytes
 	}
 	if c.SampleBytes > MaxSampleBytes {
-		return fmt.Errorf("sample bytes %d: at most %d", c.SampleBytes, MaxSampleBytes)
+		return &ConfigError{"SampleBytes", c.SampleBytes, fmt.Errorf("at most %d", MaxSampleBytes)}
 	}
-	if c.RingBytes == 0 {
-		c.RingBytes = DefaultRingBytes
+	if c.ringBytes == 0 {
+		c.ringBytes = defaultRingBytes
 	}
-	if c.RingBytes&(c.RingBytes-1) != 0 || c.RingBytes < 4096 {
-		return fmt.Errorf("ring bytes %d: must be a power of two and at least 4096", c.RingBytes)
+	if c.ringBytes&(c.ringBytes-1) != 0 || c.ringBytes < 4096 {
+		return fmt.Errorf("ring bytes %d: must be a power of two and at least 4096", c.ringBytes)
 	}
 	if c.Action == 0 {
 		c.Action = Pass
 	}
 	if c.Action != Pass && c.Action != Drop {
-		return fmt.Errorf("action %d: must be Pass or Drop", c.Action)
+		return &ConfigError{"Action", c.Action, errors.New("must be Pass or Drop")}
 	}
 	if len(c.LocalNets) > MaxLocalNets {
-		return fmt.Errorf("%d local networks: at most %d", len(c.LocalNets), MaxLocalNets)
+		return &ConfigError{"LocalNets", nil, fmt.Errorf("%d networks, at most %d", len(c.LocalNets), MaxLocalNets)}
 	}
-	if c.TableType == ebpf.UnspecifiedMap {
-		c.TableType = ebpf.Hash
+	if c.tableType == ebpf.UnspecifiedMap {
+		c.tableType = ebpf.Hash
 	}
-	switch c.TableType {
+	switch c.tableType {
 	case ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUHash, ebpf.LRUCPUHash:
 	default:
-		return fmt.Errorf("table type %s: not a hash map type", c.TableType)
+		return fmt.Errorf("table type %s: not a hash map type", c.tableType)
 	}
 	return nil
 }
 
 func (c *Config) perCPU() bool {
-	return c.TableType == ebpf.PerCPUHash || c.TableType == ebpf.LRUCPUHash
+	return c.tableType == ebpf.PerCPUHash || c.tableType == ebpf.LRUCPUHash
 }
 
 // Datapath is the loaded program and its maps. It is not attached to any
@@ -108,9 +115,6 @@ func (c *Config) perCPU() bool {
 type Datapath struct {
 	// Program is the XDP program to attach.
 	Program *ebpf.Program
-	// Empty is an XDP program that only returns XDP_PASS: the cost floor
-	// that benchmarks compare against.
-	Empty *ebpf.Program
 	// Samples is the ring buffer of sampled frame heads (struct sample_hdr).
 	Samples *ebpf.Map
 
@@ -118,7 +122,7 @@ type Datapath struct {
 	// probe left: they hold what was counted while no probe ran.
 	Reused bool
 	// Leftovers are flow tables of an earlier, incompatible layout (a
-	// different --max-flows, say) whose entries can still be read: drain
+	// different MaxFlows, say) whose entries can still be read: drain
 	// them, then close them. LayoutChange says what differed.
 	Leftovers    []*ebpf.Map
 	LayoutChange error
@@ -136,12 +140,11 @@ type objects struct {
 	xdpflowMaps
 	Bss        *ebpf.Map     `ebpf:".bss"` // clock_ns, shared with VLANProgram's
 	Xdpflow    *ebpf.Program `ebpf:"xdpflow"`
-	XdpEmpty   *ebpf.Program `ebpf:"xdp_empty"`
 	StartClock *ebpf.Program `ebpf:"start_clock"`
 }
 
 func (o *objects) Close() error {
-	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.XdpEmpty, o.StartClock))
+	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.StartClock))
 }
 
 // VLANProgram loads xdpflow_vlanmeta bound to the device ifindex (it can
@@ -166,7 +169,9 @@ func (d *Datapath) VLANProgram(ifindex int) (*ebpf.Program, error) {
 }
 
 // Load loads the program with cfg into the kernel. The caller needs
-// CAP_BPF (or root); the error says so when the kernel refuses.
+// CAP_BPF and CAP_PERFMON (or root): without them the error wraps
+// ErrPermission (ErrNoPerfmon when only CAP_PERFMON is missing). A setting
+// the kernel refuses is a *ConfigError.
 func Load(cfg Config) (*Datapath, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("datapath config: %w", err)
@@ -198,9 +203,9 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 	inner := spec.Maps["flow_tables"].InnerMap
-	inner.Type = cfg.TableType
+	inner.Type = cfg.tableType
 	inner.MaxEntries = cfg.MaxFlows
-	spec.Maps["samples"].MaxEntries = cfg.RingBytes
+	spec.Maps["samples"].MaxEntries = cfg.ringBytes
 
 	d := &Datapath{cfg: cfg}
 	var repl map[string]*ebpf.Map
@@ -216,12 +221,13 @@ func Load(cfg Config) (*Datapath, error) {
 			if d.tables[i], err = ebpf.NewMap(t); err != nil {
 				d.closeTables()
 				if isPerm(err) {
-					return nil, fmt.Errorf("create BPF maps: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+					return nil, fmt.Errorf("create BPF maps: %w", kernelError(err))
 				}
+				err = kernelError(err)
 				if memlockErr != nil {
 					err = errors.Join(err, memlockErr)
 				}
-				return nil, fmt.Errorf("--max-flows %d: create flow table: %w%s", cfg.MaxFlows, err, permissionHint(err))
+				return nil, &ConfigError{"MaxFlows", cfg.MaxFlows, fmt.Errorf("create flow table: %w", err)}
 			}
 		}
 		// The first table starts active.
@@ -237,12 +243,12 @@ func Load(cfg Config) (*Datapath, error) {
 		if errors.As(err, &ve) && isPerm(err) {
 			// Without CAP_PERFMON the verifier refuses packet pointer
 			// arithmetic: a missing capability, not a broken program.
-			return nil, fmt.Errorf("the kernel verifier refused the XDP program: permission denied: grant CAP_PERFMON as well as CAP_BPF and CAP_NET_ADMIN (or run as root)")
+			return nil, fmt.Errorf("the kernel verifier refused the XDP program: %w", &denied{ErrNoPerfmon, err})
 		}
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("kernel verifier rejected the XDP program: %+v", ve)
 		}
-		return nil, fmt.Errorf("load XDP program: %w%s", err, permissionHint(err))
+		return nil, fmt.Errorf("load XDP program: %w", kernelError(err))
 	}
 	for _, m := range repl {
 		m.Close() // the collection holds its own reference
@@ -268,7 +274,6 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 	d.Program = d.objs.Xdpflow
-	d.Empty = d.objs.XdpEmpty
 	d.Samples = d.objs.Samples
 	return d, nil
 }
@@ -282,7 +287,7 @@ func (d *Datapath) setLocalNets() error {
 			k.Prefixlen += 96
 		}
 		if err := d.objs.LocalNets.Update(k, uint8(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("--local-net %s: %w", p, err)
+			return &ConfigError{"LocalNets", p, err}
 		}
 	}
 	return nil
@@ -299,19 +304,6 @@ func (d *Datapath) startClock() error {
 	}
 	return nil
 }
-
-func permissionHint(err error) string {
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		return " (this kernel lacks a needed BPF feature: xdpflow needs Linux 5.18 or later)"
-	}
-	if isPerm(err) {
-		return " (run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
-	}
-	return ""
-}
-
-// Active returns the table the program is writing into now.
-func (d *Datapath) Active() *ebpf.Map { return d.tables[d.active] }
 
 // Rotate makes the other table active and returns the one taken out of
 // service. When Rotate returns, no program run can still be writing into

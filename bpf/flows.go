@@ -50,7 +50,7 @@ func (v *FlowValue) Merge(o FlowValue) {
 	v.Bytes += o.Bytes
 	v.L2Bytes += o.L2Bytes
 	v.TcpFlags |= o.TcpFlags
-	if o.FlowDirection != 0 { // fixed by the key and --local-net
+	if o.FlowDirection != 0 { // fixed by the key and Config.LocalNets
 		v.FlowDirection = o.FlowDirection
 	}
 }

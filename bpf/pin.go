@@ -17,12 +17,13 @@ import (
 // timer runs only while some user reference to its map exists.
 var pinnedMaps = []string{"flows0", "flows1", "flow_tables", "stats", "clock"}
 
-// DefaultPinRoot is where --pin-path goes by default: a directory per
-// probe, named after its first interface.
+// DefaultPinRoot is where pin directories (Config.PinPath) go by default:
+// the probe uses one per probe, named after its first interface.
 const DefaultPinRoot = "/sys/fs/bpf/xdpflow"
 
 // EnsureBPFFS mounts bpffs on /sys/fs/bpf when nothing is mounted there
-// (a fresh machine), so pins under it work.
+// (a fresh machine), so pins under it work. Its errors are *ConfigError
+// for the field PinPath.
 func EnsureBPFFS(dir string) error {
 	const root = "/sys/fs/bpf"
 	if rel, err := filepath.Rel(root, dir); err != nil || rel == ".." || len(rel) > 2 && rel[:3] == "../" {
@@ -33,13 +34,13 @@ func EnsureBPFFS(dir string) error {
 		return nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return fmt.Errorf("--pin-path: %w", err)
+		return &ConfigError{"PinPath", nil, kernelError(err)}
 	}
 	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
 		if isPerm(err) {
-			return fmt.Errorf("--pin-path: bpffs is not mounted on %s and mounting it is not permitted: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN with bpffs mounted (`mount -t bpf bpf %s`)", root, root)
+			return &ConfigError{"PinPath", nil, fmt.Errorf("bpffs is not mounted on %s (`mount -t bpf bpf %s`) and mounting it is not permitted: %w", root, root, kernelError(err))}
 		}
-		return fmt.Errorf("--pin-path: mount bpffs on %s: %w (mount it: `mount -t bpf bpf %s`, or give --pin-path '' to run without pinning)", root, err, root)
+		return &ConfigError{"PinPath", nil, fmt.Errorf("mount bpffs on %s: %w (mount it: `mount -t bpf bpf %s`)", root, err, root)}
 	}
 	return nil
 }
@@ -49,12 +50,12 @@ func checkBPFFS(dir string) error {
 		var st unix.Statfs_t
 		if err := unix.Statfs(d, &st); err == nil {
 			if st.Type != unix.BPF_FS_MAGIC {
-				return fmt.Errorf("--pin-path %s is not on a bpffs mount: use a directory under /sys/fs/bpf", dir)
+				return &ConfigError{"PinPath", dir, errors.New("not on a bpffs mount: use a directory under /sys/fs/bpf")}
 			}
 			return nil
 		}
 		if d == "/" {
-			return fmt.Errorf("--pin-path %s: no such directory", dir)
+			return &ConfigError{"PinPath", dir, errors.New("no such directory")}
 		}
 	}
 }
@@ -130,7 +131,7 @@ func unpinAll(dir string) error {
 }
 
 // Unpin removes the datapath's pinned maps from dir (and dir when it is
-// then empty): what `--detach` does after taking the program off.
+// then empty), as when the program has been taken off for good.
 func Unpin(dir string) error {
 	if err := unpinAll(dir); err != nil {
 		return fmt.Errorf("unpin %s: %w", dir, err)
@@ -150,9 +151,9 @@ func (d *Datapath) takePins(spec *ebpf.CollectionSpec, table *ebpf.MapSpec) (map
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		if isPerm(err) {
-			return nil, fmt.Errorf("--pin-path %s: permission denied: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN and write access to the directory", dir)
+			return nil, &ConfigError{"PinPath", dir, fmt.Errorf("create the pin directory: %w", kernelError(err))}
 		}
-		return nil, fmt.Errorf("--pin-path: %w", err)
+		return nil, &ConfigError{"PinPath", nil, err}
 	}
 	prev, err := openPinned(dir)
 	if err != nil || len(prev) == 0 {

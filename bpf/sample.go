@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 )
 
 // MaxIPv6ExtHeaders is how many IPv6 extension headers the program follows
@@ -17,7 +18,25 @@ type Sample struct {
 	Data    []byte // the first bytes of the frame (aliases the record)
 }
 
-const sampleHdrLen = 24 // struct sample_hdr up to data
+// A ring record is struct sample_hdr (xdpflowSampleHdr, generated from
+// xdpflow.h) cut after cap_len bytes of data: the header is everything
+// before data, and its fields are read at their offsets in that struct.
+var sampleLayout xdpflowSampleHdr
+
+const (
+	sampleHdrLen  = int(unsafe.Offsetof(sampleLayout.Data))
+	offTimeNs     = unsafe.Offsetof(sampleLayout.TimeNs)
+	offInIf       = unsafe.Offsetof(sampleLayout.InIf)
+	offOrigLen    = unsafe.Offsetof(sampleLayout.OrigLen)
+	offCapLen     = unsafe.Offsetof(sampleLayout.CapLen)
+	sampleMaxData = len(sampleLayout.Data)
+)
+
+// MaxSampleBytes is SAMPLE_MAX_BYTES, the size of sample_hdr's data.
+var (
+	_ [sampleMaxData - MaxSampleBytes]struct{}
+	_ [MaxSampleBytes - sampleMaxData]struct{}
+)
 
 // ParseSample decodes a ring buffer record written by the program.
 func ParseSample(rec []byte) (Sample, error) {
@@ -25,11 +44,11 @@ func ParseSample(rec []byte) (Sample, error) {
 		return Sample{}, fmt.Errorf("sample record of %d bytes: shorter than its %d-byte header", len(rec), sampleHdrLen)
 	}
 	s := Sample{
-		TimeNs:  binary.NativeEndian.Uint64(rec[0:]),
-		InIf:    binary.NativeEndian.Uint32(rec[8:]),
-		OrigLen: binary.NativeEndian.Uint32(rec[12:]),
+		TimeNs:  binary.NativeEndian.Uint64(rec[offTimeNs:]),
+		InIf:    binary.NativeEndian.Uint32(rec[offInIf:]),
+		OrigLen: binary.NativeEndian.Uint32(rec[offOrigLen:]),
 	}
-	capLen := binary.NativeEndian.Uint32(rec[16:])
+	capLen := binary.NativeEndian.Uint32(rec[offCapLen:])
 	if int(capLen) > len(rec)-sampleHdrLen {
 		return Sample{}, fmt.Errorf("sample record claims %d bytes, holds %d", capLen, len(rec)-sampleHdrLen)
 	}

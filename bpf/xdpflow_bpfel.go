@@ -115,7 +115,6 @@ const (
 	xdpflowMapSamples            = "samples"
 	xdpflowMapStats              = "stats"
 	xdpflowProgStartClock        = "start_clock"
-	xdpflowProgXdpEmpty          = "xdp_empty"
 	xdpflowProgXdpflow           = "xdpflow"
 	xdpflowProgXdpflowVlanmeta   = "xdpflow_vlanmeta"
 	xdpflowVarBtfFlowDirection   = "btf_flow_direction"
@@ -177,7 +176,6 @@ type xdpflowSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
 	StartClock      *ebpf.ProgramSpec `ebpf:"start_clock"`
-	XdpEmpty        *ebpf.ProgramSpec `ebpf:"xdp_empty"`
 	Xdpflow         *ebpf.ProgramSpec `ebpf:"xdpflow"`
 	XdpflowVlanmeta *ebpf.ProgramSpec `ebpf:"xdpflow_vlanmeta"`
 }
@@ -275,7 +273,6 @@ type xdpflowVariables struct {
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
 	StartClock      *ebpf.Program `ebpf:"start_clock"`
-	XdpEmpty        *ebpf.Program `ebpf:"xdp_empty"`
 	Xdpflow         *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowVlanmeta *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
 }
@@ -283,7 +280,6 @@ type xdpflowPrograms struct {
 func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.StartClock,
-		p.XdpEmpty,
 		p.Xdpflow,
 		p.XdpflowVlanmeta,
 	)

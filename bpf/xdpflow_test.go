@@ -484,7 +484,7 @@ func TestTableTypes(t *testing.T) {
 	// Every table type the loader accepts counts the same.
 	for _, typ := range []ebpf.MapType{ebpf.Hash, ebpf.PerCPUHash, ebpf.LRUHash, ebpf.LRUCPUHash} {
 		t.Run(typ.String(), func(t *testing.T) {
-			d := load(t, Config{MaxFlows: 64, TableType: typ})
+			d := load(t, Config{MaxFlows: 64, tableType: typ})
 			f := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(1, 2, tSYN), payload(10))
 			g := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(1, 2, tFIN))
 			for i := 0; i < 3; i++ {
@@ -534,7 +534,7 @@ func TestSampling(t *testing.T) {
 }
 
 func TestSampleRingFullIsCountedNotBlocking(t *testing.T) {
-	d := load(t, Config{MaxFlows: 64, SampleRate: 1, SampleBytes: 256, RingBytes: 4096, Action: Pass})
+	d := load(t, Config{MaxFlows: 64, SampleRate: 1, SampleBytes: 256, ringBytes: 4096, Action: Pass})
 	f := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolUDP), udp(1, 2), payload(400))
 	const n = 100
 	for i := 0; i < n; i++ {

@@ -6,10 +6,16 @@
 package main
 
 import (
+	"context"
+	"log/slog"
+
 	"github.com/xdpflow/xdpflow/internal/cli"
 	"github.com/xdpflow/xdpflow/probe/lifecycle"
 )
 
 func main() {
-	cli.Main("xdpflow-probe", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat }, lifecycle.Run)
+	cli.Main("xdpflow-probe", parseConfig, func(c *config) (string, string) { return c.LogLevel, c.LogFormat },
+		func(ctx context.Context, c *config, log *slog.Logger) error {
+			return explain(lifecycle.Run(ctx, c, log))
+		})
 }

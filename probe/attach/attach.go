@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/bpf"
 )
 
 // Mode is how the program is attached.
@@ -67,7 +69,8 @@ func LinkPin(dir, iface string) string { return filepath.Join(dir, "link-"+iface
 // program is refused unless force is set, in which case that program is
 // removed first. With pinDir, the link is pinned there, and a link a
 // previous probe pinned on this interface is taken over: prog replaces its
-// program atomically.
+// program atomically. A refusal for lack of privilege wraps
+// bpf.ErrPermission.
 func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir string, log *slog.Logger) (*Attachment, error) {
 	l, err := netlink.LinkByName(iface)
 	if err != nil {
@@ -111,7 +114,7 @@ func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir stri
 		case used == Native && unsupported(err):
 			return nil, fmt.Errorf("%s: the driver does not support native XDP (%v): use --xdp-mode generic or auto", iface, err)
 		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-			return nil, fmt.Errorf("attach XDP to %s: permission denied: run as root or grant CAP_NET_ADMIN and CAP_BPF", iface)
+			return nil, fmt.Errorf("attach XDP to %s: %w (%w)", iface, bpf.ErrPermission, err)
 		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
 			return nil, fmt.Errorf("%s already has an XDP program: run `xdpflow-probe --detach -i %s` or pass --force", iface, iface)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/bpf/bpftest"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 )
 
@@ -25,6 +26,11 @@ func TestAttachDetach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	empty, err := bpftest.LoadEmpty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
 	pair, err := testnet.NewPair(fmt.Sprintf("xfa%d", os.Getpid()%100000), testnet.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -124,12 +130,12 @@ func TestAttachDetach(t *testing.T) {
 		if !attached() {
 			t.Error("a pinned link was detached by Close")
 		}
-		q, err := Attach(pair.LinkB, d.Empty, Native, false, pins, log)
+		q, err := Attach(pair.LinkB, empty, Native, false, pins, log)
 		if err != nil {
 			return fmt.Errorf("take over the pinned link: %w", err)
 		}
 		l, _ = netlink.LinkByName(pair.LinkB)
-		if info, _ := d.Empty.Info(); !q.Reused || l.Attrs().Xdp == nil || ebpf.ProgramID(l.Attrs().Xdp.ProgId) != mustID(info) {
+		if info, _ := empty.Info(); !q.Reused || l.Attrs().Xdp == nil || ebpf.ProgramID(l.Attrs().Xdp.ProgId) != mustID(info) {
 			t.Errorf("reused %v: the pinned link does not run the new program", q.Reused)
 		}
 		if err := q.Detach(); err != nil {

@@ -22,6 +22,11 @@ const (
 	BPF      = unix.CAP_BPF       // create maps, load programs, and every later map operation
 )
 
+// Remedy is what to do when the kernel refuses to load or attach the
+// program for lack of privilege: the one wording of it, which the probe
+// appends to every such error (bpf.ErrPermission in the chain).
+const Remedy = "run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+
 // Keep reduces the effective, permitted and inheritable sets of every
 // thread to keep, clears the ambient set, drops the rest of the bounding
 // set when allowed (root), and sets no_new_privs, so that nothing the
