@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/schemas"
 )
@@ -143,7 +143,7 @@ func TestOutputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs flowcheck.SyncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -29,8 +29,8 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
 )
@@ -133,7 +133,7 @@ func TestMeasureResources(t *testing.T) {
 	broker := kafkacheck.Start(t, 3, []string{"xdpflow-flows"}, inB)
 
 	// The collector listens on B's loopback; the probe exports IPFIX to it.
-	var collLog, probeLog flowcheck.SyncBuffer
+	var collLog, probeLog syncbuf.Buffer
 	coll := exec.Command("ip", "netns", "exec", pair.NsName("b"), collBin,
 		"--listen", "udp://127.0.0.1:4739", "--out", "/dev/null",
 		"--kafka-brokers", broker.Addr, "--kafka-spool-dir", filepath.Join(dir, "coll-spool"))

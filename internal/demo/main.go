@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
 	"github.com/xdpflow/xdpflow/internal/testnet"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
 )
@@ -75,7 +76,7 @@ func run(probe string, scale int) error {
 		}
 	})
 
-	var logs flowcheck.SyncBuffer
+	var logs syncbuf.Buffer
 	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), probe, "-i", pair.LinkB,
 		"--ipfix", coll.URL(), "--idle-timeout", "2s", "--active-timeout", "4s", "--drain-interval", "500ms")
 	cmd.Stderr = &logs

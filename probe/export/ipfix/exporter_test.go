@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-func testLogger(t *testing.T) (*slog.Logger, *flowcheck.SyncBuffer) {
-	buf := &flowcheck.SyncBuffer{}
+func testLogger(t *testing.T) (*slog.Logger, *syncbuf.Buffer) {
+	buf := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("exporter log:\n%s", buf)
