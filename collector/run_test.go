@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/schemas"
 )

@@ -31,7 +31,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 

@@ -7,7 +7,7 @@ package deploy
 //	sudo XDPFLOW_MEASURE=1 go test -count=1 -run TestMeasureResources -v ./deploy/
 //
 // It builds both programs, creates two throwaway network namespaces joined
-// by a veth pair (internal/testnet; nothing on the host is touched), runs
+// by a veth pair (internal/testkit/testnet; nothing on the host is touched), runs
 // xdpflow-probe on one end with IPFIX to xdpflow-collector and Kafka to an
 // in-process Kafka-protocol broker (kfake) inside that namespace, sends
 // traffic phases from the other end, and samples both processes from /proc
@@ -29,10 +29,10 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
-	"github.com/xdpflow/xdpflow/internal/testnet"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
 
 // procSample is one reading of a process.

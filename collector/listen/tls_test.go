@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
-	"github.com/xdpflow/xdpflow/internal/testpki"
+	"github.com/xdpflow/xdpflow/internal/testkit/testpki"
 )
 
 func TestServerTLSConfig(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/xdpflow/xdpflow/bpf"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
 func TestAttachDetach(t *testing.T) {

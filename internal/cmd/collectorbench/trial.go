@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
 )
 
 // collector is one program under test with one output.

@@ -14,7 +14,7 @@
 // queued in memory does not count as keeping up). The rate is doubled
 // until a run fails, then bisected.
 //
-//	go run ./internal/collectorbench --help
+//	go run ./internal/cmd/collectorbench --help
 package main
 
 import (
@@ -34,7 +34,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 )
 
@@ -95,7 +95,7 @@ func parseFlags() (*config, error) {
 	fs.IntVar(&c.retries, "retries", 3, "how often a disturbed run is repeated before its result is taken as is")
 	fs.DurationVar(&c.allocTime, "alloc-time", 2*time.Second, "time of each in-process allocation measurement (0: skip)")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: go run ./internal/collectorbench [flags]\n\n"+
+		fmt.Fprintf(os.Stderr, "usage: go run ./internal/cmd/collectorbench [flags]\n\n"+
 			"Highest loss-free records/s of xdpflow-collector and goflow2 on one core,\n"+
 			"UDP on 127.0.0.1 to a JSON lines file (and Kafka); see docs/benchmarks.md.\n\n%s", fs.FlagUsages())
 	}
@@ -437,7 +437,7 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 	fmt.Printf("\nsocket buffer: %s for both (net.core.rmem_default; xdpflow --udp-read-buffer %d, doubled by the kernel); input %s, %d flows, %.1f records a data message\n",
 		sizeStr(cfg.rcvbuf), cfg.rcvbuf/2, in.proto, in.total, float64(in.total)/float64(countNonZero(in.flows)))
 	fmt.Printf("loss: records sent − records in the output; drops: the collector socket's drops column in /proc/net/udp\n")
-	fmt.Printf("took %v; reproduce: go run ./internal/collectorbench %s\n", took.Round(time.Second), strings.Join(os.Args[1:], " "))
+	fmt.Printf("took %v; reproduce: go run ./internal/cmd/collectorbench %s\n", took.Round(time.Second), strings.Join(os.Args[1:], " "))
 }
 
 func countNonZero(xs []int) int {

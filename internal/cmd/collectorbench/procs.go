@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
 )
 
 // procCPU is utime+stime of pid (all its threads), in seconds.

@@ -31,8 +31,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
 // cpuTimes from /proc/stat, in USER_HZ ticks.
