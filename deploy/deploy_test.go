@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"gopkg.in/yaml.v3"
 
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
 	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -708,7 +709,7 @@ func TestProbeRunsWithUnitCapabilities(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			cmd.Process.Signal(syscall.SIGTERM)
 			<-done
-			t.Logf("without %s the probe still runs on this kernel (%s):\n%s", caps[i], kernelRelease(), logs.String())
+			t.Logf("without %s the probe still runs on this kernel (%s):\n%s", caps[i], benchstat.KernelRelease(), logs.String())
 		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
 	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
@@ -295,7 +296,7 @@ func TestMeasureResources(t *testing.T) {
 	coll.Wait()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "kernel %s, %d CPUs, phases of %v\n", kernelRelease(), numCPU(), phaseLen)
+	fmt.Fprintf(&b, "kernel %s, %d CPUs, phases of %v\n", benchstat.KernelRelease(), benchstat.NumCPU(), phaseLen)
 	for i, p := range procs {
 		fmt.Fprintf(&b, "\n%s\n%-42s %10s %9s %9s %9s %9s %10s\n", p.name, "phase", "frames/s", "RSS MiB", "HWM MiB", "CPU avg", "CPU peak", "BPF MiB")
 		for _, r := range results[i] {
@@ -316,14 +317,4 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func kernelRelease() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t")
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 )
 
@@ -389,7 +390,7 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 			}
 			r.rates = append(r.rates, s)
 		}
-		r.rate, r.cpuPerM, r.util, r.rss = median(rates), median(cpm), median(util), median(rss)
+		r.rate, r.cpuPerM, r.util, r.rss = benchstat.Median(rates), benchstat.Median(cpm), benchstat.Median(util), benchstat.Median(rss)
 		rows[c] = r
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -448,18 +449,6 @@ func countNonZero(xs []int) int {
 		}
 	}
 	return n
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func readInt(path string) (int, error) {

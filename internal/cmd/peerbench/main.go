@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
 	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
@@ -169,7 +170,7 @@ func run(cfg *config, sender string) error {
 		sfVersion = strings.TrimSuffix(strings.Fields(v + " ?")[0], ".")
 	}
 	cfg.xdpSender = sender == "xdp"
-	if cfg.pin && (!cfg.xdpSender || numCPU() < 2) {
+	if cfg.pin && (!cfg.xdpSender || benchstat.NumCPU() < 2) {
 		return fmt.Errorf("--pin needs --sender xdp and at least 2 CPUs")
 	}
 	if xdpFrames < 1 || xdpFrames > rateFlows {
@@ -538,18 +539,6 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 	return res, nil
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func pct(a, b uint64) string {
 	if b == 0 {
 		return "-"
@@ -569,7 +558,7 @@ func softflowdDrops(stats string) string {
 
 func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs []accResult, rates []rateResult) {
 	w := os.Stdout
-	fmt.Fprintf(w, "\n== xdpflow-probe vs softflowd %s: same veth, same traffic (%s, %d CPUs) ==\n", sfVersion, kernelRelease(), numCPU())
+	fmt.Fprintf(w, "\n== xdpflow-probe vs softflowd %s: same veth, same traffic (%s, %d CPUs) ==\n", sfVersion, "Linux "+benchstat.KernelRelease(), benchstat.NumCPU())
 	fmt.Fprintf(w, "\n-- 1. Accuracy: trafficgen.Mix() x%d + %d distinct UDP flows (%d flows, %d frames) at ~%d pps; export decoded by goflow2\n\n",
 		cfg.accScale, cfg.accFlows, nflows, nframes, cfg.accPPS)
 	fmt.Fprintf(w, "| probe | flows exact (packets and L3 bytes) | flows with exact packets | flows exact counting bytes after the Ethernet/VLAN header, padding included | packets counted / sent | bytes counted / sent (L3) |\n|---|---|---|---|---|---|\n")
@@ -662,19 +651,19 @@ func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs
 					maxXDPpps = max(maxXDPpps, r.pps())
 				}
 			}
-			mb := median(busy)
+			mb := benchstat.Median(busy)
 			total[k] = mb
 			switch {
 			case k == none:
 				base = mb
-				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | - | - |\n", k, median(pps), drops, strings.Join(got, ", "), mb)
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | - | - |\n", k, benchstat.Median(pps), drops, strings.Join(got, ", "), mb)
 			case k.noExport():
 				above[k] = mb - base
-				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | %.3f | - |\n", k, median(pps), drops, strings.Join(got, ", "), mb, mb-base)
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | %.3f | - |\n", k, benchstat.Median(pps), drops, strings.Join(got, ", "), mb, mb-base)
 			default:
 				above[k] = mb - base
-				fmt.Fprintf(w, "| %s | %.0f | %d | %s | %s | %s | %d / %d | %.3f | %.3f | %.3f |\n", k, median(pps), drops,
-					strings.Join(got, ", "), strings.Join(counted, ", "), strings.Join(ofGot, ", "), worst, cfg.rateFlows(), mb, mb-base, median(pcpu))
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | %s | %s | %d / %d | %.3f | %.3f | %.3f |\n", k, benchstat.Median(pps), drops,
+					strings.Join(got, ", "), strings.Join(counted, ", "), strings.Join(ofGot, ", "), worst, cfg.rateFlows(), mb, mb-base, benchstat.Median(pcpu))
 			}
 		}
 		fmt.Fprintln(w)
@@ -726,26 +715,4 @@ func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs
 	}
 	exact := len(accs) > 0 && accs[0].kind == xdpflow && accs[0].exact == accs[0].flows && xdpExact
 	fmt.Fprintf(w, "100%% exact counts: %s (accuracy run and every rate run)\n", yes(exact))
-}
-
-func kernelRelease() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "Linux"
-	}
-	return "Linux " + strings.TrimSpace(string(b))
-}
-
-func numCPU() int {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "cpu") && !strings.HasPrefix(l, "cpu ") {
-			n++
-		}
-	}
-	return n
 }
