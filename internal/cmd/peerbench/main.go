@@ -29,7 +29,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -40,6 +39,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
 	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
@@ -103,21 +104,27 @@ func cleanup() {
 
 func main() {
 	cfg := &config{}
-	flag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
-	flag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
-	flag.StringVar(&cfg.xdpMode, "xdp-mode", "native", "xdpflow-probe --xdp-mode: native, or generic (veth's native XDP copies each frame first)")
-	flag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
-	flag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
-	senders := flag.String("senders", "1,2", "rate/CPU runs with these numbers of parallel senders (comma-separated)")
-	sender := flag.String("sender", "go", "rate sender: go (one AF_PACKET socket per sender, retries when the veth pushes back) trafgen (netsniff-ng; aborts on the veth's backpressure, so only for --senders 1), or xdp (BPF_PROG_TEST_RUN live frames redirected into A: B receives XDP frames, no veth copy; adds the --action drop cases)")
-	flag.IntVar(&xdpFrames, "xdp-flows", xdpFrames, "--sender xdp: flows (distinct frames, one BPF_PROG_TEST_RUN call each per run), at most 3,840")
-	flag.IntVar(&cfg.accFlows, "accuracy-flows", 5000, "distinct UDP flows added to the mix in the accuracy run")
-	flag.IntVar(&cfg.accScale, "accuracy-scale", 10, "trafficgen.Mix() packets multiplied by this")
-	flag.IntVar(&cfg.accPPS, "accuracy-pps", 50000, "sending rate of the accuracy run")
-	flag.BoolVar(&cfg.pin, "pin", false, "--sender xdp only: run the senders (and this program) on CPU 1, B's veth NAPI in a kernel thread (threaded NAPI) and the probe on CPU 0, and also report CPU 0's busy time per million frames B received")
-	flag.BoolVar(&cfg.progStats, "prog-stats", true, "turn on the kernel's run time accounting of BPF programs (BPF_ENABLE_STATS, as sysctl kernel.bpf_stats_enabled=1) for the XDP program columns; it adds its own cost (two sched_clock reads) to every XDP program run, in every CPU figure")
-	timeout := flag.Duration("timeout", 9*time.Minute, "give up, clean up and exit 2 after this long")
-	flag.Parse()
+	pflag.CommandLine.SortFlags = false
+	pflag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
+	pflag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
+	pflag.StringVar(&cfg.xdpMode, "xdp-mode", "native", "xdpflow-probe --xdp-mode: native, or generic (veth's native XDP copies each frame first)")
+	pflag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
+	pflag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
+	senders := pflag.String("senders", "1,2", "rate/CPU runs with these numbers of parallel senders (comma-separated)")
+	sender := pflag.String("sender", "go", "rate sender: go (one AF_PACKET socket per sender, retries when the veth pushes back) trafgen (netsniff-ng; aborts on the veth's backpressure, so only for --senders 1), or xdp (BPF_PROG_TEST_RUN live frames redirected into A: B receives XDP frames, no veth copy; adds the --action drop cases)")
+	pflag.IntVar(&xdpFrames, "xdp-flows", xdpFrames, "--sender xdp: flows (distinct frames, one BPF_PROG_TEST_RUN call each per run), at most 3,840")
+	pflag.IntVar(&cfg.accFlows, "accuracy-flows", 5000, "distinct UDP flows added to the mix in the accuracy run")
+	pflag.IntVar(&cfg.accScale, "accuracy-scale", 10, "trafficgen.Mix() packets multiplied by this")
+	pflag.IntVar(&cfg.accPPS, "accuracy-pps", 50000, "sending rate of the accuracy run")
+	pflag.BoolVar(&cfg.pin, "pin", false, "--sender xdp only: run the senders (and this program) on CPU 1, B's veth NAPI in a kernel thread (threaded NAPI) and the probe on CPU 0, and also report CPU 0's busy time per million frames B received")
+	pflag.BoolVar(&cfg.progStats, "prog-stats", true, "turn on the kernel's run time accounting of BPF programs (BPF_ENABLE_STATS, as sysctl kernel.bpf_stats_enabled=1) for the XDP program columns; it adds its own cost (two sched_clock reads) to every XDP program run, in every CPU figure")
+	timeout := pflag.Duration("timeout", 9*time.Minute, "give up, clean up and exit 2 after this long")
+	pflag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: sudo go run ./internal/cmd/peerbench [flags]\n\n"+
+			"xdpflow-probe and softflowd on the same veth and traffic: accuracy, rate,\n"+
+			"CPU per packet; see docs/benchmarks.md.\n\n%s", pflag.CommandLine.FlagUsages())
+	}
+	pflag.Parse()
 	for _, s := range strings.Split(*senders, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || n > 64 {
