@@ -46,15 +46,15 @@ bench:
 
 ## bench-peers: xdpflow-probe vs softflowd on the same veth and traffic (root; needs softflowd); see docs/benchmarks.md
 bench-peers: build
-	$(GO) run ./internal/peerbench --probe bin/xdpflow-probe
+	$(GO) run ./internal/cmd/peerbench --probe bin/xdpflow-probe
 
 ## bench-collector: xdpflow-collector against goflow2, UDP -> JSON lines (and Kafka), loss-free records/s on one core (root); see docs/benchmarks.md
 bench-collector: build
-	$(GO) run ./internal/collectorbench --xdpflow-bin bin/xdpflow-collector
+	$(GO) run ./internal/cmd/collectorbench --xdpflow-bin bin/xdpflow-collector
 
 ## demo: the probe on a veth in throwaway namespaces, exporting IPFIX; traffic mix; exact check
 demo: build
-	$(GO) run ./internal/demo --probe bin/xdpflow-probe
+	$(GO) run ./internal/cmd/demo --probe bin/xdpflow-probe
 
 ## lint: gofmt, go vet, clang-format
 lint:

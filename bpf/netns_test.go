@@ -13,8 +13,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/gopacket/gopacket/layers"
 
-	"github.com/xdpflow/xdpflow/internal/testnet"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
 
 // TestVethNative attaches the program in native XDP mode to the receiving

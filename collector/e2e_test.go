@@ -17,9 +17,10 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -45,7 +46,7 @@ func build(t *testing.T, pkg, name string) string {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  flowcheck.SyncBuffer
+	out  syncbuf.Buffer
 	done chan error
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/xdpflow/xdpflow/collector/rotate"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/internal/metrics"
+	"github.com/xdpflow/xdpflow/internal/ratelimit"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -29,7 +30,8 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &sink{dec: decode.New(decode.Config{MaxExporters: c.MaxExporters, MaxTemplatesPerExporter: c.MaxTemplates}), log: log}
+	s := &sink{dec: decode.New(decode.Config{MaxExporters: c.MaxExporters, MaxTemplatesPerExporter: c.MaxTemplates}), log: log,
+		outErrLog: ratelimit.Every(outErrLogInterval)}
 	if c.Out != "" {
 		if s.file, err = rotate.Open(rotate.Config{Path: c.Out, MaxBytes: c.RotateSize, MaxAge: c.RotateInterval}); err != nil {
 			return err
@@ -106,7 +108,20 @@ type sink struct {
 	format schemas.Format
 	log    *slog.Logger
 
-	encodeErrs atomic.Uint64 // records the Kafka format could not encode
+	encodeErrs atomic.Uint64      // records the Kafka format could not encode
+	outErrLog  *ratelimit.Limiter // --out write errors: every worker's, shared
+}
+
+// outErrLogInterval: --out write errors (a full disk fails every batch)
+// are logged at most this often.
+const outErrLogInterval = 10 * time.Second
+
+// outError logs a failed write to --out, at most once per
+// outErrLogInterval, with how many were not logged since.
+func (s *sink) outError(err error) {
+	if ok, suppressed := s.outErrLog.Allow(time.Now()); ok {
+		s.log.Error("write --out", "err", err, "suppressed", suppressed)
+	}
 }
 
 // flushLoop pushes the file's buffer out every second (and rotates it on
@@ -124,7 +139,7 @@ func (s *sink) flushLoop(ctx context.Context, done chan struct{}) {
 			return
 		case <-t.C:
 			if err := s.file.Flush(); err != nil {
-				s.log.Error("write --out", "err", err)
+				s.outError(err)
 			}
 		}
 	}
@@ -202,7 +217,7 @@ func (w *worker) add(m *schemas.FlowMessage) {
 func (w *worker) Idle() {
 	if len(w.lines) > 0 {
 		if _, err := w.s.file.Write(w.lines); err != nil {
-			w.s.log.Error("write --out", "err", err)
+			w.s.outError(err)
 		}
 		w.lines = w.lines[:0]
 	}

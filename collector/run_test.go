@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/schemas"
 )
@@ -41,24 +42,6 @@ func testFlows(n int, base byte) []schemas.Flow {
 		out[i] = f
 	}
 	return out
-}
-
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // export encodes flows as IPFIX into w, one message per write.
@@ -136,14 +119,14 @@ func get(t *testing.T, url string) string {
 // written.
 func TestOutputs(t *testing.T) {
 	kb := kafkacheck.Start(t, 3, []string{"flows"}, nil)
-	udpPort, tcpPort := freePort(t, "udp"), freePort(t, "tcp")
+	udpPort, tcpPort := freeport.Get(t, "udp"), freeport.Get(t, "tcp")
 	out := filepath.Join(t.TempDir(), "flows.jsonl")
 	c, _, err := parseConfig([]string{"--listen", fmt.Sprintf("udp://127.0.0.1:%d", udpPort), "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", tcpPort),
 		"--out", out, "--allow", "127.0.0.1/32", "--kafka-brokers", kb.Addr, "--kafka-topic", "flows", "--metrics", "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs flowcheck.SyncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -30,8 +30,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"gopkg.in/yaml.v3"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -653,7 +654,7 @@ func TestProbeRunsWithUnitCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pair.Close()
-	run := func(capset string, extra ...string) (*exec.Cmd, *flowcheck.SyncBuffer) {
+	run := func(capset string, extra ...string) (*exec.Cmd, *syncbuf.Buffer) {
 		// `ip netns exec` gives the command its own mount namespace and
 		// sysfs: mount a bpffs there for the pins, as systemd does at boot.
 		script := `mount -t bpf bpf /sys/fs/bpf && exec "$@"`
@@ -661,7 +662,7 @@ func TestProbeRunsWithUnitCapabilities(t *testing.T) {
 			setpriv, "--no-new-privs", "--bounding-set=-all," + capset, "--inh-caps=-all", "--",
 			p.probe, "-i", pair.LinkB, "--metrics", "127.0.0.1:9477", "--ipfix", "udp://127.0.0.1:4739"}, extra...)
 		cmd := exec.Command("ip", args...)
-		var logs flowcheck.SyncBuffer
+		var logs syncbuf.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -708,7 +709,7 @@ func TestProbeRunsWithUnitCapabilities(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			cmd.Process.Signal(syscall.SIGTERM)
 			<-done
-			t.Logf("without %s the probe still runs on this kernel (%s):\n%s", caps[i], kernelRelease(), logs.String())
+			t.Logf("without %s the probe still runs on this kernel (%s):\n%s", caps[i], benchstat.KernelRelease(), logs.String())
 		}
 	}
 }

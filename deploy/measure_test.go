@@ -7,7 +7,7 @@ package deploy
 //	sudo XDPFLOW_MEASURE=1 go test -count=1 -run TestMeasureResources -v ./deploy/
 //
 // It builds both programs, creates two throwaway network namespaces joined
-// by a veth pair (internal/testnet; nothing on the host is touched), runs
+// by a veth pair (internal/testkit/testnet; nothing on the host is touched), runs
 // xdpflow-probe on one end with IPFIX to xdpflow-collector and Kafka to an
 // in-process Kafka-protocol broker (kfake) inside that namespace, sends
 // traffic phases from the other end, and samples both processes from /proc
@@ -29,10 +29,11 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
 
 // procSample is one reading of a process.
@@ -133,7 +134,7 @@ func TestMeasureResources(t *testing.T) {
 	broker := kafkacheck.Start(t, 3, []string{"xdpflow-flows"}, inB)
 
 	// The collector listens on B's loopback; the probe exports IPFIX to it.
-	var collLog, probeLog flowcheck.SyncBuffer
+	var collLog, probeLog syncbuf.Buffer
 	coll := exec.Command("ip", "netns", "exec", pair.NsName("b"), collBin,
 		"--listen", "udp://127.0.0.1:4739", "--out", "/dev/null",
 		"--kafka-brokers", broker.Addr, "--kafka-spool-dir", filepath.Join(dir, "coll-spool"))
@@ -295,7 +296,7 @@ func TestMeasureResources(t *testing.T) {
 	coll.Wait()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "kernel %s, %d CPUs, phases of %v\n", kernelRelease(), numCPU(), phaseLen)
+	fmt.Fprintf(&b, "kernel %s, %d CPUs, phases of %v\n", benchstat.KernelRelease(), benchstat.NumCPU(), phaseLen)
 	for i, p := range procs {
 		fmt.Fprintf(&b, "\n%s\n%-42s %10s %9s %9s %9s %9s %10s\n", p.name, "phase", "frames/s", "RSS MiB", "HWM MiB", "CPU avg", "CPU peak", "BPF MiB")
 		for _, r := range results[i] {
@@ -316,14 +317,4 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func kernelRelease() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t")
 }

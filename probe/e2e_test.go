@@ -29,10 +29,11 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -273,7 +274,7 @@ func newTestPair(t *testing.T, prefix string) *testnet.Pair {
 // probeProc is the probe binary running in side b of a pair.
 type probeProc struct {
 	cmd            *exec.Cmd
-	stdout, stderr flowcheck.SyncBuffer
+	stdout, stderr syncbuf.Buffer
 	exited         chan error
 }
 
@@ -342,7 +343,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 
 	cmd := as("+bpf,+net_admin,+perfmon", "--idle-timeout", "1s")
-	var stderr flowcheck.SyncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 

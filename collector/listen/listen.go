@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+
+	"github.com/xdpflow/xdpflow/internal/ratelimit"
 )
 
 // Handler takes one export message from an exporter. msg is only valid
@@ -46,8 +48,8 @@ type Listener struct {
 
 	udp    *net.UDPConn
 	tcp    *net.TCPListener
-	tlsCfg *tls.Config // tcps:// only
-	tlsLog rateLimit
+	tlsCfg *tls.Config        // tcps:// only
+	tlsLog *ratelimit.Limiter // failed handshakes
 }
 
 // Stats returns the counters.
@@ -122,7 +124,7 @@ func Listen(rawURL string, allow []netip.Prefix, opts Options, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	l := &Listener{URL: rawURL, allow: allow, log: log}
+	l := &Listener{URL: rawURL, allow: allow, log: log, tlsLog: ratelimit.Every(tlsLogInterval)}
 	switch network {
 	case "udp":
 		err = l.listenUDP(addr, opts)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -73,7 +72,7 @@ func (l *Listener) handshake(ctx context.Context, c net.Conn, from netip.AddrPor
 		return nil, err // shutting down: not the exporter's doing
 	}
 	l.tlsErrs.Add(1)
-	if ok, suppressed := l.tlsLog.allow(time.Now(), tlsLogInterval); ok {
+	if ok, suppressed := l.tlsLog.Allow(time.Now()); ok {
 		msg := "IPFIX over TLS: handshake failed, connection closed"
 		if hint := serverHint(err); hint != "" {
 			msg += ": " + hint
@@ -113,23 +112,4 @@ func serverHint(err error) string {
 		return fmt.Sprintf("no TLS handshake within %v", tlsHandshakeTimeout)
 	}
 	return ""
-}
-
-// rateLimit lets one event through per interval and counts the rest.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLimit) allow(now time.Time, every time.Duration) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < every {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testpki"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/testpki"
 )
 
 func TestServerTLSConfig(t *testing.T) {
@@ -161,7 +161,7 @@ func TestTLSListener(t *testing.T) {
 		{name: "denied before the handshake", server: mutual, allow: []string{"198.18.0.0/15"}, client: client(p.CA, p.ClientCert, p.ClientKey), send: stream, denied: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			buf := &flowcheck.SyncBuffer{}
+			buf := &syncbuf.Buffer{}
 			log := slog.New(slog.NewTextHandler(buf, nil))
 			prefixes, err := ParseAllow(tc.allow)
 			if err != nil {
@@ -236,7 +236,7 @@ func TestTLSErrorsRateLimited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := &flowcheck.SyncBuffer{}
+	buf := &syncbuf.Buffer{}
 	h := &recorder{}
 	l, err := Listen("tcps://127.0.0.1:0", nil, Options{TLS: srv}, slog.New(slog.NewTextHandler(buf, nil)))
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
-	"github.com/xdpflow/xdpflow/internal/testpki"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testpki"
 )
 
 func TestStartupChecks(t *testing.T) {

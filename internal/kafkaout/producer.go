@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/xdpflow/xdpflow/internal/ratelimit"
 )
 
 // Message is one Kafka record to write.
@@ -37,9 +39,9 @@ type Stats struct {
 }
 
 const (
-	maxBatch        = 10000   // messages per write call
-	maxMessageBytes = 1 << 19 // key and value; far above any flow or sample
-	logEvery        = 10 * time.Second
+	maxBatch        = 10000            // messages per write call
+	maxMessageBytes = 1 << 19          // key and value; far above any flow or sample
+	logEvery        = 10 * time.Second // repeated drops and errors are logged at most this often
 	backoffMin      = 100 * time.Millisecond
 	backoffMax      = 5 * time.Second
 )
@@ -61,18 +63,19 @@ type Producer struct {
 	leftover []Message // undelivered work the sender gave up at Close
 	leftSeg  uint64    // the spool segment leftover came from, if any
 
-	wake      chan struct{}
-	done      chan struct{}
-	cancel    context.CancelFunc // stops a write in progress
-	stopped   chan struct{}      // closed when the reporter ends
-	writeCtx  context.Context
-	failing   atomic.Bool
-	sent      atomic.Uint64
-	failures  atomic.Uint64
-	spooled   atomic.Uint64
-	replayed  atomic.Uint64
-	dropped   atomic.Uint64
-	lastError atomic.Value // string
+	wake     chan struct{}
+	done     chan struct{}
+	cancel   context.CancelFunc // stops a write in progress
+	writeCtx context.Context
+	failing  atomic.Bool
+	sent     atomic.Uint64
+	failures atomic.Uint64
+	spooled  atomic.Uint64
+	replayed atomic.Uint64
+	dropped  atomic.Uint64
+
+	// Repeated events, each logged at most once per logEvery.
+	dropLog, spoolLog, failLog *ratelimit.Limiter
 }
 
 // New checks the brokers and starts the producer. Settings the brokers
@@ -117,9 +120,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
 			Compression:  comp,
 			Transport:    tr,
 		},
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		dropLog:  ratelimit.Every(logEvery),
+		spoolLog: ratelimit.Every(logEvery),
+		failLog:  ratelimit.Every(logEvery),
 	}
 	p.writeCtx, p.cancel = context.WithCancel(context.Background())
 	if cfg.SpoolDir != "" {
@@ -131,7 +136,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
 		}
 	}
 	go p.run()
-	go p.report()
 	return p, nil
 }
 
@@ -175,7 +179,7 @@ func (p *Producer) dropOversized(msgs []Message) []Message {
 
 func (p *Producer) toSpool(msgs []Message) {
 	if p.spool == nil {
-		p.dropped.Add(uint64(len(msgs)))
+		p.drop(len(msgs), "queue full and no --kafka-spool-dir (raise --kafka-queue-messages)")
 		return
 	}
 	n, err := p.spool.append(msgs)
@@ -183,17 +187,35 @@ func (p *Producer) toSpool(msgs []Message) {
 		err = ferr
 	}
 	p.spooled.Add(uint64(n))
-	if n < len(msgs) {
-		p.dropped.Add(uint64(len(msgs) - n))
-	}
 	if err != nil {
-		p.log.Error("kafka spool write failed: messages dropped", "dir", p.cfg.SpoolDir, "err", err)
+		p.spoolError("kafka spool write failed: messages dropped", err)
+	}
+	if n < len(msgs) {
+		p.drop(len(msgs)-n, "queue and spool full (raise --kafka-queue-messages or --kafka-spool-max-bytes)")
 	}
 }
 
+// drop counts n lost messages and logs why, at most once per logEvery:
+// drops come with every Send while they last.
 func (p *Producer) drop(n int, why string) {
+	total := p.dropped.Add(uint64(n))
+	if ok, suppressed := p.dropLog.Allow(time.Now()); ok {
+		p.log.Error("kafka messages dropped", "count", n, "reason", why, "dropped_total", total, "suppressed", suppressed)
+	}
+}
+
+// dropAtShutdown counts and always logs what Close loses.
+func (p *Producer) dropAtShutdown(n int, why string) {
 	p.dropped.Add(uint64(n))
 	p.log.Error("kafka messages dropped", "count", n, "reason", why)
+}
+
+// spoolError logs a spool failure at most once per logEvery: a full or
+// broken disk fails every Send.
+func (p *Producer) spoolError(msg string, err error) {
+	if ok, suppressed := p.spoolLog.Allow(time.Now()); ok {
+		p.log.Error(msg, "dir", p.cfg.SpoolDir, "err", err, "suppressed", suppressed)
+	}
 }
 
 // next hands the sender its next work: a batch from the queue, else the
@@ -213,7 +235,7 @@ func (p *Producer) next() (work []Message, seg uint64, ok bool) {
 		if p.spool != nil {
 			id, ok, err := p.spool.head()
 			if err != nil {
-				p.log.Error("kafka spool", "err", err)
+				p.spoolError("kafka spool", err)
 			}
 			if ok {
 				return nil, id, true
@@ -262,7 +284,7 @@ func (p *Producer) run() {
 		if seg != 0 {
 			p.mu.Lock()
 			if err := p.spool.remove(seg); err != nil {
-				p.log.Error("kafka spool", "err", err)
+				p.spoolError("kafka spool", err)
 			}
 			p.mu.Unlock()
 		}
@@ -308,9 +330,14 @@ func (p *Producer) write(chunk []Message) []Message {
 			return chunk
 		}
 		p.failures.Add(1)
-		p.lastError.Store(err.Error())
+		// The first failure of an outage is logged at once, then one line
+		// per logEvery while it lasts.
+		logged, attempts := p.failLog.Allow(time.Now())
 		if !p.failing.Swap(true) {
 			p.log.Error("kafka write failed: retrying, messages wait in the queue and spool", "err", err)
+		} else if logged {
+			s := p.Stats()
+			p.log.Warn("kafka still failing", "attempts", attempts+1, "queued", s.QueueDepth, "spool_bytes", s.SpoolBytes, "err", err)
 		}
 		select {
 		case <-time.After(backoff):
@@ -318,29 +345,6 @@ func (p *Producer) write(chunk []Message) []Message {
 			return chunk
 		}
 		backoff = min(2*backoff, backoffMax)
-	}
-}
-
-// report logs drops and failures at most once per interval.
-func (p *Producer) report() {
-	t := time.NewTicker(logEvery)
-	defer t.Stop()
-	var dropped, failures uint64
-	for {
-		select {
-		case <-p.stopped:
-			return
-		case <-t.C:
-		}
-		if d := p.dropped.Load(); d > dropped {
-			p.log.Error("kafka messages dropped: queue and spool full (raise --kafka-queue-messages or --kafka-spool-max-bytes)", "dropped", d-dropped, "interval", logEvery)
-			dropped = d
-		}
-		if f := p.failures.Load(); f > failures && p.failing.Load() {
-			s := p.Stats()
-			p.log.Warn("kafka still failing", "attempts", f-failures, "queued", s.QueueDepth, "spool_bytes", s.SpoolBytes, "err", p.lastError.Load())
-			failures = f
-		}
 	}
 }
 
@@ -362,7 +366,6 @@ func (p *Producer) Close(ctx context.Context) error {
 		<-p.done
 	}
 	p.cancel()
-	close(p.stopped)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -376,14 +379,14 @@ func (p *Producer) Close(ctx context.Context) error {
 			perr = errors.Join(perr, p.spool.remove(p.leftSeg))
 		}
 		if n < len(rest) {
-			p.drop(len(rest)-n, "spool full at shutdown")
+			p.dropAtShutdown(len(rest)-n, "spool full at shutdown")
 		}
 		err = errors.Join(perr, p.spool.close())
 		if n > 0 {
 			p.log.Info("kafka messages spooled at shutdown: they are sent at the next start", "messages", n, "dir", p.cfg.SpoolDir)
 		}
 	} else if len(rest) > 0 {
-		p.drop(len(rest), "brokers unreachable at shutdown and no --kafka-spool-dir")
+		p.dropAtShutdown(len(rest), "brokers unreachable at shutdown and no --kafka-spool-dir")
 	}
 	return errors.Join(err, p.w.Close())
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 )
 
 const topic = "flows"

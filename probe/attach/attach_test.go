@@ -14,7 +14,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/bpf/bpftest"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
 func TestAttachDetach(t *testing.T) {

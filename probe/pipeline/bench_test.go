@@ -12,7 +12,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xdpflow/xdpflow/bpf"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/flowtable"

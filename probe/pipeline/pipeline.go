@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/internal/ratelimit"
 	"github.com/xdpflow/xdpflow/probe/biflow"
 	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
@@ -53,10 +54,10 @@ type Pipeline struct {
 	cfg   Config
 
 	out        []schemas.Flow
-	lastDrain  int       // flows in the last drained table
-	failedSeen uint64    // datapath update failures already reported
-	pressure   uint64    // ticks run early because of kernel table pressure
-	lastWarn   time.Time // rate limit for pressure warnings
+	lastDrain  int                // flows in the last drained table
+	failedSeen uint64             // datapath update failures already reported
+	pressure   uint64             // ticks run early because of kernel table pressure
+	warn       *ratelimit.Limiter // pressure warnings
 
 	ifaces map[uint32]*Interface
 	snap   atomic.Pointer[Snapshot]
@@ -85,6 +86,7 @@ func New(src Source, exps []export.Exporter, clock *bpf.Clock, cfg Config, log *
 		clock:  clock,
 		log:    log,
 		cfg:    cfg,
+		warn:   ratelimit.Every(time.Minute),
 		ifaces: map[uint32]*Interface{},
 	}
 	for idx, name := range cfg.Interfaces {
@@ -186,10 +188,9 @@ func (p *Pipeline) nextInterval(cur, configured time.Duration) time.Duration {
 	switch {
 	case p.lastDrain > p.cfg.KernelFlows*3/4:
 		p.pressure++
-		if time.Since(p.lastWarn) > time.Minute {
-			p.lastWarn = time.Now()
+		if ok, held := p.warn.Allow(time.Now()); ok {
 			p.log.Warn("kernel flow table nearly full: draining faster; raise --max-flows if this persists",
-				"flows_in_interval", p.lastDrain, "max_flows", p.cfg.KernelFlows)
+				"flows_in_interval", p.lastDrain, "max_flows", p.cfg.KernelFlows, "ticks_since_last_warning", held)
 		}
 		return max(cur/2, 50*time.Millisecond)
 	case p.lastDrain < p.cfg.KernelFlows/4 && cur < configured:

@@ -19,7 +19,7 @@ import (
 // Under kernel table pressure the drain interval halves (not below 50 ms),
 // and relaxes back to the configured value once the pressure is gone.
 func TestDrainIntervalFollowsPressure(t *testing.T) {
-	p := &Pipeline{log: slog.New(slog.NewTextHandler(io.Discard, nil)), cfg: Config{KernelFlows: 1000}}
+	p := New(&fakeSource{}, nil, bpf.NewClock(), Config{KernelFlows: 1000}, discard())
 	conf := time.Second
 	steps := []struct {
 		drained int

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xdpflow/xdpflow/internal/ratelimit"
 	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/schemas"
 )
@@ -38,7 +39,7 @@ type Exporter struct {
 
 	messages, records, bytes, sendErrors, dropped, reconnects, tlsErrors atomic.Uint64
 
-	errLog rateLimit
+	errLog *ratelimit.Limiter
 }
 
 // NewExporter returns an exporter to rawURL: udp://host:port,
@@ -65,7 +66,7 @@ func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*
 	if log == nil {
 		log = slog.Default()
 	}
-	x := &Exporter{log: log}
+	x := &Exporter{log: log, errLog: ratelimit.Every(errLogInterval)}
 	x.name = fmt.Sprintf("%s %s://%s", cfg.Protocol, u.Scheme, u.Host)
 
 	switch u.Scheme {
@@ -196,26 +197,7 @@ func (x *Exporter) sendUDP(msg []byte) error {
 // logError logs err at most once per errLogInterval, with how many were
 // not logged since.
 func (x *Exporter) logError(msg string, err error) {
-	if ok, suppressed := x.errLog.allow(time.Now(), errLogInterval); ok {
+	if ok, suppressed := x.errLog.Allow(time.Now()); ok {
 		x.log.Warn(x.name+": "+msg, "err", err, "suppressed", suppressed)
 	}
-}
-
-// rateLimit lets one event through per interval and counts the rest.
-type rateLimit struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLimit) allow(now time.Time, every time.Duration) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.last.IsZero() && now.Sub(r.last) < every {
-		r.suppressed++
-		return false, 0
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return true, n
 }

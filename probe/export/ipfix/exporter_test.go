@@ -3,6 +3,7 @@ package ipfix
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -10,12 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-func testLogger(t *testing.T) (*slog.Logger, *flowcheck.SyncBuffer) {
-	buf := &flowcheck.SyncBuffer{}
+func testLogger(t *testing.T) (*slog.Logger, *syncbuf.Buffer) {
+	buf := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("exporter log:\n%s", buf)
@@ -24,23 +26,9 @@ func testLogger(t *testing.T) (*slog.Logger, *flowcheck.SyncBuffer) {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
-// freePort returns a loopback port nobody listens on (for now).
+// freePort returns a loopback address nobody listens on (for now).
 func freePort(t *testing.T, network string) string {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", freeport.Get(t, network))
 }
 
 // fastTCP keeps the TCP tests short.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/collector/decode"
 	"github.com/xdpflow/xdpflow/collector/listen"
-	"github.com/xdpflow/xdpflow/internal/testpki"
+	"github.com/xdpflow/xdpflow/internal/testkit/testpki"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 

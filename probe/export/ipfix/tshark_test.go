@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
 )
 
 func writePcap(t *testing.T, path string, dstPort uint16, msgs [][]byte) {

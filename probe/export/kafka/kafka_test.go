@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/kafkacheck"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 

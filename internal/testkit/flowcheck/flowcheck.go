@@ -13,7 +13,7 @@ import (
 
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
 
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 

@@ -3,13 +3,12 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
 )
 
 // procCPU is utime+stime of pid (all its threads), in seconds.
@@ -91,26 +90,6 @@ func snmpUDP() (rcvbuf, inErr uint64, err error) {
 		break
 	}
 	return rcvbuf, inErr, nil
-}
-
-// freePort returns a port no one listens on at the moment for network.
-func freePort(network string) (int, error) {
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port, nil
-	default:
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port, nil
-	}
 }
 
 // waitUDP waits until a socket is bound to port, or the child exits.

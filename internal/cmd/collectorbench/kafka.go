@@ -9,6 +9,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 )
 
 // kafkaSink is an in-process Kafka-protocol broker (franz-go's kfake, in
@@ -23,7 +25,7 @@ type kafkaSink struct {
 }
 
 func startKafka(cfg *config) (*kafkaSink, error) {
-	port, err := freePort("tcp")
+	port, err := freeport.Find("tcp")
 	if err != nil {
 		return nil, err
 	}

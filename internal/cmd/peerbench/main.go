@@ -29,7 +29,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,9 +40,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/spf13/pflag"
+
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
 type config struct {
@@ -102,21 +104,27 @@ func cleanup() {
 
 func main() {
 	cfg := &config{}
-	flag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
-	flag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
-	flag.StringVar(&cfg.xdpMode, "xdp-mode", "native", "xdpflow-probe --xdp-mode: native, or generic (veth's native XDP copies each frame first)")
-	flag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
-	flag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
-	senders := flag.String("senders", "1,2", "rate/CPU runs with these numbers of parallel senders (comma-separated)")
-	sender := flag.String("sender", "go", "rate sender: go (one AF_PACKET socket per sender, retries when the veth pushes back) trafgen (netsniff-ng; aborts on the veth's backpressure, so only for --senders 1), or xdp (BPF_PROG_TEST_RUN live frames redirected into A: B receives XDP frames, no veth copy; adds the --action drop cases)")
-	flag.IntVar(&xdpFrames, "xdp-flows", xdpFrames, "--sender xdp: flows (distinct frames, one BPF_PROG_TEST_RUN call each per run), at most 3,840")
-	flag.IntVar(&cfg.accFlows, "accuracy-flows", 5000, "distinct UDP flows added to the mix in the accuracy run")
-	flag.IntVar(&cfg.accScale, "accuracy-scale", 10, "trafficgen.Mix() packets multiplied by this")
-	flag.IntVar(&cfg.accPPS, "accuracy-pps", 50000, "sending rate of the accuracy run")
-	flag.BoolVar(&cfg.pin, "pin", false, "--sender xdp only: run the senders (and this program) on CPU 1, B's veth NAPI in a kernel thread (threaded NAPI) and the probe on CPU 0, and also report CPU 0's busy time per million frames B received")
-	flag.BoolVar(&cfg.progStats, "prog-stats", true, "turn on the kernel's run time accounting of BPF programs (BPF_ENABLE_STATS, as sysctl kernel.bpf_stats_enabled=1) for the XDP program columns; it adds its own cost (two sched_clock reads) to every XDP program run, in every CPU figure")
-	timeout := flag.Duration("timeout", 9*time.Minute, "give up, clean up and exit 2 after this long")
-	flag.Parse()
+	pflag.CommandLine.SortFlags = false
+	pflag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
+	pflag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
+	pflag.StringVar(&cfg.xdpMode, "xdp-mode", "native", "xdpflow-probe --xdp-mode: native, or generic (veth's native XDP copies each frame first)")
+	pflag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
+	pflag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
+	senders := pflag.String("senders", "1,2", "rate/CPU runs with these numbers of parallel senders (comma-separated)")
+	sender := pflag.String("sender", "go", "rate sender: go (one AF_PACKET socket per sender, retries when the veth pushes back) trafgen (netsniff-ng; aborts on the veth's backpressure, so only for --senders 1), or xdp (BPF_PROG_TEST_RUN live frames redirected into A: B receives XDP frames, no veth copy; adds the --action drop cases)")
+	pflag.IntVar(&xdpFrames, "xdp-flows", xdpFrames, "--sender xdp: flows (distinct frames, one BPF_PROG_TEST_RUN call each per run), at most 3,840")
+	pflag.IntVar(&cfg.accFlows, "accuracy-flows", 5000, "distinct UDP flows added to the mix in the accuracy run")
+	pflag.IntVar(&cfg.accScale, "accuracy-scale", 10, "trafficgen.Mix() packets multiplied by this")
+	pflag.IntVar(&cfg.accPPS, "accuracy-pps", 50000, "sending rate of the accuracy run")
+	pflag.BoolVar(&cfg.pin, "pin", false, "--sender xdp only: run the senders (and this program) on CPU 1, B's veth NAPI in a kernel thread (threaded NAPI) and the probe on CPU 0, and also report CPU 0's busy time per million frames B received")
+	pflag.BoolVar(&cfg.progStats, "prog-stats", true, "turn on the kernel's run time accounting of BPF programs (BPF_ENABLE_STATS, as sysctl kernel.bpf_stats_enabled=1) for the XDP program columns; it adds its own cost (two sched_clock reads) to every XDP program run, in every CPU figure")
+	timeout := pflag.Duration("timeout", 9*time.Minute, "give up, clean up and exit 2 after this long")
+	pflag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: sudo go run ./internal/cmd/peerbench [flags]\n\n"+
+			"xdpflow-probe and softflowd on the same veth and traffic: accuracy, rate,\n"+
+			"CPU per packet; see docs/benchmarks.md.\n\n%s", pflag.CommandLine.FlagUsages())
+	}
+	pflag.Parse()
 	for _, s := range strings.Split(*senders, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || n > 64 {
@@ -169,7 +177,7 @@ func run(cfg *config, sender string) error {
 		sfVersion = strings.TrimSuffix(strings.Fields(v + " ?")[0], ".")
 	}
 	cfg.xdpSender = sender == "xdp"
-	if cfg.pin && (!cfg.xdpSender || numCPU() < 2) {
+	if cfg.pin && (!cfg.xdpSender || benchstat.NumCPU() < 2) {
 		return fmt.Errorf("--pin needs --sender xdp and at least 2 CPUs")
 	}
 	if xdpFrames < 1 || xdpFrames > rateFlows {
@@ -538,18 +546,6 @@ func runRate(k kind, pair *testnet.Pair, cfg *config, senders, rep int) (rateRes
 	return res, nil
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func pct(a, b uint64) string {
 	if b == 0 {
 		return "-"
@@ -569,7 +565,7 @@ func softflowdDrops(stats string) string {
 
 func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs []accResult, rates []rateResult) {
 	w := os.Stdout
-	fmt.Fprintf(w, "\n== xdpflow-probe vs softflowd %s: same veth, same traffic (%s, %d CPUs) ==\n", sfVersion, kernelRelease(), numCPU())
+	fmt.Fprintf(w, "\n== xdpflow-probe vs softflowd %s: same veth, same traffic (%s, %d CPUs) ==\n", sfVersion, "Linux "+benchstat.KernelRelease(), benchstat.NumCPU())
 	fmt.Fprintf(w, "\n-- 1. Accuracy: trafficgen.Mix() x%d + %d distinct UDP flows (%d flows, %d frames) at ~%d pps; export decoded by goflow2\n\n",
 		cfg.accScale, cfg.accFlows, nflows, nframes, cfg.accPPS)
 	fmt.Fprintf(w, "| probe | flows exact (packets and L3 bytes) | flows with exact packets | flows exact counting bytes after the Ethernet/VLAN header, padding included | packets counted / sent | bytes counted / sent (L3) |\n|---|---|---|---|---|---|\n")
@@ -662,19 +658,19 @@ func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs
 					maxXDPpps = max(maxXDPpps, r.pps())
 				}
 			}
-			mb := median(busy)
+			mb := benchstat.Median(busy)
 			total[k] = mb
 			switch {
 			case k == none:
 				base = mb
-				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | - | - |\n", k, median(pps), drops, strings.Join(got, ", "), mb)
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | - | - |\n", k, benchstat.Median(pps), drops, strings.Join(got, ", "), mb)
 			case k.noExport():
 				above[k] = mb - base
-				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | %.3f | - |\n", k, median(pps), drops, strings.Join(got, ", "), mb, mb-base)
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | - | - | - | %.3f | %.3f | - |\n", k, benchstat.Median(pps), drops, strings.Join(got, ", "), mb, mb-base)
 			default:
 				above[k] = mb - base
-				fmt.Fprintf(w, "| %s | %.0f | %d | %s | %s | %s | %d / %d | %.3f | %.3f | %.3f |\n", k, median(pps), drops,
-					strings.Join(got, ", "), strings.Join(counted, ", "), strings.Join(ofGot, ", "), worst, cfg.rateFlows(), mb, mb-base, median(pcpu))
+				fmt.Fprintf(w, "| %s | %.0f | %d | %s | %s | %s | %d / %d | %.3f | %.3f | %.3f |\n", k, benchstat.Median(pps), drops,
+					strings.Join(got, ", "), strings.Join(counted, ", "), strings.Join(ofGot, ", "), worst, cfg.rateFlows(), mb, mb-base, benchstat.Median(pcpu))
 			}
 		}
 		fmt.Fprintln(w)
@@ -726,26 +722,4 @@ func report(cfg *config, sfVersion, senderName string, nframes, nflows int, accs
 	}
 	exact := len(accs) > 0 && accs[0].kind == xdpflow && accs[0].exact == accs[0].flows && xdpExact
 	fmt.Fprintf(w, "100%% exact counts: %s (accuracy run and every rate run)\n", yes(exact))
-}
-
-func kernelRelease() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "Linux"
-	}
-	return "Linux " + strings.TrimSpace(string(b))
-}
-
-func numCPU() int {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "cpu") && !strings.HasPrefix(l, "cpu ") {
-			n++
-		}
-	}
-	return n
 }

@@ -16,14 +16,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
 )
 
 // Proc is a child process this program started.
 type Proc struct {
 	Name string
 	// Out collects its stdout and stderr.
-	Out flowcheck.SyncBuffer
+	Out syncbuf.Buffer
 
 	cmd      *exec.Cmd
 	done     chan struct{}

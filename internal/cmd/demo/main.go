@@ -8,7 +8,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -20,15 +19,23 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
-	"github.com/xdpflow/xdpflow/internal/trafficgen"
+	"github.com/spf13/pflag"
+
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
 
 func main() {
-	probe := flag.String("probe", "bin/xdpflow-probe", "the xdpflow-probe binary to run")
-	scale := flag.Int("scale", 10, "send each flow of the mix this many times over")
-	flag.Parse()
+	probe := pflag.String("probe", "bin/xdpflow-probe", "the xdpflow-probe binary to run")
+	scale := pflag.Int("scale", 10, "send each flow of the mix this many times over")
+	pflag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: sudo go run ./internal/cmd/demo [flags]\n\n"+
+			"xdpflow-probe on a veth in throwaway namespaces, exporting IPFIX; a\n"+
+			"traffic mix, every record printed and checked (what make demo runs).\n\n%s", pflag.CommandLine.FlagUsages())
+	}
+	pflag.Parse()
 	if err := run(*probe, *scale); err != nil {
 		slog.Error("demo failed", "err", err)
 		os.Exit(1)
@@ -75,7 +82,7 @@ func run(probe string, scale int) error {
 		}
 	})
 
-	var logs flowcheck.SyncBuffer
+	var logs syncbuf.Buffer
 	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), probe, "-i", pair.LinkB,
 		"--ipfix", coll.URL(), "--idle-timeout", "2s", "--active-timeout", "4s", "--drain-interval", "500ms")
 	cmd.Stderr = &logs

@@ -12,6 +12,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 )
 
 // Broker is a one-node Kafka cluster on 127.0.0.1 that keeps its data on
@@ -39,7 +41,11 @@ func Start(t testing.TB, partitions int32, topics []string, in InNamespace, opts
 	if in == nil {
 		b.in = func(fn func() error) error { return fn() }
 	}
-	b.Port = freePort(t, b.listen)
+	port, err := freeport.FindIn(b.in, "tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Port = port
 	b.Addr = fmt.Sprintf("127.0.0.1:%d", b.Port)
 	if len(topics) > 0 {
 		opts = append(opts, kfake.SeedTopics(partitions, topics...))
@@ -60,15 +66,6 @@ func (b *Broker) listen(network, addr string) (ln net.Listener, err error) {
 func (b *Broker) dial(ctx context.Context, network, addr string) (c net.Conn, err error) {
 	b.in(func() error { c, err = (&net.Dialer{}).DialContext(ctx, network, addr); return nil })
 	return c, err
-}
-
-func freePort(t testing.TB, listen func(network, addr string) (net.Listener, error)) int {
-	ln, err := listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Stop shuts the broker down; its data stays on disk.

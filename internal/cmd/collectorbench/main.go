@@ -14,7 +14,7 @@
 // queued in memory does not count as keeping up). The rate is doubled
 // until a run fails, then bisected.
 //
-//	go run ./internal/collectorbench --help
+//	go run ./internal/cmd/collectorbench --help
 package main
 
 import (
@@ -34,7 +34,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 )
 
@@ -95,7 +96,7 @@ func parseFlags() (*config, error) {
 	fs.IntVar(&c.retries, "retries", 3, "how often a disturbed run is repeated before its result is taken as is")
 	fs.DurationVar(&c.allocTime, "alloc-time", 2*time.Second, "time of each in-process allocation measurement (0: skip)")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: go run ./internal/collectorbench [flags]\n\n"+
+		fmt.Fprintf(os.Stderr, "usage: go run ./internal/cmd/collectorbench [flags]\n\n"+
 			"Highest loss-free records/s of xdpflow-collector and goflow2 on one core,\n"+
 			"UDP on 127.0.0.1 to a JSON lines file (and Kafka); see docs/benchmarks.md.\n\n%s", fs.FlagUsages())
 	}
@@ -389,7 +390,7 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 			}
 			r.rates = append(r.rates, s)
 		}
-		r.rate, r.cpuPerM, r.util, r.rss = median(rates), median(cpm), median(util), median(rss)
+		r.rate, r.cpuPerM, r.util, r.rss = benchstat.Median(rates), benchstat.Median(cpm), benchstat.Median(util), benchstat.Median(rss)
 		rows[c] = r
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -437,7 +438,7 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 	fmt.Printf("\nsocket buffer: %s for both (net.core.rmem_default; xdpflow --udp-read-buffer %d, doubled by the kernel); input %s, %d flows, %.1f records a data message\n",
 		sizeStr(cfg.rcvbuf), cfg.rcvbuf/2, in.proto, in.total, float64(in.total)/float64(countNonZero(in.flows)))
 	fmt.Printf("loss: records sent − records in the output; drops: the collector socket's drops column in /proc/net/udp\n")
-	fmt.Printf("took %v; reproduce: go run ./internal/collectorbench %s\n", took.Round(time.Second), strings.Join(os.Args[1:], " "))
+	fmt.Printf("took %v; reproduce: go run ./internal/cmd/collectorbench %s\n", took.Round(time.Second), strings.Join(os.Args[1:], " "))
 }
 
 func countNonZero(xs []int) int {
@@ -448,18 +449,6 @@ func countNonZero(xs []int) int {
 		}
 	}
 	return n
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func readInt(path string) (int, error) {

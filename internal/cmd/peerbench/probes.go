@@ -15,9 +15,9 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/internal/flowcheck"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
 // The xdp sender (--sender xdp): frames enter veth A as XDP frames, not as

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -38,7 +39,7 @@ func StartNfcapd(t *testing.T, pair *testnet.Pair) *Nfcapd {
 	c.Close()
 	n := &Nfcapd{dir: t.TempDir(), URL: fmt.Sprintf("udp://127.0.0.1:%d", port), done: make(chan error, 1)}
 	n.cmd = exec.Command("ip", "netns", "exec", pair.NsName("b"), "nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", n.dir, "-t", "3600")
-	var out SyncBuffer
+	var out syncbuf.Buffer
 	n.cmd.Stdout, n.cmd.Stderr = &out, &out
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

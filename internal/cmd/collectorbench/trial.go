@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 )
 
 // collector is one program under test with one output.
@@ -91,7 +92,7 @@ var (
 // trial runs c once at rate records/s for cfg.duration.
 func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, error) {
 	res := &trialResult{rate: rate, selfDrops: -1}
-	port, err := freePort("udp")
+	port, err := freeport.Find("udp")
 	if err != nil {
 		return nil, err
 	}

@@ -31,8 +31,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/internal/benchproc"
-	"github.com/xdpflow/xdpflow/internal/testnet"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
+	"github.com/xdpflow/xdpflow/internal/cmd/benchstat"
+	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
 // cpuTimes from /proc/stat, in USER_HZ ticks.
@@ -287,7 +288,7 @@ func reportProbeCPU(cfg *config, rates []rateResult) {
 				cpu0 = append(cpu0, per(r, r.rxCPUBusy))
 				napi = append(napi, per(r, r.napiCPU))
 			}
-			baseSoft, baseCPU0, baseNAPI = median(soft), median(cpu0), median(napi)
+			baseSoft, baseCPU0, baseNAPI = benchstat.Median(soft), benchstat.Median(cpu0), benchstat.Median(napi)
 		}
 		// Medians per case (s/Mpkt; nsRun in ns).
 		probeCPU := map[kind]float64{}
@@ -345,27 +346,27 @@ func reportProbeCPU(cfg *config, rates []rateResult) {
 			hasProbe := k != none && (hasProg || !(k.isXDPFlow() || k.noExport()))
 			probeCell := "-"
 			if hasProbe {
-				probeCell = fmt.Sprintf("**%.3f** (%s)", median(probe), strings.Join(each, ", "))
+				probeCell = fmt.Sprintf("**%.3f** (%s)", benchstat.Median(probe), strings.Join(each, ", "))
 			}
-			row := fmt.Sprintf("| %s | %.0f | %s | %s | %s | %.3f | %s | %s | %s |", k, median(recv),
-				dash(hasProg, "%.3f", median(runsPer)), dash(hasProg, "%.1f", median(nsRun)), dash(hasProg, "%.3f", median(progS)),
-				median(soft), dash(k != none, "%.3f", median(soft)-baseSoft),
-				dash(k != none && !k.noExport(), "%.3f", median(proc)),
+			row := fmt.Sprintf("| %s | %.0f | %s | %s | %s | %.3f | %s | %s | %s |", k, benchstat.Median(recv),
+				dash(hasProg, "%.3f", benchstat.Median(runsPer)), dash(hasProg, "%.1f", benchstat.Median(nsRun)), dash(hasProg, "%.3f", benchstat.Median(progS)),
+				benchstat.Median(soft), dash(k != none, "%.3f", benchstat.Median(soft)-baseSoft),
+				dash(k != none && !k.noExport(), "%.3f", benchstat.Median(proc)),
 				probeCell)
 			if cfg.pin {
-				row += fmt.Sprintf(" %.3f | %s | %.3f |", median(c0), dash(k != none, "%.3f", median(c0)-baseCPU0), median(rx))
+				row += fmt.Sprintf(" %.3f | %s | %.3f |", benchstat.Median(c0), dash(k != none, "%.3f", benchstat.Median(c0)-baseCPU0), benchstat.Median(rx))
 			}
 			fmt.Fprintln(w, row)
 			if hasProbe {
-				probeCPU[k] = median(probe)
+				probeCPU[k] = benchstat.Median(probe)
 			}
 			if hasProg {
-				progM[k], nsRunM[k] = median(progS), median(nsRun)
+				progM[k], nsRunM[k] = benchstat.Median(progS), benchstat.Median(nsRun)
 			}
-			procOnly[k], cpu0[k], rxSide[k] = median(proc), median(c0), median(rx)
-			kern[k] = median(soft)
+			procOnly[k], cpu0[k], rxSide[k] = benchstat.Median(proc), benchstat.Median(c0), benchstat.Median(rx)
+			kern[k] = benchstat.Median(soft)
 			if cfg.pin {
-				kern[k] = median(napi)
+				kern[k] = benchstat.Median(napi)
 			}
 		}
 		fmt.Fprintln(w)
