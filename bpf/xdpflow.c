@@ -434,8 +434,8 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 	add(&v->packets, 1);
 	add(&v->bytes, p->l3_len);
 	add(&v->l2_bytes, p->l2_len);
-	/* Plain stores, and only when something changes: the coarse clock
-	 * ticks per jiffy, so most packets of a busy flow write nothing here. */
+	/* Plain stores, and only when something changes: the clock ticks once
+	 * per timer period, so most packets of a busy flow write nothing here. */
 	if (v->last_seen_ns < now)
 		v->last_seen_ns = now;
 	if ((v->tcp_flags | p->tcp_flags) != v->tcp_flags) {

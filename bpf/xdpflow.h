@@ -27,7 +27,7 @@ struct flow_value {
 	__u64 packets;
 	__u64 bytes;	     /* L3 octets: IP header + payload (octetDeltaCount) */
 	__u64 l2_bytes;	     /* frame octets as received (layer2OctetDeltaCount) */
-	__u64 first_seen_ns; /* CLOCK_MONOTONIC (coarse) */
+	__u64 first_seen_ns; /* CLOCK_MONOTONIC, the timer clock (1 ms) */
 	__u64 last_seen_ns;
 	__u32 tcp_flags;     /* OR of the 12 low bits of TCP header word 6 (RFC 7125) */
 	__u8 ip_tos;	     /* IPv4 TOS / IPv6 traffic class of the first packet */
