@@ -96,14 +96,17 @@ func TestVethNative(t *testing.T) {
 	const datagrams, size = 100, 200
 	var local *net.UDPAddr
 	if err := pair.In(pair.A, func() error {
-		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IP{198, 18, 0, 2}, Port: 7777})
+		// Unconnected: the port unreachable that side b answers must not
+		// fail a later write (ECONNREFUSED), as it does a connected socket.
+		c, err := net.ListenUDP("udp4", nil)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
 		local = c.LocalAddr().(*net.UDPAddr)
+		dst := &net.UDPAddr{IP: net.IP{198, 18, 0, 2}, Port: 7777}
 		for i := 0; i < datagrams; i++ {
-			if _, err := c.Write(make([]byte, size)); err != nil {
+			if _, err := c.WriteToUDP(make([]byte, size), dst); err != nil {
 				return err
 			}
 		}
