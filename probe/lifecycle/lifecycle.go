@@ -80,12 +80,35 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 		}
 		p.names[uint32(i.Index)] = iface
 	}
+	if c.Detach { // export what the pinned tables hold, then remove all
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		ctx = done
+	}
+	plan, err := sequence(ctx, p.parts(), p.run, func() State {
+		return State{Pinned: c.PinPath != "", Detach: c.Detach, Attached: p.attached, Reused: p.d != nil && p.d.Reused}
+	})
+	switch {
+	case plan.KeepCounting && p.attached:
+		log.Info("the XDP program stays attached and counting (pinned): the next start exports what it counts; `xdpflow-probe --detach -i IFACE` removes it",
+			"pin_path", c.PinPath)
+	case plan.Unpin && c.Detach:
+		log.Info("XDP program removed, pinned maps exported and removed", "pin_path", c.PinPath)
+	}
+	return err
+}
+
+// sequence starts parts in order until one fails, runs run if none did,
+// then undoes every part that returned an undo (a part that failed half-way
+// may have), in reverse order, with the plan Decide makes of state() at
+// that moment.
+func sequence(ctx context.Context, parts []part, run func(context.Context) error, state func() State) (Plan, error) {
 	var undos []func(Plan) error
 	var err error
-	for _, pt := range p.parts() {
+	for _, pt := range parts {
 		var u undo
 		u, err = pt.start(ctx)
-		if u != nil { // a part that failed half-way may still have something to undo
+		if u != nil {
 			name := pt.name
 			undos = append(undos, func(pl Plan) error {
 				if err := u(pl); err != nil {
@@ -99,25 +122,13 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 		}
 	}
 	if err == nil {
-		if c.Detach { // export what the pinned tables hold, then remove all
-			done, cancel := context.WithCancel(ctx)
-			cancel()
-			ctx = done
-		}
-		err = p.run(ctx)
+		err = run(ctx)
 	}
-	plan := Decide(State{Pinned: c.PinPath != "", Detach: c.Detach, Attached: p.attached, Reused: p.d != nil && p.d.Reused})
+	plan := Decide(state())
 	for i := len(undos) - 1; i >= 0; i-- {
 		err = errors.Join(err, undos[i](plan))
 	}
-	switch {
-	case plan.KeepCounting && p.attached:
-		log.Info("the XDP program stays attached and counting (pinned): the next start exports what it counts; `xdpflow-probe --detach -i IFACE` removes it",
-			"pin_path", c.PinPath)
-	case plan.Unpin && c.Detach:
-		log.Info("XDP program removed, pinned maps exported and removed", "pin_path", c.PinPath)
-	}
-	return err
+	return plan, err
 }
 
 // parts are the probe's components in start order.
