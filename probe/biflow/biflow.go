@@ -9,28 +9,33 @@ import (
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-// key is a direction of a conversation: the interface is left out, since
-// a TAP delivers each direction on its own port.
-type key struct {
-	src, dst         netip.Addr
-	srcPort, dstPort uint16
-	proto            uint8
-	vlan             uint16
+// Key is one direction of a conversation as pairing sees it: addresses,
+// ports, protocol and VLAN. The interface is not part of it: a TAP
+// delivers each direction on its own port.
+type Key struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16 // ICMP: 0 and type<<8|code
+	Proto            uint8
+	VlanId           uint16
 }
 
-func keyOf(f *schemas.Flow) key {
-	return key{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId}
+// KeyOf is f's direction.
+func KeyOf(f *schemas.Flow) Key {
+	return Key{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId}
 }
 
-// reverseKey is the key of f's other direction; ok is false for flows
-// that have none (ICMP other than echo).
-func reverseKey(f *schemas.Flow) (key, bool) {
-	k := key{f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort, f.Proto, f.VlanId}
+// ReverseKey is the key of f's other direction, the one rule that both
+// pairing (Pair) and the flow table (which ends partners together) use:
+// addresses and ports swapped, same protocol and VLAN, on any interface;
+// an ICMP echo request's reverse is the reply and back
+// (schemas.ReverseICMP). ok is false for flows that have none (ICMP
+// other than echo).
+func ReverseKey(f *schemas.Flow) (k Key, ok bool) {
+	k = Key{f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort, f.Proto, f.VlanId}
 	if f.IsICMP() {
-		var ok bool
-		k.srcPort = 0
-		if k.dstPort, ok = schemas.ReverseICMP(f.Proto, f.DstPort); !ok {
-			return key{}, false
+		k.SrcPort = 0
+		if k.DstPort, ok = schemas.ReverseICMP(f.Proto, f.DstPort); !ok {
+			return Key{}, false
 		}
 	}
 	return k, true
@@ -41,9 +46,9 @@ func reverseKey(f *schemas.Flow) (key, bool) {
 // first packet came first is forward (ties: the earlier record). The
 // merged record keeps the forward record's interface and end reason.
 func Pair(flows []schemas.Flow) []schemas.Flow {
-	index := make(map[key]int, len(flows))
+	index := make(map[Key]int, len(flows))
 	for i := range flows {
-		index[keyOf(&flows[i])] = i
+		index[KeyOf(&flows[i])] = i
 	}
 	gone := make([]bool, len(flows))
 	for i := range flows {
@@ -51,7 +56,7 @@ func Pair(flows []schemas.Flow) []schemas.Flow {
 		if gone[i] || f.Biflow {
 			continue
 		}
-		rk, ok := reverseKey(f)
+		rk, ok := ReverseKey(f)
 		if !ok {
 			continue
 		}

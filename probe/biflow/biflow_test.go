@@ -73,3 +73,48 @@ func TestPair(t *testing.T) {
 		})
 	}
 }
+
+// TestReverseKey: the one rule for a flow's other direction: addresses
+// and ports swapped, ICMP echo request <-> reply, no reverse for other
+// ICMP, same VLAN, and the interface plays no part.
+func TestReverseKey(t *testing.T) {
+	a6, b6 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	withVLAN := func(f schemas.Flow, vlan uint16) schemas.Flow { f.VlanId = vlan; return f }
+	for _, tc := range []struct {
+		name string
+		f    schemas.Flow
+		want Key
+		ok   bool
+	}{
+		{"tcp", fl(a, b, 40000, 443, 6, 1, 1, 1), Key{b, a, 443, 40000, 6, 0}, true},
+		{"udp over ipv6", fl(a6, b6, 546, 547, 17, 1, 1, 1), Key{b6, a6, 547, 546, 17, 0}, true},
+		{"vlan kept", withVLAN(fl(a, b, 1, 2, 17, 1, 1, 1), 42), Key{b, a, 2, 1, 17, 42}, true},
+		{"interface left out", fl(a, b, 40000, 443, 6, 1, 1, 7), Key{b, a, 443, 40000, 6, 0}, true},
+		{"icmp echo request", fl(a, b, 0, 8<<8, 1, 1, 1, 1), Key{b, a, 0, 0, 1, 0}, true},
+		{"icmp echo reply", fl(b, a, 0, 0, 1, 1, 1, 1), Key{a, b, 0, 8 << 8, 1, 0}, true},
+		{"icmpv6 echo request", fl(a6, b6, 0, 128<<8, 58, 1, 1, 1), Key{b6, a6, 0, 129 << 8, 58, 0}, true},
+		{"icmpv6 echo reply", fl(b6, a6, 0, 129<<8, 58, 1, 1, 1), Key{a6, b6, 0, 128 << 8, 58, 0}, true},
+		{"icmp unreachable: none", fl(a, b, 0, 3<<8|3, 1, 1, 1, 1), Key{}, false},
+		{"icmpv6 neighbour solicitation: none", fl(a6, b6, 0, 135<<8, 58, 1, 1, 1), Key{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := ReverseKey(&tc.f)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("ReverseKey = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
+			}
+			if !ok {
+				return
+			}
+			// The reverse of the reverse is the flow itself, on whatever
+			// interface the reverse was seen.
+			r := tc.f
+			r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort, r.InIf = got.Src, got.Dst, got.SrcPort, got.DstPort, tc.f.InIf+1
+			if KeyOf(&r) != got {
+				t.Errorf("KeyOf(reverse) = %+v, want %+v", KeyOf(&r), got)
+			}
+			if back, ok := ReverseKey(&r); !ok || back != KeyOf(&tc.f) {
+				t.Errorf("reverse of the reverse = %+v, %v; want %+v", back, ok, KeyOf(&tc.f))
+			}
+		})
+	}
+}

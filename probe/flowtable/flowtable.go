@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/probe/biflow"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -22,8 +23,9 @@ type Config struct {
 	// MaxFlows caps the flows kept in userspace; past it the least recently
 	// seen are ended with reason lack-of-resources.
 	MaxFlows int
-	// Biflow ends a flow's reverse direction (same interface) with it, so
-	// that both are in the same batch to be paired (--biflow).
+	// Biflow ends a flow's reverse direction (biflow.ReverseKey: on any
+	// interface, as a TAP delivers each direction on its own port) with
+	// it, so that both are in the same batch to be paired (--biflow).
 	Biflow bool
 }
 
@@ -50,6 +52,10 @@ type Table struct {
 	flows    map[bpf.FlowKey]*entry
 	exported map[schemas.EndReason]uint64
 	pressure uint64
+	// ifs are the interfaces flows were added on (with Biflow only): a
+	// reverse direction is looked up on each. A probe captures on a
+	// handful, fixed at start.
+	ifs []uint32
 }
 
 // New returns an empty table.
@@ -65,6 +71,9 @@ func (t *Table) Add(k bpf.FlowKey, v bpf.FlowValue) {
 	e, ok := t.flows[k]
 	if !ok {
 		t.flows[k] = &entry{v: v, lastSeen: v.LastSeenNs}
+		if t.cfg.Biflow {
+			t.noteIf(k.InIf)
+		}
 		return
 	}
 	e.v.Merge(v)
@@ -106,32 +115,43 @@ func (t *Table) Expire(now uint64, wallOffset int64, out []schemas.Flow) []schem
 	return out
 }
 
-// endPartners ends, with the same reason, the reverse directions of the
-// records out[first:] that are still held with packets pending.
+// noteIf adds i to the interfaces seen.
+func (t *Table) noteIf(i uint32) {
+	for _, x := range t.ifs {
+		if x == i {
+			return
+		}
+	}
+	t.ifs = append(t.ifs, i)
+}
+
+// endPartners ends, with the same reason, the reverse directions
+// (biflow.ReverseKey, on any interface) of the records out[first:] that
+// are still held with packets pending.
 func (t *Table) endPartners(out []schemas.Flow, first int, wallOffset int64) []schemas.Flow {
 	for i := first; i < len(out); i++ {
-		f := out[i]
-		rk := bpf.FlowKey{InIf: f.InIf, VlanId: f.VlanId, SrcPort: f.DstPort, DstPort: f.SrcPort, Proto: f.Proto,
-			SrcAddr: f.DstAddr.As16(), DstAddr: f.SrcAddr.As16(), IpVersion: 4}
-		if f.SrcAddr.Is6() {
-			rk.IpVersion = 6
-		}
-		if f.IsICMP() {
-			rev, ok := schemas.ReverseICMP(f.Proto, f.DstPort)
-			if !ok {
-				continue
-			}
-			rk.SrcPort, rk.DstPort = 0, rev
-		}
-		e, ok := t.flows[rk]
-		if !ok || e.v.Packets == 0 {
+		r, ok := biflow.ReverseKey(&out[i])
+		if !ok {
 			continue
 		}
-		out = t.emit(out, rk, e, f.EndReason, wallOffset)
-		if f.EndReason == schemas.EndActive {
-			e.v = bpf.FlowValue{}
-		} else {
-			delete(t.flows, rk)
+		reason := out[i].EndReason
+		rk := bpf.FlowKey{VlanId: r.VlanId, SrcPort: r.SrcPort, DstPort: r.DstPort, Proto: r.Proto,
+			SrcAddr: r.Src.As16(), DstAddr: r.Dst.As16(), IpVersion: 4}
+		if r.Src.Is6() {
+			rk.IpVersion = 6
+		}
+		for _, inIf := range t.ifs {
+			rk.InIf = inIf
+			e, ok := t.flows[rk]
+			if !ok || e.v.Packets == 0 {
+				continue
+			}
+			out = t.emit(out, rk, e, reason, wallOffset)
+			if reason == schemas.EndActive {
+				e.v = bpf.FlowValue{}
+			} else {
+				delete(t.flows, rk)
+			}
 		}
 	}
 	return out

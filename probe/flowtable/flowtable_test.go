@@ -238,3 +238,91 @@ func TestBiflowEndsPartners(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTableBiflow: as BenchmarkTable with --biflow on a two-port
+// TAP: 50,000 conversations, each direction on its own interface, merged
+// and expired (idle) in one tick, each record looking for its partner.
+// One op is one flow.
+func BenchmarkTableBiflow(b *testing.B) {
+	const flows = 100000
+	keys := make([]bpf.FlowKey, 0, flows)
+	for i := 0; i < flows/2; i++ {
+		k := key(uint16(i))
+		k.DstPort = uint16(i >> 16)
+		r := k
+		r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort, r.InIf = k.DstAddr, k.SrcAddr, k.DstPort, k.SrcPort, k.InIf+1
+		keys = append(keys, k, r)
+	}
+	tb := New(Config{IdleTimeout: time.Second, ActiveTimeout: time.Minute, Biflow: true})
+	out := make([]schemas.Flow, 0, flows)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += flows {
+		for _, k := range keys {
+			tb.Add(k, val(3, 1, 2, 0x10))
+		}
+		out = tb.Expire(10*sec, 0, out[:0])
+		if len(out) != flows {
+			b.Fatalf("%d records", len(out))
+		}
+	}
+}
+
+// TestBiflowEndsPartnersOnAnyInterface: on a two-port TAP each direction
+// has its own interface; a flow ending (FIN, idle, active timeout) still
+// takes its reverse direction with it. ICMP echo pairs with its reply;
+// other ICMP has no partner.
+func TestBiflowEndsPartnersOnAnyInterface(t *testing.T) {
+	onIf := func(k bpf.FlowKey, inIf uint32) bpf.FlowKey { k.InIf = inIf; return k }
+	rev := func(k bpf.FlowKey) bpf.FlowKey {
+		k.SrcAddr, k.DstAddr, k.SrcPort, k.DstPort = k.DstAddr, k.SrcAddr, k.DstPort, k.SrcPort
+		return k
+	}
+	icmp := func(typeCode uint16) bpf.FlowKey { k := key(0); k.Proto, k.DstPort = 1, typeCode; return k }
+	for _, tc := range []struct {
+		name     string
+		fwd, rev bpf.FlowKey
+		fv, rv   bpf.FlowValue
+		now      uint64
+		reason   schemas.EndReason
+		want     int // records at now
+	}{
+		{"FIN in one direction only", onIf(key(1000), 3), onIf(rev(key(1000)), 4),
+			val(5, 1*sec, 2*sec, 0x11), val(3, 1*sec, 2*sec, 0x10), 2 * sec, schemas.EndOfFlow, 2},
+		{"one direction idle a tick earlier", onIf(key(1000), 3), onIf(rev(key(1000)), 4),
+			val(5, 1*sec, 2*sec, 0), val(3, 1*sec, 3*sec, 0), 17 * sec, schemas.EndIdle, 2},
+		{"active timeout", onIf(key(1000), 3), onIf(rev(key(1000)), 4),
+			val(5, 0, 59*sec, 0), val(3, 1*sec, 59*sec, 0), 60 * sec, schemas.EndActive, 2},
+		{"reverse on the lower ifindex", onIf(key(1000), 9), onIf(rev(key(1000)), 4),
+			val(5, 1*sec, 2*sec, 0x11), val(3, 1*sec, 2*sec, 0x10), 2 * sec, schemas.EndOfFlow, 2},
+		{"icmp echo and reply", onIf(icmp(8<<8), 3), onIf(rev(icmp(0)), 4),
+			val(5, 1*sec, 2*sec, 0), val(5, 1*sec, 3*sec, 0), 17 * sec, schemas.EndIdle, 2},
+		{"icmp unreachable: no partner", onIf(icmp(3<<8|3), 3), onIf(rev(icmp(3<<8|3)), 4),
+			val(5, 1*sec, 2*sec, 0), val(5, 1*sec, 3*sec, 0), 17 * sec, schemas.EndIdle, 1},
+		{"other vlan: no partner", onIf(key(1000), 3), func() bpf.FlowKey { k := onIf(rev(key(1000)), 4); k.VlanId = 5; return k }(),
+			val(5, 1*sec, 2*sec, 0x11), val(3, 1*sec, 2*sec, 0x10), 2 * sec, schemas.EndOfFlow, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg()
+			c.Biflow = true
+			tb := New(c)
+			tb.Add(onIf(key(7), 5), val(1, tc.now-sec, tc.now, 0x10)) // a third interface, busy
+			tb.Add(tc.fwd, tc.fv)
+			tb.Add(tc.rev, tc.rv)
+			out := tb.Expire(tc.now, 0, nil)
+			if len(out) != tc.want {
+				t.Fatalf("%d records %+v, want %d", len(out), out, tc.want)
+			}
+			pkts := map[uint32]uint64{}
+			for _, f := range out {
+				if f.EndReason != tc.reason {
+					t.Errorf("if%d: reason %v, want %v", f.InIf, f.EndReason, tc.reason)
+				}
+				pkts[f.InIf] += f.Packets
+			}
+			if pkts[tc.fwd.InIf] != tc.fv.Packets || (tc.want == 2 && pkts[tc.rev.InIf] != tc.rv.Packets) {
+				t.Errorf("packets by interface %v", pkts)
+			}
+		})
+	}
+}
