@@ -225,9 +225,6 @@ func (t *Table) emit(out []schemas.Flow, k bpf.FlowKey, e *entry, reason schemas
 	})
 }
 
-// Len is the number of flows held.
-func (t *Table) Len() int { return len(t.flows) }
-
 // Stats returns a snapshot of the counters.
 func (t *Table) Stats() Stats {
 	s := Stats{Active: len(t.flows), Pressure: t.pressure, Exported: map[schemas.EndReason]uint64{}}

@@ -118,8 +118,8 @@ func TestRecordFields(t *testing.T) {
 	if out[0] != want {
 		t.Errorf("record\n %+v\nwant\n %+v", out[0], want)
 	}
-	if tb.Len() != 0 {
-		t.Errorf("%d flows left after flush", tb.Len())
+	if tb.Stats().Active != 0 {
+		t.Errorf("%d flows left after flush", tb.Stats().Active)
 	}
 }
 
@@ -131,8 +131,8 @@ func TestPressureShedsLeastRecentlySeen(t *testing.T) {
 		tb.Add(key(p), val(1, (100+uint64(p))*sec, (100+uint64(p))*sec, 0))
 	}
 	out := tb.Expire(115*sec, 0, nil)
-	if len(out) != 11 || tb.Len() != 9 {
-		t.Fatalf("%d records, %d flows left; want 11 shed, 9 left", len(out), tb.Len())
+	if len(out) != 11 || tb.Stats().Active != 9 {
+		t.Fatalf("%d records, %d flows left; want 11 shed, 9 left", len(out), tb.Stats().Active)
 	}
 	for _, r := range out {
 		if r.EndReason != schemas.EndLackOfResources || r.SrcPort > 11 {
@@ -232,8 +232,8 @@ func TestBiflowEndsPartners(t *testing.T) {
 					t.Errorf("reason %v", f.EndReason)
 				}
 			}
-			if tc.biflow && tb.Len() != 0 {
-				t.Errorf("%d flows left", tb.Len())
+			if tc.biflow && tb.Stats().Active != 0 {
+				t.Errorf("%d flows left", tb.Stats().Active)
 			}
 		})
 	}
