@@ -103,13 +103,15 @@ func TestFieldsDocumentMessages(t *testing.T) {
 
 func TestFieldsDocumentTemplates(t *testing.T) {
 	doc := readFields(t)
+	v4Dir, _ := Fields(FlowTemplate(false, true, false), false)
+	dirFields := v4Dir[len(IPFIXFlowIPv4):]
 	for _, tc := range []struct {
 		heading string
 		fields  []Field
 	}{
 		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
 		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
-		{"### Templates 260 and 261: flows with a direction", IPFIXFlowIPv4Dir[len(IPFIXFlowIPv4):]},
+		{"### Templates 260 and 261: flows with a direction", dirFields},
 		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{IEBiflowDirection, 1}}, BiflowReverse...)},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
