@@ -120,12 +120,19 @@ type iface struct {
 	name  [ifNameLen]byte
 }
 
+// Counts are the records of one message, passed to its send.
+type Counts struct {
+	Records int // records of every kind (templates included): v9 header count
+	Data    int // data records (flows and options data): what IPFIX sequence numbers count
+	Flows   int // flow records
+}
+
 // Encoder builds messages into one reusable buffer and hands each complete
 // message to send. The slice passed to send is only valid during the call.
 // An Encoder is not safe for concurrent use.
 type Encoder struct {
 	cfg  Config
-	send func(msg []byte) error
+	send func(msg []byte, c Counts) error
 	now  func() time.Time // export time of messages emitted by Add
 
 	v9     bool
@@ -139,9 +146,6 @@ type Encoder struct {
 	msgRecords int // records of every kind: v9 header count
 	msgData    int // data records (flows and options data): IPFIX sequence
 	msgFlows   int // flow records
-	// The message being handed to send (the Exporter reads these from its
-	// send callback).
-	sentData, sentFlows int
 
 	seq    uint32 // IPFIX: data records before this message; v9: packets before this one
 	bootMs int64  // v9 sysUptime origin, Unix ms on a whole second (see sysUptime)
@@ -160,6 +164,12 @@ type Encoder struct {
 // NewEncoder returns an Encoder for cfg (defaults filled in) that passes
 // every complete message to send.
 func NewEncoder(cfg Config, send func(msg []byte) error) *Encoder {
+	return NewCountingEncoder(cfg, func(msg []byte, _ Counts) error { return send(msg) })
+}
+
+// NewCountingEncoder is NewEncoder for a send that also needs the
+// message's record counts (a transport counting what it sent or dropped).
+func NewCountingEncoder(cfg Config, send func(msg []byte, c Counts) error) *Encoder {
 	cfg = cfg.withDefaults()
 	e := &Encoder{
 		cfg:    cfg,
@@ -462,8 +472,7 @@ func (e *Encoder) emit(now time.Time) error {
 		be.PutUint32(h[12:], e.cfg.ObservationDomain)
 		e.seq += uint32(e.msgData) // RFC 7011 3.1: counts data records, not template records
 	}
-	e.sentData, e.sentFlows = e.msgData, e.msgFlows
-	err := e.send(e.buf[:e.n])
+	err := e.send(e.buf[:e.n], Counts{Records: e.msgRecords, Data: e.msgData, Flows: e.msgFlows})
 	e.n = e.hdrLen
 	e.msgRecords, e.msgData, e.msgFlows = 0, 0, 0
 	e.msgsSinceTemplates++
