@@ -103,13 +103,15 @@ func TestFieldsDocumentMessages(t *testing.T) {
 
 func TestFieldsDocumentTemplates(t *testing.T) {
 	doc := readFields(t)
+	v4Dir, _ := Fields(FlowTemplate(false, true, false), false)
+	dirFields := v4Dir[len(IPFIXFlowIPv4):]
 	for _, tc := range []struct {
 		heading string
 		fields  []Field
 	}{
 		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
 		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
-		{"### Templates 260 and 261: flows with a direction", IPFIXFlowIPv4Dir[len(IPFIXFlowIPv4):]},
+		{"### Templates 260 and 261: flows with a direction", dirFields},
 		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{IEBiflowDirection, 1}}, BiflowReverse...)},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
@@ -126,6 +128,44 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 		}
 		if !slices.Equal(got, tc.fields) {
 			t.Errorf("%s: FIELDS.md lists\n%v\nthe probe sends\n%v", tc.heading, got, tc.fields)
+		}
+	}
+}
+
+// TestFieldsDocumentExported: every Exported entry is described under
+// FlowMessage with its IE, and the recipe names files that exist.
+func TestFieldsDocumentExported(t *testing.T) {
+	doc := readFields(t)
+	ies := map[string]string{}
+	for _, r := range rows(section(t, doc, "## FlowMessage")) {
+		ies[strings.Trim(r[0], "`")] = r[3]
+	}
+	for _, x := range Exported {
+		ie, ok := ies[x.Proto]
+		if !ok {
+			t.Errorf("Exported IE %d: FlowMessage field %q is not described in FIELDS.md", x.IE, x.Proto)
+			continue
+		}
+		if !regexp.MustCompile(`\b` + strconv.Itoa(int(x.IE)) + `\b`).MatchString(ie) {
+			t.Errorf("FIELDS.md: %s's IE column %q does not name IE %d", x.Proto, ie, x.IE)
+		}
+		if x.V9IE != 0 && !regexp.MustCompile(`\b`+strconv.Itoa(int(x.V9IE))+`\b`).MatchString(ie) {
+			t.Errorf("FIELDS.md: %s's IE column %q does not name NetFlow v9's %d", x.Proto, ie, x.V9IE)
+		}
+	}
+	recipe := section(t, doc, "## Adding an exported field")
+	for _, m := range regexp.MustCompile("`([a-z/_]+\\.(?:go|h|c|proto))`").FindAllStringSubmatch(recipe, -1) {
+		path := m[1] // schemas/ files by their name, others from the repository's root
+		if strings.Contains(path, "/") {
+			path = "../" + path
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("FIELDS.md's recipe names %s: %v", m[1], err)
+		}
+	}
+	for _, name := range []string{"Exported", "Merge", "ToMessage", "AppendFlowJSON", "TestExportedFields"} {
+		if !strings.Contains(recipe, name) {
+			t.Errorf("FIELDS.md's recipe does not mention %s", name)
 		}
 	}
 }

@@ -80,47 +80,14 @@ const (
 	IEBiflowDirection = 239 // 1: the forward direction is the initiator's
 )
 
-// BiflowReverse are the reverse IEs (PEN 29305) of the biflow templates,
-// after their forward fields and biflowDirection.
-var BiflowReverse = []Field{
-	{IEOctetDeltaCount, 8},
-	{IEPacketDeltaCount, 8},
-	{IELayer2OctetDeltaCount, 8},
-	{IEFlowStartMilliseconds, 8},
-	{IEFlowEndMilliseconds, 8},
-	{IETCPControlBits, 2},
-}
-
-// IPFIXFlowIPv4 and IPFIXFlowIPv6 are the data templates of the probe's
-// IPFIX export, in record order.
+// The probe's data templates, derived from Exported: IPv4 and IPv6
+// (IPFIX, record order), and the reverse IEs (PEN 29305) that end the
+// biflow templates.
 var (
-	IPFIXFlowIPv4 = flowTemplate(Field{IESourceIPv4Address, 4}, Field{IEDestinationIPv4Address, 4}, Field{IEICMPTypeCodeIPv4, 2})
-	IPFIXFlowIPv6 = flowTemplate(Field{IESourceIPv6Address, 16}, Field{IEDestinationIPv6Address, 16}, Field{IEICMPTypeCodeIPv6, 2})
-	// With --local-net, records of a known direction use these: the same
-	// fields and flowDirection last.
-	IPFIXFlowIPv4Dir = append(IPFIXFlowIPv4[:len(IPFIXFlowIPv4):len(IPFIXFlowIPv4)], Field{IEFlowDirection, 1})
-	IPFIXFlowIPv6Dir = append(IPFIXFlowIPv6[:len(IPFIXFlowIPv6):len(IPFIXFlowIPv6)], Field{IEFlowDirection, 1})
+	IPFIXFlowIPv4, _ = Fields(FlowTemplate(false, false, false), false)
+	IPFIXFlowIPv6, _ = Fields(FlowTemplate(true, false, false), false)
+	_, BiflowReverse = Fields(FlowTemplate(false, false, true), false)
 )
-
-func flowTemplate(src, dst, icmp Field) []Field {
-	return []Field{
-		src, dst,
-		{IESourceTransportPort, 2},
-		{IEDestinationTransportPort, 2},
-		{IEProtocolIdentifier, 1},
-		{IETCPControlBits, 2},
-		{IEIPClassOfService, 1},
-		{IEVlanID, 2},
-		{IEIngressInterface, 4},
-		icmp,
-		{IEOctetDeltaCount, 8},
-		{IEPacketDeltaCount, 8},
-		{IELayer2OctetDeltaCount, 8},
-		{IEFlowStartMilliseconds, 8},
-		{IEFlowEndMilliseconds, 8},
-		{IEFlowEndReason, 1},
-	}
-}
 
 // Options templates: after their scope field (IPFIX: observationDomainId
 // or ingressInterface; NetFlow v9: scope System or Interface) they carry

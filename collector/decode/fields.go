@@ -46,8 +46,47 @@ const (
 	ieIngressInterfaceID = schemas.IEIngressInterface
 )
 
+// setters are the FlowMessage setters of schemas.Exported (the probe's
+// own fields that need nothing else of the record) by IE: [1] reverse
+// IEs (PEN 29305). The IEs field reads itself are the rest: fields with a
+// record-level meaning, and those the probe never sends.
+var setters [2][maxSetterIE]func(*schemas.FlowMessage, uint64)
+
+const maxSetterIE = 512
+
+func init() {
+	for i := range schemas.Exported {
+		x := &schemas.Exported[i]
+		if x.Set == nil {
+			continue
+		}
+		if x.IE >= maxSetterIE {
+			panic("decode: schemas.Exported: raise maxSetterIE")
+		}
+		r := 0
+		if x.Reverse {
+			r = 1
+		}
+		setters[r][x.IE] = x.Set
+	}
+}
+
+// setter is the schemas.Exported setter of a template field id (reverse
+// IEs with ieReverse), nil when field reads it.
+func setter(id uint16) func(*schemas.FlowMessage, uint64) {
+	r := 0
+	if id&ieReverse != 0 {
+		r, id = 1, id&^ieReverse
+	}
+	if id >= maxSetterIE {
+		return nil
+	}
+	return setters[r][id]
+}
+
 // field applies one field of a data record. Lengths are checked where a
 // wrong one would misread (addresses, MACs); numbers take any length.
+// Fields with a schemas.Exported setter go there.
 func (c *converter) field(id uint16, v []byte) {
 	m := c.m
 	switch id {
@@ -63,8 +102,6 @@ func (c *converter) field(id uint16, v []byte) {
 		c.octetsOut, c.have = beUint(v), c.have|hOctetsOut
 	case ieOutPackets:
 		c.pktsOut, c.have = beUint(v), c.have|hPacketsOut
-	case schemas.IELayer2OctetDeltaCount:
-		m.L2Bytes = beUint(v)
 
 	case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
 		if len(v) == 4 || len(v) == 16 {
@@ -83,16 +120,6 @@ func (c *converter) field(id uint16, v []byte) {
 	case schemas.IEIPVersion:
 		c.ipVersion, c.have = uint8(beUint(v)), c.have|hIPVersion
 
-	case schemas.IEProtocolIdentifier:
-		m.Proto = uint32(beUint(v))
-	case schemas.IESourceTransportPort:
-		m.SrcPort = uint32(beUint(v))
-	case schemas.IEDestinationTransportPort:
-		m.DstPort = uint32(beUint(v))
-	case schemas.IETCPControlBits:
-		m.TcpFlags = uint32(beUint(v))
-	case schemas.IEIPClassOfService:
-		m.IpTos = uint32(beUint(v))
 	case schemas.IEICMPTypeCodeIPv4, schemas.IEICMPTypeCodeIPv6:
 		c.icmpTC, c.have = uint16(beUint(v)), c.have|hICMPTypeCode
 	case ieICMPTypeV4, ieICMPTypeV6:
@@ -100,8 +127,6 @@ func (c *converter) field(id uint16, v []byte) {
 	case ieICMPCodeV4, ieICMPCodeV6:
 		c.icmpCode, c.have = uint8(beUint(v)), c.have|hICMPCode
 
-	case schemas.IEIngressInterface:
-		m.InIf = uint32(beUint(v))
 	case ieEgressInterface:
 		m.OutIf = uint32(beUint(v))
 	case schemas.IEVlanID:
@@ -128,26 +153,6 @@ func (c *converter) field(id uint16, v []byte) {
 		}
 	case ieForwardingStatus:
 		m.ForwardingStatus = uint32(beUint(v))
-	case schemas.IEFlowEndReason:
-		m.EndReason = schemas.FlowMessage_EndReason(beUint(v))
-	case schemas.IEBiflowDirection:
-		m.Biflow = true
-	case ieReverse | schemas.IEOctetDeltaCount:
-		m.ReverseBytes = beUint(v)
-	case ieReverse | schemas.IEPacketDeltaCount:
-		m.ReversePackets = beUint(v)
-	case ieReverse | schemas.IELayer2OctetDeltaCount:
-		m.ReverseL2Bytes = beUint(v)
-	case ieReverse | schemas.IEFlowStartMilliseconds:
-		m.ReverseTimeFlowStartNs = beUint(v) * 1e6
-	case ieReverse | schemas.IEFlowEndMilliseconds:
-		m.ReverseTimeFlowEndNs = beUint(v) * 1e6
-	case ieReverse | schemas.IETCPControlBits:
-		m.ReverseTcpFlags = uint32(beUint(v))
-	case schemas.IEFlowDirection:
-		if d := beUint(v); d <= 1 { // 0 ingress, 1 egress
-			m.FlowDirection = schemas.FlowMessage_FlowDirection(d + 1)
-		}
 
 	case ieSrcAS:
 		m.SrcAs = uint32(beUint(v))
@@ -191,6 +196,10 @@ func (c *converter) field(id uint16, v []byte) {
 		c.pktSpace, c.have = beUint(v), c.have|hPktSpace
 	case schemas.IESamplingInterval, ieSamplerInterval:
 		c.intvl, c.have = beUint(v), c.have|hInterval
+	default:
+		if set := setter(id); set != nil {
+			set(m, beUint(v))
+		}
 	}
 }
 

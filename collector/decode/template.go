@@ -28,7 +28,8 @@ const (
 // enterprise-specific field, or a v9 scope this package does not read.
 type tfield struct {
 	id, length uint16
-	varLen     bool // IPFIX variable length (RFC 7011 7)
+	varLen     bool                               // IPFIX variable length (RFC 7011 7)
+	set        func(*schemas.FlowMessage, uint64) // data templates: id's schemas.Exported setter, if any
 }
 
 // template is a compiled template: options templates have their scope
@@ -173,6 +174,9 @@ func compile(version, setID uint16, r tmplRecord) (*template, error) {
 			if f.Pen == schemas.PENReverse { // RFC 5103: the reverse direction's IE
 				tf.id = ieReverse | f.Type&^ipfixEnterpriseBit
 			}
+		}
+		if !t.options {
+			tf.set = setter(tf.id)
 		}
 		t.fields = append(t.fields, tf)
 		if tf.varLen {

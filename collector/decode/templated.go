@@ -186,7 +186,10 @@ func (e *exporter) decodeData(s *scratch, dom *domain, t *template, h *msgHeader
 			if p+l > len(b) {
 				return n, drop(ReasonRecord, "field %d: %d bytes at %d, set has %d", f.id, l, p, len(b))
 			}
-			if f.id != 0 {
+			switch {
+			case f.set != nil:
+				f.set(m, beUint(b[p:p+l]))
+			case f.id != 0:
 				if t.options {
 					c.optionsField(f.id, b[p:p+l])
 				} else {

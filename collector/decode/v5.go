@@ -51,17 +51,17 @@ func (e *exporter) decodeV5(s *scratch, msg []byte, receivedNs uint64, emit func
 		c.field(schemas.IESourceIPv4Address, r[0:4])
 		c.field(schemas.IEDestinationIPv4Address, r[4:8])
 		c.field(ieNextHopV4, r[8:12])
-		c.field(schemas.IEIngressInterface, r[12:14])
+		m.InIf = uint32(be.Uint16(r[12:]))
 		c.field(ieEgressInterface, r[14:16])
 		c.field(schemas.IEPacketDeltaCount, r[16:20])
 		c.field(schemas.IEOctetDeltaCount, r[20:24])
 		c.field(schemas.IEFirstSwitched, r[24:28])
 		c.field(schemas.IELastSwitched, r[28:32])
-		c.field(schemas.IESourceTransportPort, r[32:34])
-		c.field(schemas.IEDestinationTransportPort, r[34:36])
-		c.field(schemas.IETCPControlBits, r[37:38])
-		c.field(schemas.IEProtocolIdentifier, r[38:39])
-		c.field(schemas.IEIPClassOfService, r[39:40])
+		// Set directly, not through field (which finds them in
+		// schemas.Exported's setters): 1.70 against 1.47 µs per 30-record
+		// message that way (min of 5 runs).
+		m.SrcPort, m.DstPort = uint32(be.Uint16(r[32:])), uint32(be.Uint16(r[34:]))
+		m.TcpFlags, m.Proto, m.IpTos = uint32(r[37]), uint32(r[38]), uint32(r[39])
 		c.field(ieSrcAS, r[40:42])
 		c.field(ieDstAS, r[42:44])
 		c.field(ieSrcMask, r[44:45])

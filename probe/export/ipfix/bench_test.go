@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/xdpflow/xdpflow/schemas"
 )
 
 // BenchmarkEncoder measures Add in steady state: messages are built and
@@ -32,6 +34,27 @@ func BenchmarkEncoder(b *testing.B) {
 			})
 		}
 	}
+	// Biflow records with a known direction (templates 264/265): the
+	// flowDirection, biflowDirection and reverse fields.
+	b.Run("ipfix/ipv4-dir-biflow", func(b *testing.B) {
+		flows := randomFlows(4096, 0, 1)
+		for i := range flows {
+			f := &flows[i]
+			f.FlowDirection = schemas.Direction(1 + i%2)
+			f.Biflow, f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes = true, f.Packets/2, f.Bytes/2, f.L2Bytes/2
+			f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags = f.TimeFlowStartNs+1e6, f.TimeFlowEndNs, f.TcpFlags
+		}
+		e := NewEncoder(Config{FlowDirection: true, Biflow: true}, func([]byte) error { return nil })
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := e.Add(&flows[i&4095]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
 }
 
 func TestEncoderZeroAllocs(t *testing.T) {

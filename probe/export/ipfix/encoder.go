@@ -13,8 +13,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/xdpflow/xdpflow/schemas"
 )
@@ -118,12 +120,19 @@ type iface struct {
 	name  [ifNameLen]byte
 }
 
+// Counts are the records of one message, passed to its send.
+type Counts struct {
+	Records int // records of every kind (templates included): v9 header count
+	Data    int // data records (flows and options data): what IPFIX sequence numbers count
+	Flows   int // flow records
+}
+
 // Encoder builds messages into one reusable buffer and hands each complete
 // message to send. The slice passed to send is only valid during the call.
 // An Encoder is not safe for concurrent use.
 type Encoder struct {
 	cfg  Config
-	send func(msg []byte) error
+	send func(msg []byte, c Counts) error
 	now  func() time.Time // export time of messages emitted by Add
 
 	v9     bool
@@ -137,9 +146,6 @@ type Encoder struct {
 	msgRecords int // records of every kind: v9 header count
 	msgData    int // data records (flows and options data): IPFIX sequence
 	msgFlows   int // flow records
-	// The message being handed to send (the Exporter reads these from its
-	// send callback).
-	sentData, sentFlows int
 
 	seq    uint32 // IPFIX: data records before this message; v9: packets before this one
 	bootMs int64  // v9 sysUptime origin, Unix ms on a whole second (see sysUptime)
@@ -158,6 +164,12 @@ type Encoder struct {
 // NewEncoder returns an Encoder for cfg (defaults filled in) that passes
 // every complete message to send.
 func NewEncoder(cfg Config, send func(msg []byte) error) *Encoder {
+	return NewCountingEncoder(cfg, func(msg []byte, _ Counts) error { return send(msg) })
+}
+
+// NewCountingEncoder is NewEncoder for a send that also needs the
+// message's record counts (a transport counting what it sent or dropped).
+func NewCountingEncoder(cfg Config, send func(msg []byte, c Counts) error) *Encoder {
 	cfg = cfg.withDefaults()
 	e := &Encoder{
 		cfg:    cfg,
@@ -189,22 +201,6 @@ func NewEncoder(cfg Config, send func(msg []byte) error) *Encoder {
 // rebuild FIRST/LAST_SWITCHED to the millisecond.
 func (e *Encoder) setBoot(t time.Time) { e.bootMs = t.Unix() * 1000 }
 
-// v9Template is the IPFIX template with flowStart/EndMilliseconds replaced by
-// FIRST_SWITCHED/LAST_SWITCHED (4-byte sysUptime ms), which v9 collectors
-// expect.
-func v9Template(ipfix []schemas.Field) []schemas.Field {
-	out := slices.Clone(ipfix)
-	for i, f := range out {
-		switch f.ID {
-		case schemas.IEFlowStartMilliseconds:
-			out[i] = schemas.Field{ID: schemas.IEFirstSwitched, Length: 4}
-		case schemas.IEFlowEndMilliseconds:
-			out[i] = schemas.Field{ID: schemas.IELastSwitched, Length: 4}
-		}
-	}
-	return out
-}
-
 func recordLen(fields []schemas.Field) int {
 	n := 0
 	for _, f := range fields {
@@ -214,33 +210,94 @@ func recordLen(fields []schemas.Field) int {
 }
 
 // dataTemplate is one flow template: the forward fields, then (biflow)
-// the reverse IEs, which carry PEN 29305.
+// the reverse IEs, which carry PEN 29305; ops write a record of it.
 type dataTemplate struct {
 	id      uint16
 	fields  []schemas.Field
 	reverse []schemas.Field
 	n       int // record length
+	ops     ops
+}
+
+// opKind is how an op writes its field.
+type opKind uint8
+
+const (
+	opU8     opKind = iota // uint8 (or a uint8 type) field
+	opU16                  // uint16, big-endian
+	opU32                  // uint32, big-endian
+	opU64                  // uint64, big-endian
+	opAddr4                // netip.Addr, 4 bytes
+	opAddr16               // netip.Addr, 16 bytes
+	opMs                   // int64 Unix ns as uint64 Unix ms (IPFIX)
+	opUptime               // int64 Unix ns as uint32 sysUptime ms (NetFlow v9)
+	opICMP                 // uint16 type<<8|code for ICMP/ICMPv6 records, else 0
+	opDir                  // Direction as flowDirection: 0 ingress, 1 egress
+	opOne                  // the constant 1 (biflowDirection: initiator)
+	nOpKinds
+)
+
+// op writes one field of a record: the schemas.Flow field at byte src at
+// byte off of the record. src comes from reflect (schemas checks the
+// field's type against its kind), off from the template.
+type op struct {
+	off uint16
+	src uint16
+}
+
+// ops are a template's ops grouped by kind: put runs one tight loop per
+// kind rather than one switch per field. Against the hand-written writer
+// this replaced (min of 5 runs, same session, ns/record): one switch per
+// field 28.6 vs 20.0 (ipfix/ipv4); these loops 20.8 vs 19.9 (ipfix/ipv4),
+// 24.9 vs 24.6 (ipfix/ipv6), 28.7 vs 26.6 (biflow with a direction).
+type ops [nOpKinds][]op
+
+// compile turns a template's table entries into ops.
+func compile(t []*schemas.ExportField, v9 bool) ops {
+	var byKind [nOpKinds][]op
+	off := 0
+	for _, x := range t {
+		sf := x.FlowField()
+		var k opKind
+		switch x.Kind {
+		case schemas.KindUint:
+			k = map[uintptr]opKind{1: opU8, 2: opU16, 4: opU32, 8: opU64}[sf.Type.Size()]
+		case schemas.KindAddr:
+			k = opAddr4
+			if x.Length == 16 {
+				k = opAddr16
+			}
+		case schemas.KindTime:
+			k = opMs
+			if v9 {
+				k = opUptime
+			}
+		case schemas.KindICMP:
+			k = opICMP
+		case schemas.KindDirection:
+			k = opDir
+		case schemas.KindInitiator:
+			k = opOne
+		default:
+			panic(fmt.Sprintf("ipfix: schemas.Exported: IE %d: kind %d has no op", x.IE, x.Kind))
+		}
+		byKind[k] = append(byKind[k], op{off: uint16(off), src: uint16(sf.Offset)})
+		off += int(x.Field(v9).Length)
+	}
+	return byKind
 }
 
 // buildTemplates makes the templates the configuration asks for.
 func (e *Encoder) buildTemplates() {
-	for v6, base := range [2][]schemas.Field{schemas.IPFIXFlowIPv4, schemas.IPFIXFlowIPv6} {
-		if e.v9 {
-			base = v9Template(base)
-		}
+	for v6 := range 2 {
 		for dir := range 2 {
 			for bi := range 2 {
 				if dir == 1 && !e.cfg.FlowDirection || bi == 1 && (!e.cfg.Biflow || e.v9) {
 					continue
 				}
-				t := &dataTemplate{id: schemas.TemplateID(v6 == 1, dir == 1, bi == 1), fields: slices.Clone(base)}
-				if dir == 1 {
-					t.fields = append(t.fields, schemas.Field{ID: schemas.IEFlowDirection, Length: 1})
-				}
-				if bi == 1 {
-					t.fields = append(t.fields, schemas.Field{ID: schemas.IEBiflowDirection, Length: 1})
-					t.reverse = schemas.BiflowReverse
-				}
+				x := schemas.FlowTemplate(v6 == 1, dir == 1, bi == 1)
+				t := &dataTemplate{id: schemas.TemplateID(v6 == 1, dir == 1, bi == 1), ops: compile(x, e.v9)}
+				t.fields, t.reverse = schemas.Fields(x, e.v9)
 				t.n = recordLen(t.fields) + recordLen(t.reverse)
 				e.tmpl[v6][dir][bi] = t
 			}
@@ -276,71 +333,56 @@ func (e *Encoder) Add(f *schemas.Flow) error {
 	if b == nil {
 		return err
 	}
-	p := e.putFlow(b, f, v6 == 0)
-	if dir == 1 {
-		b[p] = uint8(f.FlowDirection) - 1 // IE 61: 0 ingress, 1 egress
-		p++
-	}
-	if bi == 1 {
-		be := binary.BigEndian
-		b[p] = 1 // biflowDirection: initiator
-		be.PutUint64(b[p+1:], f.ReverseBytes)
-		be.PutUint64(b[p+9:], f.ReversePackets)
-		be.PutUint64(b[p+17:], f.ReverseL2Bytes)
-		be.PutUint64(b[p+25:], unixMs(f.ReverseTimeFlowStartNs))
-		be.PutUint64(b[p+33:], unixMs(f.ReverseTimeFlowEndNs))
-		be.PutUint16(b[p+41:], f.ReverseTcpFlags)
-	}
+	e.put(b, &t.ops, f)
 	e.msgRecords++
 	e.msgData++
 	e.msgFlows++
 	return err
 }
 
-// putFlow writes the base template's fields of one record and returns
-// their length. Hot path: fixed offsets with encoding/binary, no
-// allocation; the tests check it against the templates.
-func (e *Encoder) putFlow(b []byte, f *schemas.Flow, v4 bool) int {
+// put writes one record with the template's ops. Hot path: no
+// allocation, no calls but the netip.Addr copies, and no bounds checks:
+// compile placed every op inside the record (len(b) == t.n).
+func (e *Encoder) put(b []byte, o *ops, f *schemas.Flow) {
 	be := binary.BigEndian
-	p := 0
-	if v4 {
-		src, dst := f.SrcAddr.As4(), f.DstAddr.As4()
-		copy(b[0:4], src[:])
-		copy(b[4:8], dst[:])
-		p = 8
-	} else {
-		src, dst := f.SrcAddr.As16(), f.DstAddr.As16()
-		copy(b[0:16], src[:])
-		copy(b[16:32], dst[:])
-		p = 32
+	p, r := unsafe.Pointer(f), unsafe.Pointer(unsafe.SliceData(b))
+	for _, o := range o[opU64] {
+		be.PutUint64((*[8]byte)(unsafe.Add(r, o.off))[:], *(*uint64)(unsafe.Add(p, o.src)))
 	}
-	be.PutUint16(b[p:], f.SrcPort)
-	be.PutUint16(b[p+2:], f.DstPort)
-	b[p+4] = f.Proto
-	be.PutUint16(b[p+5:], f.TcpFlags)
-	b[p+7] = f.IpTos
-	be.PutUint16(b[p+8:], f.VlanId)
-	be.PutUint32(b[p+10:], f.InIf)
-	var icmp uint16
-	if f.IsICMP() {
-		icmp = f.DstPort // type<<8|code, as icmpTypeCodeIPv4/IPv6 want it
+	for _, o := range o[opU32] {
+		be.PutUint32((*[4]byte)(unsafe.Add(r, o.off))[:], *(*uint32)(unsafe.Add(p, o.src)))
 	}
-	be.PutUint16(b[p+14:], icmp)
-	be.PutUint64(b[p+16:], f.Bytes)
-	be.PutUint64(b[p+24:], f.Packets)
-	be.PutUint64(b[p+32:], f.L2Bytes)
-	p += 40
-	if e.v9 {
-		be.PutUint32(b[p:], e.uptime(f.TimeFlowStartNs))
-		be.PutUint32(b[p+4:], e.uptime(f.TimeFlowEndNs))
-		p += 8
-	} else {
-		be.PutUint64(b[p:], unixMs(f.TimeFlowStartNs))
-		be.PutUint64(b[p+8:], unixMs(f.TimeFlowEndNs))
-		p += 16
+	for _, o := range o[opU16] {
+		be.PutUint16((*[2]byte)(unsafe.Add(r, o.off))[:], *(*uint16)(unsafe.Add(p, o.src)))
 	}
-	b[p] = uint8(f.EndReason)
-	return p + 1
+	for _, o := range o[opU8] {
+		*(*uint8)(unsafe.Add(r, o.off)) = *(*uint8)(unsafe.Add(p, o.src))
+	}
+	for _, o := range o[opAddr4] {
+		*(*[4]byte)(unsafe.Add(r, o.off)) = (*netip.Addr)(unsafe.Add(p, o.src)).As4()
+	}
+	for _, o := range o[opAddr16] {
+		*(*[16]byte)(unsafe.Add(r, o.off)) = (*netip.Addr)(unsafe.Add(p, o.src)).As16()
+	}
+	for _, o := range o[opMs] {
+		be.PutUint64((*[8]byte)(unsafe.Add(r, o.off))[:], unixMs(*(*int64)(unsafe.Add(p, o.src))))
+	}
+	for _, o := range o[opUptime] {
+		be.PutUint32((*[4]byte)(unsafe.Add(r, o.off))[:], e.uptime(*(*int64)(unsafe.Add(p, o.src))))
+	}
+	for _, o := range o[opICMP] {
+		var tc uint16
+		if f.IsICMP() {
+			tc = *(*uint16)(unsafe.Add(p, o.src)) // type<<8|code, as icmpTypeCodeIPv4/IPv6 want it
+		}
+		be.PutUint16((*[2]byte)(unsafe.Add(r, o.off))[:], tc)
+	}
+	for _, o := range o[opDir] {
+		*(*uint8)(unsafe.Add(r, o.off)) = *(*uint8)(unsafe.Add(p, o.src)) - 1 // IE 61: 0 ingress, 1 egress
+	}
+	for _, o := range o[opOne] {
+		*(*uint8)(unsafe.Add(r, o.off)) = 1
+	}
 }
 
 func unixMs(ns int64) uint64 { return uint64(max(ns, 0) / 1e6) }
@@ -430,8 +472,7 @@ func (e *Encoder) emit(now time.Time) error {
 		be.PutUint32(h[12:], e.cfg.ObservationDomain)
 		e.seq += uint32(e.msgData) // RFC 7011 3.1: counts data records, not template records
 	}
-	e.sentData, e.sentFlows = e.msgData, e.msgFlows
-	err := e.send(e.buf[:e.n])
+	err := e.send(e.buf[:e.n], Counts{Records: e.msgRecords, Data: e.msgData, Flows: e.msgFlows})
 	e.n = e.hdrLen
 	e.msgRecords, e.msgData, e.msgFlows = 0, 0, 0
 	e.msgsSinceTemplates++

@@ -78,7 +78,7 @@ func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*
 			return nil, fmt.Errorf("ipfix: %s: open UDP socket: %w (check the collector address)", x.name, err)
 		}
 		x.udp = c.(*net.UDPConn)
-		x.enc = NewEncoder(cfg, x.sendUDP)
+		x.enc = NewCountingEncoder(cfg, x.sendUDP)
 		x.enc.refresh = true                // RFC 7011 10.3.6: UDP templates are resent periodically
 		_ = x.enc.SendTemplates(time.Now()) // failures are counted and logged by sendUDP
 	case "tcp", "tcps":
@@ -90,7 +90,7 @@ func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*
 			tlsCfg = clientTLS(cfg.TLS, u.Hostname())
 		}
 		x.tcp = newTCPSender(x, u.Host, tlsCfg, cfg, opt)
-		x.enc = NewEncoder(cfg, x.tcp.enqueue)
+		x.enc = NewCountingEncoder(cfg, x.tcp.enqueue)
 		go x.tcp.run()
 	default:
 		return nil, fmt.Errorf("ipfix: collector URL %q: unsupported scheme %q: use udp://, tcp:// or tcps://", rawURL, u.Scheme)
@@ -183,14 +183,14 @@ func (x *Exporter) sent(bytes, flows int) {
 // sendUDP is the UDP encoder's send: a failed write (no listener: the
 // kernel reports the ICMP port unreachable as ECONNREFUSED on the next
 // send) is counted and logged now and then, never fatal.
-func (x *Exporter) sendUDP(msg []byte) error {
+func (x *Exporter) sendUDP(msg []byte, c Counts) error {
 	if _, err := x.udp.Write(msg); err != nil {
 		x.sendErrors.Add(1)
-		x.dropped.Add(uint64(x.enc.sentFlows))
+		x.dropped.Add(uint64(c.Flows))
 		x.logError("send failed, records dropped (is the collector listening?)", err)
 		return nil
 	}
-	x.sent(len(msg), x.enc.sentFlows)
+	x.sent(len(msg), c.Flows)
 	return nil
 }
 

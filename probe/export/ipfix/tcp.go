@@ -86,14 +86,14 @@ func newTCPSender(x *Exporter, addr string, tlsCfg *tls.Config, cfg Config, opt 
 		done:    make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.tmpl = NewEncoder(cfg, s.writeTemplate)
+	s.tmpl = NewCountingEncoder(cfg, s.writeTemplate)
 	return s
 }
 
 // enqueue is the Export-side encoder's send: copy the message into the
 // queue, or drop and count its records when the queue is full.
-func (s *tcpSender) enqueue(msg []byte) error {
-	data, flows := s.x.enc.sentData, s.x.enc.sentFlows
+func (s *tcpSender) enqueue(msg []byte, c Counts) error {
+	data, flows := c.Data, c.Flows
 	s.mu.Lock()
 	if queued := s.bytes; queued+len(msg) > s.opt.queueLimit {
 		s.mu.Unlock()
@@ -314,8 +314,8 @@ func (s *tcpSender) serve(conn net.Conn) error {
 }
 
 // writeTemplate is the template encoder's send.
-func (s *tcpSender) writeTemplate(msg []byte) error {
-	if err := s.write(msg, s.tmpl.sentData); err != nil {
+func (s *tcpSender) writeTemplate(msg []byte, c Counts) error {
+	if err := s.write(msg, c.Data); err != nil {
 		return err
 	}
 	s.x.sent(len(msg), 0)

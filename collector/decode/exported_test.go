@@ -1,0 +1,263 @@
+package decode
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/netsampler/goflow2/v2/decoders/netflow"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/schemas"
+)
+
+// TestExportedFields holds the probe's encoder and this package's decoder
+// to schemas.Exported, entry by entry: a distinctive value put in the
+// entry's schemas.Flow field is encoded by the real Encoder (IPFIX and
+// NetFlow v9, biflow and direction templates included), read back by
+// goflow2's decoder under the entry's IE, and by Decoder into the
+// entry's FlowMessage field. The field's bytes are then changed on the
+// wire, and the FlowMessage field must follow: the decoder reads that IE,
+// not another carrying the same value. An entry added to the table that
+// the decoder does not read fails here.
+func TestExportedFields(t *testing.T) {
+	now := time.Now().Truncate(time.Second).Add(time.Second) // after the encoder's v9 sysUptime origin
+	covered := map[*schemas.ExportField]bool{}
+	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
+		for _, v6 := range []bool{false, true} {
+			bi := p == ipfix.IPFIX
+			tmpl := schemas.FlowTemplate(v6, true, bi)
+			for i, x := range tmpl {
+				covered[x] = true
+				name := fmt.Sprintf("%v/v6=%v/%d-%s", p, v6, x.IE, x.Flow)
+				if x.Reverse {
+					name = fmt.Sprintf("%v/v6=%v/reverse-%d-%s", p, v6, x.IE, x.Flow)
+				}
+				t.Run(name, func(t *testing.T) {
+					f := baseFlow(v6, bi, now.UnixNano())
+					setDistinct(t, &f, x, i, v6, now.UnixNano())
+					msgs := encode(t, ipfix.Config{Protocol: p, FlowDirection: true, Biflow: true}, []schemas.Flow{f}, now.Add(time.Minute))
+					if len(msgs) != 2 {
+						t.Fatalf("%d messages, want templates and one data message", len(msgs))
+					}
+					wire, off := goflowField(t, p, msgs, x)
+					if want := wantWire(x, &f, p, msgs[1]); !bytes.Equal(wire, want) {
+						t.Errorf("goflow2 reads IE %d as %x, want %x (the Flow's %s)", x.IE, wire, want, x.Flow)
+					}
+					m := decodeAll(t, New(Config{}), testExporter, msgs, 1)
+					if len(m) != 1 {
+						t.Fatalf("%d records decoded", len(m))
+					}
+					if got, want := protoValue(t, m[0], x), wantProto(x, wire, p, msgs[1]); got != want {
+						t.Errorf("decoded %s = %s, want %s", x.Proto, got, want)
+					}
+					if got, want := flowField(m[0].Flow(), x), flowField(wantFlow(f), x); got != want {
+						t.Errorf("decoded record's %s = %v, want %v", x.Flow, got, want)
+					}
+					if x.Kind == schemas.KindInitiator {
+						return // a constant: the template, not the value, says biflow
+					}
+					// Change the field on the wire: the decoder must follow.
+					data := bytes.Clone(msgs[1])
+					w := data[off : off+len(wire)]
+					for j := len(w) - 1; j >= 0; j-- { // +1, big-endian
+						if w[j]++; w[j] != 0 {
+							break
+						}
+					}
+					if x.Kind == schemas.KindDirection {
+						w[0] = 1 - wire[0]
+					}
+					m = decodeAll(t, New(Config{}), testExporter, [][]byte{msgs[0], data}, 1)
+					if got, want := protoValue(t, m[0], x), wantProto(x, w, p, data); got != want {
+						t.Errorf("IE %d changed on the wire to %x: decoded %s = %s, want %s", x.IE, w, x.Proto, got, want)
+					}
+				})
+			}
+		}
+	}
+	for i := range schemas.Exported {
+		if !covered[&schemas.Exported[i]] {
+			t.Errorf("schemas.Exported[%d] (IE %d) is in no template", i, schemas.Exported[i].IE)
+		}
+	}
+}
+
+func baseFlow(v6, bi bool, t0 int64) schemas.Flow {
+	f := schemas.Flow{SrcAddr: netip.MustParseAddr("10.1.2.3"), DstAddr: netip.MustParseAddr("10.4.5.6"),
+		SrcPort: 1000, DstPort: 2000, Proto: 17, VlanId: 5, InIf: 6, Packets: 7, Bytes: 800, L2Bytes: 900,
+		TimeFlowStartNs: t0 + 1e9, TimeFlowEndNs: t0 + 2e9, TcpFlags: 0x10, IpTos: 4, EndReason: schemas.EndIdle,
+		FlowDirection: schemas.DirectionEgress}
+	if v6 {
+		f.SrcAddr, f.DstAddr = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	}
+	if bi {
+		f.Biflow, f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes = true, 3, 300, 342
+		f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags = t0+1e9+5e6, t0+2e9, 0x12
+	}
+	return f
+}
+
+// setDistinct puts a value in x's Flow field that no other field has.
+func setDistinct(t *testing.T, f *schemas.Flow, x *schemas.ExportField, i int, v6 bool, t0 int64) {
+	v := reflect.ValueOf(f).Elem().FieldByName(x.Flow)
+	switch x.Kind {
+	case schemas.KindUint:
+		v.SetUint(map[uintptr]uint64{1: 0xa0, 2: 0x0a10, // fits vlanId's 12 bits
+			4: 0xc1020300, 8: 0xd1020304050600}[v.Type().Size()] + uint64(i))
+	case schemas.KindAddr:
+		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+		if v6 {
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff, 15: byte(i)})
+		}
+		v.Set(reflect.ValueOf(a))
+	case schemas.KindTime:
+		v.SetInt(t0 + int64(10+i)*1e9 + 123_456_789) // sub-ms: the wire has ms
+	case schemas.KindICMP:
+		f.Proto = 1
+		if v6 {
+			f.Proto = 58
+		}
+		v.SetUint(11<<8 | uint64(i))
+	case schemas.KindDirection:
+		v.Set(reflect.ValueOf(schemas.DirectionIngress))
+	case schemas.KindInitiator:
+		v.SetBool(true)
+	default:
+		t.Fatalf("kind %d: the test does not know it", x.Kind)
+	}
+}
+
+// goflowField decodes msgs with goflow2 and returns x's value in the data
+// record and its offset in the data message.
+func goflowField(t *testing.T, p ipfix.Protocol, msgs [][]byte, x *schemas.ExportField) ([]byte, int) {
+	ts := netflow.CreateTemplateSystem()
+	var sets []any
+	for i, m := range msgs {
+		var v9 netflow.NFv9Packet
+		var fix netflow.IPFIXPacket
+		if err := netflow.DecodeMessageVersion(bytes.NewBuffer(m), ts, &v9, &fix); err != nil {
+			t.Fatalf("message %d: goflow2: %v", i, err)
+		}
+		sets = fix.FlowSets
+		if p == ipfix.NetFlowV9 {
+			sets = v9.FlowSets
+		}
+	}
+	off := 20 + 4 // v9 header, set header
+	if p == ipfix.IPFIX {
+		off = 16 + 4
+	}
+	want := x.Field(p == ipfix.NetFlowV9)
+	for _, s := range sets {
+		ds, ok := s.(netflow.DataFlowSet)
+		if !ok || len(ds.Records) != 1 {
+			continue
+		}
+		for _, v := range ds.Records[0].Values {
+			b := v.Value.([]byte)
+			if v.Type&^0x8000 == want.ID && v.PenProvided == x.Reverse && (!x.Reverse || v.Pen == schemas.PENReverse) {
+				return b, off
+			}
+			off += len(b)
+		}
+	}
+	t.Fatalf("goflow2 found no IE %d (reverse %v) in the data record", want.ID, x.Reverse)
+	return nil, 0
+}
+
+// wantWire is x's value as it should be on the wire.
+func wantWire(x *schemas.ExportField, f *schemas.Flow, p ipfix.Protocol, data []byte) []byte {
+	v := reflect.ValueOf(f).Elem().FieldByName(x.Flow)
+	be := binary.BigEndian
+	switch x.Kind {
+	case schemas.KindUint:
+		return be.AppendUint64(nil, v.Uint())[8-x.Length:]
+	case schemas.KindAddr:
+		return v.Interface().(netip.Addr).AsSlice()
+	case schemas.KindTime:
+		ms := uint64(v.Int() / 1e6)
+		if p == ipfix.NetFlowV9 { // sysUptime ms: unix_secs*1000 - sysUptime is the origin
+			return be.AppendUint32(nil, uint32(ms-(uint64(be.Uint32(data[8:]))*1000-uint64(be.Uint32(data[4:])))))
+		}
+		return be.AppendUint64(nil, ms)
+	case schemas.KindICMP:
+		return be.AppendUint16(nil, f.DstPort)
+	case schemas.KindDirection:
+		return []byte{uint8(f.FlowDirection) - 1}
+	case schemas.KindInitiator:
+		return []byte{1}
+	}
+	return nil
+}
+
+// wantProto is what the FlowMessage field should hold for wire value w,
+// formatted as protoValue formats it.
+func wantProto(x *schemas.ExportField, w []byte, p ipfix.Protocol, data []byte) string {
+	var n uint64
+	for _, b := range w {
+		n = n<<8 | uint64(b)
+	}
+	switch x.Kind {
+	case schemas.KindAddr:
+		a, _ := netip.AddrFromSlice(w)
+		b := a.As16()
+		return fmt.Sprintf("%x", b[:])
+	case schemas.KindTime:
+		if p == ipfix.NetFlowV9 {
+			be := binary.BigEndian
+			n += uint64(be.Uint32(data[8:]))*1000 - uint64(be.Uint32(data[4:]))
+		}
+		return fmt.Sprint(n * 1e6)
+	case schemas.KindICMP:
+		return fmt.Sprint(n>>8, "/", n&0xff) // icmp_type / icmp_code
+	case schemas.KindDirection:
+		return fmt.Sprint(n + 1)
+	case schemas.KindInitiator:
+		return "true"
+	}
+	return fmt.Sprint(n)
+}
+
+// protoValue reads x's FlowMessage field by its flow.proto name.
+func protoValue(t *testing.T, m *schemas.FlowMessage, x *schemas.ExportField) string {
+	r := m.ProtoReflect()
+	get := func(name string) protoreflect.Value {
+		fd := r.Descriptor().Fields().ByName(protoreflect.Name(name))
+		if fd == nil {
+			t.Fatalf("FlowMessage has no field %q", name)
+		}
+		return r.Get(fd)
+	}
+	v := get(x.Proto)
+	switch fd := r.Descriptor().Fields().ByName(protoreflect.Name(x.Proto)); fd.Kind() {
+	case protoreflect.BytesKind:
+		return fmt.Sprintf("%x", v.Bytes())
+	case protoreflect.EnumKind:
+		return fmt.Sprint(v.Enum())
+	case protoreflect.BoolKind:
+		return fmt.Sprint(v.Bool())
+	}
+	if x.Kind == schemas.KindICMP {
+		return fmt.Sprint(v.Uint(), "/", get("icmp_code").Uint())
+	}
+	return fmt.Sprint(v.Uint())
+}
+
+func flowField(f schemas.Flow, x *schemas.ExportField) any {
+	return reflect.ValueOf(f).FieldByName(x.Flow).Interface()
+}
+
+// wantFlow is the record a collector reads back: times in whole ms.
+func wantFlow(f schemas.Flow) schemas.Flow {
+	f.TimeFlowStartNs = f.TimeFlowStartNs / 1e6 * 1e6
+	f.TimeFlowEndNs = f.TimeFlowEndNs / 1e6 * 1e6
+	f.ReverseTimeFlowStartNs = f.ReverseTimeFlowStartNs / 1e6 * 1e6
+	f.ReverseTimeFlowEndNs = f.ReverseTimeFlowEndNs / 1e6 * 1e6
+	return f
+}
