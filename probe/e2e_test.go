@@ -716,37 +716,9 @@ func TestLocalNetDirection(t *testing.T) {
 // the interface's (what a mirror port delivers) are counted too.
 func TestTwoInterfaces(t *testing.T) {
 	pair := newTestPair(t, "xf2")
-	// A second veth inside side b: frames sent into tapA arrive on tapB.
-	tapA, tapB := fmt.Sprintf("xt%da", os.Getpid()%100000), fmt.Sprintf("xt%db", os.Getpid()%100000)
-	var idxA, idxB int
-	var macA net.HardwareAddr
-	if err := pair.In(pair.B, func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: tapA}, PeerName: tapB}); err != nil {
-			return err
-		}
-		for _, n := range []string{tapA, tapB} {
-			l, err := netlink.LinkByName(n)
-			if err != nil {
-				return err
-			}
-			// No IPv6 on them: its router and MLD messages would be flows
-			// nobody sent.
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0o644); err != nil {
-				return err
-			}
-			if err := netlink.LinkSetUp(l); err != nil {
-				return err
-			}
-			if n == tapA {
-				idxA, macA = l.Attrs().Index, l.Attrs().HardwareAddr
-			} else {
-				idxB = l.Attrs().Index
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// A second port: frames sent into its tapA arrive on tapB.
+	port := secondPort(t, pair, "xt")
+	tapB, idxA, idxB, macA := port.B, port.IdxA, port.IdxB, port.MacA
 	col := collector(t, pair)
 	pr := startProbe(t, pair, "--ipfix", col.URL(), "-i", tapB, "--action", "drop", "--pin-path", "")
 	promisc := func() (on []bool) {
@@ -880,4 +852,45 @@ func TestBiflow(t *testing.T) {
 		gotJSON.AddRecord(&f)
 	}
 	compare(t, "--stdout biflows", gotJSON, want)
+}
+
+// port is a second veth pair inside side b, to capture on as a second
+// port: frames sent into A arrive on B.
+type port struct {
+	A, B       string
+	IdxA, IdxB int
+	MacA, MacB net.HardwareAddr
+}
+
+func secondPort(t *testing.T, pair *testnet.Pair, prefix string) port {
+	t.Helper()
+	p := port{A: fmt.Sprintf("%s%da", prefix, os.Getpid()%100000), B: fmt.Sprintf("%s%db", prefix, os.Getpid()%100000)}
+	if err := pair.In(pair.B, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.A}, PeerName: p.B}); err != nil {
+			return err
+		}
+		for _, n := range []string{p.A, p.B} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			// No IPv6 on them: its router and MLD messages would be flows
+			// nobody sent.
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+			if n == p.A {
+				p.IdxA, p.MacA = l.Attrs().Index, l.Attrs().HardwareAddr
+			} else {
+				p.IdxB, p.MacB = l.Attrs().Index, l.Attrs().HardwareAddr
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

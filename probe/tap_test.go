@@ -1,14 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
@@ -26,37 +22,9 @@ import (
 func TestTapBiflow(t *testing.T) {
 	pair := newTestPair(t, "xfp")
 	// Port 1 is the pair's link (frames sent from side a); port 2 a second
-	// veth inside side b (frames sent into tapA arrive on tapB).
-	tapA, tapB := fmt.Sprintf("xp%da", os.Getpid()%100000), fmt.Sprintf("xp%db", os.Getpid()%100000)
-	var idxA, idxB int
-	var macA, macB net.HardwareAddr
-	if err := pair.In(pair.B, func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: tapA}, PeerName: tapB}); err != nil {
-			return err
-		}
-		for _, n := range []string{tapA, tapB} {
-			l, err := netlink.LinkByName(n)
-			if err != nil {
-				return err
-			}
-			// No IPv6 on them: its router and MLD messages would be flows
-			// nobody sent.
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0o644); err != nil {
-				return err
-			}
-			if err := netlink.LinkSetUp(l); err != nil {
-				return err
-			}
-			if n == tapA {
-				idxA, macA = l.Attrs().Index, l.Attrs().HardwareAddr
-			} else {
-				idxB, macB = l.Attrs().Index, l.Attrs().HardwareAddr
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// veth inside side b (frames sent into its A arrive on its B).
+	port := secondPort(t, pair, "xp")
+	tapB, idxA, idxB, macA, macB := port.B, port.IdxA, port.IdxB, port.MacA, port.MacB
 	const idle = 2 * time.Second
 	col := collector(t, pair)
 	pr := startProbe(t, pair, "--ipfix", col.URL(), "-i", tapB, "--action", "drop", "--pin-path", "", "--biflow",
