@@ -80,12 +80,15 @@ func Run(ctx context.Context, c *Config, log *slog.Logger) error {
 		}
 		p.names[uint32(i.Index)] = iface
 	}
+	run := p.run
 	if c.Detach { // export what the pinned tables hold, then remove all
-		done, cancel := context.WithCancel(ctx)
-		cancel()
-		ctx = done
+		run = func(ctx context.Context) error {
+			done, cancel := context.WithCancel(ctx)
+			cancel()
+			return p.run(done)
+		}
 	}
-	plan, err := sequence(ctx, p.parts(), p.run, func() State {
+	plan, err := sequence(ctx, p.parts(), run, func() State {
 		return State{Pinned: c.PinPath != "", Detach: c.Detach, Attached: p.attached, Reused: p.d != nil && p.d.Reused}
 	})
 	switch {
