@@ -268,6 +268,9 @@ func TestExporterTCPConnectLater(t *testing.T) {
 	if n := strings.Count(logs.String(), "collector unreachable, retrying with backoff"); n != 1 {
 		t.Errorf("unreachable logged %d times, want once:\n%s", n, logs)
 	}
+	// The writer counts a message once its write returns, which may be
+	// after the reader has it.
+	waitFor(t, "every record counted", 2*time.Second, func() bool { return x.Stats().Records >= uint64(len(flows)) })
 	if st := x.Stats(); st.Records != uint64(len(flows)) || st.RecordsDropped != 0 || st.Reconnects != 0 {
 		t.Errorf("stats %+v", st)
 	}
