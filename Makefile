@@ -38,7 +38,7 @@ test:
 ## fuzz: the collector's decode path under Go's fuzzer for FUZZ_TIME (CI runs it; the corpus in testdata/ runs in every `make test`)
 FUZZ_TIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) ./collector/decode/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) -fuzzminimizetime 5s ./collector/decode/
 
 ## bench: datapath benchmarks (BPF_PROG_TEST_RUN); see docs/benchmarks.md
 bench:
