@@ -31,3 +31,13 @@ type Stats struct {
 type Counting interface {
 	Stats() Stats
 }
+
+// Settling is implemented by exporters that send in the background (a TCP
+// queue, the Kafka producer). Settled counts the records given to Export
+// so far, from the first, that a crash of this process can no longer lose:
+// written to the socket, delivered, spooled to disk, or dropped and
+// counted. It only grows, and every record before the count is settled
+// too. An exporter without it settles each batch before Export returns.
+type Settling interface {
+	Settled() uint64
+}
