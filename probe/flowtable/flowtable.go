@@ -82,6 +82,31 @@ func (t *Table) Add(k bpf.FlowKey, v bpf.FlowValue) {
 	}
 }
 
+// Held is one flow the table holds: the counts it has not exported yet,
+// and the last packet it saw.
+type Held struct {
+	Key      bpf.FlowKey
+	Value    bpf.FlowValue
+	LastSeen uint64
+}
+
+// Each calls fn for every flow held, for the crash-safe flow state.
+func (t *Table) Each(fn func(*Held)) {
+	var h Held
+	for k, e := range t.flows {
+		h = Held{k, e.v, e.lastSeen}
+		fn(&h)
+	}
+}
+
+// Restore puts back a flow Each gave (a restarted probe carrying on).
+func (t *Table) Restore(h *Held) {
+	t.flows[h.Key] = &entry{v: h.Value, lastSeen: h.LastSeen}
+	if t.cfg.Biflow {
+		t.noteIf(h.Key.InIf)
+	}
+}
+
 // Expire appends to out the records due at monotonic time now (ns) and
 // forgets the flows that ended. wallOffset converts monotonic to Unix
 // time: unix = mono + wallOffset.
