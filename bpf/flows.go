@@ -82,6 +82,64 @@ func (d *Datapath) Drain(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
 	}
 }
 
+// Read calls fn for every flow of a table taken out of service by Rotate
+// and leaves the table as it is: the crash-safe flow state saves what it
+// read before Clear empties the table, so a crash in between loses nothing.
+func (d *Datapath) Read(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
+	if d.cfg.perCPU() {
+		var (
+			k      FlowKey
+			perCPU []FlowValue
+		)
+		it := table.Iterate()
+		for it.Next(&k, &perCPU) {
+			var v FlowValue
+			for _, c := range perCPU {
+				v.Merge(c)
+			}
+			fn(k, v)
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("read flow table: %w", err)
+		}
+		return nil
+	}
+	keys := make([]FlowKey, batchSize)
+	vals := make([]FlowValue, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := table.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			fn(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read flow table: %w", err)
+		}
+	}
+}
+
+// Clear empties a table taken out of service by Rotate.
+func (d *Datapath) Clear(table *ebpf.Map) error {
+	return d.Drain(table, func(FlowKey, FlowValue) {})
+}
+
+// TableID is the kernel's id of a flow table: it names the table across
+// restarts of the probe while the table is pinned.
+func TableID(table *ebpf.Map) uint32 {
+	info, err := table.Info()
+	if err != nil {
+		return 0
+	}
+	id, _ := info.ID()
+	return uint32(id)
+}
+
+// Quiet is the flow table out of service (the one Rotate returned last).
+func (d *Datapath) Quiet() *ebpf.Map { return d.tables[1-d.active] }
+
 func drainPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
 	var (
 		k      FlowKey

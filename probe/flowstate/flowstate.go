@@ -32,9 +32,9 @@ const MaxExporters = 32
 type head struct {
 	Magic   uint64
 	Version uint64
-	Commit  uint64                     // tick<<1 | current image
-	Cleared [2]uint64                  // per image: its quiet kernel table was emptied
-	Settled [2][MaxExporters]uint64    // per image and exporter: pending records settled
+	Commit  uint64                  // tick<<1 | current image
+	Cleared [2]uint64               // per image: its quiet kernel table was emptied
+	Settled [2][MaxExporters]uint64 // per image and exporter: pending records settled
 	_       [512 - 5 - 2*MaxExporters]uint64
 }
 

@@ -265,7 +265,7 @@ func (p *probe) addIPFIX() error {
 
 func (p *probe) startPipeline(context.Context) (undo, error) {
 	c := p.cfg
-	p.pipe = pipeline.New(pipeline.Kernel(p.d), p.exps, p.clock, pipeline.Config{
+	p.pipe = pipeline.New(pipeline.Kernel(p.d, false), p.exps, p.clock, pipeline.Config{
 		Table:       flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows), Biflow: c.Biflow},
 		KernelFlows: int(c.MaxFlows),
 		Biflow:      c.Biflow,

@@ -15,21 +15,41 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/ratelimit"
 	"github.com/xdpflow/xdpflow/probe/biflow"
 	"github.com/xdpflow/xdpflow/probe/export"
+	"github.com/xdpflow/xdpflow/probe/flowstate"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
 // Source is where the counts come from.
 type Source interface {
-	// Rotate swaps the kernel tables and calls fn for every flow of the
-	// one taken out, which is then empty.
-	Rotate(fn func(bpf.FlowKey, bpf.FlowValue)) error
+	// Rotate swaps the kernel tables and returns the one taken out.
+	Rotate() (Quiet, error)
 	// Stats are the datapath's own counters.
 	Stats() (bpf.Stats, error)
+}
+
+// Quiet is a kernel table out of service: nothing writes into it.
+type Quiet interface {
+	// Read calls fn for every flow in the table.
+	Read(fn func(bpf.FlowKey, bpf.FlowValue)) error
+	// Clear empties the table (after Read, once what it held is safe).
+	Clear() error
+	// ID names the table across restarts of the probe.
+	ID() uint32
+}
+
+// Store keeps the pipeline's state where a crash cannot take it
+// (*flowstate.State).
+type Store interface {
+	Commit(*flowstate.Image) error
+	MarkCleared()
+	MarkSettled(exporter int, n uint64)
 }
 
 // Config of a Pipeline.
@@ -41,6 +61,8 @@ type Config struct {
 	Biflow      bool // pair directions before export
 	// Interfaces are the capture interfaces by ifindex, counted apart.
 	Interfaces map[uint32]string
+	// Store, when set, makes every tick crash-safe: see Tick.
+	Store Store
 }
 
 // Pipeline runs ticks. Tick and Run are for one goroutine; Snapshot and
@@ -48,12 +70,20 @@ type Config struct {
 type Pipeline struct {
 	src   Source
 	table *flowtable.Table
-	exps  []export.Exporter
+	exps  []*exporter
 	clock *bpf.Clock
 	log   *slog.Logger
 	cfg   Config
 
-	out        []schemas.Flow
+	// outbox holds the records some exporter has not settled yet, oldest
+	// first (without a Store: only the tick's records).
+	outbox       []schemas.Flow
+	held         []flowtable.Held // reused for each image
+	tick         uint64           // ticks committed to the Store
+	lastRecords  int              // records the last tick made
+	commitErrors atomic.Uint64    // ticks the Store could not save
+	commitWarn   *ratelimit.Limiter
+
 	lastDrain  int                // flows in the last drained table
 	failedSeen uint64             // datapath update failures already reported
 	pressure   uint64             // ticks run early because of kernel table pressure
@@ -80,14 +110,19 @@ type Snapshot struct {
 // New returns a Pipeline reading src and exporting to exps.
 func New(src Source, exps []export.Exporter, clock *bpf.Clock, cfg Config, log *slog.Logger) *Pipeline {
 	p := &Pipeline{
-		src:    src,
-		table:  flowtable.New(cfg.Table),
-		exps:   exps,
-		clock:  clock,
-		log:    log,
-		cfg:    cfg,
-		warn:   ratelimit.Every(time.Minute),
-		ifaces: map[uint32]*Interface{},
+		src:        src,
+		table:      flowtable.New(cfg.Table),
+		clock:      clock,
+		log:        log,
+		cfg:        cfg,
+		warn:       ratelimit.Every(time.Minute),
+		commitWarn: ratelimit.Every(10 * time.Second),
+		ifaces:     map[uint32]*Interface{},
+	}
+	for _, x := range exps {
+		e := &exporter{x: x}
+		e.settling, _ = x.(export.Settling)
+		p.exps = append(p.exps, e)
 	}
 	for idx, name := range cfg.Interfaces {
 		p.ifaces[idx] = &Interface{Name: name}
@@ -137,20 +172,32 @@ func (p *Pipeline) Run(ctx context.Context, interval time.Duration) error {
 // flush; it returns the flush errors.
 func (p *Pipeline) Finish() error {
 	err := p.Tick(true)
-	for _, x := range p.exps {
-		if ferr := x.Flush(); ferr != nil {
-			err = errors.Join(err, fmt.Errorf("flush %s: %w", x, ferr))
+	for _, e := range p.exps {
+		if ferr := e.x.Flush(); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("flush %s: %w", e.x, ferr))
 		}
 	}
 	return err
 }
 
 // Tick drains the kernel and exports what is due; final ends every flow.
+//
+// With a Store, the order makes a crash at any instruction lose nothing:
+// the quiet table is read, not emptied; the flows held and the records
+// due are committed to the Store; only then is the table emptied (a
+// restart empties it first if the crash came in between); records leave
+// for each exporter in chunks that fit one message, each chunk marked
+// settled once the exporter has it safe, so a crash can only send again
+// the chunk in flight.
 func (p *Pipeline) Tick(final bool) error {
 	// The table taken out holds every packet since the last tick; the
 	// other one was emptied then.
+	q, err := p.src.Rotate()
+	if err != nil {
+		return fmt.Errorf("switch the kernel flow tables: %w", err)
+	}
 	n := 0
-	err := p.src.Rotate(func(k bpf.FlowKey, v bpf.FlowValue) {
+	err = q.Read(func(k bpf.FlowKey, v bpf.FlowValue) {
 		p.Add(k, v)
 		n++
 	})
@@ -159,27 +206,30 @@ func (p *Pipeline) Tick(final bool) error {
 	}
 	p.lastDrain = n
 	now := p.clock.Now()
+	first := len(p.outbox)
 	if final {
-		p.out = p.table.Flush(schemas.EndForced, p.clock.Offset(), p.out[:0])
+		p.outbox = p.table.Flush(schemas.EndForced, p.clock.Offset(), p.outbox)
 	} else {
-		p.out = p.table.Expire(now, p.clock.Offset(), p.out[:0])
+		p.outbox = p.table.Expire(now, p.clock.Offset(), p.outbox)
 	}
 	if p.cfg.Biflow {
-		p.out = biflow.Pair(p.out)
+		p.outbox = p.outbox[:first+len(biflow.Pair(p.outbox[first:]))]
 	}
+	p.lastRecords = len(p.outbox) - first
 	p.checkDatapath()
-	// An exporter error is logged, not fatal: the others go on.
-	for _, x := range p.exps {
-		if err := x.Export(p.out); err != nil {
-			p.log.Error("export failed", "exporter", x.String(), "err", err)
-		}
+	if p.cfg.Store != nil {
+		p.commit(q.ID())
 	}
+	if err := q.Clear(); err != nil {
+		return fmt.Errorf("clear the kernel flow table: %w", err)
+	}
+	if p.cfg.Store != nil {
+		p.cfg.Store.MarkCleared()
+	}
+	p.export()
 	p.snap.Store(&Snapshot{Table: p.table.Stats(), KernelFlows: n, Pressure: p.pressure})
 	return nil
 }
-
-// Records are the records of the last tick, valid until the next.
-func (p *Pipeline) Records() []schemas.Flow { return p.out }
 
 // nextInterval shortens the drain interval while the kernel table fills
 // past 3/4 of its size (so flows are taken out before inserts fail) and
@@ -239,17 +289,41 @@ func (p *Pipeline) Summary() {
 		"lack_of_resources", ts.Exported[schemas.EndLackOfResources], "pressure_ticks", p.pressure)
 }
 
-// Kernel is the Source of the real datapath.
-func Kernel(d *bpf.Datapath) Source { return kernel{d} }
+// Kernel is the Source of the real datapath. With keep, Read leaves the
+// quiet table as it is and Clear empties it (a Store needs that order);
+// without, Read drains it in one pass and Clear has nothing to do.
+func Kernel(d *bpf.Datapath, keep bool) Source { return kernel{d, keep} }
 
-type kernel struct{ d *bpf.Datapath }
+type kernel struct {
+	d    *bpf.Datapath
+	keep bool
+}
 
-func (k kernel) Rotate(fn func(bpf.FlowKey, bpf.FlowValue)) error {
-	old, err := k.d.Rotate()
-	if err != nil {
-		return err
-	}
-	return k.d.Drain(old, fn)
+func (k kernel) Rotate() (Quiet, error) {
+	t, err := k.d.Rotate()
+	return quiet{k.d, t, k.keep}, err
 }
 
 func (k kernel) Stats() (bpf.Stats, error) { return k.d.Stats() }
+
+type quiet struct {
+	d    *bpf.Datapath
+	t    *ebpf.Map
+	keep bool
+}
+
+func (q quiet) Read(fn func(bpf.FlowKey, bpf.FlowValue)) error {
+	if q.keep {
+		return q.d.Read(q.t, fn)
+	}
+	return q.d.Drain(q.t, fn)
+}
+
+func (q quiet) Clear() error {
+	if q.keep {
+		return q.d.Clear(q.t)
+	}
+	return nil
+}
+
+func (q quiet) ID() uint32 { return bpf.TableID(q.t) }

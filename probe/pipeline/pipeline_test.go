@@ -64,16 +64,29 @@ type flow struct {
 	v bpf.FlowValue
 }
 
-func (s *fakeSource) Rotate(fn func(bpf.FlowKey, bpf.FlowValue)) error {
+func (s *fakeSource) Rotate() (Quiet, error) {
 	if len(s.batches) == 0 {
-		return s.err
+		return fakeQuiet{err: s.err}, nil
 	}
-	for _, f := range s.batches[0] {
+	q := fakeQuiet{flows: s.batches[0]}
+	s.batches = s.batches[1:]
+	return q, nil
+}
+
+type fakeQuiet struct {
+	flows []flow
+	err   error
+}
+
+func (q fakeQuiet) Read(fn func(bpf.FlowKey, bpf.FlowValue)) error {
+	for _, f := range q.flows {
 		fn(f.k, f.v)
 	}
-	s.batches = s.batches[1:]
-	return nil
+	return q.err
 }
+
+func (q fakeQuiet) Clear() error { return nil }
+func (q fakeQuiet) ID() uint32   { return 1 }
 
 func (s *fakeSource) Stats() (bpf.Stats, error) { return s.stats, nil }
 
