@@ -265,7 +265,8 @@ func TestRealExporters(t *testing.T) {
 		dest := fmt.Sprintf("127.0.0.1:%d", e.tee.port())
 		switch {
 		case name == "xdpflow-probe":
-			e.p = startProc(t, pair, name, probe, "-i", pair.LinkB, "--xdp-mode", "native", "--ipfix", "udp://"+dest, "--idle-timeout", "1s")
+			e.p = startProc(t, pair, name, probe, "-i", pair.LinkB, "--xdp-mode", "native", "--ipfix", "udp://"+dest, "--idle-timeout", "1s",
+				"--pin-path", "") // ip netns exec's private /sys: pins would die with it
 		case strings.HasPrefix(name, "softflowd"):
 			e.ctl = filepath.Join(dir, fmt.Sprintf("softflowd%d.ctl", i))
 			version := map[string]string{"softflowd IPFIX": "10", "softflowd v9": "9", "softflowd v5": "5"}[name]

@@ -51,6 +51,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.TemplateRefresh, "template-refresh", 60*time.Second, "UDP: resend templates this often")
 	fs.IntVar(&c.TemplateRefreshN, "template-refresh-messages", 1000, "UDP: ...or after this many messages, whichever first")
 	fs.StringVar(&c.PinPath, "pin-path", bpf.DefaultPinRoot+"/<iface>", "bpffs directory for the maps and XDP links: a restarted probe carries on with the live tables, nothing uncounted (empty: no pinning; <iface> is the first -i)")
+	fs.StringVar(&c.StateDir, "state-dir", "/run/xdpflow/<iface>", "tmpfs directory for the flow state that must outlive a crash: flows drained and records not yet exported (with --pin-path; empty: off; <iface> is the first -i)")
 	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9477", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
@@ -75,6 +76,7 @@ func validate(c *config) error {
 		return fmt.Errorf("no interface: give one with -i NAME")
 	}
 	c.PinPath = strings.ReplaceAll(c.PinPath, "<iface>", c.Ifaces[0])
+	c.StateDir = strings.ReplaceAll(c.StateDir, "<iface>", c.Ifaces[0])
 	if c.Detach && !c.Exports() {
 		return nil
 	}

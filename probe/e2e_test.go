@@ -283,7 +283,8 @@ type probeProc struct {
 func startProbe(t *testing.T, pair *testnet.Pair, args ...string) *probeProc {
 	t.Helper()
 	p := &probeProc{exited: make(chan error, 1)}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", pair.NsName("b"), buildProbe(t), "-i", pair.LinkB, "--xdp-mode", "native"}, args...)...)
+	p.cmd = exec.Command("ip", append([]string{"netns", "exec", pair.NsName("b"), buildProbe(t), "-i", pair.LinkB, "--xdp-mode", "native",
+		"--state-dir", stateDir(t, pair)}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -301,6 +302,15 @@ func startProbe(t *testing.T, pair *testnet.Pair, args ...string) *probeProc {
 		}
 	}
 	return p
+}
+
+// stateDir is the test's flow state directory: the same for every probe
+// a test starts on pair (a restart finds what the last one left), removed
+// at the end.
+func stateDir(t *testing.T, pair *testnet.Pair) string {
+	dir := filepath.Join(os.TempDir(), "xdpflow-test-state", pair.Name)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -445,7 +455,7 @@ func TestPinnedRestart(t *testing.T) {
 	round() // again while none runs, exported by --detach
 
 	out, err := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin, "--detach", "-i", pair.LinkB,
-		"--ipfix", col.URL(), "--pin-path", pins).CombinedOutput()
+		"--ipfix", col.URL(), "--pin-path", pins, "--state-dir", stateDir(t, pair)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("--detach: %v\n%s", err, out)
 	}
@@ -473,7 +483,7 @@ func TestKafkaSpoolAcrossRestart(t *testing.T) {
 
 	// A topic that does not exist is a clear error at start.
 	out, err := exec.Command("ip", "netns", "exec", pair.NsName("b"), bin, "-i", pair.LinkB,
-		"--kafka-brokers", kb.Addr, "--kafka-topic", "nosuch").CombinedOutput()
+		"--kafka-brokers", kb.Addr, "--kafka-topic", "nosuch", "--state-dir", stateDir(t, pair)).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `kafka topic "nosuch" does not exist`) {
 		t.Errorf("missing topic: exit %v, output:\n%s", err, out)
 	}

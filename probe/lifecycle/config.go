@@ -40,6 +40,7 @@ type Config struct {
 	LogFormat         string
 	Metrics           string
 	PinPath           string
+	StateDir          string // crash-safe flow state, with PinPath
 	Kafka             kafkaout.Config
 }
 

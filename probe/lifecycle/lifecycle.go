@@ -32,7 +32,9 @@ import (
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/probe/export/jsonl"
 	"github.com/xdpflow/xdpflow/probe/export/kafka"
+	"github.com/xdpflow/xdpflow/probe/flowstate"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
+	"github.com/xdpflow/xdpflow/probe/mountcheck"
 	"github.com/xdpflow/xdpflow/probe/pipeline"
 	"github.com/xdpflow/xdpflow/probe/samples"
 	"github.com/xdpflow/xdpflow/probe/span"
@@ -56,6 +58,8 @@ type probe struct {
 	clock *bpf.Clock
 
 	d        *bpf.Datapath
+	state    *flowstate.State // nil: no crash-safe state
+	img      *flowstate.Image // what the state held at start
 	prod     *kafkaout.Producer
 	exps     []export.Exporter
 	meta     schemas.Meta
@@ -138,6 +142,7 @@ func sequence(ctx context.Context, parts []part, run func(context.Context) error
 func (p *probe) parts() []part {
 	return []part{
 		{"datapath", p.startDatapath},
+		{"flow state", p.startState},
 		// Exporters before anything counts: a NetFlow v9 exporter's uptime
 		// starts when it is created.
 		{"exporters", p.startExporters},
@@ -185,12 +190,71 @@ func (p *probe) startDatapath(context.Context) (undo, error) {
 		p.log.Warn("pinned maps of another layout (an upgrade, or another --max-flows): exporting what they hold, then starting clean",
 			"pin_path", c.PinPath, "readable_tables", len(d.Leftovers), "change", d.LayoutChange)
 	}
+	if c.PinPath != "" {
+		if ok, why, err := mountcheck.Outlives(c.PinPath); err == nil && !ok {
+			p.log.Warn("--pin-path is on a bpffs that dies with this process: neither the pinned tables nor the flow state will survive it; mount bpffs in the host namespace (mount -t bpf bpf DIR) and point --pin-path there",
+				"pin_path", c.PinPath, "why", why)
+		}
+	}
 	return func(pl Plan) error {
 		var err error
 		if pl.Unpin && c.PinPath != "" {
 			err = bpf.Unpin(c.PinPath)
 		}
 		return errors.Join(err, d.Close())
+	}, nil
+}
+
+// startState opens the crash-safe flow state that belongs to the pinned
+// tables, and reads what a probe before this one left in it. A state this
+// probe cannot read (another version, corrupt) is logged and replaced.
+func (p *probe) startState(context.Context) (undo, error) {
+	c := p.cfg
+	if c.PinPath == "" || c.StateDir == "" {
+		return nil, nil
+	}
+	st, err := flowstate.Open(c.StateDir)
+	if err == nil {
+		p.img, err = st.Load()
+		if err != nil {
+			st.Close()
+		}
+	}
+	if errors.Is(err, flowstate.ErrIncompatible) {
+		p.log.Warn("flow state of another probe version or damaged: it cannot be read and is replaced; the records it held are lost",
+			"state_dir", c.StateDir, "err", err)
+		if err = flowstate.Reset(c.StateDir); err == nil {
+			st, err = flowstate.Open(c.StateDir)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--state-dir %s: %w (give a writable tmpfs directory, or --state-dir '' to run without crash-safe state)", c.StateDir, err)
+	}
+	p.state = st
+	if ok, why, err := mountcheck.Outlives(c.StateDir); err == nil && !ok {
+		p.log.Warn("--state-dir is on a filesystem that dies with this process: the flow state will not survive it; use a directory mounted in the host namespace",
+			"state_dir", c.StateDir, "why", why)
+	}
+	// A crash between saving a tick and emptying the kernel table it read
+	// leaves that table's flows both there and in the state: empty it
+	// before anything counts them again.
+	if p.img != nil && !p.img.Cleared {
+		if q := p.d.Quiet(); bpf.TableID(q) == p.img.QuietTable {
+			if err := p.d.Clear(q); err != nil {
+				return nil, fmt.Errorf("empty the kernel table the flow state holds: %w", err)
+			}
+		}
+	}
+	return func(pl Plan) error {
+		// The exporters are closed: what they settled while closing is
+		// saved, so a restart sends none of it again.
+		if p.pipe != nil {
+			p.pipe.Settle()
+		}
+		if pl.Unpin {
+			return st.Remove()
+		}
+		return st.Close()
 	}, nil
 }
 
@@ -265,12 +329,22 @@ func (p *probe) addIPFIX() error {
 
 func (p *probe) startPipeline(context.Context) (undo, error) {
 	c := p.cfg
-	p.pipe = pipeline.New(pipeline.Kernel(p.d, false), p.exps, p.clock, pipeline.Config{
+	cfg := pipeline.Config{
 		Table:       flowtable.Config{IdleTimeout: c.IdleTimeout, ActiveTimeout: c.ActiveTimeout, MaxFlows: 4 * int(c.MaxFlows), Biflow: c.Biflow},
 		KernelFlows: int(c.MaxFlows),
 		Biflow:      c.Biflow,
 		Interfaces:  p.names,
-	}, p.log)
+	}
+	if p.state != nil {
+		cfg.Store = p.state
+	}
+	p.pipe = pipeline.New(pipeline.Kernel(p.d, p.state != nil), p.exps, p.clock, cfg, p.log)
+	if p.img != nil {
+		pending := p.pipe.Restore(p.img)
+		p.log.Info("carrying on from the flow state a probe before this one left",
+			"state_dir", c.StateDir, "flows_held", len(p.img.Flows), "records_pending", pending, "saved_tick", p.img.Tick)
+		p.img = nil
+	}
 	for _, m := range p.d.Leftovers {
 		if err := p.d.Drain(m, p.pipe.Add); err != nil {
 			p.log.Error("drain the old layout's table", "err", err)

@@ -36,6 +36,8 @@ func (p *probe) registry() *prometheus.Registry {
 	recSent := f.Desc("xdpflow_probe_export_records_total", "Flow records sent, by IPFIX/NetFlow exporter.", "exporter")
 	tlsErrs := f.Desc("xdpflow_probe_export_tls_errors_total", "Failed TLS handshakes and refused sessions, by tcps:// exporter.", "exporter")
 	samplesDropped := f.Desc("xdpflow_probe_samples_dropped_total", "Samples read but not written: their sink (--pcap file, Kafka) failed and was closed.")
+	pending := f.Desc("xdpflow_probe_pending_records", "Flow records some exporter has not settled yet (kept in the flow state until it has).")
+	commitFails := f.Desc("xdpflow_probe_state_save_failures_total", "Ticks the flow state could not be saved (a full tmpfs): a crash then loses what was drained since the last save.")
 	attached := f.Desc("xdpflow_probe_attached", "1 while the XDP program is attached to the interface.", "iface")
 	f.Fn = func(ch chan<- prometheus.Metric) {
 		if st, err := p.d.Stats(); err == nil {
@@ -61,6 +63,8 @@ func (p *probe) registry() *prometheus.Registry {
 		metrics.Gauge(ch, active, float64(s.Table.Active))
 		metrics.Gauge(ch, kernelFlows, float64(s.KernelFlows))
 		metrics.Counter(ch, pressure, s.Pressure)
+		metrics.Gauge(ch, pending, float64(s.Pending))
+		metrics.Counter(ch, commitFails, p.pipe.CommitErrors())
 		for r := schemas.EndIdle; r <= schemas.EndLackOfResources; r++ {
 			metrics.Counter(ch, exported, s.Table.Exported[r], r.String())
 		}

@@ -105,6 +105,7 @@ type Snapshot struct {
 	Table       flowtable.Stats
 	KernelFlows int // flows in the last drained kernel table
 	Pressure    uint64
+	Pending     int // records some exporter has not settled
 }
 
 // New returns a Pipeline reading src and exporting to exps.
@@ -227,7 +228,7 @@ func (p *Pipeline) Tick(final bool) error {
 		p.cfg.Store.MarkCleared()
 	}
 	p.export()
-	p.snap.Store(&Snapshot{Table: p.table.Stats(), KernelFlows: n, Pressure: p.pressure})
+	p.snap.Store(&Snapshot{Table: p.table.Stats(), KernelFlows: n, Pressure: p.pressure, Pending: len(p.outbox)})
 	return nil
 }
 

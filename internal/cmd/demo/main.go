@@ -84,7 +84,10 @@ func run(probe string, scale int) error {
 
 	var logs syncbuf.Buffer
 	cmd := exec.Command("ip", "netns", "exec", pair.NsName("b"), probe, "-i", pair.LinkB,
-		"--ipfix", coll.URL(), "--idle-timeout", "2s", "--active-timeout", "4s", "--drain-interval", "500ms")
+		"--ipfix", coll.URL(), "--idle-timeout", "2s", "--active-timeout", "4s", "--drain-interval", "500ms",
+		// ip netns exec gives the probe a /sys of its own: pins there would
+		// die with it, so the demo runs unpinned (and without flow state).
+		"--pin-path", "")
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start probe: %w", err)

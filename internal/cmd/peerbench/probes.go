@@ -115,7 +115,8 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 		r.p, err = benchproc.Start("xdpflow-probe", nil, pinArgs(cfg, []string{"ip", "netns", "exec", pair.NsName("b"), cfg.probe,
 			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", action,
 			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.Port()),
-			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout)})...)
+			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout),
+			"--pin-path", ""})...) // ip netns exec's private /sys: pins would die with it
 		if err != nil {
 			return nil, err
 		}
