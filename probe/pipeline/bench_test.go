@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"io"
+	"os"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/flowstate"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
 	"github.com/xdpflow/xdpflow/schemas"
 )
@@ -37,8 +39,20 @@ func (x encoderOnly) String() string { return "discard" }
 
 // BenchmarkPipeline: one tick of the probe over a kernel table holding
 // 100,000 flows: rotate, batch-drain, merge into the flow table, expire
-// them all (idle), encode IPFIX. Reported as flows/s.
+// them all (idle), encode IPFIX. Reported as flows/s. "state" does the
+// same with the crash-safe flow state (in tmpfs): read, save, clear,
+// export in one-message chunks, each marked; "state-held" keeps the flows
+// instead of expiring them, so each save writes all of them.
 func BenchmarkPipeline(b *testing.B) {
+	for _, c := range []struct {
+		name         string
+		state, holds bool
+	}{{"memory", false, false}, {"state", true, false}, {"state-held", true, true}} {
+		b.Run(c.name, func(b *testing.B) { benchTick(b, c.state, c.holds) })
+	}
+}
+
+func benchTick(b *testing.B, state, holds bool) {
 	const flows = 100000
 	d, err := bpf.Load(bpf.Config{MaxFlows: 2 * flows})
 	if err != nil {
@@ -54,9 +68,26 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	p := New(Kernel(d, false), []export.Exporter{encoderOnly{ipfix.NewEncoder(ipfix.Config{}, func([]byte) error { return nil })}},
-		bpf.NewClock(), Config{Table: flowtable.Config{IdleTimeout: time.Nanosecond, ActiveTimeout: time.Hour}, KernelFlows: 2 * flows},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := Config{Table: flowtable.Config{IdleTimeout: time.Nanosecond, ActiveTimeout: time.Hour}, KernelFlows: 2 * flows}
+	want := flows
+	if holds {
+		cfg.Table.IdleTimeout, want = time.Hour, 0
+	}
+	if state {
+		dir, err := os.MkdirTemp("/dev/shm", "xdpflow-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		st, err := flowstate.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		cfg.Store = st
+	}
+	p := New(Kernel(d, state), []export.Exporter{encoderOnly{ipfix.NewEncoder(ipfix.Config{}, func([]byte) error { return nil })}},
+		bpf.NewClock(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -71,8 +102,8 @@ func BenchmarkPipeline(b *testing.B) {
 		if err := p.Tick(false); err != nil {
 			b.Fatal(err)
 		}
-		if p.lastRecords != flows {
-			b.Fatalf("exported %d flows, want %d", p.lastRecords, flows)
+		if p.lastRecords != want {
+			b.Fatalf("exported %d flows, want %d", p.lastRecords, want)
 		}
 	}
 	b.ReportMetric(float64(b.N*flows)/b.Elapsed().Seconds(), "flows/s")
