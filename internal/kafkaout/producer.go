@@ -51,6 +51,14 @@ const (
 // Order: every message in the memory queue is older than every message in
 // the spool. Send therefore appends to the spool, not the queue, while the
 // spool holds anything; the sender empties the queue first, then the spool.
+//
+// Settled: each message given to Send has a sequence number, counting
+// from 0 at New. A message is settled (a crash of this process can no
+// longer lose it) once the brokers acknowledged it, it is in the spool
+// file, or it was dropped and counted. Only the messages taken from the
+// memory queue are ever unsettled, and the sender takes them in order from
+// its front, so the oldest unsettled message is the batch in flight from
+// the queue, else the queue's front: every message before it is settled.
 type Producer struct {
 	cfg Config
 	log *slog.Logger
@@ -62,6 +70,15 @@ type Producer struct {
 	closing  bool
 	leftover []Message // undelivered work the sender gave up at Close
 	leftSeg  uint64    // the spool segment leftover came from, if any
+
+	// Sequence numbers, for Settled. seq is the next message's; qseq[i]
+	// is queue[i]'s (the queue has gaps: messages dropped or spooled
+	// between queued ones); inFlight tells that the sender holds a batch
+	// taken from the queue, the oldest of which is flightSeq.
+	seq       uint64
+	qseq      []uint64
+	inFlight  bool
+	flightSeq uint64
 
 	wake     chan struct{}
 	done     chan struct{}
@@ -140,35 +157,55 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
 }
 
 // Send queues msgs for delivery. It does not wait for the brokers; what
-// neither the queue nor the spool can take is dropped and counted.
-func (p *Producer) Send(msgs []Message) {
-	if len(msgs) == 0 {
-		return
-	}
+// neither the queue nor the spool can take is dropped and counted. It
+// returns the sequence number after msgs: how many messages were given to
+// Send since New, msgs included (msgs[i] is number end-len(msgs)+i), to
+// compare with Settled.
+func (p *Producer) Send(msgs []Message) (end uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	first := p.seq
+	p.seq += uint64(len(msgs))
+	if len(msgs) == 0 {
+		return p.seq
+	}
 	if p.closing {
 		p.drop(len(msgs), "send after close")
-		return
+		return p.seq
 	}
-	msgs = p.dropOversized(msgs)
+	kept := p.dropOversized(msgs)
 	if p.spool == nil || p.spool.empty() {
-		n := min(len(msgs), p.cfg.QueueMessages-len(p.queue))
-		p.queue = append(p.queue, msgs[:n]...)
-		msgs = msgs[n:]
+		n := min(len(kept), p.cfg.QueueMessages-len(p.queue))
+		p.queue = append(p.queue, kept[:n]...)
+		p.queueSeqs(msgs, len(kept) < len(msgs), first, n)
+		kept = kept[n:]
 	}
-	if len(msgs) > 0 {
-		p.toSpool(msgs)
+	if len(kept) > 0 {
+		p.toSpool(kept)
 	}
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
+	return p.seq
 }
+
+// queueSeqs records the sequence numbers of the n messages Send just
+// queued: the first n of msgs (numbered from first) that are not oversized.
+func (p *Producer) queueSeqs(msgs []Message, oversized bool, first uint64, n int) {
+	for i := 0; n > 0; i++ {
+		if oversized && tooBig(msgs[i]) {
+			continue
+		}
+		p.qseq = append(p.qseq, first+uint64(i))
+		n--
+	}
+}
+
+func tooBig(m Message) bool { return len(m.Key)+len(m.Value) > maxMessageBytes }
 
 // dropOversized drops (and counts) messages no broker would take.
 func (p *Producer) dropOversized(msgs []Message) []Message {
-	tooBig := func(m Message) bool { return len(m.Key)+len(m.Value) > maxMessageBytes }
 	if !slices.ContainsFunc(msgs, tooBig) {
 		return msgs // the usual case: the caller's slice as it is
 	}
@@ -227,6 +264,8 @@ func (p *Producer) next() (work []Message, seg uint64, ok bool) {
 		if n := min(len(p.queue), maxBatch); n > 0 {
 			work = slices.Clone(p.queue[:n])
 			p.queue = p.queue[n:]
+			p.inFlight, p.flightSeq = true, p.qseq[0]
+			p.qseq = p.qseq[n:]
 			return work, 0, true
 		}
 		if p.closing {
@@ -277,17 +316,19 @@ func (p *Producer) run() {
 		}
 		if len(work) > 0 {
 			p.mu.Lock()
-			p.leftover, p.leftSeg = work, seg
+			p.leftover, p.leftSeg = work, seg // still in flight: Close spools or drops it
 			p.mu.Unlock()
 			return
 		}
+		p.mu.Lock()
 		if seg != 0 {
-			p.mu.Lock()
 			if err := p.spool.remove(seg); err != nil {
 				p.spoolError("kafka spool", err)
 			}
-			p.mu.Unlock()
+		} else {
+			p.inFlight = false // acknowledged, all of it
 		}
+		p.mu.Unlock()
 	}
 }
 
@@ -371,6 +412,8 @@ func (p *Producer) Close(ctx context.Context) error {
 	defer p.mu.Unlock()
 	rest := append(p.leftover, p.queue...)
 	p.queue, p.leftover = nil, nil
+	// Spooled or dropped below, counted either way: settled.
+	p.qseq, p.inFlight = nil, false
 	var err error
 	if p.spool != nil {
 		n, perr := p.spool.prepend(rest)
@@ -389,6 +432,24 @@ func (p *Producer) Close(ctx context.Context) error {
 		p.dropAtShutdown(len(rest), "brokers unreachable at shutdown and no --kafka-spool-dir")
 	}
 	return errors.Join(err, p.w.Close())
+}
+
+// Settled is how many of the messages given to Send since New, from the
+// first, a crash of this process can no longer lose: acknowledged by the
+// brokers, written to the spool, or dropped and counted. Messages waiting
+// in the memory queue, or taken from it and not yet acknowledged, are not
+// (without a spool they are all that is at risk), and neither is anything
+// sent after them. It only grows; compare with what Send returns.
+func (p *Producer) Settled() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.inFlight:
+		return p.flightSeq
+	case len(p.qseq) > 0:
+		return p.qseq[0]
+	}
+	return p.seq
 }
 
 // Stats returns the counters.
