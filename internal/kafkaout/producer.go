@@ -59,6 +59,9 @@ const (
 // memory queue are ever unsettled, and the sender takes them in order from
 // its front, so the oldest unsettled message is the batch in flight from
 // the queue, else the queue's front: every message before it is settled.
+// With a spool, a failed write moves the batch in flight and the queue to
+// the head of the spool (spill), so while the brokers are away everything
+// sent settles as it is spooled.
 type Producer struct {
 	cfg Config
 	log *slog.Logger
@@ -92,7 +95,7 @@ type Producer struct {
 	dropped  atomic.Uint64
 
 	// Repeated events, each logged at most once per logEvery.
-	dropLog, spoolLog, failLog *ratelimit.Limiter
+	dropLog, spoolLog, failLog, spillLog *ratelimit.Limiter
 }
 
 // New checks the brokers and starts the producer. Settings the brokers
@@ -142,6 +145,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
 		dropLog:  ratelimit.Every(logEvery),
 		spoolLog: ratelimit.Every(logEvery),
 		failLog:  ratelimit.Every(logEvery),
+		spillLog: ratelimit.Every(logEvery),
 	}
 	p.writeCtx, p.cancel = context.WithCancel(context.Background())
 	if cfg.SpoolDir != "" {
@@ -308,7 +312,11 @@ func (p *Producer) run() {
 				break // the rest of the segment is spooled again by Close
 			}
 			chunk := work[:min(len(work), maxBatch)]
-			if rest := p.write(chunk); rest != nil {
+			var spill func([]Message) bool
+			if seg == 0 && p.spool != nil {
+				spill = p.spill // queue work is one chunk: next takes at most maxBatch
+			}
+			if rest := p.write(chunk, spill); rest != nil {
 				work = append(rest, work[len(chunk):]...)
 				break
 			}
@@ -332,15 +340,47 @@ func (p *Producer) run() {
 	}
 }
 
+// spill moves inflight (the rest of the batch taken from the queue, whose
+// write failed) and the queue to the head of the spool, ahead of what it
+// holds: they are older. On disk they are settled, while the brokers are
+// away, new messages follow them there, and the sender delivers them from
+// the spool in order. False, keeping them in memory, when closing (Close
+// spools them) or when the spool cannot take them all.
+func (p *Producer) spill(inflight []Message) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	msgs := append(slices.Clone(inflight), p.queue...)
+	if !p.spool.room(msgs) {
+		return false
+	}
+	n, err := p.spool.prepend(msgs)
+	if err != nil || n < len(msgs) {
+		// Kept in memory and retried; a partial segment written before
+		// the error is delivered too (at-least-once).
+		p.spoolError("kafka spool write failed: messages stay in memory", err)
+		return false
+	}
+	p.spooled.Add(uint64(n))
+	p.queue, p.qseq, p.inFlight = nil, nil, false
+	if ok, suppressed := p.spillLog.Allow(time.Now()); ok {
+		p.log.Warn("kafka write failed: messages in memory moved to the spool", "messages", n, "dir", p.cfg.SpoolDir, "suppressed", suppressed)
+	}
+	return true
+}
+
 func (p *Producer) isClosing() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.closing
 }
 
-// write delivers chunk, retrying with backoff until the brokers take it.
+// write delivers chunk, retrying with backoff until the brokers take it,
+// or, after a failed attempt, spill (if not nil) takes what is left of it.
 // When Close stops it first, it returns what is not delivered (nil: all is).
-func (p *Producer) write(chunk []Message) []Message {
+func (p *Producer) write(chunk []Message, spill func([]Message) bool) []Message {
 	backoff := backoffMin
 	for {
 		msgs := make([]kafka.Message, len(chunk))
@@ -380,6 +420,9 @@ func (p *Producer) write(chunk []Message) []Message {
 			s := p.Stats()
 			p.log.Warn("kafka still failing", "attempts", attempts+1, "queued", s.QueueDepth, "spool_bytes", s.SpoolBytes, "err", err)
 		}
+		if spill != nil && spill(chunk) {
+			return nil // the spool delivers it, after the brokers return
+		}
 		select {
 		case <-time.After(backoff):
 		case <-p.writeCtx.Done():
@@ -410,14 +453,18 @@ func (p *Producer) Close(ctx context.Context) error {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	rest := append(p.leftover, p.queue...)
+	rest, left := append(p.leftover, p.queue...), len(p.leftover)
 	p.queue, p.leftover = nil, nil
 	// Spooled or dropped below, counted either way: settled.
 	p.qseq, p.inFlight = nil, false
 	var err error
 	if p.spool != nil {
 		n, perr := p.spool.prepend(rest)
-		p.spooled.Add(uint64(n))
+		again := 0 // leftover of a spool segment: spooled already
+		if p.leftSeg != 0 {
+			again = min(n, left)
+		}
+		p.spooled.Add(uint64(n - again))
 		if p.leftSeg != 0 {
 			perr = errors.Join(perr, p.spool.remove(p.leftSeg))
 		}

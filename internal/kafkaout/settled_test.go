@@ -187,3 +187,52 @@ func TestSettledDrops(t *testing.T) {
 		t.Errorf("Send after Close = %d, Settled %d; want 21, 21 (dropped, counted)", end, p.Settled())
 	}
 }
+
+// TestSettledOutageSpool: with a spool, the first failed write moves what
+// waits in memory to the spool, and what is sent during the outage goes
+// there too: all of it settles while the broker is still away. Back, the
+// broker gets everything, in order per key.
+func TestSettledOutageSpool(t *testing.T) {
+	b := kafkacheck.Start(t, 3, []string{topic}, nil)
+	cfg := testConfig(b.Addr)
+	cfg.QueueMessages = 2000
+	cfg.SpoolDir = t.TempDir()
+	p, err := New(context.Background(), cfg, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := watchSettled(t, p)
+	s := newStream(10)
+	w.send(s.batch(2000)) // the queue holds them all
+	waitSettled(t, p, 2000)
+	if st := p.Stats(); st.Sent != 2000 || st.Spooled != 0 {
+		t.Fatalf("%+v: want all acknowledged", st)
+	}
+
+	b.Stop()
+	for range 10 {
+		w.send(s.batch(1000))
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitSettled(t, p, 12000) // the broker is still away
+	st := p.Stats()
+	if st.Sent != 2000 || st.Dropped != 0 || st.Spooled != 10000 || st.QueueDepth != 0 {
+		t.Errorf("broker away, all settled: %+v; want 2,000 acknowledged and 10,000 spooled, once each", st)
+	}
+	w.send(s.batch(500))
+	if got := p.Settled(); got != 12500 {
+		t.Errorf("Settled %d right after Send during the outage, want 12,500 (spooled at Send)", got)
+	}
+
+	b.Restart()
+	waitSent(t, p, uint64(s.total()))
+	w.stop()
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Dropped != 0 || st.SpoolBytes != 0 || p.Settled() != uint64(s.total()) {
+		t.Errorf("after the outage: %+v, Settled %d", st, p.Settled())
+	}
+	dups := s.verify(t, b.Read(topic, s.total(), 300*time.Millisecond, 30*time.Second))
+	t.Logf("%d duplicates", dups)
+}
