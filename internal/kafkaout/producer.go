@@ -484,9 +484,10 @@ func (p *Producer) Close(ctx context.Context) error {
 // Settled is how many of the messages given to Send since New, from the
 // first, a crash of this process can no longer lose: acknowledged by the
 // brokers, written to the spool, or dropped and counted. Messages waiting
-// in the memory queue, or taken from it and not yet acknowledged, are not
-// (without a spool they are all that is at risk), and neither is anything
-// sent after them. It only grows; compare with what Send returns.
+// in the memory queue, or taken from it and not yet acknowledged, are not,
+// and neither is anything sent after them: without a spool they wait there
+// for as long as the brokers are away; with one, until the first failed
+// write moves them to it. It only grows; compare with what Send returns.
 func (p *Producer) Settled() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
