@@ -60,7 +60,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet, samples bool) {
 	fs.StringVar(&c.SASLUser, "kafka-sasl-user", "", "SASL user name")
 	fs.StringVar(&c.SASLPassword, "kafka-sasl-password", "", "SASL password (prefer the YAML file, mode 0600, over the command line)")
 	fs.IntVar(&c.QueueMessages, "kafka-queue-messages", 100000, "messages held in memory while the brokers are slow or away; beyond it they go to the spool")
-	fs.StringVar(&c.SpoolDir, "kafka-spool-dir", "", "directory for messages the memory queue cannot hold, replayed in order when the brokers return (empty: no spool, overflow is dropped and counted)")
+	fs.StringVar(&c.SpoolDir, "kafka-spool-dir", "", "directory for messages the memory queue cannot hold, and for the queue itself once a write fails, replayed in order when the brokers return (empty: no spool, overflow is dropped and counted)")
 	fs.Int64Var(&c.SpoolMaxBytes, "kafka-spool-max-bytes", 1<<30, "largest size of the spool; beyond it messages are dropped and counted")
 	fs.DurationVar(&c.FlushTimeout, "kafka-flush-timeout", 10*time.Second, "at shutdown, how long to try delivering queued messages before spooling them")
 }

@@ -51,6 +51,17 @@ const (
 // Order: every message in the memory queue is older than every message in
 // the spool. Send therefore appends to the spool, not the queue, while the
 // spool holds anything; the sender empties the queue first, then the spool.
+//
+// Settled: each message given to Send has a sequence number, counting
+// from 0 at New. A message is settled (a crash of this process can no
+// longer lose it) once the brokers acknowledged it, it is in the spool
+// file, or it was dropped and counted. Only the messages taken from the
+// memory queue are ever unsettled, and the sender takes them in order from
+// its front, so the oldest unsettled message is the batch in flight from
+// the queue, else the queue's front: every message before it is settled.
+// With a spool, a failed write moves the batch in flight and the queue to
+// the head of the spool (spill), so while the brokers are away everything
+// sent settles as it is spooled.
 type Producer struct {
 	cfg Config
 	log *slog.Logger
@@ -62,6 +73,15 @@ type Producer struct {
 	closing  bool
 	leftover []Message // undelivered work the sender gave up at Close
 	leftSeg  uint64    // the spool segment leftover came from, if any
+
+	// Sequence numbers, for Settled. seq is the next message's; qseq[i]
+	// is queue[i]'s (the queue has gaps: messages dropped or spooled
+	// between queued ones); inFlight tells that the sender holds a batch
+	// taken from the queue, the oldest of which is flightSeq.
+	seq       uint64
+	qseq      []uint64
+	inFlight  bool
+	flightSeq uint64
 
 	wake     chan struct{}
 	done     chan struct{}
@@ -75,7 +95,7 @@ type Producer struct {
 	dropped  atomic.Uint64
 
 	// Repeated events, each logged at most once per logEvery.
-	dropLog, spoolLog, failLog *ratelimit.Limiter
+	dropLog, spoolLog, failLog, spillLog *ratelimit.Limiter
 }
 
 // New checks the brokers and starts the producer. Settings the brokers
@@ -125,6 +145,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
 		dropLog:  ratelimit.Every(logEvery),
 		spoolLog: ratelimit.Every(logEvery),
 		failLog:  ratelimit.Every(logEvery),
+		spillLog: ratelimit.Every(logEvery),
 	}
 	p.writeCtx, p.cancel = context.WithCancel(context.Background())
 	if cfg.SpoolDir != "" {
@@ -140,35 +161,55 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Producer, error) {
 }
 
 // Send queues msgs for delivery. It does not wait for the brokers; what
-// neither the queue nor the spool can take is dropped and counted.
-func (p *Producer) Send(msgs []Message) {
-	if len(msgs) == 0 {
-		return
-	}
+// neither the queue nor the spool can take is dropped and counted. It
+// returns the sequence number after msgs: how many messages were given to
+// Send since New, msgs included (msgs[i] is number end-len(msgs)+i), to
+// compare with Settled.
+func (p *Producer) Send(msgs []Message) (end uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	first := p.seq
+	p.seq += uint64(len(msgs))
+	if len(msgs) == 0 {
+		return p.seq
+	}
 	if p.closing {
 		p.drop(len(msgs), "send after close")
-		return
+		return p.seq
 	}
-	msgs = p.dropOversized(msgs)
+	kept := p.dropOversized(msgs)
 	if p.spool == nil || p.spool.empty() {
-		n := min(len(msgs), p.cfg.QueueMessages-len(p.queue))
-		p.queue = append(p.queue, msgs[:n]...)
-		msgs = msgs[n:]
+		n := min(len(kept), p.cfg.QueueMessages-len(p.queue))
+		p.queue = append(p.queue, kept[:n]...)
+		p.queueSeqs(msgs, len(kept) < len(msgs), first, n)
+		kept = kept[n:]
 	}
-	if len(msgs) > 0 {
-		p.toSpool(msgs)
+	if len(kept) > 0 {
+		p.toSpool(kept)
 	}
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
+	return p.seq
 }
+
+// queueSeqs records the sequence numbers of the n messages Send just
+// queued: the first n of msgs (numbered from first) that are not oversized.
+func (p *Producer) queueSeqs(msgs []Message, oversized bool, first uint64, n int) {
+	for i := 0; n > 0; i++ {
+		if oversized && tooBig(msgs[i]) {
+			continue
+		}
+		p.qseq = append(p.qseq, first+uint64(i))
+		n--
+	}
+}
+
+func tooBig(m Message) bool { return len(m.Key)+len(m.Value) > maxMessageBytes }
 
 // dropOversized drops (and counts) messages no broker would take.
 func (p *Producer) dropOversized(msgs []Message) []Message {
-	tooBig := func(m Message) bool { return len(m.Key)+len(m.Value) > maxMessageBytes }
 	if !slices.ContainsFunc(msgs, tooBig) {
 		return msgs // the usual case: the caller's slice as it is
 	}
@@ -227,6 +268,8 @@ func (p *Producer) next() (work []Message, seg uint64, ok bool) {
 		if n := min(len(p.queue), maxBatch); n > 0 {
 			work = slices.Clone(p.queue[:n])
 			p.queue = p.queue[n:]
+			p.inFlight, p.flightSeq = true, p.qseq[0]
+			p.qseq = p.qseq[n:]
 			return work, 0, true
 		}
 		if p.closing {
@@ -269,7 +312,11 @@ func (p *Producer) run() {
 				break // the rest of the segment is spooled again by Close
 			}
 			chunk := work[:min(len(work), maxBatch)]
-			if rest := p.write(chunk); rest != nil {
+			var spill func([]Message) bool
+			if seg == 0 && p.spool != nil {
+				spill = p.spill // queue work is one chunk: next takes at most maxBatch
+			}
+			if rest := p.write(chunk, spill); rest != nil {
 				work = append(rest, work[len(chunk):]...)
 				break
 			}
@@ -277,18 +324,51 @@ func (p *Producer) run() {
 		}
 		if len(work) > 0 {
 			p.mu.Lock()
-			p.leftover, p.leftSeg = work, seg
+			p.leftover, p.leftSeg = work, seg // still in flight: Close spools or drops it
 			p.mu.Unlock()
 			return
 		}
+		p.mu.Lock()
 		if seg != 0 {
-			p.mu.Lock()
 			if err := p.spool.remove(seg); err != nil {
 				p.spoolError("kafka spool", err)
 			}
-			p.mu.Unlock()
+		} else {
+			p.inFlight = false // acknowledged, all of it
 		}
+		p.mu.Unlock()
 	}
+}
+
+// spill moves inflight (the rest of the batch taken from the queue, whose
+// write failed) and the queue to the head of the spool, ahead of what it
+// holds: they are older. On disk they are settled, while the brokers are
+// away, new messages follow them there, and the sender delivers them from
+// the spool in order. False, keeping them in memory, when closing (Close
+// spools them) or when the spool cannot take them all.
+func (p *Producer) spill(inflight []Message) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	msgs := append(slices.Clone(inflight), p.queue...)
+	if !p.spool.room(msgs) {
+		return false
+	}
+	n, err := p.spool.prepend(msgs)
+	if err != nil || n < len(msgs) {
+		// Kept in memory and retried; a partial segment written before
+		// the error is delivered too (at-least-once).
+		p.spoolError("kafka spool write failed: messages stay in memory", err)
+		return false
+	}
+	p.spooled.Add(uint64(n))
+	p.queue, p.qseq, p.inFlight = nil, nil, false
+	if ok, suppressed := p.spillLog.Allow(time.Now()); ok {
+		p.log.Warn("kafka write failed: messages in memory moved to the spool", "messages", n, "dir", p.cfg.SpoolDir, "suppressed", suppressed)
+	}
+	return true
 }
 
 func (p *Producer) isClosing() bool {
@@ -297,9 +377,10 @@ func (p *Producer) isClosing() bool {
 	return p.closing
 }
 
-// write delivers chunk, retrying with backoff until the brokers take it.
+// write delivers chunk, retrying with backoff until the brokers take it,
+// or, after a failed attempt, spill (if not nil) takes what is left of it.
 // When Close stops it first, it returns what is not delivered (nil: all is).
-func (p *Producer) write(chunk []Message) []Message {
+func (p *Producer) write(chunk []Message, spill func([]Message) bool) []Message {
 	backoff := backoffMin
 	for {
 		msgs := make([]kafka.Message, len(chunk))
@@ -339,6 +420,9 @@ func (p *Producer) write(chunk []Message) []Message {
 			s := p.Stats()
 			p.log.Warn("kafka still failing", "attempts", attempts+1, "queued", s.QueueDepth, "spool_bytes", s.SpoolBytes, "err", err)
 		}
+		if spill != nil && spill(chunk) {
+			return nil // the spool delivers it, after the brokers return
+		}
 		select {
 		case <-time.After(backoff):
 		case <-p.writeCtx.Done():
@@ -369,12 +453,18 @@ func (p *Producer) Close(ctx context.Context) error {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	rest := append(p.leftover, p.queue...)
+	rest, left := append(p.leftover, p.queue...), len(p.leftover)
 	p.queue, p.leftover = nil, nil
+	// Spooled or dropped below, counted either way: settled.
+	p.qseq, p.inFlight = nil, false
 	var err error
 	if p.spool != nil {
 		n, perr := p.spool.prepend(rest)
-		p.spooled.Add(uint64(n))
+		again := 0 // leftover of a spool segment: spooled already
+		if p.leftSeg != 0 {
+			again = min(n, left)
+		}
+		p.spooled.Add(uint64(n - again))
 		if p.leftSeg != 0 {
 			perr = errors.Join(perr, p.spool.remove(p.leftSeg))
 		}
@@ -389,6 +479,25 @@ func (p *Producer) Close(ctx context.Context) error {
 		p.dropAtShutdown(len(rest), "brokers unreachable at shutdown and no --kafka-spool-dir")
 	}
 	return errors.Join(err, p.w.Close())
+}
+
+// Settled is how many of the messages given to Send since New, from the
+// first, a crash of this process can no longer lose: acknowledged by the
+// brokers, written to the spool, or dropped and counted. Messages waiting
+// in the memory queue, or taken from it and not yet acknowledged, are not,
+// and neither is anything sent after them: without a spool they wait there
+// for as long as the brokers are away; with one, until the first failed
+// write moves them to it. It only grows; compare with what Send returns.
+func (p *Producer) Settled() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.inFlight:
+		return p.flightSeq
+	case len(p.qseq) > 0:
+		return p.qseq[0]
+	}
+	return p.seq
 }
 
 // Stats returns the counters.

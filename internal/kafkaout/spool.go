@@ -183,6 +183,15 @@ func (s *spool) seal() error {
 	return nil
 }
 
+// room tells whether prepend can take all of msgs.
+func (s *spool) room(msgs []Message) bool {
+	size := int64(len(segmentMagic))
+	for i := range msgs {
+		size += recordSize(&msgs[i])
+	}
+	return s.bytes+size <= s.maxBytes
+}
+
 // prepend writes msgs as a new segment before every other: they are older
 // than anything in the spool. It returns how many it wrote.
 func (s *spool) prepend(msgs []Message) (int, error) {

@@ -19,6 +19,12 @@ import (
 // ExporterStats are an Exporter's counters since it was created.
 type ExporterStats = export.Stats
 
+var (
+	_ export.Exporter = (*Exporter)(nil)
+	_ export.Counting = (*Exporter)(nil)
+	_ export.Settling = (*Exporter)(nil)
+)
+
 // ErrClosed is returned by an Exporter used after Close.
 var ErrClosed = errors.New("ipfix: exporter closed")
 
@@ -38,6 +44,13 @@ type Exporter struct {
 	tcp *tcpSender   // tcp:// and tcps:// only
 
 	messages, records, bytes, sendErrors, dropped, reconnects, tlsErrors atomic.Uint64
+
+	// given counts the records passed to Export (after Close: none); each
+	// record's position in that stream is what Settled counts in. cur is
+	// the position of the record being added (Export, under mu), for the
+	// TCP sender to learn where each message starts.
+	given atomic.Uint64
+	cur   uint64
 
 	errLog *ratelimit.Limiter
 }
@@ -114,17 +127,27 @@ func (x *Exporter) Export(flows []schemas.Flow) error {
 	if x.udp != nil && x.enc.templatesDue(now) { // the encoder checks again after each message
 		_ = x.enc.SendTemplates(now)
 	}
+	base := x.given.Load()
 	for i := range flows {
+		x.cur = base + uint64(i)
+		if x.tcp != nil && x.enc.msgFlows == 0 {
+			x.tcp.handedOut(x.cur) // every record before it is queued, dropped or invalid
+		}
 		if err := x.enc.Add(&flows[i]); err != nil && errors.Is(err, ErrInvalidFlow) {
+			x.dropped.Add(1) // counted before Settled can count it
 			bad++
 			if firstBad == nil {
 				firstBad = err
 			}
 		}
 	}
+	x.cur = base + uint64(len(flows))
 	_ = x.enc.Flush(now)
+	if x.tcp != nil {
+		x.tcp.handedOut(x.cur)
+	}
+	x.given.Store(x.cur)
 	if bad > 0 {
-		x.dropped.Add(uint64(bad))
 		return fmt.Errorf("ipfix: %s: skipped %d invalid records (fix the flow source): first: %w", x.name, bad, firstBad)
 	}
 	return nil
@@ -168,6 +191,22 @@ func (x *Exporter) Stats() ExporterStats {
 		Reconnects:     x.reconnects.Load(),
 		TLSErrors:      x.tlsErrors.Load(),
 	}
+}
+
+// Settled implements export.Settling: how many of the records given to
+// Export, from the first, a crash can no longer lose. UDP sends within
+// Export, so that is every record. TCP and TLS count a record once the
+// message holding it was written to the connection (a write that
+// returned), or dropped and counted (queue full, still queued at Close);
+// invalid records are dropped and counted by Export. A record is counted
+// only when every record before it is: a message waiting in the queue
+// holds back the records behind it, dropped or not. Templates are not
+// records given to Export and count for nothing.
+func (x *Exporter) Settled() uint64 {
+	if x.tcp == nil {
+		return x.given.Load()
+	}
+	return x.tcp.settled()
 }
 
 // String names the exporter, e.g. "ipfix udp://127.0.0.1:4739".

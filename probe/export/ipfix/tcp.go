@@ -43,7 +43,8 @@ func (o tcpOptions) withDefaults() tcpOptions {
 // queued is one encoded message waiting for the connection.
 type queued struct {
 	b           []byte
-	data, flows int // data records (for the sequence number), flow records (for stats)
+	data, flows int    // data records (for the sequence number), flow records (for stats)
+	start       uint64 // position of its first record among those given to Export (Settled)
 }
 
 // tcpSender owns the TCP (or TLS) connection. Export only appends encoded
@@ -63,6 +64,13 @@ type tcpSender struct {
 	bytes  int      // bytes in q[head:]
 	free   [][]byte // recycled message buffers: no allocation per message in steady state
 	bufCap int
+	// pending is the position (among the records given to Export) of the
+	// first record not yet handed to enqueue: the start of the message the
+	// encoder is building. Every queued message starts before it, and
+	// every record before the oldest queued message's start (or before
+	// pending, with the queue empty) is written, dropped or invalid: that
+	// is Settled.
+	pending uint64
 
 	wake    chan struct{} // a message was queued
 	closing chan struct{} // Close was called: drain, then stop
@@ -95,9 +103,13 @@ func newTCPSender(x *Exporter, addr string, tlsCfg *tls.Config, cfg Config, opt 
 func (s *tcpSender) enqueue(msg []byte, c Counts) error {
 	data, flows := c.Data, c.Flows
 	s.mu.Lock()
+	// The message holds the records from pending on; the next one starts
+	// with the record being added (or after the batch, on Flush).
+	start := s.pending
+	s.pending = max(s.pending, s.x.cur)
 	if queued := s.bytes; queued+len(msg) > s.opt.queueLimit {
+		s.x.dropped.Add(uint64(flows)) // counted before Settled can count them
 		s.mu.Unlock()
-		s.x.dropped.Add(uint64(flows))
 		s.x.logError("queue full, dropping records (collector down or too slow)",
 			fmt.Errorf("%d bytes queued, limit %d", queued, s.opt.queueLimit))
 		return nil
@@ -108,7 +120,7 @@ func (s *tcpSender) enqueue(msg []byte, c Counts) error {
 	} else {
 		b = make([]byte, 0, s.bufCap)
 	}
-	s.q = append(s.q, queued{b: append(b[:0], msg...), data: data, flows: flows})
+	s.q = append(s.q, queued{b: append(b[:0], msg...), data: data, flows: flows, start: start})
 	s.bytes += len(msg)
 	s.mu.Unlock()
 	select {
@@ -116,6 +128,27 @@ func (s *tcpSender) enqueue(msg []byte, c Counts) error {
 	default:
 	}
 	return nil
+}
+
+// handedOut records that every record before pos (a position among the
+// records given to Export) is queued, dropped or invalid: Export calls it
+// when the encoder's message holds no flow record.
+func (s *tcpSender) handedOut(pos uint64) {
+	s.mu.Lock()
+	s.pending = max(s.pending, pos)
+	s.mu.Unlock()
+}
+
+// settled is Exporter.Settled for TCP: the start of the oldest message not
+// yet written (it stays queued until its write returns, across reconnects),
+// else every record handed out.
+func (s *tcpSender) settled() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.head < len(s.q) {
+		return s.q[s.head].start
+	}
+	return s.pending
 }
 
 // peek returns the oldest queued message; it stays queued until pop.
@@ -308,8 +341,8 @@ func (s *tcpSender) serve(conn net.Conn) error {
 		if err := s.write(m.b, m.data); err != nil {
 			return err // m stays queued: it goes out again after the templates
 		}
+		s.x.sent(len(m.b), m.flows) // counted before Settled can count them
 		s.pop()
-		s.x.sent(len(m.b), m.flows)
 	}
 }
 

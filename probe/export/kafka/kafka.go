@@ -4,11 +4,18 @@
 package kafka
 
 import (
+	"sync"
 	"time"
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
+	"github.com/xdpflow/xdpflow/probe/export"
 	"github.com/xdpflow/xdpflow/schemas"
+)
+
+var (
+	_ export.Exporter = (*Flows)(nil)
+	_ export.Settling = (*Flows)(nil)
 )
 
 // Flows writes each flow record as one Kafka message
@@ -20,7 +27,18 @@ type Flows struct {
 	format schemas.Format
 	meta   schemas.Meta
 	m      schemas.FlowMessage
+
+	// For Settled: the producer numbers every message it is given, samples
+	// included; spans maps this exporter's records to those numbers.
+	mu      sync.Mutex
+	records uint64 // records given to Export
+	settled uint64 // Settled's last answer
+	spans   []span // the Export calls not wholly settled, oldest first
 }
+
+// span is one Export call: producer messages seq..seq+n-1 carry records
+// rec..rec+n-1, one message per record.
+type span struct{ seq, rec, n uint64 }
 
 // NewFlows returns an exporter of flow records to topic through p.
 func NewFlows(p *kafkaout.Producer, topic string, format schemas.Format, meta schemas.Meta) *Flows {
@@ -41,6 +59,7 @@ func (k *Flows) Export(flows []schemas.Flow) error {
 	}
 	buf := make([]byte, 0, len(flows)*per)
 	msgs := make([]kafkaout.Message, len(flows))
+	n := uint64(len(flows))
 	for i := range flows {
 		flows[i].ToMessage(&k.m, &k.meta, now)
 		start := len(buf)
@@ -48,14 +67,50 @@ func (k *Flows) Export(flows []schemas.Flow) error {
 		keyEnd := len(buf)
 		var err error
 		if buf, err = k.format.Append(buf, &k.m); err != nil {
+			// Nothing of the batch is sent, and sending it again would
+			// fail the same way: it is settled, there is nothing to keep.
+			k.mu.Lock()
+			k.records += n
+			k.mu.Unlock()
 			return err
 		}
 		// If buf grew, earlier messages keep pointing into the old array,
 		// which stays valid and unchanged.
 		msgs[i] = kafkaout.Message{Topic: k.topic, Key: buf[start:keyEnd:keyEnd], Value: buf[keyEnd:len(buf):len(buf)]}
 	}
-	k.p.Send(msgs)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	end := k.p.Send(msgs) // numbers msgs end-n..end-1, samples aside
+	k.spans = append(k.spans, span{seq: end - n, rec: k.records, n: n})
+	k.records += n
 	return nil
+}
+
+// Settled implements export.Settling: how many of the records given to
+// Export, from the first, the producer has settled (acknowledged by the
+// brokers, spooled, or dropped and counted: see kafkaout's
+// Producer.Settled). Samples sharing the producer count for nothing here,
+// though a sample waiting in the producer's memory queue holds back the
+// records sent after it. Records of an Export that failed to encode are
+// never sent: they settle with the records before them.
+func (k *Flows) Settled() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	w := k.p.Settled() // messages before w are settled
+	for len(k.spans) > 0 {
+		sp := k.spans[0]
+		if w < sp.seq+sp.n {
+			// Every record before this span is settled (the spans before
+			// it, and batches that failed to encode), and so is its part
+			// before w.
+			k.settled = max(k.settled, sp.rec+(max(w, sp.seq)-sp.seq))
+			return k.settled
+		}
+		k.settled = sp.rec + sp.n
+		k.spans = k.spans[1:]
+	}
+	k.settled = k.records // Exports that failed to encode, after the rest
+	return k.settled
 }
 
 func (k *Flows) Flush() error   { return nil } // the producer owns delivery
