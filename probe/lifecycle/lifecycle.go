@@ -340,9 +340,10 @@ func (p *probe) startPipeline(context.Context) (undo, error) {
 	}
 	p.pipe = pipeline.New(pipeline.Kernel(p.d, p.state != nil), p.exps, p.clock, cfg, p.log)
 	if p.img != nil {
-		pending := p.pipe.Restore(p.img)
+		pending, resent := p.pipe.Restore(p.img)
 		p.log.Info("carrying on from the flow state a probe before this one left",
-			"state_dir", c.StateDir, "flows_held", len(p.img.Flows), "records_pending", pending, "saved_tick", p.img.Tick)
+			"state_dir", c.StateDir, "flows_held", len(p.img.Flows), "records_pending", pending,
+			"records_maybe_sent_twice", resent, "saved_tick", p.img.Tick)
 		p.img = nil
 	}
 	for _, m := range p.d.Leftovers {

@@ -38,6 +38,7 @@ func (p *probe) registry() *prometheus.Registry {
 	samplesDropped := f.Desc("xdpflow_probe_samples_dropped_total", "Samples read but not written: their sink (--pcap file, Kafka) failed and was closed.")
 	pending := f.Desc("xdpflow_probe_pending_records", "Flow records some exporter has not settled yet (kept in the flow state until it has).")
 	commitFails := f.Desc("xdpflow_probe_state_save_failures_total", "Ticks the flow state could not be saved (a full tmpfs): a crash then loses what was drained since the last save.")
+	resent := f.Desc("xdpflow_probe_resent_records_total", "Flow records sent again after a restart that the probe before may have sent already (the message in flight at a crash): possible duplicates, by exporter.", "exporter")
 	attached := f.Desc("xdpflow_probe_attached", "1 while the XDP program is attached to the interface.", "iface")
 	f.Fn = func(ch chan<- prometheus.Metric) {
 		if st, err := p.d.Stats(); err == nil {
@@ -65,6 +66,9 @@ func (p *probe) registry() *prometheus.Registry {
 		metrics.Counter(ch, pressure, s.Pressure)
 		metrics.Gauge(ch, pending, float64(s.Pending))
 		metrics.Counter(ch, commitFails, p.pipe.CommitErrors())
+		for name, n := range p.pipe.Resent() {
+			metrics.Counter(ch, resent, n, name)
+		}
 		for r := schemas.EndIdle; r <= schemas.EndLackOfResources; r++ {
 			metrics.Counter(ch, exported, s.Table.Exported[r], r.String())
 		}

@@ -183,6 +183,7 @@ func TestCrashAnywhere(t *testing.T) {
 			}
 			truth := map[bpf.FlowKey]uint64{}
 			crashes := 0
+			var resent uint64 // records the restarts said may come twice
 			p, st := newLife(t, dir, k, sinks, c)
 			for round := 0; round < 30; round++ {
 				for range 1 + rng.IntN(40) {
@@ -204,6 +205,7 @@ func TestCrashAnywhere(t *testing.T) {
 							st.Close()
 							c.left = 0
 							p, st = newLife(t, dir, k, sinks, c)
+							resent += p.Resent()["udp"]
 						}
 					}()
 					// Flows end at random: a forced end now and then.
@@ -227,6 +229,9 @@ func TestCrashAnywhere(t *testing.T) {
 				// most the chunk in flight at each crash.
 				if !s.settling && s.twice > crashes*chunk {
 					t.Errorf("%s: %d records sent again over %d crashes, more than a chunk each", s.name, s.twice, crashes)
+				}
+				if !s.settling && uint64(s.twice) > resent {
+					t.Errorf("%s: %d records sent again, the restarts counted %d that might be", s.name, s.twice, resent)
 				}
 			}
 			st.Close()

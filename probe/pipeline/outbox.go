@@ -22,6 +22,10 @@ type exporter struct {
 	// off maps a settling exporter's Settled() count to the outbox: it
 	// has settled outbox[:Settled()+off].
 	off int
+	// resent are the records given again after a restart that the crashed
+	// probe may already have sent (the chunk in flight, or what a
+	// background exporter had not settled): each may be a duplicate.
+	resent uint64
 }
 
 // settledNow is how far a settling exporter has settled the outbox.
@@ -125,8 +129,9 @@ func (p *Pipeline) Settle() {
 // Restore carries on from the state a crashed (or stopped) probe left:
 // its flows go back into the table and its pending records to every
 // exporter that has not settled them; an exporter the state does not know
-// gets them all. It returns how many records are pending.
-func (p *Pipeline) Restore(img *flowstate.Image) int {
+// gets them all. It returns how many records are pending, and how many of
+// those may reach a collector twice.
+func (p *Pipeline) Restore(img *flowstate.Image) (pending, resent int) {
 	for i := range img.Flows {
 		p.table.Restore(&img.Flows[i])
 	}
@@ -137,6 +142,15 @@ func (p *Pipeline) Restore(img *flowstate.Image) int {
 			if name == e.x.String() {
 				e.given = int(min(img.Settled[j], uint64(len(p.outbox))))
 				e.settled = e.given
+				// An exporter that settles as Export returns had at most
+				// one chunk in flight; one that sends in the background,
+				// anything it had not settled.
+				n := len(p.outbox) - e.given
+				if e.settling == nil {
+					n = min(n, chunk)
+				}
+				e.resent += uint64(n)
+				resent += n
 			}
 		}
 		e.off = e.given
@@ -145,7 +159,17 @@ func (p *Pipeline) Restore(img *flowstate.Image) int {
 		}
 	}
 	p.tick = img.Tick
-	return len(p.outbox)
+	return len(p.outbox), resent
+}
+
+// Resent counts, by exporter, the records given again after a restart
+// that the crashed probe may have sent already.
+func (p *Pipeline) Resent() map[string]uint64 {
+	m := map[string]uint64{}
+	for _, e := range p.exps {
+		m[e.x.String()] = e.resent
+	}
+	return m
 }
 
 // CommitErrors counts the ticks the Store could not save.
