@@ -2,10 +2,10 @@ package pipeline
 
 import (
 	"io"
-	"os"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
