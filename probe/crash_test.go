@@ -63,7 +63,8 @@ func (p *probeProc) kill9(t *testing.T) {
 
 // TestCrashSafe: the probe killed with SIGKILL at random moments while
 // traffic flows (drain, save and export run every 50 ms, so kills land in
-// each), three times in a row, started again each time on the same pins
+// each; the second kill comes just after a SIGTERM, during the final
+// export), three times in a row, started again each time on the same pins
 // and flow state; at the end SIGTERM and --detach export the rest. nfdump
 // holds exactly what was sent, flow by flow. Several seeds.
 func TestCrashSafe(t *testing.T) {
@@ -96,6 +97,10 @@ func TestCrashSafe(t *testing.T) {
 			var logs []string
 			for kill := range 3 {
 				time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond)
+				if kill == 1 { // during shutdown's final export
+					p.cmd.Process.Signal(syscall.SIGTERM)
+					time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
+				}
 				p.kill9(t)
 				logs = append(logs, p.stderr.String())
 				time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond) // counted by the pinned program alone
@@ -169,4 +174,16 @@ func TestCrashDuringDetach(t *testing.T) {
 			t.Errorf("%s left after --detach: %v", left, err)
 		}
 	}
+}
+
+// TestPinsThatDie: pins on the bpffs `ip netns exec` mounts for the probe
+// alone die with it, and the probe says so at start.
+func TestPinsThatDie(t *testing.T) {
+	pair := newTestPair(t, "xcw")
+	col := collector(t, pair)
+	p := startProbe(t, pair, "--ipfix", col.URL()) // the default --pin-path, under /sys
+	if log := p.stderr.String(); !strings.Contains(log, "--pin-path is on a bpffs that dies with this process") {
+		t.Errorf("no warning about pins that die with the probe:\n%s", log)
+	}
+	p.stop(t)
 }
