@@ -42,6 +42,9 @@ func (p *Pipeline) commit(id uint32) {
 		img.Exporters = append(img.Exporters, e.x.String())
 		img.Settled = append(img.Settled, uint64(e.settled))
 	}
+	// Marks made after a failed save would land on the older image, whose
+	// outbox they do not describe: none until a save works again.
+	p.saved = false
 	if err := p.cfg.Store.Commit(img); err != nil {
 		p.commitErrors.Add(1)
 		if ok, held := p.commitWarn.Allow(time.Now()); ok {
@@ -51,6 +54,7 @@ func (p *Pipeline) commit(id uint32) {
 		return
 	}
 	p.tick++
+	p.saved = true
 }
 
 // export gives each exporter the records it has not had, and drops from
@@ -89,7 +93,7 @@ func (p *Pipeline) markSettled(i int, e *exporter, n int) {
 		return
 	}
 	e.settled = n
-	if p.cfg.Store != nil {
+	if p.saved {
 		p.cfg.Store.MarkSettled(i, uint64(n))
 	}
 }
@@ -158,7 +162,7 @@ func (p *Pipeline) Restore(img *flowstate.Image) (pending, resent int) {
 			e.off -= int(e.settling.Settled())
 		}
 	}
-	p.tick = img.Tick
+	p.tick, p.saved = img.Tick, true
 	return len(p.outbox), resent
 }
 

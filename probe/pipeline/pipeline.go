@@ -80,6 +80,7 @@ type Pipeline struct {
 	outbox       []schemas.Flow
 	held         []flowtable.Held // reused for each image
 	tick         uint64           // ticks committed to the Store
+	saved        bool             // the Store holds this outbox (the last save worked)
 	lastRecords  int              // records the last tick made
 	commitErrors atomic.Uint64    // ticks the Store could not save
 	commitWarn   *ratelimit.Limiter
@@ -224,7 +225,7 @@ func (p *Pipeline) Tick(final bool) error {
 	if err := q.Clear(); err != nil {
 		return fmt.Errorf("clear the kernel flow table: %w", err)
 	}
-	if p.cfg.Store != nil {
+	if p.saved {
 		p.cfg.Store.MarkCleared()
 	}
 	p.export()

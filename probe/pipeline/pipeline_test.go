@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/probe/export"
+	"github.com/xdpflow/xdpflow/probe/flowstate"
 	"github.com/xdpflow/xdpflow/probe/flowtable"
 	"github.com/xdpflow/xdpflow/schemas"
 )
@@ -194,5 +196,49 @@ func TestTickPairsBiflows(t *testing.T) {
 	}
 	if len(x.got) != 1 || !x.got[0].Biflow || x.got[0].Packets != 3 || x.got[0].ReversePackets != 2 {
 		t.Errorf("exported %+v, want one biflow record of 3+2 packets", x.got)
+	}
+}
+
+// fakeStore records what the pipeline asks of it; fail makes saves fail.
+type fakeStore struct {
+	fail  bool
+	calls []string
+}
+
+func (s *fakeStore) Commit(img *flowstate.Image) error {
+	if s.fail {
+		s.calls = append(s.calls, "commit failed")
+		return errors.New("no space left on device")
+	}
+	s.calls = append(s.calls, fmt.Sprintf("commit %d", img.Tick))
+	return nil
+}
+func (s *fakeStore) MarkCleared() { s.calls = append(s.calls, "cleared") }
+func (s *fakeStore) MarkSettled(i int, n uint64) {
+	s.calls = append(s.calls, fmt.Sprintf("settled %d %d", i, n))
+}
+
+// A save that fails (a full tmpfs) is counted, the tick goes on (records
+// are exported, the table emptied), and nothing is marked on the older
+// image until a save works again.
+func TestFailedSave(t *testing.T) {
+	clock := bpf.NewClock()
+	now := clock.Now()
+	src := &fakeSource{batches: [][]flow{{udp(1, 1000, 3, now-uint64(2*time.Second))}, {udp(2, 2000, 4, now-uint64(2*time.Second))}}}
+	st := &fakeStore{fail: true}
+	x := &fakeExporter{name: "x"}
+	p := New(src, []export.Exporter{x}, clock, Config{Table: flowtable.Config{IdleTimeout: time.Second, ActiveTimeout: time.Hour}, KernelFlows: 1024, Store: st}, discard())
+	if err := p.Tick(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(st.calls, ", "); got != "commit failed" || p.CommitErrors() != 1 || len(x.got) != 1 {
+		t.Errorf("failed save: calls %q, %d failures, %d records exported", got, p.CommitErrors(), len(x.got))
+	}
+	st.fail, st.calls = false, nil
+	if err := p.Tick(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(st.calls, ", "); got != "commit 1, cleared, settled 0 1" || len(x.got) != 2 {
+		t.Errorf("save after a failure: calls %q, %d records exported", got, len(x.got))
 	}
 }
