@@ -62,53 +62,30 @@ const batchSize = 4096
 // for each, and leaves the table empty. It uses the kernel's batch
 // operations (10x faster than iterate-and-delete).
 func (d *Datapath) Drain(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
-	if d.cfg.perCPU() {
-		return drainPerCPU(table, fn)
-	}
-	keys := make([]FlowKey, batchSize)
-	vals := make([]FlowValue, batchSize)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := table.BatchLookupAndDelete(&cursor, keys, vals, nil)
-		for i := 0; i < n; i++ {
-			fn(keys[i], vals[i])
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("drain flow table: %w", err)
-		}
-	}
+	return d.walk(table, fn, true)
 }
 
 // Read calls fn for every flow of a table taken out of service by Rotate
 // and leaves the table as it is: the crash-safe flow state saves what it
 // read before Clear empties the table, so a crash in between loses nothing.
 func (d *Datapath) Read(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
+	return d.walk(table, fn, false)
+}
+
+// walk calls fn for every flow of table, deleting them with del.
+func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
 	if d.cfg.perCPU() {
-		var (
-			k      FlowKey
-			perCPU []FlowValue
-		)
-		it := table.Iterate()
-		for it.Next(&k, &perCPU) {
-			var v FlowValue
-			for _, c := range perCPU {
-				v.Merge(c)
-			}
-			fn(k, v)
-		}
-		if err := it.Err(); err != nil {
-			return fmt.Errorf("read flow table: %w", err)
-		}
-		return nil
+		return walkPerCPU(table, fn, del)
+	}
+	batch := table.BatchLookup
+	if del {
+		batch = table.BatchLookupAndDelete
 	}
 	keys := make([]FlowKey, batchSize)
 	vals := make([]FlowValue, batchSize)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := table.BatchLookup(&cursor, keys, vals, nil)
+		n, err := batch(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
 			fn(keys[i], vals[i])
 		}
@@ -140,7 +117,7 @@ func TableID(table *ebpf.Map) uint32 {
 // Quiet is the flow table out of service (the one Rotate returned last).
 func (d *Datapath) Quiet() *ebpf.Map { return d.tables[1-d.active] }
 
-func drainPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
+func walkPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
 	var (
 		k      FlowKey
 		perCPU []FlowValue
@@ -153,7 +130,9 @@ func drainPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
 			v.Merge(c)
 		}
 		fn(k, v)
-		keys = append(keys, k)
+		if del {
+			keys = append(keys, k)
+		}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read flow table: %w", err)

@@ -581,3 +581,39 @@ func TestParseSampleRejectsBadRecords(t *testing.T) {
 		}
 	}
 }
+
+// Read leaves a quiet table as it is (read twice, the same flows), Clear
+// empties it, and TableID and Quiet name it; for every table type.
+func TestReadThenClear(t *testing.T) {
+	for _, typ := range []ebpf.MapType{ebpf.Hash, ebpf.PerCPUHash} {
+		t.Run(typ.String(), func(t *testing.T) {
+			d := load(t, Config{MaxFlows: 64, tableType: typ})
+			for i := range 5 {
+				run(t, d.Program, build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolUDP), udp(uint16(i), 9), payload(10)))
+			}
+			q, err := d.Rotate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if TableID(q) == 0 || TableID(q) != TableID(d.Quiet()) {
+				t.Errorf("table ids: rotated %d, quiet %d", TableID(q), TableID(d.Quiet()))
+			}
+			for range 2 {
+				n := 0
+				if err := d.Read(q, func(FlowKey, FlowValue) { n++ }); err != nil {
+					t.Fatal(err)
+				}
+				if n != 5 {
+					t.Fatalf("read %d flows, want 5", n)
+				}
+			}
+			if err := d.Clear(q); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			if err := d.Read(q, func(FlowKey, FlowValue) { n++ }); err != nil || n != 0 {
+				t.Errorf("after Clear: %d flows (%v)", n, err)
+			}
+		})
+	}
+}
