@@ -19,7 +19,8 @@ type Plan struct {
 	// RestoreInterfaces puts promiscuous mode and offloads back as they
 	// were; a program left counting keeps them as set.
 	RestoreInterfaces bool
-	// Unpin removes the pinned maps and links.
+	// Unpin removes the pinned maps and links, and the flow state that
+	// goes with them.
 	Unpin bool
 	// KeepCounting: the program stays attached after the stop, its counts
 	// kept in the pinned tables for the next start.
