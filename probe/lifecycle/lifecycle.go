@@ -1,10 +1,9 @@
 // Package lifecycle runs xdpflow-probe. It builds the probe's parts from
 // its Config and starts them in a fixed order — datapath, flow state,
 // exporters, pipeline, metrics, span preparation, attach, sample reader,
-// privileges —
-// each start returning its undo. It then runs the pipeline (and the sample
-// reader) under one errgroup until told to stop, and undoes the parts in
-// reverse order as the shutdown Plan says (see Decide).
+// privileges — each start returning its undo. It then runs the pipeline
+// (and the sample reader) under one errgroup until told to stop, and
+// undoes the parts in reverse order as the shutdown Plan says (Decide).
 //
 // Failures while running follow one rule: the pipeline failing (the
 // datapath can no longer be read) ends the run; an exporter failing is
