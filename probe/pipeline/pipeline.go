@@ -4,7 +4,9 @@
 // hand the records to every exporter.
 //
 // It reads the kernel through Source, which the real datapath and the
-// tests' fakes both satisfy.
+// tests' fakes both satisfy. Given a Store (the flow state), every tick
+// is saved so that a crash at any instruction loses nothing (see Tick);
+// records wait in an outbox until every exporter has settled them.
 package pipeline
 
 import (
