@@ -654,13 +654,15 @@ func TestProbeRunsWithUnitCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pair.Close()
+	stateRoot := t.TempDir()
 	run := func(capset string, extra ...string) (*exec.Cmd, *syncbuf.Buffer) {
 		// `ip netns exec` gives the command its own mount namespace and
 		// sysfs: mount a bpffs there for the pins, as systemd does at boot.
 		script := `mount -t bpf bpf /sys/fs/bpf && exec "$@"`
 		args := append([]string{"netns", "exec", pair.NsName("b"), "sh", "-c", script, "sh",
 			setpriv, "--no-new-privs", "--bounding-set=-all," + capset, "--inh-caps=-all", "--",
-			p.probe, "-i", pair.LinkB, "--metrics", "127.0.0.1:9477", "--ipfix", "udp://127.0.0.1:4739"}, extra...)
+			p.probe, "-i", pair.LinkB, "--metrics", "127.0.0.1:9477", "--ipfix", "udp://127.0.0.1:4739",
+			"--state-dir", filepath.Join(stateRoot, "state")}, extra...) // the unit's RuntimeDirectory
 		cmd := exec.Command("ip", args...)
 		var logs syncbuf.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
