@@ -170,6 +170,9 @@ func TestParseAndAccount(t *testing.T) {
 	laterFrag := ipv4(layers.IPProtocolUDP)
 	laterFrag.FragOffset = 185
 
+	icmpLaterFrag := ipv4(layers.IPProtocolICMPv4)
+	icmpLaterFrag.FragOffset = 1
+
 	// Payloads of non-first IPv6 fragments that would parse as extension
 	// headers or ports if walked into.
 	dstLike := ext6(layers.IPProtocolUDP, 0)                                        // destination options naming UDP
@@ -352,6 +355,21 @@ func TestParseAndAccount(t *testing.T) {
 		},
 		fragments: 1,
 	}, {
+		name: "icmp and icmpv6 with exactly 8 bytes of header",
+		frames: []sent{
+			{build(e4, ipv4(layers.IPProtocolICMPv4), icmpEcho), 1},
+			{build(e6, ipv6(layers.IPProtocolICMPv6), concat([]byte{1, 4, 0, 0, 0, 0, 0, 0})), 1},
+		},
+		want: []flow{
+			with(v4(1, 0, 8<<8), 1, 28, 60, 0),
+			with(v6(58, 0, 1<<8|4), 1, 48, 62, 0),
+		},
+	}, {
+		name:      "icmp non-first fragment: no ICMP header, ports 0",
+		frames:    []sent{{build(e4, icmpLaterFrag, payload(3)), 1}},
+		want:      []flow{with(v4(1, 0, 0), 1, 23, 60, 0)},
+		fragments: 1,
+	}, {
 		name:   "icmpv6 type and code in dst port",
 		frames: []sent{{build(e6, ipv6(layers.IPProtocolICMPv6), icmp6Echo, payload(60)), 2}},
 		want:   []flow{with(v6(58, 0, 128<<8), 2, 2*(40+4+60), 2*(14+40+4+60), 0)},
@@ -440,6 +458,14 @@ func TestMalformed(t *testing.T) {
 		{"udp header cut short", build(e6, ipv6(layers.IPProtocolUDP), payload(7)), "l4_truncated"},
 		{"sctp header cut short", build(e4, ipv4(layers.IPProtocolSCTP), payload(11)), "l4_truncated"},
 		{"icmp header cut short", build(e4, ipv4(layers.IPProtocolICMPv4), payload(3)), "l4_truncated"},
+		// ICMP needs its whole 8-byte header, though the key takes only
+		// type and code from it.
+		{"icmp header of 7 bytes", build(e4, ipv4(layers.IPProtocolICMPv4), concat([]byte{8, 0, 0, 0, 0, 1, 0})), "l4_truncated"},
+		{"icmpv6 type, code and checksum only (4 bytes)", build(e6, ipv6(layers.IPProtocolICMPv6), concat([]byte{128, 0, 0, 0})), "l4_truncated"},
+		{"icmpv6 header of 7 bytes after an extension header",
+			build(e6, ipv6(layers.IPProtocolIPv6Destination), concat(ext6(layers.IPProtocolICMPv6, 0), []byte{1, 4, 0, 0, 0, 0, 0})), "l4_truncated"},
+		{"icmp header in the ethernet padding, not in the packet",
+			pad(build(e4, ipv4(layers.IPProtocolICMPv4), concat([]byte{8, 0, 0, 0})), 60), "l4_truncated"},
 		{"udp header in the ethernet padding, not in the packet",
 			pad(build(e4, ipv4(layers.IPProtocolUDP), payload(4)), 60), "l4_truncated"},
 	}
