@@ -279,8 +279,15 @@ static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void
 			if (h + 8 > end || h + 8 > l3_end)
 				return PARSE_BAD(MALFORMED_IPV6_EXT_TRUNCATED);
 			nh = e[0];
-			if (bpf_ntohs(*(__u16 *)&e[2]) & 0xfff8)
+			/* A non-first fragment: what follows the Fragment header
+			 * is data, even when the header names another extension
+			 * header. Stop here: the L3 key, its protocol the
+			 * Fragment header's Next Header, ports 0. */
+			if (bpf_ntohs(*(__u16 *)&e[2]) & 0xfff8) {
 				p->fragment = 1;
+				k->proto = nh;
+				return PARSE_OK;
+			}
 			h += 8;
 			break;
 		default:

@@ -170,6 +170,26 @@ func TestParseAndAccount(t *testing.T) {
 	laterFrag := ipv4(layers.IPProtocolUDP)
 	laterFrag.FragOffset = 185
 
+	icmpLaterFrag := ipv4(layers.IPProtocolICMPv4)
+	icmpLaterFrag.FragOffset = 1
+
+	// Payloads of non-first IPv6 fragments that would parse as extension
+	// headers or ports if walked into.
+	dstLike := ext6(layers.IPProtocolUDP, 0)                                        // destination options naming UDP
+	dstHuge := mutate(ext6(layers.IPProtocolUDP, 0), func(b []byte) { b[1] = 255 }) // claims 2 KiB
+	udpLike := rawL4(udp(7777, 8888), 20)
+	tcpLike := rawL4(tcp(40000, 443, tSYN), 20)
+	ahLike := make([]byte, 24) // AH naming TCP, payload length 4: (4+2)*4 = 24 bytes
+	ahLike[0], ahLike[1] = byte(layers.IPProtocolTCP), 4
+	var dst7Frag []byte // 7 destination-options headers, the last naming Fragment
+	for i := 0; i < 7; i++ {
+		next := layers.IPProtocolIPv6Destination
+		if i == 6 {
+			next = layers.IPProtocolIPv6Fragment
+		}
+		dst7Frag = append(dst7Frag, ext6(next, 0)...)
+	}
+
 	icmpEcho := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 1, Seq: 1}
 	icmpUnreach := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}
 	icmp6Echo := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(128, 0)}
@@ -282,6 +302,74 @@ func TestParseAndAccount(t *testing.T) {
 		},
 		fragments: 1,
 	}, {
+		// A non-first fragment stops the chain at its Fragment header,
+		// whatever that header names: the payload is data, even when it
+		// looks like an extension header or ports (issue #13).
+		name:      "ipv6 non-first fragment naming destination options: not walked into",
+		frames:    []sent{{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolIPv6Destination, 14, true), dstLike, udpLike)), 1}},
+		want:      []flow{with(v6(60, 0, 0), 1, 40+8+8+28, 14+40+8+8+28, 0)},
+		fragments: 1,
+	}, {
+		name:      "ipv6 non-first fragment naming destination options, data past the packet if walked",
+		frames:    []sent{{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolIPv6Destination, 14, false), dstHuge, udpLike)), 2}},
+		want:      []flow{with(v6(60, 0, 0), 2, 2*(40+8+8+28), 2*(14+40+8+8+28), 0)},
+		fragments: 2,
+	}, {
+		name:      "ipv6 non-first fragment naming AH: not walked into",
+		frames:    []sent{{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolAH, 185, true), ahLike, tcpLike)), 1}},
+		want:      []flow{with(v6(51, 0, 0), 1, 40+8+24+40, 14+40+8+24+40, 0)},
+		fragments: 1,
+	}, {
+		name:      "ipv6 non-first fragment naming TCP: ports 0, not the bytes that look like them",
+		frames:    []sent{{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolTCP, 1, true), tcpLike)), 1}},
+		want:      []flow{with(v6(6, 0, 0), 1, 40+8+40, 14+40+8+40, 0)},
+		fragments: 1,
+	}, {
+		name:      "ipv6 non-first fragment naming UDP: ports 0",
+		frames:    []sent{{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolUDP, 8191, false), udpLike)), 1}},
+		want:      []flow{with(v6(17, 0, 0), 1, 40+8+28, 14+40+8+28, 0)},
+		fragments: 1,
+	}, {
+		name: "ipv6 non-first fragment after hop-by-hop, and as the 8th extension header",
+		frames: []sent{
+			{build(e6, ipv6(layers.IPProtocolIPv6HopByHop), concat(ext6(layers.IPProtocolIPv6Fragment, 0),
+				frag6(layers.IPProtocolIPv6Destination, 100, true), dstLike, udpLike)), 1},
+			{build(e6, ipv6(layers.IPProtocolIPv6Destination), concat(dst7Frag, frag6(layers.IPProtocolIPv6Destination, 100, true), dstLike, udpLike)), 1},
+		},
+		want: []flow{
+			with(v6(60, 0, 0), 2, 40+8+8+8+28+40+7*8+8+8+28, 14+40+8+8+8+28+14+40+7*8+8+8+28, 0),
+		},
+		fragments: 2,
+	}, {
+		// The first fragment walks on past the Fragment header, the later
+		// ones stop at it: with an extension header between the Fragment
+		// header and the transport header, the two differ in protocol.
+		name: "ipv6 datagram with destination options after the fragment header: first under UDP and ports, later under 60",
+		frames: []sent{
+			{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolIPv6Destination, 0, true), ext6(layers.IPProtocolUDP, 0), rawL4(udp(5000, 5001), 100))), 1},
+			{build(e6, ipv6(layers.IPProtocolIPv6Fragment), concat(frag6(layers.IPProtocolIPv6Destination, 15, false), payload(50))), 1},
+		},
+		want: []flow{
+			with(v6(17, 5000, 5001), 1, 40+8+8+108, 14+40+8+8+108, 0),
+			with(v6(60, 0, 0), 1, 40+8+50, 14+40+8+50, 0),
+		},
+		fragments: 1,
+	}, {
+		name: "icmp and icmpv6 with exactly 8 bytes of header",
+		frames: []sent{
+			{build(e4, ipv4(layers.IPProtocolICMPv4), icmpEcho), 1},
+			{build(e6, ipv6(layers.IPProtocolICMPv6), concat([]byte{1, 4, 0, 0, 0, 0, 0, 0})), 1},
+		},
+		want: []flow{
+			with(v4(1, 0, 8<<8), 1, 28, 60, 0),
+			with(v6(58, 0, 1<<8|4), 1, 48, 62, 0),
+		},
+	}, {
+		name:      "icmp non-first fragment: no ICMP header, ports 0",
+		frames:    []sent{{build(e4, icmpLaterFrag, payload(3)), 1}},
+		want:      []flow{with(v4(1, 0, 0), 1, 23, 60, 0)},
+		fragments: 1,
+	}, {
 		name:   "icmpv6 type and code in dst port",
 		frames: []sent{{build(e6, ipv6(layers.IPProtocolICMPv6), icmp6Echo, payload(60)), 2}},
 		want:   []flow{with(v6(58, 0, 128<<8), 2, 2*(40+4+60), 2*(14+40+4+60), 0)},
@@ -370,6 +458,14 @@ func TestMalformed(t *testing.T) {
 		{"udp header cut short", build(e6, ipv6(layers.IPProtocolUDP), payload(7)), "l4_truncated"},
 		{"sctp header cut short", build(e4, ipv4(layers.IPProtocolSCTP), payload(11)), "l4_truncated"},
 		{"icmp header cut short", build(e4, ipv4(layers.IPProtocolICMPv4), payload(3)), "l4_truncated"},
+		// ICMP needs its whole 8-byte header, though the key takes only
+		// type and code from it.
+		{"icmp header of 7 bytes", build(e4, ipv4(layers.IPProtocolICMPv4), concat([]byte{8, 0, 0, 0, 0, 1, 0})), "l4_truncated"},
+		{"icmpv6 type, code and checksum only (4 bytes)", build(e6, ipv6(layers.IPProtocolICMPv6), concat([]byte{128, 0, 0, 0})), "l4_truncated"},
+		{"icmpv6 header of 7 bytes after an extension header",
+			build(e6, ipv6(layers.IPProtocolIPv6Destination), concat(ext6(layers.IPProtocolICMPv6, 0), []byte{1, 4, 0, 0, 0, 0, 0})), "l4_truncated"},
+		{"icmp header in the ethernet padding, not in the packet",
+			pad(build(e4, ipv4(layers.IPProtocolICMPv4), concat([]byte{8, 0, 0, 0})), 60), "l4_truncated"},
 		{"udp header in the ethernet padding, not in the packet",
 			pad(build(e4, ipv4(layers.IPProtocolUDP), payload(4)), 60), "l4_truncated"},
 	}
