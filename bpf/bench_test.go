@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/bpf/bpftest"
 )
@@ -18,6 +20,25 @@ import (
 // Benchmarks of the datapath through BPF_PROG_TEST_RUN: the kernel runs the
 // program over one frame `repeat` times and measures the time per run, with
 // no syscall in between. docs/benchmarks.md has the figures and the command.
+
+// pinCPU keeps the benchmark on one CPU: the benchmarks that make a new
+// flow per packet count keys with a per-CPU counter, and a run that moved
+// to another CPU would make keys the other CPU had made already.
+func pinCPU(b *testing.B) {
+	runtime.LockOSThread()
+	var one, all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		b.Fatal(err)
+	}
+	one.Set(0)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		unix.SchedSetaffinity(0, &all)
+		runtime.UnlockOSThread()
+	})
+}
 
 func benchFrames() map[string][]byte {
 	return map[string][]byte{
@@ -84,6 +105,7 @@ func BenchmarkExistingFlow(b *testing.B) {
 func BenchmarkNewFlow(b *testing.B) {
 	for _, typ := range tableTypes {
 		b.Run(typ.String(), func(b *testing.B) {
+			pinCPU(b)
 			d := load(b, Config{tableType: typ, benchFlows: 1<<32 - 1})
 			// Stay below the table size, and empty the table between chunks,
 			// so that every packet really inserts.
@@ -107,6 +129,7 @@ func BenchmarkNewFlowLocalNets(b *testing.B) {
 	for i := range 62 { // a realistic list: 64 prefixes
 		nets = append(nets, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
 	}
+	pinCPU(b)
 	d := load(b, Config{benchFlows: 1<<32 - 1, LocalNets: nets})
 	measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, func() {
 		old, err := d.Rotate()
@@ -123,6 +146,7 @@ func BenchmarkNewFlowLocalNets(b *testing.B) {
 // insert path. After rotations (BenchmarkNewFlow) the free entries were
 // released by the drain on another CPU and are colder.
 func BenchmarkNewFlowFreshTable(b *testing.B) {
+	pinCPU(b)
 	var total float64
 	for left := b.N; left > 0; {
 		b.StopTimer()
@@ -149,6 +173,7 @@ func BenchmarkMillionFlows(b *testing.B) {
 	const flows = 1 << 20
 	for _, typ := range tableTypes {
 		b.Run(typ.String(), func(b *testing.B) {
+			pinCPU(b)
 			d := load(b, Config{tableType: typ, MaxFlows: flows, benchFlows: flows})
 			frame := benchFrames()["ipv4-tcp"]
 			if _, _, err := d.Program.Benchmark(frame, flows, nil); err != nil { // fill
@@ -163,6 +188,7 @@ func BenchmarkMillionFlows(b *testing.B) {
 // Userspace side: draining rotated tables with the batch syscalls. One op
 // is one flow read and deleted.
 func BenchmarkDrain(b *testing.B) {
+	pinCPU(b)
 	d := load(b, Config{benchFlows: 1<<32 - 1})
 	frame := benchFrames()["ipv4-tcp"]
 	b.ReportAllocs()
