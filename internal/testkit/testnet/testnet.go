@@ -34,6 +34,9 @@ type Options struct {
 	// (198.18.0.0/15 or 2001:db8::/32 only), with a static neighbour entry
 	// on A for B so no ARP/NDP is needed before the first packet.
 	AddrA, AddrB netip.Prefix
+	// MTU of both veth ends; 0 means 1500. Jumbo frames (9000) reach a
+	// native XDP program on B as multi-buffer frames.
+	MTU int
 }
 
 // NewPair creates the namespaces <name>-a and <name>-b. The names must be
@@ -83,8 +86,13 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 	}
 	defer hb.Close()
 
+	mtu := opt.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: p.LinkA, MTU: 1500},
+		LinkAttrs:     netlink.LinkAttrs{Name: p.LinkA, MTU: mtu},
+		PeerMTU:       uint32(mtu),
 		PeerName:      p.LinkB,
 		PeerNamespace: netlink.NsFd(int(p.B)),
 	}
