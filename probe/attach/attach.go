@@ -104,19 +104,30 @@ func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir stri
 		used = Native
 	}
 	lk, err := try(used)
-	if err != nil && mode == Auto && unsupported(err) {
-		log.Warn("native XDP not supported by the driver, using generic mode (slower)", "iface", iface, "err", err)
+	if err != nil && mode == Auto && !denied(err) && !busy(err) {
+		// Any refusal of native mode: the driver's reasons are many (no
+		// XDP, an MTU too large for its buffers, too few queues, an
+		// offload XDP cannot run with) and generic mode avoids them all.
+		// Lack of privilege and a program already there are not: generic
+		// would be refused too.
+		log.Warn(fmt.Sprintf("native XDP refused: %s; using generic mode, which counts the same but copies every frame into a socket buffer before the program runs (slower, more CPU per packet)",
+			nativeCause(err, l.Attrs().MTU)), "iface", iface, "err", err)
+		nerr := err
 		used = Generic
-		lk, err = try(used)
+		if lk, err = try(used); err != nil && !denied(err) && !busy(err) {
+			return nil, fmt.Errorf("attach XDP to %s: native mode: %s (%w); generic mode: %w", iface, nativeCause(nerr, l.Attrs().MTU), nerr, err)
+		}
 	}
 	if err != nil {
 		switch {
 		case used == Native && unsupported(err):
 			return nil, fmt.Errorf("%s: the driver does not support native XDP (%v): use --xdp-mode generic or auto", iface, err)
-		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		case denied(err):
 			return nil, fmt.Errorf("attach XDP to %s: %w (%w)", iface, bpf.ErrPermission, err)
-		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST):
+		case busy(err):
 			return nil, fmt.Errorf("%s already has an XDP program: run `xdpflow-probe --detach -i %s` or pass --force", iface, iface)
+		case used == Native:
+			return nil, fmt.Errorf("attach XDP (native mode) to %s: %s: %w: use --xdp-mode generic or auto", iface, nativeCause(err, l.Attrs().MTU), err)
 		}
 		return nil, fmt.Errorf("attach XDP (%s mode) to %s: %w", used, iface, err)
 	}
@@ -167,6 +178,33 @@ func linkMode(idx int) Mode {
 		return Generic
 	}
 	return Native
+}
+
+// denied is a refusal for lack of privilege.
+func denied(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
+}
+
+// busy is a refusal because the interface has an XDP program already.
+func busy(err error) bool {
+	return errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)
+}
+
+// nativeCause says in words why a driver refused a program in native
+// mode, from the errno it returned (the driver's own message goes to the
+// netlink extack, which BPF links do not return).
+func nativeCause(err error, mtu int) string {
+	switch {
+	case errors.Is(err, unix.ERANGE):
+		return fmt.Sprintf("the driver refused the program at MTU %d, too large for its XDP buffers", mtu)
+	case unsupported(err):
+		return "the driver does not support native XDP, or not in its present configuration"
+	case errors.Is(err, unix.ENOSPC):
+		return "the driver has too few queues for XDP (veth: fewer receive queues than its peer's transmit queues)"
+	case errors.Is(err, unix.ENOMEM):
+		return "the driver could not allocate its XDP resources"
+	}
+	return "the driver refused the program"
 }
 
 func unsupported(err error) bool {

@@ -169,3 +169,78 @@ func mustID(info *ebpf.ProgramInfo) ebpf.ProgramID {
 	id, _ := info.ID()
 	return id
 }
+
+// TestAutoFallback: whatever the driver's reason for refusing native mode,
+// auto attaches in generic mode with one warning line saying why and what
+// it costs; native mode fails naming the cause. Two refusals veth makes:
+// a program that is not multi-buffer aware at MTU 9000 (the probe's own
+// program is, and attaches natively there), and fewer receive queues than
+// the peer has transmit queues.
+func TestAutoFallback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: run `sudo make test`")
+	}
+	d, err := bpf.Load(bpf.Config{MaxFlows: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	empty, err := bpftest.LoadEmpty() // SEC("xdp"): no frags
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+
+	for _, tc := range []struct {
+		name  string
+		opt   testnet.Options
+		prog  *ebpf.Program
+		mode  Mode   // what auto ends in
+		cause string // in the warning and native mode's error
+	}{
+		{"jumbo, frags-aware", testnet.Options{MTU: 9000}, d.Program, Native, ""},
+		{"jumbo, not frags-aware", testnet.Options{MTU: 9000}, empty, Generic, "the driver refused the program at MTU 9000"},
+		{"too few queues", testnet.Options{QueueMismatch: true}, d.Program, Generic, "too few queues"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pair, err := testnet.NewPair(fmt.Sprintf("xff%d", os.Getpid()%100000), tc.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pair.Close()
+			var logged strings.Builder
+			log := slog.New(slog.NewTextHandler(&logged, nil))
+			if err := pair.In(pair.B, func() error {
+				a, err := Attach(pair.LinkB, tc.prog, Auto, false, "", log)
+				if err != nil {
+					return fmt.Errorf("auto: %w", err)
+				}
+				defer a.Close()
+				if a.Mode != tc.mode {
+					t.Errorf("auto: mode %s, want %s", a.Mode, tc.mode)
+				}
+				lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+				if tc.cause == "" {
+					if logged.Len() != 0 {
+						t.Errorf("auto attached natively, yet logged: %s", logged.String())
+					}
+					return nil
+				}
+				if len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], tc.cause) ||
+					!strings.Contains(lines[0], "generic mode") || !strings.Contains(lines[0], "copies every frame") {
+					t.Errorf("auto logged %q; want one warning saying %q, generic mode and its cost", logged.String(), tc.cause)
+				}
+				a.Close()
+				_, err = Attach(pair.LinkB, tc.prog, Native, false, "", log)
+				if err == nil || !strings.Contains(err.Error(), tc.cause) || !strings.Contains(err.Error(), "--xdp-mode generic") {
+					t.Errorf("native: %v; want an error saying %q and what to do", err, tc.cause)
+				}
+				t.Logf("warning: %s", lines[0])
+				t.Logf("native: %v", err)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

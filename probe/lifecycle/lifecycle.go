@@ -447,7 +447,14 @@ func (p *probe) startAttach(context.Context) (undo, error) {
 				prog = vp
 			}
 		}
-		a, err := attach.Attach(iface, prog, mode, c.Force, c.PinPath, p.log)
+		m := mode
+		if prog != p.d.Program {
+			// Device-bound: native mode only. Where the driver refuses it,
+			// the plain program is tried in the mode asked for (auto
+			// falling back to generic then).
+			m = attach.Native
+		}
+		a, err := attach.Attach(iface, prog, m, c.Force, c.PinPath, p.log)
 		if err != nil && prog != p.d.Program {
 			p.log.Warn("attaching the VLAN-metadata program failed: using the plain one", "iface", iface, "err", err)
 			prog = p.d.Program

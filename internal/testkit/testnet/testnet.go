@@ -37,6 +37,11 @@ type Options struct {
 	// MTU of both veth ends; 0 means 1500. Jumbo frames (9000) reach a
 	// native XDP program on B as multi-buffer frames.
 	MTU int
+	// QueueMismatch gives A's end 2 transmit queues and B's 1 receive
+	// queue: veth then refuses native XDP on B (ENOSPC, "XDP expects
+	// number of rx queues not less than peer tx queues"), a driver
+	// refusal tests can provoke. Generic mode still works.
+	QueueMismatch bool
 }
 
 // NewPair creates the namespaces <name>-a and <name>-b. The names must be
@@ -95,6 +100,10 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 		PeerMTU:       uint32(mtu),
 		PeerName:      p.LinkB,
 		PeerNamespace: netlink.NsFd(int(p.B)),
+	}
+	if opt.QueueMismatch {
+		veth.NumTxQueues, veth.NumRxQueues = 2, 2
+		veth.PeerNumTxQueues, veth.PeerNumRxQueues = 1, 1
 	}
 	if err := ha.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth pair: %w", err)
