@@ -456,9 +456,17 @@ func (p *probe) startAttach(context.Context) (undo, error) {
 		}
 		a, err := attach.Attach(iface, prog, m, c.Force, c.PinPath, p.log)
 		if err != nil && prog != p.d.Program {
-			p.log.Warn("attaching the VLAN-metadata program failed: using the plain one", "iface", iface, "err", err)
+			vlanErr := err
 			prog = p.d.Program
 			a, err = attach.Attach(iface, prog, mode, c.Force, c.PinPath, p.log)
+			switch {
+			case err == nil && a.Mode == attach.Generic:
+				// Native mode refused altogether: Attach said why, in
+				// one line; the VLAN tags are one more thing it costs.
+				p.log.Warn("VLAN tags the NIC strips cannot be read in generic mode: turn rxvlan off (--fix-offloads)", "iface", iface)
+			case err == nil:
+				p.log.Warn("attaching the VLAN-metadata program failed: using the plain one", "iface", iface, "err", vlanErr)
+			}
 		}
 		if err != nil {
 			// The plan decides what becomes of the interfaces attached so far.
