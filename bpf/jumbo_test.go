@@ -162,6 +162,12 @@ func TestMultiBufferTestRun(t *testing.T) {
 // exactly: packets, L3 bytes from the IP header, L2 bytes of the whole
 // frame.
 func TestVethJumbo(t *testing.T) {
+	t.Run("native", func(t *testing.T) { vethJumbo(t, link.XDPDriverMode) })
+	// Generic mode, for comparison: no refusal, the same counts.
+	t.Run("generic", func(t *testing.T) { vethJumbo(t, link.XDPGenericMode) })
+}
+
+func vethJumbo(t *testing.T, mode link.XDPAttachFlags) {
 	d := load(t, Config{MaxFlows: 4096})
 	pair, err := testnet.NewPair(fmt.Sprintf("xfj%d", os.Getpid()%100000), testnet.Options{
 		AddrA: netip.MustParsePrefix("198.18.0.1/30"),
@@ -180,17 +186,19 @@ func TestVethJumbo(t *testing.T) {
 	defer empty.Close()
 	var l link.Link
 	if err := pair.In(pair.B, func() (err error) {
-		l, err = link.AttachXDP(link.XDPOptions{Program: empty, Interface: pair.IfindexB, Flags: link.XDPDriverMode})
-		if !errors.Is(err, unix.ERANGE) {
-			t.Errorf("a program without frags at MTU 9000: %v, want ERANGE (the issue's refusal)", err)
+		if mode == link.XDPDriverMode {
+			l, err = link.AttachXDP(link.XDPOptions{Program: empty, Interface: pair.IfindexB, Flags: mode})
+			if !errors.Is(err, unix.ERANGE) {
+				t.Errorf("a program without frags at MTU 9000: %v, want ERANGE (the issue's refusal)", err)
+			}
+			if err == nil {
+				l.Close()
+			}
 		}
-		if err == nil {
-			l.Close()
-		}
-		l, err = link.AttachXDP(link.XDPOptions{Program: d.Program, Interface: pair.IfindexB, Flags: link.XDPDriverMode})
+		l, err = link.AttachXDP(link.XDPOptions{Program: d.Program, Interface: pair.IfindexB, Flags: mode})
 		return err
 	}); err != nil {
-		t.Fatalf("attach the frags-aware program in native mode at MTU 9000: %v", err)
+		t.Fatalf("attach the frags-aware program (%v) at MTU 9000: %v", mode, err)
 	}
 	t.Cleanup(func() { l.Close() })
 
