@@ -14,7 +14,6 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/bpf/bpftest"
 	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
@@ -88,18 +87,35 @@ func checkTotals(t *testing.T, got map[FlowKey]FlowValue, want map[FlowKey]total
 // TestMultiBufferTestRun: BPF_PROG_TEST_RUN hands a frags-aware program a
 // frame larger than a page as a multi-buffer frame, as a driver does. The
 // lengths are the whole frame's, the headers come from the first buffer.
+// On frames in one buffer (up to 3520 bytes here) the plain program and
+// its twin count alike.
 func TestMultiBufferTestRun(t *testing.T) {
+	t.Run("frags", func(t *testing.T) { multiBufferTestRun(t, true) })
+	t.Run("plain", func(t *testing.T) { multiBufferTestRun(t, false) })
+}
+
+func multiBufferTestRun(t *testing.T, frags bool) {
 	d := load(t, Config{MaxFlows: 1024, SampleRate: 1, SampleBytes: 64})
+	prog, maxSize := d.FragsProgram, 1<<16
+	if !frags {
+		prog, maxSize = d.Program, 3520
+	}
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
 	frames, err := trafficgen.Build(jumboMix(netip.MustParseAddr("198.18.9.1"), netip.MustParseAddr("198.18.9.2"),
 		netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 3), mac, mac, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i := 0; i < len(frames); i++ {
+		if len(frames[i].Frame) > maxSize {
+			frames = append(frames[:i], frames[i+1:]...)
+			i--
+		}
+	}
 	want, all := wantFlows(t, frames, testIfindex)
 	for _, f := range frames {
 		for i := 0; i < f.Packets; i++ {
-			if ret := run(t, d.Program, f.Frame); ret != uint32(Pass) {
+			if ret := run(t, prog, f.Frame); ret != uint32(Pass) {
 				t.Fatalf("%d-byte frame: action %d", len(f.Frame), ret)
 			}
 		}
@@ -107,13 +123,13 @@ func TestMultiBufferTestRun(t *testing.T) {
 	// Malformed whatever the size: an IPv4 total length beyond the whole
 	// frame, and one within it (the frame's tail is padding, counted in L2
 	// only).
-	big := frames[len(frames)-4] // IPv4 UDP, 9014 bytes
+	big := frames[len(frames)-4] // IPv4 UDP, the largest
 	long := append([]byte(nil), big.Frame...)
 	long[14+2], long[14+3] = byte((big.L3+1)>>8), byte(big.L3+1)
-	run(t, d.Program, long)
+	run(t, prog, long)
 	short := append([]byte(nil), big.Frame...)
 	short[14+2], short[14+3] = byte(1000>>8), byte(1000&0xff)
-	run(t, d.Program, short)
+	run(t, prog, short)
 	k := FlowKey{InIf: testIfindex, SrcPort: big.SrcPort, DstPort: big.DstPort, Proto: uint8(big.Proto), IpVersion: 4,
 		SrcAddr: big.Src.As16(), DstAddr: big.Dst.As16()}
 	w := want[k]
@@ -156,8 +172,8 @@ func TestMultiBufferTestRun(t *testing.T) {
 }
 
 // TestVethJumbo: a veth pair at MTU 9000, the program attached in native
-// mode on B. A program that is not multi-buffer aware is refused there
-// (ERANGE: the peer's MTU does not fit one page); this one attaches, and
+// mode on B. The plain program, not multi-buffer aware, is refused there
+// (ERANGE: the peer's MTU does not fit one page); its twin attaches, and
 // jumbo frames sent from A, and around the page boundary, are counted
 // exactly: packets, L3 bytes from the IP header, L2 bytes of the whole
 // frame.
@@ -179,26 +195,24 @@ func vethJumbo(t *testing.T, mode link.XDPAttachFlags) {
 	}
 	t.Cleanup(func() { pair.Close() })
 
-	empty, err := bpftest.LoadEmpty() // SEC("xdp"): not frags-aware
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer empty.Close()
+	// Generic mode: the plain program, as the probe attaches it there.
+	prog := d.Program
 	var l link.Link
 	if err := pair.In(pair.B, func() (err error) {
 		if mode == link.XDPDriverMode {
-			l, err = link.AttachXDP(link.XDPOptions{Program: empty, Interface: pair.IfindexB, Flags: mode})
+			l, err = link.AttachXDP(link.XDPOptions{Program: d.Program, Interface: pair.IfindexB, Flags: mode})
 			if !errors.Is(err, unix.ERANGE) {
-				t.Errorf("a program without frags at MTU 9000: %v, want ERANGE (the issue's refusal)", err)
+				t.Errorf("the plain program at MTU 9000: %v, want ERANGE (the issue's refusal)", err)
 			}
 			if err == nil {
 				l.Close()
 			}
+			prog = d.FragsProgram
 		}
-		l, err = link.AttachXDP(link.XDPOptions{Program: d.Program, Interface: pair.IfindexB, Flags: mode})
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: pair.IfindexB, Flags: mode})
 		return err
 	}); err != nil {
-		t.Fatalf("attach the frags-aware program (%v) at MTU 9000: %v", mode, err)
+		t.Fatalf("attach (%v) at MTU 9000: %v", mode, err)
 	}
 	t.Cleanup(func() { l.Close() })
 

@@ -16,8 +16,9 @@ import (
 )
 
 // TestJumbo: issue #13, a capture interface at MTU 9000 with the probe in
-// its default --xdp-mode auto. The program is multi-buffer aware, so veth
-// takes it in native mode and the export counts every jumbo frame exactly
+// its default --xdp-mode auto. veth refuses the plain program there, and
+// takes its multi-buffer twin in native mode: the export counts every
+// jumbo frame exactly
 // (packets, L3 bytes, L2 bytes of the whole frame). Where the driver
 // refuses native mode anyway (here: veth with fewer receive queues than
 // its peer's transmit queues), the probe says so in one warning line and
@@ -79,6 +80,11 @@ func TestJumbo(t *testing.T) {
 			// device-bound variant (frags-aware too) is the one attached.
 			if vm := strings.Contains(log, "vlan_metadata=true"); vm != (tc.mode == "native") {
 				t.Errorf("VLAN-metadata program attached: %v, in %s mode", vm, tc.mode)
+			}
+			// Natively at MTU 9000, the multi-buffer twin; generic mode
+			// takes the plain program.
+			if mb := strings.Contains(log, "multi_buffer=true"); mb != (tc.mode == "native") {
+				t.Errorf("multi-buffer program attached: %v, in %s mode", mb, tc.mode)
 			}
 			refused := strings.Count(log, "native XDP refused")
 			for _, l := range strings.Split(log, "\n") {

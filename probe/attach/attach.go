@@ -41,6 +41,9 @@ type Attachment struct {
 	Iface   string
 	Ifindex int
 	Mode    Mode // the mode actually used
+	// Frags is set when the multi-buffer twin (Programs.Frags) runs: the
+	// driver refused the plain program natively (jumbo frames).
+	Frags bool
 	// Reused is set when a link a previous probe pinned was taken over:
 	// the program was swapped in place, no frame went uncounted.
 	Reused bool
@@ -65,20 +68,37 @@ func (a *Attachment) Detach() error {
 // LinkPin is where the XDP link of iface is pinned under dir.
 func LinkPin(dir, iface string) string { return filepath.Join(dir, "link-"+iface) }
 
-// Attach puts prog on the interface. An interface that already has an XDP
+// Programs are the variants of one program Attach chooses from.
+type Programs struct {
+	// Plain is the program to attach; the only one in generic mode.
+	Plain *ebpf.Program
+	// Frags, when set, is Plain's multi-buffer twin (xdp.frags): tried
+	// in native mode when the driver refuses Plain, as it does where a
+	// frame at the interface's MTU spans several buffers.
+	Frags *ebpf.Program
+}
+
+// Attach is AttachWith with no multi-buffer twin.
+func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir string, log *slog.Logger) (*Attachment, error) {
+	return AttachWith(iface, Programs{Plain: prog}, mode, force, pinDir, log)
+}
+
+// AttachWith puts progs.Plain on the interface (or, natively, progs.Frags
+// where the driver refuses Plain). In auto mode a refusal of native mode,
+// whatever the reason, falls back to generic with one warning. An interface that already has an XDP
 // program is refused unless force is set, in which case that program is
 // removed first. With pinDir, the link is pinned there, and a link a
 // previous probe pinned on this interface is taken over: prog replaces its
 // program atomically. A refusal for lack of privilege wraps
 // bpf.ErrPermission.
-func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir string, log *slog.Logger) (*Attachment, error) {
+func AttachWith(iface string, progs Programs, mode Mode, force bool, pinDir string, log *slog.Logger) (*Attachment, error) {
 	l, err := netlink.LinkByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q not found: check the name with `ip link` (and the network namespace)", iface)
 	}
 	idx := l.Attrs().Index
 	if pinDir != "" {
-		if a, err := takeOver(iface, idx, prog, LinkPin(pinDir, iface), log); a != nil || err != nil {
+		if a, err := takeOver(iface, idx, progs, LinkPin(pinDir, iface), log); a != nil || err != nil {
 			return a, err
 		}
 	}
@@ -92,12 +112,23 @@ func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir stri
 		}
 	}
 
+	frags := false
 	try := func(m Mode) (link.Link, error) {
-		flags := link.XDPDriverMode
 		if m == Generic {
-			flags = link.XDPGenericMode
+			// The stack hands generic XDP a linear frame when the
+			// program is not multi-buffer aware: Plain counts it whole.
+			frags = false
+			return link.AttachXDP(link.XDPOptions{Program: progs.Plain, Interface: idx, Flags: link.XDPGenericMode})
 		}
-		return link.AttachXDP(link.XDPOptions{Program: prog, Interface: idx, Flags: flags})
+		lk, err := link.AttachXDP(link.XDPOptions{Program: progs.Plain, Interface: idx, Flags: link.XDPDriverMode})
+		if err == nil || progs.Frags == nil || denied(err) || busy(err) {
+			return lk, err
+		}
+		// A driver that takes a program without frags gives it every
+		// frame in one buffer; one that refuses it may take the twin.
+		lk, err = link.AttachXDP(link.XDPOptions{Program: progs.Frags, Interface: idx, Flags: link.XDPDriverMode})
+		frags = err == nil
+		return lk, err
 	}
 	used := mode
 	if mode == Auto {
@@ -131,7 +162,7 @@ func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir stri
 		}
 		return nil, fmt.Errorf("attach XDP (%s mode) to %s: %w", used, iface, err)
 	}
-	a := &Attachment{Iface: iface, Ifindex: idx, Mode: used, link: lk}
+	a := &Attachment{Iface: iface, Ifindex: idx, Mode: used, Frags: frags, link: lk}
 	if pinDir != "" {
 		a.pin = LinkPin(pinDir, iface)
 		if err := lk.Pin(a.pin); err != nil {
@@ -145,7 +176,7 @@ func Attach(iface string, prog *ebpf.Program, mode Mode, force bool, pinDir stri
 // takeOver swaps prog into the link pinned at pin, when that link is an
 // XDP link on this interface. A stale pin (the interface was re-created,
 // say) is removed and nil returned: attach afresh.
-func takeOver(iface string, idx int, prog *ebpf.Program, pin string, log *slog.Logger) (*Attachment, error) {
+func takeOver(iface string, idx int, progs Programs, pin string, log *slog.Logger) (*Attachment, error) {
 	lk, err := link.LoadPinnedLink(pin, nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -160,15 +191,19 @@ func takeOver(iface string, idx int, prog *ebpf.Program, pin string, log *slog.L
 		lk.Close()
 		return nil, nil
 	}
-	if err := lk.Update(prog); err != nil {
+	frags := false
+	err = lk.Update(progs.Plain)
+	if err != nil && progs.Frags != nil && linkMode(idx) == Native {
+		// The driver refuses Plain (jumbo frames): the twin, as Attach.
+		if lk.Update(progs.Frags) == nil {
+			err, frags = nil, true
+		}
+	}
+	if err != nil {
 		lk.Close()
 		return nil, fmt.Errorf("replace the program of the pinned XDP link %s: %w", pin, err)
 	}
-	mode := Native
-	if x := linkMode(idx); x == Generic {
-		mode = Generic
-	}
-	return &Attachment{Iface: iface, Ifindex: idx, Mode: mode, Reused: true, link: lk, pin: pin}, nil
+	return &Attachment{Iface: iface, Ifindex: idx, Mode: linkMode(idx), Frags: frags, Reused: true, link: lk, pin: pin}, nil
 }
 
 // linkMode reads the XDP mode an interface's program runs in.
