@@ -101,6 +101,22 @@ func BenchmarkExistingFlow(b *testing.B) {
 	}
 }
 
+// The multi-buffer twin (FragsProgram) on the same one-buffer frames: what
+// bpf_xdp_get_buff_len adds where the driver refuses the plain program
+// (jumbo MTUs); and on a 8,928-byte frame in three buffers.
+func BenchmarkExistingFlowFrags(b *testing.B) {
+	for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp"} {
+		b.Run(name, func(b *testing.B) {
+			d := load(b, Config{})
+			measure(b, d.FragsProgram, benchFrames()[name], 1<<30, nil)
+		})
+	}
+	b.Run("ipv4-udp-8928", func(b *testing.B) {
+		d := load(b, Config{})
+		measure(b, d.FragsProgram, build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolUDP), udp(5000, 9000), payload(8928-42)), 1<<30, nil)
+	})
+}
+
 // Every packet a new flow: the cost of creating table entries.
 func BenchmarkNewFlow(b *testing.B) {
 	for _, typ := range tableTypes {

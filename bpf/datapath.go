@@ -115,6 +115,12 @@ func (c *Config) perCPU() bool {
 type Datapath struct {
 	// Program is the XDP program to attach.
 	Program *ebpf.Program
+	// FragsProgram is Program's multi-buffer twin (xdp.frags): for a
+	// driver that refuses Program in native mode because frames at the
+	// interface's MTU span several buffers (jumbo frames). It counts the
+	// same, at the cost of a helper call per frame; where the driver takes
+	// Program, frames are in one buffer and Program is the one to use.
+	FragsProgram *ebpf.Program
 	// Samples is the ring buffer of sampled frame heads (struct sample_hdr).
 	Samples *ebpf.Map
 
@@ -135,16 +141,18 @@ type Datapath struct {
 }
 
 // objects are what Load loads: every map, and the programs but the
-// device-bound xdpflow_vlanmeta (VLANProgram), which cannot load unbound.
+// device-bound xdpflow_vlanmeta and its twin (VLANProgram), which cannot
+// load unbound.
 type objects struct {
 	xdpflowMaps
-	Bss        *ebpf.Map     `ebpf:".bss"` // clock_ns, shared with VLANProgram's
-	Xdpflow    *ebpf.Program `ebpf:"xdpflow"`
-	StartClock *ebpf.Program `ebpf:"start_clock"`
+	Bss          *ebpf.Map     `ebpf:".bss"` // clock_ns, shared with VLANProgram's
+	Xdpflow      *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowFrags *ebpf.Program `ebpf:"xdpflow_frags"`
+	StartClock   *ebpf.Program `ebpf:"start_clock"`
 }
 
 func (o *objects) Close() error {
-	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.StartClock))
+	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.XdpflowFrags, o.StartClock))
 }
 
 // VLANProgram loads xdpflow_vlanmeta bound to the device ifindex (it can
@@ -153,8 +161,18 @@ func (o *objects) Close() error {
 // for the tag the NIC stripped. The caller closes it. It fails where the
 // kernel (before 6.8) or the driver does not offer the tag: use Program.
 func (d *Datapath) VLANProgram(ifindex int) (*ebpf.Program, error) {
+	return d.vlanProgram(ifindex, "xdpflow_vlanmeta")
+}
+
+// VLANFragsProgram is VLANProgram's multi-buffer twin, as FragsProgram is
+// Program's.
+func (d *Datapath) VLANFragsProgram(ifindex int) (*ebpf.Program, error) {
+	return d.vlanProgram(ifindex, "xdpflow_vlanmeta_frags")
+}
+
+func (d *Datapath) vlanProgram(ifindex int, name string) (*ebpf.Program, error) {
 	spec := d.spec.Copy()
-	ps := spec.Programs["xdpflow_vlanmeta"]
+	ps := spec.Programs[name]
 	ps.Ifindex = uint32(ifindex)
 	ps.Flags |= unix.BPF_F_XDP_DEV_BOUND_ONLY
 	repl := map[string]*ebpf.Map{"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock,
@@ -162,10 +180,17 @@ func (d *Datapath) VLANProgram(ifindex int) (*ebpf.Program, error) {
 	var o struct {
 		P *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
 	}
-	if err := spec.LoadAndAssign(&o, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
-		return nil, fmt.Errorf("load the VLAN-metadata program for ifindex %d: %w", ifindex, err)
+	var of struct {
+		P *ebpf.Program `ebpf:"xdpflow_vlanmeta_frags"`
 	}
-	return o.P, nil
+	dst, p := any(&o), &o.P
+	if name == "xdpflow_vlanmeta_frags" {
+		dst, p = &of, &of.P
+	}
+	if err := spec.LoadAndAssign(dst, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
+		return nil, fmt.Errorf("load the VLAN-metadata program (%s) for ifindex %d: %w", name, ifindex, err)
+	}
+	return *p, nil
 }
 
 // Load loads the program with cfg into the kernel. The caller needs
@@ -274,6 +299,7 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 	d.Program = d.objs.Xdpflow
+	d.FragsProgram = d.objs.XdpflowFrags
 	d.Samples = d.objs.Samples
 	return d, nil
 }

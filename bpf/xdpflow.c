@@ -125,8 +125,9 @@ const enum flow_direction *const btf_flow_direction;
 const struct lpm_key *const btf_lpm_key;
 
 struct packet {
-	void *data_end;
-	__u64 l2_len;
+	void *data_end; /* of the first buffer: headers are read from it */
+	__u64 l2_len;	/* the whole frame, every fragment */
+	__u64 l3_room;	/* frame bytes from the IP header on (bounds tot_len) */
 	__u64 l3_len;
 	__u32 tcp_flags;
 	__u8 ip_tos;
@@ -149,10 +150,10 @@ static __always_inline void set_v4mapped(__u8 *dst, __u32 addr)
 }
 
 /* Hide a value's origin from the compiler. Bounds are checked against both
- * the frame end (for the verifier) and the IP packet end (for the truth);
- * knowing the packet end lies within the frame, clang would drop the first
- * check, and the verifier, which cannot follow that reasoning, would reject
- * the access. */
+ * the first buffer's end (for the verifier) and the IP packet end (for the
+ * truth); knowing the packet end lies within the buffer, clang would drop
+ * the first check, and the verifier, which cannot follow that reasoning,
+ * would reject the access. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
 static __always_inline int parse_l4(struct packet *p, struct flow_key *k, void *l4, void *l3_end)
@@ -211,7 +212,7 @@ static __always_inline int parse_ipv4(struct packet *p, struct flow_key *k, void
 	if (ihl < 20 || l3 + ihl > end)
 		return PARSE_BAD(MALFORMED_IPV4_BAD_IHL);
 	__u32 tot_len = bpf_ntohs(*(__u16 *)&ip[2]);
-	if (tot_len < ihl || l3 + tot_len > end)
+	if (tot_len < ihl || tot_len > p->l3_room)
 		return PARSE_BAD(MALFORMED_IPV4_BAD_LENGTH);
 
 	p->l3_len = tot_len;
@@ -235,7 +236,7 @@ static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void
 	if ((ip[0] >> 4) != 6)
 		return PARSE_BAD(MALFORMED_IP_VERSION);
 	__u32 tot_len = 40 + bpf_ntohs(*(__u16 *)&ip[4]);
-	if (l3 + tot_len > end)
+	if (tot_len > p->l3_room)
 		return PARSE_BAD(MALFORMED_IPV6_BAD_LENGTH);
 	void *l3_end = l3 + tot_len;
 	opaque(l3_end);
@@ -336,6 +337,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct fl
 		proto = *(__u16 *)&tag[2];
 		l3 += 4;
 	}
+	p->l3_room = p->l2_len - (l3 - data);
 
 	if (proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4(p, k, l3);
@@ -460,7 +462,7 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
 					__u16 *vlan_tci) __ksym;
 
-static __always_inline int count(struct xdp_md *ctx, const int vlan_meta)
+static __always_inline int count(struct xdp_md *ctx, const int vlan_meta, const int frags)
 {
 	__u32 zero = 0;
 	struct datapath_stats *st = bpf_map_lookup_elem(&stats, &zero);
@@ -469,7 +471,15 @@ static __always_inline int count(struct xdp_md *ctx, const int vlan_meta)
 
 	struct packet p = {};
 	struct flow_key k = {};
-	p.l2_len = ctx->data_end - ctx->data;
+	/* The whole frame. A program without frags only ever sees frames in
+	 * one buffer (the kernel refuses it where the driver would split
+	 * them). With frags, data..data_end is only the first buffer of a
+	 * multi-buffer (jumbo) frame: the helper adds the fragments. It is a
+	 * call (~9 ns here), hence two variants. */
+	if (frags)
+		p.l2_len = bpf_xdp_get_buff_len(ctx);
+	else
+		p.l2_len = ctx->data_end - ctx->data;
 	__u64 now = clock_ns;
 	if (!now) /* clock not started: cannot happen after Load */
 		now = bpf_ktime_get_coarse_ns();
@@ -517,13 +527,29 @@ static __always_inline int count(struct xdp_md *ctx, const int vlan_meta)
 SEC("xdp")
 int xdpflow(struct xdp_md *ctx)
 {
-	return count(ctx, 0);
+	return count(ctx, 0, 0);
+}
+
+/* The multi-buffer twins (xdp.frags, BPF_F_XDP_HAS_FRAGS): drivers take
+ * them at MTUs where a frame spans several buffers, and refuse the plain
+ * programs there. Headers are parsed from the first buffer, lengths are the
+ * whole frame's (docs/datapath.md, "Jumbo frames"). */
+SEC("xdp.frags")
+int xdpflow_frags(struct xdp_md *ctx)
+{
+	return count(ctx, 0, 1);
 }
 
 SEC("xdp")
 int xdpflow_vlanmeta(struct xdp_md *ctx)
 {
-	return count(ctx, 1);
+	return count(ctx, 1, 0);
+}
+
+SEC("xdp.frags")
+int xdpflow_vlanmeta_frags(struct xdp_md *ctx)
+{
+	return count(ctx, 1, 1);
 }
 
 static int clock_tick(void *map, __u32 *key, struct clock_timer *t)

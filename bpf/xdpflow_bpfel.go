@@ -109,28 +109,30 @@ type xdpflowSampleHdr struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xdpflowMapClock              = "clock"
-	xdpflowMapFlowTables         = "flow_tables"
-	xdpflowMapLocalNets          = "local_nets"
-	xdpflowMapSamples            = "samples"
-	xdpflowMapStats              = "stats"
-	xdpflowProgStartClock        = "start_clock"
-	xdpflowProgXdpflow           = "xdpflow"
-	xdpflowProgXdpflowVlanmeta   = "xdpflow_vlanmeta"
-	xdpflowVarBtfFlowDirection   = "btf_flow_direction"
-	xdpflowVarBtfFlowKey         = "btf_flow_key"
-	xdpflowVarBtfFlowValue       = "btf_flow_value"
-	xdpflowVarBtfLpmKey          = "btf_lpm_key"
-	xdpflowVarBtfMalformedReason = "btf_malformed_reason"
-	xdpflowVarBtfSampleHdr       = "btf_sample_hdr"
-	xdpflowVarCfgAction          = "cfg_action"
-	xdpflowVarCfgBenchFlows      = "cfg_bench_flows"
-	xdpflowVarCfgClockPeriodNs   = "cfg_clock_period_ns"
-	xdpflowVarCfgLocalNets       = "cfg_local_nets"
-	xdpflowVarCfgPercpuTable     = "cfg_percpu_table"
-	xdpflowVarCfgSampleBytes     = "cfg_sample_bytes"
-	xdpflowVarCfgSampleRate      = "cfg_sample_rate"
-	xdpflowVarClockNs            = "clock_ns"
+	xdpflowMapClock                 = "clock"
+	xdpflowMapFlowTables            = "flow_tables"
+	xdpflowMapLocalNets             = "local_nets"
+	xdpflowMapSamples               = "samples"
+	xdpflowMapStats                 = "stats"
+	xdpflowProgStartClock           = "start_clock"
+	xdpflowProgXdpflow              = "xdpflow"
+	xdpflowProgXdpflowFrags         = "xdpflow_frags"
+	xdpflowProgXdpflowVlanmeta      = "xdpflow_vlanmeta"
+	xdpflowProgXdpflowVlanmetaFrags = "xdpflow_vlanmeta_frags"
+	xdpflowVarBtfFlowDirection      = "btf_flow_direction"
+	xdpflowVarBtfFlowKey            = "btf_flow_key"
+	xdpflowVarBtfFlowValue          = "btf_flow_value"
+	xdpflowVarBtfLpmKey             = "btf_lpm_key"
+	xdpflowVarBtfMalformedReason    = "btf_malformed_reason"
+	xdpflowVarBtfSampleHdr          = "btf_sample_hdr"
+	xdpflowVarCfgAction             = "cfg_action"
+	xdpflowVarCfgBenchFlows         = "cfg_bench_flows"
+	xdpflowVarCfgClockPeriodNs      = "cfg_clock_period_ns"
+	xdpflowVarCfgLocalNets          = "cfg_local_nets"
+	xdpflowVarCfgPercpuTable        = "cfg_percpu_table"
+	xdpflowVarCfgSampleBytes        = "cfg_sample_bytes"
+	xdpflowVarCfgSampleRate         = "cfg_sample_rate"
+	xdpflowVarClockNs               = "clock_ns"
 )
 
 // loadXdpflow returns the embedded CollectionSpec for xdpflow.
@@ -175,9 +177,11 @@ type xdpflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowProgramSpecs struct {
-	StartClock      *ebpf.ProgramSpec `ebpf:"start_clock"`
-	Xdpflow         *ebpf.ProgramSpec `ebpf:"xdpflow"`
-	XdpflowVlanmeta *ebpf.ProgramSpec `ebpf:"xdpflow_vlanmeta"`
+	StartClock           *ebpf.ProgramSpec `ebpf:"start_clock"`
+	Xdpflow              *ebpf.ProgramSpec `ebpf:"xdpflow"`
+	XdpflowFrags         *ebpf.ProgramSpec `ebpf:"xdpflow_frags"`
+	XdpflowVlanmeta      *ebpf.ProgramSpec `ebpf:"xdpflow_vlanmeta"`
+	XdpflowVlanmetaFrags *ebpf.ProgramSpec `ebpf:"xdpflow_vlanmeta_frags"`
 }
 
 // xdpflowMapSpecs contains maps before they are loaded into the kernel.
@@ -272,16 +276,20 @@ type xdpflowVariables struct {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowPrograms struct {
-	StartClock      *ebpf.Program `ebpf:"start_clock"`
-	Xdpflow         *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowVlanmeta *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
+	StartClock           *ebpf.Program `ebpf:"start_clock"`
+	Xdpflow              *ebpf.Program `ebpf:"xdpflow"`
+	XdpflowFrags         *ebpf.Program `ebpf:"xdpflow_frags"`
+	XdpflowVlanmeta      *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
+	XdpflowVlanmetaFrags *ebpf.Program `ebpf:"xdpflow_vlanmeta_frags"`
 }
 
 func (p *xdpflowPrograms) Close() error {
 	return _XdpflowClose(
 		p.StartClock,
 		p.Xdpflow,
+		p.XdpflowFrags,
 		p.XdpflowVlanmeta,
+		p.XdpflowVlanmetaFrags,
 	)
 }
 

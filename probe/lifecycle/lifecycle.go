@@ -414,7 +414,7 @@ func (p *probe) startAttach(context.Context) (undo, error) {
 	c := p.cfg
 	mode, _ := attach.ParseMode(c.XDPMode)
 	var atts []*attach.Attachment
-	var progs []interface{ Close() error } // VLAN-metadata variants: the links hold them while attached
+	var owned []interface{ Close() error } // VLAN-metadata variants: the links hold them while attached
 	ifaces := p.pipe.Interfaces()
 	// Errors letting go of a link are logged: the rest of the stop goes on.
 	stop := func(pl Plan) error {
@@ -430,28 +430,50 @@ func (p *probe) startAttach(context.Context) (undo, error) {
 			}
 			ifaces[uint32(a.Ifindex)].Attached.Store(false)
 		}
-		for _, prog := range progs {
+		for _, prog := range owned {
 			prog.Close()
 		}
 		return nil
 	}
 	for _, iface := range c.Ifaces {
-		prog := p.d.Program
+		plain := attach.Programs{Plain: p.d.Program, Frags: p.d.FragsProgram}
+		progs := plain
 		if p.vlanMeta[iface] {
 			i, _ := net.InterfaceByName(iface)
 			vp, err := p.d.VLANProgram(i.Index)
 			if err != nil {
 				p.log.Warn("VLAN tags the NIC strips cannot be read from the driver: turn rxvlan off (--fix-offloads)", "iface", iface, "err", err)
 			} else {
-				progs = append(progs, vp)
-				prog = vp
+				progs = attach.Programs{Plain: vp}
+				owned = append(owned, vp)
+				// Its multi-buffer twin, for jumbo frames; without it the
+				// plain program's twin is the fallback.
+				if vf, err := p.d.VLANFragsProgram(i.Index); err == nil {
+					progs.Frags = vf
+					owned = append(owned, vf)
+				}
 			}
 		}
-		a, err := attach.Attach(iface, prog, mode, c.Force, c.PinPath, p.log)
-		if err != nil && prog != p.d.Program {
-			p.log.Warn("attaching the VLAN-metadata program failed: using the plain one", "iface", iface, "err", err)
-			prog = p.d.Program
-			a, err = attach.Attach(iface, prog, mode, c.Force, c.PinPath, p.log)
+		m := mode
+		if progs != plain {
+			// Device-bound: native mode only. Where the driver refuses it,
+			// the plain program is tried in the mode asked for (auto
+			// falling back to generic then).
+			m = attach.Native
+		}
+		a, err := attach.AttachWith(iface, progs, m, c.Force, c.PinPath, p.log)
+		if err != nil && progs != plain {
+			vlanErr := err
+			progs = plain
+			a, err = attach.AttachWith(iface, progs, mode, c.Force, c.PinPath, p.log)
+			switch {
+			case err == nil && a.Mode == attach.Generic:
+				// Native mode refused altogether: Attach said why, in
+				// one line; the VLAN tags are one more thing it costs.
+				p.log.Warn("VLAN tags the NIC strips cannot be read in generic mode: turn rxvlan off (--fix-offloads)", "iface", iface)
+			case err == nil:
+				p.log.Warn("attaching the VLAN-metadata program failed: using the plain one", "iface", iface, "err", vlanErr)
+			}
 		}
 		if err != nil {
 			// The plan decides what becomes of the interfaces attached so far.
@@ -461,7 +483,7 @@ func (p *probe) startAttach(context.Context) (undo, error) {
 		p.attached = true
 		ifaces[uint32(a.Ifindex)].Attached.Store(true)
 		p.log.Info("attached", "iface", iface, "ifindex", a.Ifindex, "mode", a.Mode, "action", c.Action, "took_over_pinned_link", a.Reused,
-			"vlan_metadata", prog != p.d.Program)
+			"vlan_metadata", progs != plain, "multi_buffer", a.Frags)
 	}
 	return stop, nil
 }

@@ -34,6 +34,14 @@ type Options struct {
 	// (198.18.0.0/15 or 2001:db8::/32 only), with a static neighbour entry
 	// on A for B so no ARP/NDP is needed before the first packet.
 	AddrA, AddrB netip.Prefix
+	// MTU of both veth ends; 0 means 1500. Jumbo frames (9000) reach a
+	// native XDP program on B as multi-buffer frames.
+	MTU int
+	// QueueMismatch gives A's end 2 transmit queues and B's 1 receive
+	// queue: veth then refuses native XDP on B (ENOSPC, "XDP expects
+	// number of rx queues not less than peer tx queues"), a driver
+	// refusal tests can provoke. Generic mode still works.
+	QueueMismatch bool
 }
 
 // NewPair creates the namespaces <name>-a and <name>-b. The names must be
@@ -83,10 +91,19 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 	}
 	defer hb.Close()
 
+	mtu := opt.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: p.LinkA, MTU: 1500},
+		LinkAttrs:     netlink.LinkAttrs{Name: p.LinkA, MTU: mtu},
+		PeerMTU:       uint32(mtu),
 		PeerName:      p.LinkB,
 		PeerNamespace: netlink.NsFd(int(p.B)),
+	}
+	if opt.QueueMismatch {
+		veth.NumTxQueues, veth.NumRxQueues = 2, 2
+		veth.PeerNumTxQueues, veth.PeerNumRxQueues = 1, 1
 	}
 	if err := ha.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("create veth pair: %w", err)
