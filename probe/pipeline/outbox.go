@@ -74,11 +74,15 @@ func (p *Pipeline) export() {
 				firstErr = err
 			}
 			e.given = end
+			// Marked chunk by chunk: a crash sends again at most the one
+			// in flight.
 			if e.settling == nil {
 				p.markSettled(i, e, end)
+			} else {
+				p.markSettled(i, e, e.settledNow())
 			}
 		}
-		if e.settling != nil {
+		if e.settling != nil { // what it settled since
 			p.markSettled(i, e, e.settledNow())
 		}
 		if firstErr != nil {
@@ -146,13 +150,12 @@ func (p *Pipeline) Restore(img *flowstate.Image) (pending, resent int) {
 			if name == e.x.String() {
 				e.given = int(min(img.Settled[j], uint64(len(p.outbox))))
 				e.settled = e.given
-				// An exporter that settles as Export returns had at most
-				// one chunk in flight; one that sends in the background,
-				// anything it had not settled.
-				n := len(p.outbox) - e.given
-				if e.settling == nil {
-					n = min(n, chunk)
-				}
+				// At most the chunk in flight when the crash came can
+				// have reached the collector: a background exporter's
+				// unsettled records were still in the process (Kafka: a
+				// batch the brokers took without the answer arriving can
+				// be more).
+				n := min(len(p.outbox)-e.given, chunk)
 				e.resent += uint64(n)
 				resent += n
 			}
