@@ -120,6 +120,14 @@ func TestMPLSAndPPPoE(t *testing.T) {
 		frames: []sent{{pppoeFrame(eth(ses), pppIPv6, tcp6...), 1}, {pppoeFrame(eth(ses), pppIPv4, udp4(0)...), 1}},
 		want:   []flow{v6(40000, 443, 1, 60, 14+8+60), v4(1000, 2000, 1, 28, 60)},
 	}, {
+		// As in pppoe-over-qinq.pcap: IP total length 46 (6 zero bytes
+		// past the TCP header that TCP does not count), PPPoE length
+		// 42 = 2 + 40. The IP header's length is the L3 octets, as for
+		// plain IP; the frame bounds it, not the PPPoE length.
+		name:   "pppoe length shorter than the IP packet: the IP length counts",
+		frames: []sent{{mutate(pppoeFrame(eth(ses), pppIPv4, udp4(100)...), func(f []byte) { binary.BigEndian.PutUint16(f[18:], 2+20) }), 1}},
+		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128)},
+	}, {
 		name:   "pppoe over QinQ: outer id kept",
 		frames: []sent{{pppoeFrame(eth(ses, 100, 200), pppIPv4, udp4(100)...), 1}, {pppoeFrame(eth(ses, 100, 200), pppIPv6, tcp6...), 1}},
 		want:   []flow{vlan(v4(1000, 2000, 1, 128, 22+8+128), 100), vlan(v6(40000, 443, 1, 60, 22+8+60), 100)},
@@ -174,7 +182,7 @@ func TestMPLSAndPPPoE(t *testing.T) {
 func TestMPLSAndPPPoEMalformed(t *testing.T) {
 	mplsUC := layers.EthernetTypeMPLSUnicast
 	ses := layers.EthernetTypePPPoESession
-	inner := serialize(ipv4(layers.IPProtocolUDP), udp(1, 2), payload(8))
+	inner := serialize(ipv4(layers.IPProtocolUDP), udp(1, 2), payload(30))
 	nine := []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9}
 	okPPPoE := build(eth(ses), pppoe(pppIPv4, len(inner)), gopacket.Payload(inner))
 	// Frames cut short are not padded: raw bytes, as a test run takes them.
@@ -195,7 +203,8 @@ func TestMPLSAndPPPoEMalformed(t *testing.T) {
 		{"pppoe session frame with a discovery code", mutate(okPPPoE, func(f []byte) { f[15] = 0x09 }), "pppoe_bad_header"},
 		{"pppoe length past the frame", mutate(okPPPoE, func(f []byte) { binary.BigEndian.PutUint16(f[18:], 200) }), "pppoe_bad_header"},
 		{"pppoe length below the PPP protocol", mutate(okPPPoE, func(f []byte) { binary.BigEndian.PutUint16(f[18:], 1) }), "pppoe_bad_header"},
-		{"ipv4 longer than the pppoe payload", mutate(okPPPoE, func(f []byte) { binary.BigEndian.PutUint16(f[18:], 2+20) }), "ipv4_bad_length"},
+		{"ipv4 longer than the frame after pppoe",
+			mutate(okPPPoE, func(f []byte) { binary.BigEndian.PutUint16(f[14+8+2:], uint16(len(inner)+1)) }), "ipv4_bad_length"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -396,9 +396,13 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct fl
 			else
 				return PARSE_NOT_IP; /* LCP, IPCP, ... */
 			l3 += 8;
-			/* The IP packet must fit in the PPPoE payload, not
-			 * just the frame (Ethernet padding follows it). */
-			p->l3_room = plen - 2;
+			/* The IP packet is bounded by the frame, as plain IP
+			 * is, not by the PPPoE length: real access links
+			 * carry IP total lengths that count the padding a
+			 * PPPoE length leaves out (pppoe-over-qinq.pcap:
+			 * IP 46, PPPoE 42 = 2 + 40). The IP header's length
+			 * is the L3 octets, as tshark's ip.len. */
+			p->l3_room -= 8;
 		} else {
 			return PARSE_NOT_IP;
 		}
