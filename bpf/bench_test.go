@@ -45,6 +45,9 @@ func benchFrames() map[string][]byte {
 		"ipv4-tcp": pad(build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK)), 64),
 		"ipv6-udp": pad(build(eth(layers.EthernetTypeIPv6), ipv6(layers.IPProtocolUDP), udp(40000, 53)), 64),
 		"vlan-tcp": pad(build(eth(layers.EthernetTypeIPv4, 100), ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK)), 64),
+		// Two labels, IPv4 inside; PPPoE session over QinQ, IPv4 inside.
+		"mpls-tcp":  pad(build(eth(layers.EthernetTypeMPLSUnicast), mpls(true, 100, 200), ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK)), 64),
+		"pppoe-tcp": pppoeFrame(eth(layers.EthernetTypePPPoESession, 100, 200), pppIPv4, ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK)),
 	}
 }
 
@@ -92,7 +95,7 @@ func BenchmarkEmptyProgram(b *testing.B) {
 // One flow, already in the table: the common case on a busy link.
 func BenchmarkExistingFlow(b *testing.B) {
 	for _, typ := range tableTypes {
-		for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp"} {
+		for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp", "mpls-tcp", "pppoe-tcp"} {
 			b.Run(fmt.Sprintf("%s/%s", typ, name), func(b *testing.B) {
 				d := load(b, Config{tableType: typ})
 				measure(b, d.Program, benchFrames()[name], 1<<30, nil)

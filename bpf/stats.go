@@ -9,17 +9,21 @@ type Stats = xdpflowDatapathStats
 // MalformedReasons names Stats.Malformed's entries, in order, for logs and
 // metrics labels.
 var MalformedReasons = [...]string{
-	xdpflowMalformedReasonMALFORMED_ETH_TRUNCATED:     "eth_truncated",
-	xdpflowMalformedReasonMALFORMED_VLAN_TRUNCATED:    "vlan_truncated",
-	xdpflowMalformedReasonMALFORMED_IPV4TRUNCATED:     "ipv4_truncated",
-	xdpflowMalformedReasonMALFORMED_IPV4BAD_IHL:       "ipv4_bad_ihl",
-	xdpflowMalformedReasonMALFORMED_IPV4BAD_LENGTH:    "ipv4_bad_length",
-	xdpflowMalformedReasonMALFORMED_IP_VERSION:        "ip_version_mismatch",
-	xdpflowMalformedReasonMALFORMED_IPV6TRUNCATED:     "ipv6_truncated",
-	xdpflowMalformedReasonMALFORMED_IPV6BAD_LENGTH:    "ipv6_bad_length",
-	xdpflowMalformedReasonMALFORMED_IPV6EXT_TRUNCATED: "ipv6_ext_truncated",
-	xdpflowMalformedReasonMALFORMED_IPV6EXT_CHAIN:     "ipv6_ext_chain_too_long",
-	xdpflowMalformedReasonMALFORMED_L4TRUNCATED:       "l4_truncated",
+	xdpflowMalformedReasonMALFORMED_ETH_TRUNCATED:       "eth_truncated",
+	xdpflowMalformedReasonMALFORMED_VLAN_TRUNCATED:      "vlan_truncated",
+	xdpflowMalformedReasonMALFORMED_IPV4TRUNCATED:       "ipv4_truncated",
+	xdpflowMalformedReasonMALFORMED_IPV4BAD_IHL:         "ipv4_bad_ihl",
+	xdpflowMalformedReasonMALFORMED_IPV4BAD_LENGTH:      "ipv4_bad_length",
+	xdpflowMalformedReasonMALFORMED_IP_VERSION:          "ip_version_mismatch",
+	xdpflowMalformedReasonMALFORMED_IPV6TRUNCATED:       "ipv6_truncated",
+	xdpflowMalformedReasonMALFORMED_IPV6BAD_LENGTH:      "ipv6_bad_length",
+	xdpflowMalformedReasonMALFORMED_IPV6EXT_TRUNCATED:   "ipv6_ext_truncated",
+	xdpflowMalformedReasonMALFORMED_IPV6EXT_CHAIN:       "ipv6_ext_chain_too_long",
+	xdpflowMalformedReasonMALFORMED_L4TRUNCATED:         "l4_truncated",
+	xdpflowMalformedReasonMALFORMED_MPLS_TRUNCATED:      "mpls_truncated",
+	xdpflowMalformedReasonMALFORMED_MPLS_STACK_TOO_DEEP: "mpls_stack_too_deep",
+	xdpflowMalformedReasonMALFORMED_PPPOE_TRUNCATED:     "pppoe_truncated",
+	xdpflowMalformedReasonMALFORMED_PPPOE_BAD_HEADER:    "pppoe_bad_header",
 }
 
 // The Go table must name every reason the C enum has.

@@ -3,8 +3,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdpflow: count every flow at the XDP hook.
  *
- * Parse Ethernet / up to two VLAN tags / IPv4 (options) / IPv6 (bounded
- * extension-header chain) / TCP, UDP, SCTP, ICMP, ICMPv6; add the frame to
+ * Parse Ethernet / up to two VLAN tags / an MPLS label stack or a PPPoE
+ * session header / IPv4 (options) / IPv6 (bounded extension-header chain) /
+ * TCP, UDP, SCTP, ICMP, ICMPv6; add the frame to
  * its flow in the active flow table; sample 1-in-N frame headers into a ring
  * buffer; then PASS or DROP as configured at load time.
  *
@@ -19,11 +20,17 @@
 
 #include "xdpflow.h"
 
-#define ETH_P_IP     0x0800
-#define ETH_P_IPV6   0x86DD
-#define ETH_P_8021Q  0x8100
-#define ETH_P_8021AD 0x88A8
-#define ETH_P_QINQ1  0x9100 /* pre-standard QinQ, still seen on old switches */
+#define ETH_P_IP      0x0800
+#define ETH_P_IPV6    0x86DD
+#define ETH_P_8021Q   0x8100
+#define ETH_P_8021AD  0x88A8
+#define ETH_P_QINQ1   0x9100 /* pre-standard QinQ, still seen on old switches */
+#define ETH_P_MPLS_UC 0x8847
+#define ETH_P_MPLS_MC 0x8848
+#define ETH_P_PPP_SES 0x8864 /* PPPoE session stage; discovery (0x8863) is not IP */
+
+#define PPP_IP	 0x0021
+#define PPP_IPV6 0x0057
 
 #define IPPROTO_HOPOPTS	 0
 #define IPPROTO_ICMP	 1
@@ -36,8 +43,9 @@
 #define IPPROTO_DSTOPTS	 60
 #define IPPROTO_SCTP	 132
 
-#define MAX_VLAN_TAGS 2
-#define MAX_IPV6_EXT  8 /* extension headers followed before giving up */
+#define MAX_VLAN_TAGS	2
+#define MAX_IPV6_EXT	8 /* extension headers followed before giving up */
+#define MAX_MPLS_LABELS 8 /* labels followed before giving up */
 
 #define EEXIST		17
 #define EBUSY		16
@@ -338,6 +346,67 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct fl
 		l3 += 4;
 	}
 	p->l3_room = p->l2_len - (l3 - data);
+
+	/* Plain IP goes straight on; MPLS and PPPoE find the IP packet inside
+	 * and go on to the same IPv4/IPv6 parsers (inlined once each). */
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
+		if (proto == bpf_htons(ETH_P_MPLS_UC) || proto == bpf_htons(ETH_P_MPLS_MC)) {
+			/* Labels of 4 bytes until bottom-of-stack (bit 8 of
+			 * the third byte); then the first nibble tells IPv4
+			 * from IPv6. Anything else (0: a pseudowire control
+			 * word and Ethernet, 1: G-ACh, ...) is not parsed:
+			 * non-IP. */
+#pragma unroll
+			for (i = 0; i < MAX_MPLS_LABELS; i++) {
+				__u8 *lse = l3;
+				if (l3 + 4 > end)
+					return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
+				l3 += 4;
+				if (lse[2] & 1)
+					break;
+			}
+			if (i == MAX_MPLS_LABELS)
+				return PARSE_BAD(MALFORMED_MPLS_STACK_TOO_DEEP);
+			__u8 *in = l3;
+			if (l3 + 1 > end)
+				return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
+			if ((in[0] >> 4) == 4)
+				proto = bpf_htons(ETH_P_IP);
+			else if ((in[0] >> 4) == 6)
+				proto = bpf_htons(ETH_P_IPV6);
+			else
+				return PARSE_NOT_IP;
+			__u64 off = l3 - data;
+			opaque(off); /* else clang adds l2_len to a packet pointer */
+			p->l3_room = p->l2_len - off;
+		} else if (proto == bpf_htons(ETH_P_PPP_SES)) {
+			/* ver/type 0x11, code 0, session id, length (of the
+			 * PPP frame: protocol + payload), PPP protocol. */
+			__u8 *ph = l3;
+			if (l3 + 8 > end)
+				return PARSE_BAD(MALFORMED_PPPOE_TRUNCATED);
+			__u32 plen = bpf_ntohs(*(__u16 *)&ph[4]);
+			if (ph[0] != 0x11 || ph[1] != 0 || plen < 2 || plen + 6 > p->l3_room)
+				return PARSE_BAD(MALFORMED_PPPOE_BAD_HEADER);
+			__u16 ppp = *(__u16 *)&ph[6];
+			if (ppp == bpf_htons(PPP_IP))
+				proto = bpf_htons(ETH_P_IP);
+			else if (ppp == bpf_htons(PPP_IPV6))
+				proto = bpf_htons(ETH_P_IPV6);
+			else
+				return PARSE_NOT_IP; /* LCP, IPCP, ... */
+			l3 += 8;
+			/* The IP packet is bounded by the frame, as plain IP
+			 * is, not by the PPPoE length: real access links
+			 * carry IP total lengths that count the padding a
+			 * PPPoE length leaves out (pppoe-over-qinq.pcap:
+			 * IP 46, PPPoE 42 = 2 + 40). The IP header's length
+			 * is the L3 octets, as tshark's ip.len. */
+			p->l3_room -= 8;
+		} else {
+			return PARSE_NOT_IP;
+		}
+	}
 
 	if (proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4(p, k, l3);

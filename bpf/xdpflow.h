@@ -50,17 +50,21 @@ struct lpm_key {
 
 /* Why a frame was counted as malformed. Append only. */
 enum malformed_reason {
-	MALFORMED_ETH_TRUNCATED = 0,  /* shorter than an Ethernet header */
-	MALFORMED_VLAN_TRUNCATED,     /* VLAN tag cut short */
-	MALFORMED_IPV4_TRUNCATED,     /* less than 20 bytes of IPv4 header */
-	MALFORMED_IPV4_BAD_IHL,	      /* IHL < 5, or options past the frame */
-	MALFORMED_IPV4_BAD_LENGTH,    /* total length < header or > frame */
-	MALFORMED_IP_VERSION,	      /* version nibble disagrees with ethertype */
-	MALFORMED_IPV6_TRUNCATED,     /* less than 40 bytes of IPv6 header */
-	MALFORMED_IPV6_BAD_LENGTH,    /* payload length past the frame */
-	MALFORMED_IPV6_EXT_TRUNCATED, /* extension header past the packet */
-	MALFORMED_IPV6_EXT_CHAIN,     /* more extension headers than we follow */
-	MALFORMED_L4_TRUNCATED,	      /* TCP/UDP/SCTP/ICMP header past the packet */
+	MALFORMED_ETH_TRUNCATED = 0,   /* shorter than an Ethernet header */
+	MALFORMED_VLAN_TRUNCATED,      /* VLAN tag cut short */
+	MALFORMED_IPV4_TRUNCATED,      /* less than 20 bytes of IPv4 header */
+	MALFORMED_IPV4_BAD_IHL,	       /* IHL < 5, or options past the frame */
+	MALFORMED_IPV4_BAD_LENGTH,     /* total length < header or > frame */
+	MALFORMED_IP_VERSION,	       /* version nibble disagrees with ethertype */
+	MALFORMED_IPV6_TRUNCATED,      /* less than 40 bytes of IPv6 header */
+	MALFORMED_IPV6_BAD_LENGTH,     /* payload length past the frame */
+	MALFORMED_IPV6_EXT_TRUNCATED,  /* extension header past the packet */
+	MALFORMED_IPV6_EXT_CHAIN,      /* more extension headers than we follow */
+	MALFORMED_L4_TRUNCATED,	       /* TCP/UDP/SCTP/ICMP header past the packet */
+	MALFORMED_MPLS_TRUNCATED,      /* MPLS label stack past the frame, or nothing after it */
+	MALFORMED_MPLS_STACK_TOO_DEEP, /* no bottom-of-stack within MAX_MPLS_LABELS labels */
+	MALFORMED_PPPOE_TRUNCATED,     /* PPPoE session header + PPP protocol cut short */
+	MALFORMED_PPPOE_BAD_HEADER,    /* ver/type not 0x11, code not 0, or bad length */
 	MALFORMED_MAX,
 };
 
@@ -71,7 +75,7 @@ enum malformed_reason {
 struct datapath_stats {
 	__u64 packets; /* every frame seen */
 	__u64 bytes;   /* frame octets of every frame */
-	__u64 non_ip;  /* not IPv4/IPv6 (ARP, LLDP, 3+ VLAN tags, ...) */
+	__u64 non_ip;  /* not IPv4/IPv6 (ARP, LLDP, 3+ VLAN tags, PPP LCP, ...) */
 	__u64 malformed[MALFORMED_MAX];
 	__u64 flow_packets;	     /* packets added to a flow table entry */
 	__u64 flow_bytes;	     /* their L3 octets */

@@ -26,7 +26,7 @@ type xdpflowDatapathStats struct {
 	Packets             uint64
 	Bytes               uint64
 	NonIp               uint64
-	Malformed           [11]uint64
+	Malformed           [15]uint64
 	FlowPackets         uint64
 	FlowBytes           uint64
 	NewFlows            uint64
@@ -81,18 +81,22 @@ type xdpflowLpmKey struct {
 type xdpflowMalformedReason uint32
 
 const (
-	xdpflowMalformedReasonMALFORMED_ETH_TRUNCATED     xdpflowMalformedReason = 0
-	xdpflowMalformedReasonMALFORMED_VLAN_TRUNCATED    xdpflowMalformedReason = 1
-	xdpflowMalformedReasonMALFORMED_IPV4TRUNCATED     xdpflowMalformedReason = 2
-	xdpflowMalformedReasonMALFORMED_IPV4BAD_IHL       xdpflowMalformedReason = 3
-	xdpflowMalformedReasonMALFORMED_IPV4BAD_LENGTH    xdpflowMalformedReason = 4
-	xdpflowMalformedReasonMALFORMED_IP_VERSION        xdpflowMalformedReason = 5
-	xdpflowMalformedReasonMALFORMED_IPV6TRUNCATED     xdpflowMalformedReason = 6
-	xdpflowMalformedReasonMALFORMED_IPV6BAD_LENGTH    xdpflowMalformedReason = 7
-	xdpflowMalformedReasonMALFORMED_IPV6EXT_TRUNCATED xdpflowMalformedReason = 8
-	xdpflowMalformedReasonMALFORMED_IPV6EXT_CHAIN     xdpflowMalformedReason = 9
-	xdpflowMalformedReasonMALFORMED_L4TRUNCATED       xdpflowMalformedReason = 10
-	xdpflowMalformedReasonMALFORMED_MAX               xdpflowMalformedReason = 11
+	xdpflowMalformedReasonMALFORMED_ETH_TRUNCATED       xdpflowMalformedReason = 0
+	xdpflowMalformedReasonMALFORMED_VLAN_TRUNCATED      xdpflowMalformedReason = 1
+	xdpflowMalformedReasonMALFORMED_IPV4TRUNCATED       xdpflowMalformedReason = 2
+	xdpflowMalformedReasonMALFORMED_IPV4BAD_IHL         xdpflowMalformedReason = 3
+	xdpflowMalformedReasonMALFORMED_IPV4BAD_LENGTH      xdpflowMalformedReason = 4
+	xdpflowMalformedReasonMALFORMED_IP_VERSION          xdpflowMalformedReason = 5
+	xdpflowMalformedReasonMALFORMED_IPV6TRUNCATED       xdpflowMalformedReason = 6
+	xdpflowMalformedReasonMALFORMED_IPV6BAD_LENGTH      xdpflowMalformedReason = 7
+	xdpflowMalformedReasonMALFORMED_IPV6EXT_TRUNCATED   xdpflowMalformedReason = 8
+	xdpflowMalformedReasonMALFORMED_IPV6EXT_CHAIN       xdpflowMalformedReason = 9
+	xdpflowMalformedReasonMALFORMED_L4TRUNCATED         xdpflowMalformedReason = 10
+	xdpflowMalformedReasonMALFORMED_MPLS_TRUNCATED      xdpflowMalformedReason = 11
+	xdpflowMalformedReasonMALFORMED_MPLS_STACK_TOO_DEEP xdpflowMalformedReason = 12
+	xdpflowMalformedReasonMALFORMED_PPPOE_TRUNCATED     xdpflowMalformedReason = 13
+	xdpflowMalformedReasonMALFORMED_PPPOE_BAD_HEADER    xdpflowMalformedReason = 14
+	xdpflowMalformedReasonMALFORMED_MAX                 xdpflowMalformedReason = 15
 )
 
 type xdpflowSampleHdr struct {
