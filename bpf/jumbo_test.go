@@ -236,24 +236,7 @@ func vethJumbo(t *testing.T, mode link.XDPAttachFlags) {
 	}
 	// The kernel's own jumbo datagrams, from a UDP socket.
 	const datagrams, size = 100, 8900
-	var local *net.UDPAddr
-	if err := pair.In(pair.A, func() error {
-		c, err := net.ListenUDP("udp4", nil)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		local = c.LocalAddr().(*net.UDPAddr)
-		dst := &net.UDPAddr{IP: net.IP{198, 18, 0, 2}, Port: 7777}
-		for i := 0; i < datagrams; i++ {
-			if _, err := c.WriteToUDP(make([]byte, size), dst); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	local := sendUDP(t, pair, datagrams, size)
 	want[FlowKey{InIf: uint32(pair.IfindexB), SrcPort: uint16(local.Port), DstPort: 7777, Proto: uint8(layers.IPProtocolUDP), IpVersion: 4,
 		SrcAddr: netip.MustParseAddr("198.18.0.1").As16(), DstAddr: netip.MustParseAddr("198.18.0.2").As16()}] =
 		totals{datagrams, datagrams * (20 + 8 + size), datagrams * (14 + 20 + 8 + size)}

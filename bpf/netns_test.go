@@ -94,26 +94,7 @@ func TestVethNative(t *testing.T) {
 
 	// A real socket: the kernel's own UDP/IPv4 packets.
 	const datagrams, size = 100, 200
-	var local *net.UDPAddr
-	if err := pair.In(pair.A, func() error {
-		// Unconnected: the port unreachable that side b answers must not
-		// fail a later write (ECONNREFUSED), as it does a connected socket.
-		c, err := net.ListenUDP("udp4", nil)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		local = c.LocalAddr().(*net.UDPAddr)
-		dst := &net.UDPAddr{IP: net.IP{198, 18, 0, 2}, Port: 7777}
-		for i := 0; i < datagrams; i++ {
-			if _, err := c.WriteToUDP(make([]byte, size), dst); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	local := sendUDP(t, pair, datagrams, size)
 	want[key(netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), layers.IPProtocolUDP, uint16(local.Port), 7777, 0)] =
 		totals{datagrams, datagrams * (20 + 8 + size), datagrams * (14 + 20 + 8 + size)}
 
@@ -245,4 +226,30 @@ func TestVLANMetadata(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sendUDP sends n datagrams of size bytes from side a to 198.18.0.2:7777
+// and returns the source port. Unconnected: the port unreachable that
+// side b answers must not fail a later write (ECONNREFUSED), as it does a
+// connected socket.
+func sendUDP(t *testing.T, pair *testnet.Pair, n, size int) (local *net.UDPAddr) {
+	t.Helper()
+	if err := pair.In(pair.A, func() error {
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		local = c.LocalAddr().(*net.UDPAddr)
+		dst := &net.UDPAddr{IP: net.IP{198, 18, 0, 2}, Port: 7777}
+		for range n {
+			if _, err := c.WriteToUDP(make([]byte, size), dst); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return local
 }

@@ -475,32 +475,7 @@ func TestMalformed(t *testing.T) {
 	}
 
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			d := load(t, Config{MaxFlows: 64, Action: Drop})
-			if ret := run(t, d.Program, tc.frame); ret != uint32(Drop) {
-				t.Errorf("returned %d, want the configured XDP_DROP for malformed frames too", ret)
-			}
-			if got := drainAll(t, d); len(got) != 0 {
-				t.Errorf("malformed frame created flows: %v", got)
-			}
-			st, err := d.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, n := range st.Malformed {
-				want := uint64(0)
-				if MalformedReasons[i] == tc.reason {
-					want = 1
-				}
-				if n != want {
-					t.Errorf("malformed[%s] = %d, want %d", MalformedReasons[i], n, want)
-				}
-			}
-			if st.Packets != 1 || st.FlowPackets != 0 || st.NewFlows != 0 {
-				t.Errorf("stats %+v", st)
-			}
-			checkIdentity(t, st)
-		})
+		t.Run(tc.name, func(t *testing.T) { checkMalformed(t, tc.frame, tc.reason) })
 	}
 
 	t.Run("longest followed chain parses", func(t *testing.T) {
@@ -712,4 +687,34 @@ func TestReadThenClear(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkMalformed runs frame through a datapath that drops and checks it
+// lands under reason alone: dropped, in no flow, no other counter.
+func checkMalformed(t *testing.T, frame []byte, reason string) {
+	t.Helper()
+	d := load(t, Config{MaxFlows: 64, Action: Drop})
+	if ret := run(t, d.Program, frame); ret != uint32(Drop) {
+		t.Errorf("returned %d, want the configured XDP_DROP for malformed frames too", ret)
+	}
+	if got := drainAll(t, d); len(got) != 0 {
+		t.Errorf("malformed frame created flows: %v", got)
+	}
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range st.Malformed {
+		want := uint64(0)
+		if MalformedReasons[i] == reason {
+			want = 1
+		}
+		if n != want {
+			t.Errorf("malformed[%s] = %d, want %d", MalformedReasons[i], n, want)
+		}
+	}
+	if st.Packets != 1 || st.FlowPackets != 0 || st.NewFlows != 0 || st.NonIp != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	checkIdentity(t, st)
 }

@@ -18,14 +18,7 @@ import (
 )
 
 func TestAttachDetach(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: run `sudo make test`")
-	}
-	d, err := bpf.Load(bpf.Config{MaxFlows: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := loadDatapath(t)
 	empty, err := bpftest.LoadEmpty()
 	if err != nil {
 		t.Fatal(err)
@@ -178,14 +171,7 @@ func mustID(info *ebpf.ProgramInfo) ebpf.ProgramID {
 // program without frags at MTU 9000, and any program when it has fewer
 // receive queues than its peer has transmit queues.
 func TestAutoFallback(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: run `sudo make test`")
-	}
-	d, err := bpf.Load(bpf.Config{MaxFlows: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := loadDatapath(t)
 	both := Programs{Plain: d.Program, Frags: d.FragsProgram}
 
 	for _, tc := range []struct {
@@ -247,14 +233,7 @@ func TestAutoFallback(t *testing.T) {
 // TestTakeOverJumbo: a restart takes over the pinned link at MTU 9000,
 // where the driver refuses the plain program: the twin goes in instead.
 func TestTakeOverJumbo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: run `sudo make test`")
-	}
-	d, err := bpf.Load(bpf.Config{MaxFlows: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := loadDatapath(t)
 	pair, err := testnet.NewPair(fmt.Sprintf("xfo%d", os.Getpid()%100000), testnet.Options{MTU: 9000})
 	if err != nil {
 		t.Fatal(err)
@@ -288,4 +267,18 @@ func TestTakeOverJumbo(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// loadDatapath loads the XDP program and its maps, closed at the end.
+func loadDatapath(t *testing.T) *bpf.Datapath {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: run `sudo make test`")
+	}
+	d, err := bpf.Load(bpf.Config{MaxFlows: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
