@@ -24,6 +24,19 @@ var MalformedReasons = [...]string{
 	xdpflowMalformedReasonMALFORMED_MPLS_STACK_TOO_DEEP: "mpls_stack_too_deep",
 	xdpflowMalformedReasonMALFORMED_PPPOE_TRUNCATED:     "pppoe_truncated",
 	xdpflowMalformedReasonMALFORMED_PPPOE_BAD_HEADER:    "pppoe_bad_header",
+	xdpflowMalformedReasonMALFORMED_GRE_TRUNCATED:       "gre_truncated",
+	xdpflowMalformedReasonMALFORMED_GRE_BAD_HEADER:      "gre_bad_header",
+	xdpflowMalformedReasonMALFORMED_ERSPAN_TRUNCATED:    "erspan_truncated",
+	xdpflowMalformedReasonMALFORMED_ERSPAN_BAD_VERSION:  "erspan_bad_version",
+	xdpflowMalformedReasonMALFORMED_VXLAN_TRUNCATED:     "vxlan_truncated",
+	xdpflowMalformedReasonMALFORMED_VXLAN_NO_VNI:        "vxlan_no_vni",
+	xdpflowMalformedReasonMALFORMED_GENEVE_TRUNCATED:    "geneve_truncated",
+	xdpflowMalformedReasonMALFORMED_GENEVE_BAD_HEADER:   "geneve_bad_header",
+	xdpflowMalformedReasonMALFORMED_GTPU_TRUNCATED:      "gtpu_truncated",
+	xdpflowMalformedReasonMALFORMED_GTPU_BAD_HEADER:     "gtpu_bad_header",
+	xdpflowMalformedReasonMALFORMED_TZSP_TRUNCATED:      "tzsp_truncated",
+	xdpflowMalformedReasonMALFORMED_TZSP_BAD_HEADER:     "tzsp_bad_header",
+	xdpflowMalformedReasonMALFORMED_TUNNEL_TOO_DEEP:     "tunnel_too_deep",
 }
 
 // The Go table must name every reason the C enum has.

@@ -45,7 +45,7 @@
 
 #define MAX_VLAN_TAGS	2
 #define MAX_IPV6_EXT	8 /* extension headers followed before giving up */
-#define MAX_MPLS_LABELS 8 /* labels followed before giving up */
+
 
 #define EEXIST		17
 #define EBUSY		16
@@ -130,6 +130,8 @@ const struct flow_value *const btf_flow_value;
 const struct sample_hdr *const btf_sample_hdr;
 const enum malformed_reason *const btf_malformed_reason;
 const enum flow_direction *const btf_flow_direction;
+const enum tunnel_type *const btf_tunnel_type;
+const enum mirror_type *const btf_mirror_type;
 const struct lpm_key *const btf_lpm_key;
 
 struct packet {

@@ -10,22 +10,58 @@
 /* Flow key. Addresses are 16 bytes; IPv4 is stored IPv4-mapped
  * (::ffff:a.b.c.d) so one form serves both versions. Ports are host order.
  * For ICMP/ICMPv6 dst_port holds type*256+code and src_port is 0, as
- * NetFlow tools expect. Non-first fragments have both ports 0. */
+ * NetFlow tools expect. Non-first fragments have both ports 0.
+ *
+ * Inside a tunnel (--tunnels inner) the addresses, ports and protocol are
+ * the innermost IP conversation's, and tunnel_type/tunnel_id name the
+ * tunnel nearest to it, so tenants with overlapping addresses never merge.
+ * A mirrored frame (--mirror-encap) is keyed as if it had arrived on a local
+ * span port, plus the mirror session. docs/datapath.md has every rule. */
 struct flow_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
 	__u32 in_if;
-	__u16 vlan_id; /* outer 802.1Q/802.1ad id, 0 when untagged */
+	__u32 tunnel_id;	    /* VNI, GRE key, TEID, top MPLS label, PPPoE session; 0 none */
+	__u32 observation_point_id; /* mirror session: ERSPAN session id, VNI; 0 local */
+	__u16 vlan_id;		    /* outer 802.1Q/802.1ad id, 0 when untagged */
 	__u16 src_port;
 	__u16 dst_port;
 	__u8 proto;
-	__u8 ip_version; /* 4 or 6 */
+	__u8 ip_version;  /* 4 or 6 */
+	__u8 tunnel_type; /* enum tunnel_type */
+	__u8 mirror_type; /* enum mirror_type */
+	__u8 src_mac[6];  /* --macs only, else zero */
+	__u8 dst_mac[6];
+	__u8 _pad[2];
 };
+
+/* What carried the flow: the encapsulation whose id is tunnel_id. */
+enum tunnel_type {
+	TUNNEL_NONE = 0,
+	TUNNEL_MPLS = 1,   /* id: top label (20 bits) */
+	TUNNEL_PPPOE = 2,  /* id: session id */
+	TUNNEL_GRE = 3,	   /* id: GRE key, 0 without one */
+	TUNNEL_IPIP = 4,   /* IPv4/IPv6 in IPv4/IPv6 (protocols 4, 41): id 0 */
+	TUNNEL_VXLAN = 5,  /* id: VNI */
+	TUNNEL_GENEVE = 6, /* id: VNI */
+	TUNNEL_GTPU = 7,   /* id: TEID */
+};
+
+/* How a mirrored frame reached the probe (--mirror-encap). */
+enum mirror_type {
+	MIRROR_NONE = 0,
+	MIRROR_ERSPAN = 1, /* observation_point_id: session id (types II, III; I has none: 0) */
+	MIRROR_VXLAN = 2,  /* observation_point_id: VNI */
+	MIRROR_GENEVE = 3, /* observation_point_id: VNI */
+	MIRROR_TZSP = 4,   /* observation_point_id: 0 (TZSP names no session) */
+};
+
+#define MAX_MPLS_LABELS 8 /* labels followed before giving up; all are kept */
 
 /* Flow value: what happened to one key since the table was last drained. */
 struct flow_value {
 	__u64 packets;
-	__u64 bytes;	     /* L3 octets: IP header + payload (octetDeltaCount) */
+	__u64 bytes;	     /* L3 octets: (innermost) IP header + payload (octetDeltaCount) */
 	__u64 l2_bytes;	     /* frame octets as received (layer2OctetDeltaCount) */
 	__u64 first_seen_ns; /* CLOCK_MONOTONIC, the timer clock (1 ms) */
 	__u64 last_seen_ns;
@@ -33,6 +69,12 @@ struct flow_value {
 	__u8 ip_tos;	     /* IPv4 TOS / IPv6 traffic class of the first packet */
 	__u8 flow_direction; /* enum flow_direction, set when the flow is created */
 	__u8 _pad[2];
+	/* Of the first packet, set when the flow is created: */
+	__u8 tunnel_src_addr[16]; /* the tunnel's outer endpoints (IPv4-mapped) */
+	__u8 tunnel_dst_addr[16]; /* zero unless tunnel_type is an IP tunnel */
+	/* MPLS label stack entries, top first, as on the wire (label << 12 |
+	 * TC << 9 | S << 8 | TTL); zero past the bottom of the stack. */
+	__u32 mpls_labels[MAX_MPLS_LABELS];
 };
 
 /* Where a flow goes relative to the local networks (--local-net). */
@@ -65,6 +107,19 @@ enum malformed_reason {
 	MALFORMED_MPLS_STACK_TOO_DEEP, /* no bottom-of-stack within MAX_MPLS_LABELS labels */
 	MALFORMED_PPPOE_TRUNCATED,     /* PPPoE session header + PPP protocol cut short */
 	MALFORMED_PPPOE_BAD_HEADER,    /* ver/type not 0x11, code not 0, or bad length */
+	MALFORMED_GRE_TRUNCATED,       /* GRE header (with its options) past the packet */
+	MALFORMED_GRE_BAD_HEADER,      /* version not 0, or the routing bit set */
+	MALFORMED_ERSPAN_TRUNCATED,    /* ERSPAN header past the packet */
+	MALFORMED_ERSPAN_BAD_VERSION,  /* ERSPAN version not 1 (type II) or 2 (type III) */
+	MALFORMED_VXLAN_TRUNCATED,     /* VXLAN header or its Ethernet frame past the packet */
+	MALFORMED_VXLAN_NO_VNI,	       /* I flag clear: the VNI is not valid (RFC 7348) */
+	MALFORMED_GENEVE_TRUNCATED,    /* Geneve header or options past the packet */
+	MALFORMED_GENEVE_BAD_HEADER,   /* version not 0, or an unknown protocol type */
+	MALFORMED_GTPU_TRUNCATED,      /* GTP-U header or extension headers past the packet */
+	MALFORMED_GTPU_BAD_HEADER,     /* version not 1, PT 0, or extension chain too long */
+	MALFORMED_TZSP_TRUNCATED,      /* TZSP header or tags past the packet */
+	MALFORMED_TZSP_BAD_HEADER,     /* version not 1, not received, not Ethernet, or tags too long */
+	MALFORMED_TUNNEL_TOO_DEEP,     /* tunnels nested beyond MAX_TUNNEL_DEPTH */
 	MALFORMED_MAX,
 };
 

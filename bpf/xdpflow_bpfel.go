@@ -26,7 +26,7 @@ type xdpflowDatapathStats struct {
 	Packets             uint64
 	Bytes               uint64
 	NonIp               uint64
-	Malformed           [15]uint64
+	Malformed           [28]uint64
 	FlowPackets         uint64
 	FlowBytes           uint64
 	NewFlows            uint64
@@ -48,15 +48,22 @@ const (
 )
 
 type xdpflowFlowKey struct {
-	_         structs.HostLayout
-	SrcAddr   [16]uint8
-	DstAddr   [16]uint8
-	InIf      uint32
-	VlanId    uint16
-	SrcPort   uint16
-	DstPort   uint16
-	Proto     uint8
-	IpVersion uint8
+	_                  structs.HostLayout
+	SrcAddr            [16]uint8
+	DstAddr            [16]uint8
+	InIf               uint32
+	TunnelId           uint32
+	ObservationPointId uint32
+	VlanId             uint16
+	SrcPort            uint16
+	DstPort            uint16
+	Proto              uint8
+	IpVersion          uint8
+	TunnelType         uint8
+	MirrorType         uint8
+	SrcMac             [6]uint8
+	DstMac             [6]uint8
+	Pad                [2]uint8
 }
 
 type xdpflowFlowValue struct {
@@ -70,6 +77,9 @@ type xdpflowFlowValue struct {
 	IpTos         uint8
 	FlowDirection uint8
 	Pad           [2]uint8
+	TunnelSrcAddr [16]uint8
+	TunnelDstAddr [16]uint8
+	MplsLabels    [8]uint32
 }
 
 type xdpflowLpmKey struct {
@@ -96,7 +106,30 @@ const (
 	xdpflowMalformedReasonMALFORMED_MPLS_STACK_TOO_DEEP xdpflowMalformedReason = 12
 	xdpflowMalformedReasonMALFORMED_PPPOE_TRUNCATED     xdpflowMalformedReason = 13
 	xdpflowMalformedReasonMALFORMED_PPPOE_BAD_HEADER    xdpflowMalformedReason = 14
-	xdpflowMalformedReasonMALFORMED_MAX                 xdpflowMalformedReason = 15
+	xdpflowMalformedReasonMALFORMED_GRE_TRUNCATED       xdpflowMalformedReason = 15
+	xdpflowMalformedReasonMALFORMED_GRE_BAD_HEADER      xdpflowMalformedReason = 16
+	xdpflowMalformedReasonMALFORMED_ERSPAN_TRUNCATED    xdpflowMalformedReason = 17
+	xdpflowMalformedReasonMALFORMED_ERSPAN_BAD_VERSION  xdpflowMalformedReason = 18
+	xdpflowMalformedReasonMALFORMED_VXLAN_TRUNCATED     xdpflowMalformedReason = 19
+	xdpflowMalformedReasonMALFORMED_VXLAN_NO_VNI        xdpflowMalformedReason = 20
+	xdpflowMalformedReasonMALFORMED_GENEVE_TRUNCATED    xdpflowMalformedReason = 21
+	xdpflowMalformedReasonMALFORMED_GENEVE_BAD_HEADER   xdpflowMalformedReason = 22
+	xdpflowMalformedReasonMALFORMED_GTPU_TRUNCATED      xdpflowMalformedReason = 23
+	xdpflowMalformedReasonMALFORMED_GTPU_BAD_HEADER     xdpflowMalformedReason = 24
+	xdpflowMalformedReasonMALFORMED_TZSP_TRUNCATED      xdpflowMalformedReason = 25
+	xdpflowMalformedReasonMALFORMED_TZSP_BAD_HEADER     xdpflowMalformedReason = 26
+	xdpflowMalformedReasonMALFORMED_TUNNEL_TOO_DEEP     xdpflowMalformedReason = 27
+	xdpflowMalformedReasonMALFORMED_MAX                 xdpflowMalformedReason = 28
+)
+
+type xdpflowMirrorType uint32
+
+const (
+	xdpflowMirrorTypeMIRROR_NONE   xdpflowMirrorType = 0
+	xdpflowMirrorTypeMIRROR_ERSPAN xdpflowMirrorType = 1
+	xdpflowMirrorTypeMIRROR_VXLAN  xdpflowMirrorType = 2
+	xdpflowMirrorTypeMIRROR_GENEVE xdpflowMirrorType = 3
+	xdpflowMirrorTypeMIRROR_TZSP   xdpflowMirrorType = 4
 )
 
 type xdpflowSampleHdr struct {
@@ -108,6 +141,19 @@ type xdpflowSampleHdr struct {
 	Pad     uint32
 	Data    [256]uint8
 }
+
+type xdpflowTunnelType uint32
+
+const (
+	xdpflowTunnelTypeTUNNEL_NONE   xdpflowTunnelType = 0
+	xdpflowTunnelTypeTUNNEL_MPLS   xdpflowTunnelType = 1
+	xdpflowTunnelTypeTUNNEL_PPPOE  xdpflowTunnelType = 2
+	xdpflowTunnelTypeTUNNEL_GRE    xdpflowTunnelType = 3
+	xdpflowTunnelTypeTUNNEL_IPIP   xdpflowTunnelType = 4
+	xdpflowTunnelTypeTUNNEL_VXLAN  xdpflowTunnelType = 5
+	xdpflowTunnelTypeTUNNEL_GENEVE xdpflowTunnelType = 6
+	xdpflowTunnelTypeTUNNEL_GTPU   xdpflowTunnelType = 7
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -128,7 +174,9 @@ const (
 	xdpflowVarBtfFlowValue          = "btf_flow_value"
 	xdpflowVarBtfLpmKey             = "btf_lpm_key"
 	xdpflowVarBtfMalformedReason    = "btf_malformed_reason"
+	xdpflowVarBtfMirrorType         = "btf_mirror_type"
 	xdpflowVarBtfSampleHdr          = "btf_sample_hdr"
+	xdpflowVarBtfTunnelType         = "btf_tunnel_type"
 	xdpflowVarCfgAction             = "cfg_action"
 	xdpflowVarCfgBenchFlows         = "cfg_bench_flows"
 	xdpflowVarCfgClockPeriodNs      = "cfg_clock_period_ns"
@@ -208,7 +256,9 @@ type xdpflowVariableSpecs struct {
 	BtfFlowValue       *ebpf.VariableSpec `ebpf:"btf_flow_value"`
 	BtfLpmKey          *ebpf.VariableSpec `ebpf:"btf_lpm_key"`
 	BtfMalformedReason *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
+	BtfMirrorType      *ebpf.VariableSpec `ebpf:"btf_mirror_type"`
 	BtfSampleHdr       *ebpf.VariableSpec `ebpf:"btf_sample_hdr"`
+	BtfTunnelType      *ebpf.VariableSpec `ebpf:"btf_tunnel_type"`
 	CfgAction          *ebpf.VariableSpec `ebpf:"cfg_action"`
 	CfgBenchFlows      *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
 	CfgClockPeriodNs   *ebpf.VariableSpec `ebpf:"cfg_clock_period_ns"`
@@ -265,7 +315,9 @@ type xdpflowVariables struct {
 	BtfFlowValue       *ebpf.Variable `ebpf:"btf_flow_value"`
 	BtfLpmKey          *ebpf.Variable `ebpf:"btf_lpm_key"`
 	BtfMalformedReason *ebpf.Variable `ebpf:"btf_malformed_reason"`
+	BtfMirrorType      *ebpf.Variable `ebpf:"btf_mirror_type"`
 	BtfSampleHdr       *ebpf.Variable `ebpf:"btf_sample_hdr"`
+	BtfTunnelType      *ebpf.Variable `ebpf:"btf_tunnel_type"`
 	CfgAction          *ebpf.Variable `ebpf:"cfg_action"`
 	CfgBenchFlows      *ebpf.Variable `ebpf:"cfg_bench_flows"`
 	CfgClockPeriodNs   *ebpf.Variable `ebpf:"cfg_clock_period_ns"`
