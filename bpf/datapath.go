@@ -49,6 +49,23 @@ type Config struct {
 	// LocalNets are the local networks: each new flow is marked ingress
 	// (into them) or egress (out of them). At most MaxLocalNets.
 	LocalNets []netip.Prefix
+	// TunnelsOuter counts IP tunnels (GRE, IP-in-IP, VXLAN, Geneve,
+	// GTP-U) as the outer packet. By default (false) the flow is the
+	// innermost IP conversation, keyed with the tunnel's identifier
+	// (docs/datapath.md, "Encapsulations").
+	TunnelsOuter bool
+	// VXLANPorts and GenevePorts are the UDP destination ports taken as
+	// VXLAN and Geneve tunnels (defaults PortVXLAN, PortGeneve); at most
+	// MaxTunnelPorts each.
+	VXLANPorts  []uint16
+	GenevePorts []uint16
+	// Mirrors are the mirror encapsulations stripped from frames as they
+	// arrive: the inner frame is counted as if it came from a local span
+	// port, with the mirror session in the key. A UDP port named here is
+	// a mirror, not a tunnel.
+	Mirrors []Mirror
+	// MACs puts the source and destination MAC addresses in the key.
+	MACs bool
 	// PinPath, when set, is a bpffs directory where the maps are pinned
 	// (see pin.go): a Load that finds compatible pins there carries on
 	// with them.
@@ -94,6 +111,33 @@ func (c *Config) setDefaults() error {
 	}
 	if len(c.LocalNets) > MaxLocalNets {
 		return &ConfigError{"LocalNets", nil, fmt.Errorf("%d networks, at most %d", len(c.LocalNets), MaxLocalNets)}
+	}
+	if c.VXLANPorts == nil {
+		c.VXLANPorts = []uint16{PortVXLAN}
+	}
+	if c.GenevePorts == nil {
+		c.GenevePorts = []uint16{PortGeneve}
+	}
+	for _, p := range []struct {
+		name  string
+		ports []uint16
+	}{{"VXLANPorts", c.VXLANPorts}, {"GenevePorts", c.GenevePorts}} {
+		if len(p.ports) > MaxTunnelPorts {
+			return &ConfigError{p.name, p.ports, fmt.Errorf("at most %d ports", MaxTunnelPorts)}
+		}
+	}
+	seen := map[MirrorType]bool{}
+	for i, m := range c.Mirrors {
+		if m.Type < MirrorERSPAN || m.Type > MirrorTZSP {
+			return &ConfigError{"Mirrors", m, errors.New("unknown mirror encapsulation")}
+		}
+		if seen[m.Type] {
+			return &ConfigError{"Mirrors", m, errors.New("each encapsulation once")}
+		}
+		seen[m.Type] = true
+		if m.Port == 0 {
+			c.Mirrors[i].Port = m.defaultPort()
+		}
 	}
 	if c.tableType == ebpf.UnspecifiedMap {
 		c.tableType = ebpf.Hash
