@@ -3,6 +3,8 @@ package bpf
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"testing"
@@ -60,13 +62,59 @@ type flow struct {
 	l2           uint64
 	flags        uint32
 	tos          uint8
+
+	// Encapsulations (issue #13), zero for a plain frame. Key:
+	tunnel   TunnelType
+	tunnelID uint32
+	mirror   MirrorType
+	obsID    uint32              // observation point: the mirror session
+	mac      [2]net.HardwareAddr // source, destination (Config.MACs)
+	// Value, of the flow's first packet:
+	tunSrc, tunDst string   // the innermost IP tunnel's outer endpoints
+	labels         []uint32 // MPLS label stack entries, top first
 }
 
 func (f flow) key() FlowKey {
-	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver}
+	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver,
+		TunnelType: uint8(f.tunnel), TunnelId: f.tunnelID, MirrorType: uint8(f.mirror), ObservationPointId: f.obsID}
 	k.SrcAddr = netip.MustParseAddr(f.src).As16()
 	k.DstAddr = netip.MustParseAddr(f.dst).As16()
+	copy(k.SrcMac[:], f.mac[0])
+	copy(k.DstMac[:], f.mac[1])
 	return k
+}
+
+// encapValue is the part of the value that describes the encapsulation.
+func (f flow) encapValue() (src, dst [16]byte, labels [MaxMPLSLabels]uint32) {
+	if f.tunSrc != "" {
+		src = netip.MustParseAddr(f.tunSrc).As16()
+		dst = netip.MustParseAddr(f.tunDst).As16()
+	}
+	copy(labels[:], f.labels)
+	return
+}
+
+// MaxMPLSLabels is MAX_MPLS_LABELS: the label stack entries a value holds.
+const MaxMPLSLabels = len(FlowValue{}.MplsLabels)
+
+// keyString is FlowKey.String with the encapsulation fields.
+func keyString(k FlowKey) string {
+	s := k.String()
+	if k.TunnelType != 0 {
+		s += fmt.Sprintf(" tunnel %d/%d", k.TunnelType, k.TunnelId)
+	}
+	if k.MirrorType != 0 {
+		s += fmt.Sprintf(" mirror %d/%d", k.MirrorType, k.ObservationPointId)
+	}
+	if k.SrcMac != ([6]byte{}) || k.DstMac != ([6]byte{}) {
+		s += fmt.Sprintf(" mac %s > %s", net.HardwareAddr(k.SrcMac[:]), net.HardwareAddr(k.DstMac[:]))
+	}
+	return s
+}
+
+// encapString shows a value's encapsulation fields.
+func encapString(src, dst [16]byte, labels [MaxMPLSLabels]uint32) string {
+	return fmt.Sprintf("tunnel %s > %s, labels %x", netip.AddrFrom16(src), netip.AddrFrom16(dst), labels)
 }
 
 func drainAll(t testing.TB, d *Datapath) map[FlowKey]FlowValue {
@@ -94,23 +142,27 @@ func checkFlows(t *testing.T, got map[FlowKey]FlowValue, want []flow) {
 		k := w.key()
 		v, ok := got[k]
 		if !ok {
-			t.Errorf("missing flow %v; table has:", k)
+			t.Errorf("missing flow %s; table has:", keyString(k))
 			for k := range got {
-				t.Errorf("  %v", k)
+				t.Errorf("  %s", keyString(k))
 			}
 			continue
 		}
 		delete(got, k)
 		if v.Packets != w.packets || v.Bytes != w.bytes || v.L2Bytes != w.l2 || v.TcpFlags != w.flags || v.IpTos != w.tos {
-			t.Errorf("flow %v: packets %d bytes %d l2 %d flags %#x tos %#x; want %d %d %d %#x %#x",
-				k, v.Packets, v.Bytes, v.L2Bytes, v.TcpFlags, v.IpTos, w.packets, w.bytes, w.l2, w.flags, w.tos)
+			t.Errorf("flow %s: packets %d bytes %d l2 %d flags %#x tos %#x; want %d %d %d %#x %#x",
+				keyString(k), v.Packets, v.Bytes, v.L2Bytes, v.TcpFlags, v.IpTos, w.packets, w.bytes, w.l2, w.flags, w.tos)
+		}
+		if src, dst, labels := w.encapValue(); v.TunnelSrcAddr != src || v.TunnelDstAddr != dst || v.MplsLabels != labels {
+			t.Errorf("flow %s: %s; want %s", keyString(k),
+				encapString(v.TunnelSrcAddr, v.TunnelDstAddr, v.MplsLabels), encapString(src, dst, labels))
 		}
 		if v.FirstSeenNs == 0 || v.FirstSeenNs > v.LastSeenNs {
-			t.Errorf("flow %v: first seen %d, last seen %d", k, v.FirstSeenNs, v.LastSeenNs)
+			t.Errorf("flow %s: first seen %d, last seen %d", keyString(k), v.FirstSeenNs, v.LastSeenNs)
 		}
 	}
 	for k, v := range got {
-		t.Errorf("unexpected flow %v: %+v", k, v)
+		t.Errorf("unexpected flow %s: %+v", keyString(k), v)
 	}
 }
 
@@ -693,17 +745,31 @@ func TestReadThenClear(t *testing.T) {
 // lands under reason alone: dropped, in no flow, no other counter.
 func checkMalformed(t *testing.T, frame []byte, reason string) {
 	t.Helper()
-	d := load(t, Config{MaxFlows: 64, Action: Drop})
+	checkMalformedIn(t, load(t, Config{MaxFlows: 64, Action: Drop}), frame, reason)
+}
+
+// checkMalformedIn is checkMalformed on a datapath of the caller's (its
+// Action must be Drop), which may have counted other frames before: the
+// counters are compared before and after.
+func checkMalformedIn(t *testing.T, d *Datapath, frame []byte, reason string) {
+	t.Helper()
+	before, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if ret := run(t, d.Program, frame); ret != uint32(Drop) {
 		t.Errorf("returned %d, want the configured XDP_DROP for malformed frames too", ret)
 	}
 	if got := drainAll(t, d); len(got) != 0 {
-		t.Errorf("malformed frame created flows: %v", got)
+		for k, v := range got {
+			t.Errorf("malformed frame created flow %s: %+v", keyString(k), v)
+		}
 	}
-	st, err := d.Stats()
+	after, err := d.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := statsSince(before, after)
 	for i, n := range st.Malformed {
 		want := uint64(0)
 		if MalformedReasons[i] == reason {
@@ -717,4 +783,19 @@ func checkMalformed(t *testing.T, frame []byte, reason string) {
 		t.Errorf("stats %+v", st)
 	}
 	checkIdentity(t, st)
+}
+
+// statsSince is what the counters counted between two reads.
+func statsSince(before, after Stats) Stats {
+	s := Stats{
+		Packets: after.Packets - before.Packets, Bytes: after.Bytes - before.Bytes, NonIp: after.NonIp - before.NonIp,
+		FlowPackets: after.FlowPackets - before.FlowPackets, FlowBytes: after.FlowBytes - before.FlowBytes,
+		NewFlows: after.NewFlows - before.NewFlows, UpdateFailedPackets: after.UpdateFailedPackets - before.UpdateFailedPackets,
+		UpdateFailedBytes: after.UpdateFailedBytes - before.UpdateFailedBytes, Fragments: after.Fragments - before.Fragments,
+		Samples: after.Samples - before.Samples, SamplesLost: after.SamplesLost - before.SamplesLost,
+	}
+	for i := range s.Malformed {
+		s.Malformed[i] = after.Malformed[i] - before.Malformed[i]
+	}
+	return s
 }
