@@ -123,6 +123,10 @@ type datapaths struct {
 func newDatapaths(t *testing.T) *datapaths { return &datapaths{t: t, m: map[string]*Datapath{}} }
 
 func (p *datapaths) get(cfg Config) *Datapath {
+	cfg.Mirrors = slices.Clone(cfg.Mirrors) // setDefaults fills in ports
+	if err := cfg.setDefaults(); err != nil {
+		p.t.Fatal(err)
+	}
 	id := fmt.Sprintf("%+v", cfg)
 	d, ok := p.m[id]
 	if !ok {

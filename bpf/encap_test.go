@@ -9,8 +9,10 @@ import (
 )
 
 // MPLS and PPPoE session frames (issue #13): the flow is the IP
-// conversation inside, keyed as the plain packet would be; L3 bytes are the
-// inner IP packet's, L2 bytes the whole frame.
+// conversation inside, keyed as the plain packet would be plus the
+// encapsulation (MPLS: the top label, the label stack in the value; PPPoE:
+// the session id); L3 bytes are the inner IP packet's, L2 bytes the whole
+// frame.
 
 // mpls is a label stack, bottom-of-stack set on the last label when bos.
 func mpls(bos bool, labels ...uint32) gopacket.Payload {
@@ -47,13 +49,31 @@ const (
 )
 
 func TestMPLSAndPPPoE(t *testing.T) {
-	v4 := func(sport, dport uint16, packets, l3, l2 uint64) flow {
-		return flow{ver: 4, proto: 17, src: "198.18.0.1", dst: "198.18.0.2", sport: sport, dport: dport, packets: packets, bytes: l3, l2: l2}
+	v4 := func(sport, dport uint16, packets, l3, l2 uint64, opts ...func(*flow)) flow {
+		f := flow{ver: 4, proto: 17, src: "198.18.0.1", dst: "198.18.0.2", sport: sport, dport: dport, packets: packets, bytes: l3, l2: l2}
+		for _, o := range opts {
+			o(&f)
+		}
+		return f
 	}
-	v6 := func(sport, dport uint16, packets, l3, l2 uint64) flow {
-		return flow{ver: 6, proto: 6, src: "2001:db8::a", dst: "2001:db8::b", sport: sport, dport: dport, packets: packets, bytes: l3, l2: l2, flags: tSYN}
+	v6 := func(sport, dport uint16, packets, l3, l2 uint64, opts ...func(*flow)) flow {
+		f := flow{ver: 6, proto: 6, src: "2001:db8::a", dst: "2001:db8::b", sport: sport, dport: dport, packets: packets, bytes: l3, l2: l2, flags: tSYN}
+		for _, o := range opts {
+			o(&f)
+		}
+		return f
 	}
-	vlan := func(f flow, id uint16) flow { f.vlan = id; return f }
+	// stack is the MPLS encapsulation of a flow: the top label keyed, the
+	// label stack entries (as mpls() writes them) in the value.
+	stack := func(labels ...uint32) func(*flow) {
+		return func(f *flow) {
+			f.tunnel, f.tunnelID, f.labels = TunnelMPLS, labels[0], nil
+			for i, l := range labels {
+				f.labels = append(f.labels, lse(l, i == len(labels)-1))
+			}
+		}
+	}
+	session := encapOnly(TunnelPPPoE, 0x1234)
 
 	mplsUC, mplsMC := layers.EthernetTypeMPLSUnicast, layers.EthernetTypeMPLSMulticast
 	ses, disc := layers.EthernetTypePPPoESession, layers.EthernetTypePPPoEDiscovery
@@ -70,43 +90,43 @@ func TestMPLSAndPPPoE(t *testing.T) {
 	lcp := build(eth(ses), pppoe(pppLCP, 14), payload(14))
 	cw := build(eth(mplsUC), mpls(true, 100), gopacket.Payload{0, 0, 0, 0}, payload(50)) // control word, then Ethernet
 
-	cases := []struct {
-		name   string
-		frames []sent
-		want   []flow
-		nonIP  uint64
-	}{{
+	cases := []encapCase{{
 		name:   "mpls one label, ipv4",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100), udp4(100)), 3}},
-		want:   []flow{v4(1000, 2000, 3, 3*128, 3*(14+4+128))},
+		want:   []flow{v4(1000, 2000, 3, 3*128, 3*(14+4+128), stack(100))},
 	}, {
-		name:   "mpls three labels, ipv4, short frame padded",
+		name:   "mpls three labels, ipv4, short frame padded: the top label keyed, all three kept",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100, 200, 300), udp4(2)), 1}},
-		want:   []flow{v4(1000, 2000, 1, 30, 60)},
+		want:   []flow{v4(1000, 2000, 1, 30, 60, stack(100, 200, 300))},
 	}, {
 		name:   "mpls three labels, ipv6",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100, 200, 300), tcp6), 2}},
-		want:   []flow{v6(40000, 443, 2, 2*60, 2*(14+12+60))},
+		want:   []flow{v6(40000, 443, 2, 2*60, 2*(14+12+60), stack(100, 200, 300))},
 	}, {
 		name:   "mpls inside a VLAN tag: outer id kept",
 		frames: []sent{{with(eth(mplsUC, 42), mpls(true, 100), udp4(100)), 1}, {with(eth(mplsUC, 42), mpls(true, 7, 8), tcp6), 1}},
-		want:   []flow{vlan(v4(1000, 2000, 1, 128, 18+4+128), 42), vlan(v6(40000, 443, 1, 60, 18+8+60), 42)},
+		want:   []flow{v4(1000, 2000, 1, 128, 18+4+128, inVLAN(42), stack(100)), v6(40000, 443, 1, 60, 18+8+60, inVLAN(42), stack(7, 8))},
 	}, {
 		name:   "mpls inside QinQ",
 		frames: []sent{{with(eth(mplsUC, 300, 42), mpls(true, 100), udp4(100)), 1}},
-		want:   []flow{vlan(v4(1000, 2000, 1, 128, 22+4+128), 300)},
+		want:   []flow{v4(1000, 2000, 1, 128, 22+4+128, inVLAN(300), stack(100))},
 	}, {
 		name:   "mpls multicast ethertype",
 		frames: []sent{{with(eth(mplsMC), mpls(true, 100, 200), udp4(100)), 1}},
-		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128)},
+		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128, stack(100, 200))},
 	}, {
-		name:   "mpls eight labels: the deepest stack followed",
+		name:   "mpls eight labels: the deepest stack followed, all kept",
 		frames: []sent{{with(eth(mplsUC), mpls(true, eight...), udp4(100)), 1}},
-		want:   []flow{v4(1000, 2000, 1, 128, 14+32+128)},
+		want:   []flow{v4(1000, 2000, 1, 128, 14+32+128, stack(eight...))},
 	}, {
-		name:   "mpls and plain ipv4 of one conversation: one flow",
-		frames: []sent{{with(eth(mplsUC), mpls(true, 100), udp4(100)), 1}, {build(eth(layers.EthernetTypeIPv4), udp4(100)...), 1}},
-		want:   []flow{v4(1000, 2000, 2, 2*128, 14+4+128+14+128)},
+		name:   "mpls label 2^20-1: 20 bits of id",
+		frames: []sent{{with(eth(mplsUC), mpls(true, 0xfffff, 1), udp4(100)), 1}},
+		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128, stack(0xfffff, 1))},
+	}, {
+		name: "mpls and plain ipv4 of one conversation: two flows (issue #13)",
+		frames: []sent{{with(eth(mplsUC), mpls(true, 100), udp4(100)), 1}, {build(eth(layers.EthernetTypeIPv4), udp4(100)...), 1},
+			{with(eth(mplsUC), mpls(true, 101), udp4(100)), 1}},
+		want: []flow{v4(1000, 2000, 1, 128, 14+4+128, stack(100)), v4(1000, 2000, 1, 128, 14+128), v4(1000, 2000, 1, 128, 14+4+128, stack(101))},
 	}, {
 		name:   "mpls pseudowire control word (first nibble 0): not parsed, non-IP",
 		frames: []sent{{cw, 1}},
@@ -114,23 +134,24 @@ func TestMPLSAndPPPoE(t *testing.T) {
 	}, {
 		name:   "pppoe ipv4",
 		frames: []sent{{pppoeFrame(eth(ses), pppIPv4, udp4(100)...), 2}},
-		want:   []flow{v4(1000, 2000, 2, 2*128, 2*(14+8+128))},
+		want:   []flow{v4(1000, 2000, 2, 2*128, 2*(14+8+128), session)},
 	}, {
 		name:   "pppoe ipv6, ethernet padding not counted",
 		frames: []sent{{pppoeFrame(eth(ses), pppIPv6, tcp6...), 1}, {pppoeFrame(eth(ses), pppIPv4, udp4(0)...), 1}},
-		want:   []flow{v6(40000, 443, 1, 60, 14+8+60), v4(1000, 2000, 1, 28, 60)},
+		want:   []flow{v6(40000, 443, 1, 60, 14+8+60, session), v4(1000, 2000, 1, 28, 60, session)},
 	}, {
 		// As in pppoe-over-qinq.pcap: IP total length 46 (6 zero bytes
 		// past the TCP header that TCP does not count), PPPoE length
 		// 42 = 2 + 40. The IP header's length is the L3 octets, as for
 		// plain IP; the frame bounds it, not the PPPoE length.
-		name:   "pppoe length shorter than the IP packet: the IP length counts",
-		frames: []sent{{mutate(pppoeFrame(eth(ses), pppIPv4, udp4(100)...), func(f []byte) { binary.BigEndian.PutUint16(f[18:], 2+20) }), 1}},
-		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128)},
+		name:     "pppoe length shorter than the IP packet: the IP length counts",
+		frames:   []sent{{mutate(pppoeFrame(eth(ses), pppIPv4, udp4(100)...), func(f []byte) { binary.BigEndian.PutUint16(f[18:], 2+20) }), 1}},
+		want:     []flow{v4(1000, 2000, 1, 128, 14+8+128, session)},
+		noTshark: "tshark bounds the PPP payload by the PPPoE length (the IP header alone here) and dissects no UDP header",
 	}, {
 		name:   "pppoe over QinQ: outer id kept",
 		frames: []sent{{pppoeFrame(eth(ses, 100, 200), pppIPv4, udp4(100)...), 1}, {pppoeFrame(eth(ses, 100, 200), pppIPv6, tcp6...), 1}},
-		want:   []flow{vlan(v4(1000, 2000, 1, 128, 22+8+128), 100), vlan(v6(40000, 443, 1, 60, 22+8+60), 100)},
+		want:   []flow{v4(1000, 2000, 1, 128, 22+8+128, inVLAN(100), session), v6(40000, 443, 1, 60, 22+8+60, inVLAN(100), session)},
 	}, {
 		name:   "pppoe LCP: non-IP",
 		frames: []sent{{lcp, 2}},
@@ -140,43 +161,7 @@ func TestMPLSAndPPPoE(t *testing.T) {
 		frames: []sent{{padi, 1}},
 		nonIP:  1,
 	}}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			for _, prog := range []string{"xdpflow", "xdpflow_frags"} {
-				d := load(t, Config{MaxFlows: 64})
-				p := d.Program
-				if prog == "xdpflow_frags" {
-					p = d.FragsProgram
-				}
-				var frames, bytes uint64
-				for _, s := range tc.frames {
-					for i := 0; i < s.times; i++ {
-						if ret := run(t, p, s.frame); ret != uint32(Pass) {
-							t.Fatalf("%s: returned %d, want XDP_PASS", prog, ret)
-						}
-						frames++
-						bytes += uint64(len(s.frame))
-					}
-				}
-				checkFlows(t, drainAll(t, d), tc.want)
-				st, err := d.Stats()
-				if err != nil {
-					t.Fatal(err)
-				}
-				var inFlows, l3 uint64
-				for _, w := range tc.want {
-					inFlows += w.packets
-					l3 += w.bytes
-				}
-				if st.Packets != frames || st.Bytes != bytes || st.FlowPackets != inFlows || st.FlowBytes != l3 ||
-					st.NonIp != tc.nonIP || st.MalformedTotal() != 0 || st.NewFlows != uint64(len(tc.want)) || st.UpdateFailedPackets != 0 {
-					t.Errorf("%s: stats %+v; want %d frames, %d bytes, %d in flows (%d L3 bytes), %d new flows, %d non-IP",
-						prog, st, frames, bytes, inFlows, l3, len(tc.want), tc.nonIP)
-				}
-				checkIdentity(t, st)
-			}
-		})
-	}
+	runEncapCases(t, cases)
 }
 
 func TestMPLSAndPPPoEMalformed(t *testing.T) {

@@ -199,6 +199,7 @@ func decodeAsFor(cfgs ...Config) []string {
 		}
 	}
 	for _, c := range cfgs {
+		c.Mirrors = slices.Clone(c.Mirrors)
 		if err := c.setDefaults(); err != nil {
 			panic(err)
 		}
@@ -244,6 +245,7 @@ type specFlow struct {
 //     the spec says gtpu_bad_header.
 func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 	t.Helper()
+	cfg.Mirrors = slices.Clone(cfg.Mirrors)
 	if err := cfg.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -271,12 +273,15 @@ func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 	if j < len(ls) && ls[j].name == "vlan" {
 		r.key.VlanId = uint16(ls[j].num(t, "vlan.id"))
 	}
+	if j < len(ls) && ls[j].name == "ieee8021ad" { // an 802.1ad S-tag
+		r.key.VlanId = uint16(ls[j].num(t, "ieee8021ad.id"))
+	}
 
 	ipTunnel, depth, nlabels := false, 0, 0
 	for ; j < len(ls); j++ {
 		l := ls[j]
 		switch l.name {
-		case "vlan", "eth", "ethertype", "ppp":
+		case "vlan", "ieee8021ad", "eth", "ethertype", "ppp":
 			continue // tags of the accounted frame are read above; a tunnel's inner frame is skipped
 		case "mpls":
 			if nlabels < MaxMPLSLabels {
@@ -451,7 +456,7 @@ func ipEnd(t testing.TB, l layer) int {
 // frame) ends.
 func mirrorOf(t testing.TB, ls []layer, cfg Config) (inner int, typ MirrorType, id uint32, end int, ok bool) {
 	i := 1
-	for i < len(ls) && (ls[i].name == "vlan" || ls[i].name == "ethertype") {
+	for i < len(ls) && (ls[i].name == "vlan" || ls[i].name == "ieee8021ad" || ls[i].name == "ethertype") {
 		i++
 	}
 	if i+2 >= len(ls) || (ls[i].name != "ip" && ls[i].name != "ipv6") {
