@@ -3,6 +3,7 @@ package bpf
 import (
 	"encoding/binary"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -288,6 +289,50 @@ func tsharkAgrees(t *testing.T, cases []encapCase) {
 	}
 }
 
+// encapOfReason is the tshark layer a malformed reason is about.
+var encapOfReason = map[string]string{"gre": "gre", "vxlan": "vxlan", "geneve": "geneve", "gtpu": "gtp", "erspan": "erspan", "tzsp": "tzsp"}
+
+// tsharkSeesEncap checks the bent frames are what they claim: tshark
+// dissects the encapsulation the reason names (however it then fares),
+// and a frame nested too deep has maxTunnelDepth+1 tunnels.
+// declines names the cases whose header is too short for tshark to try.
+func tsharkSeesEncap(t *testing.T, cases []malformedCase, declines map[string]string) {
+	var frames [][]byte
+	var cfgs []Config
+	for _, tc := range cases {
+		frames = append(frames, tc.frame)
+		cfgs = append(cfgs, tc.cfg)
+	}
+	for i, f := range dissect(t, frames, decodeAsFor(cfgs...)) {
+		tc := cases[i]
+		stack := names(f.layers)
+		if why := declines[tc.name]; why != "" {
+			t.Logf("%s: tshark sees %s: %s", tc.name, stack, why)
+			continue
+		}
+		prefix, _, _ := strings.Cut(tc.reason, "_")
+		isIP := func(l layer) bool { return l.name == "ip" || l.name == "ipv6" }
+		seen, tunnels := false, 0
+		for i, l := range f.layers {
+			if p := encapOfReason[prefix]; p != "" && strings.HasPrefix(l.name, p) {
+				seen = true // gtp, or gtpv2 and gtpprime for a bent version
+			}
+			switch {
+			case l.name == "gre" || l.name == "vxlan" || l.name == "gtp" || l.name == "geneve":
+				tunnels++
+			case isIP(l) && i+1 < len(f.layers) && isIP(f.layers[i+1]):
+				tunnels++
+			}
+		}
+		if encapOfReason[prefix] != "" && !seen {
+			t.Errorf("%s: tshark sees %s, no %s", tc.name, stack, encapOfReason[prefix])
+		}
+		if tc.reason == "tunnel_too_deep" && tunnels != maxTunnelDepth+1 {
+			t.Errorf("%s: tshark sees %d tunnels (%s), want %d", tc.name, tunnels, stack, maxTunnelDepth+1)
+		}
+	}
+}
+
 // malformedCase is a frame that must land under reason alone.
 type malformedCase struct {
 	name   string
@@ -296,8 +341,9 @@ type malformedCase struct {
 	reason string
 }
 
-func runMalformedCases(t *testing.T, cases []malformedCase) {
+func runMalformedCases(t *testing.T, cases []malformedCase, declines map[string]string) {
 	t.Helper()
+	t.Run("tshark sees the encapsulation", func(t *testing.T) { tsharkSeesEncap(t, cases, declines) })
 	dps := newDatapaths(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -590,3 +636,118 @@ func TestTunnelsAndMirrors(t *testing.T) {
 
 // eth4Of is an inner Ethernet frame (IPv4) around an IPv4 packet.
 func eth4Of(pkt []byte) []byte { return frameOf(innerEth(layers.EthernetTypeIPv4), pkt) }
+
+func TestTunnelsAndMirrorsMalformed(t *testing.T) {
+	in4, in6 := innerPackets()
+	P := func(b []byte) gopacket.Payload { return b }
+	e4 := eth(layers.EthernetTypeIPv4)
+	const (
+		greN = layers.IPProtocolGRE
+		udpN = layers.IPProtocolUDP
+	)
+	var (
+		et4, et6, teb = layers.EthernetTypeIPv4, layers.EthernetTypeIPv6, layers.EthernetTypeTransparentEthernetBridging
+		def           = Config{}
+		erspanCfg     = mirrorCfg(MirrorERSPAN, 0)
+		tzspCfg       = mirrorCfg(MirrorTZSP, 0)
+		ersII         = &layers.GRE{Protocol: layers.EthernetTypeERSPAN, SeqPresent: true, Seq: 9}
+		erspanIII     = layers.EthernetType(0x22eb)
+	)
+	eth4 := frameOf(innerEth(et4), in4)
+	// short6 is an IPv6 packet (with a destination options header, so
+	// that the frame needs no Ethernet padding) whose payload, of the
+	// given protocol, is raw: a header cut short ends the frame.
+	short6 := func(next layers.IPProtocol, raw ...[]byte) []byte {
+		return build(eth(layers.EthernetTypeIPv6), o6(1, layers.IPProtocolIPv6Destination), ext6(next, 0), concat(raw...))
+	}
+	hdr := func(ls ...gopacket.SerializableLayer) []byte { return serialize(ls...) }
+	// Headers at offset 42 (after Ethernet, IPv4, UDP) and 34 (GRE).
+	okGRE := build(e4, o4(1, greN), greP(et4), P(in4))
+	okGeneve := build(e4, o4(1, udpN), udp(49152, PortGeneve), geneve(5, teb), P(eth4))
+	okGTPU := build(e4, o4(1, udpN), udp(PortGTPU, PortGTPU), gtpu(1), P(in4))
+	okGTPUExt := build(e4, o4(1, udpN), udp(PortGTPU, PortGTPU), gtpu(1, layers.GTPExtensionHeader{Type: 0x85, Content: []byte{0x10, 0x09}}), P(in4))
+	okTZSP := build(e4, o4(1, udpN), udp(49152, PortTZSP), tzsp(), P(eth4))
+	pdcp := layers.GTPExtensionHeader{Type: 0xc0, Content: []byte{0x12, 0x34}}
+	var manyTags []byte
+	for range 200 {
+		manyTags = append(manyTags, 10, 1, 0)
+	}
+	tooDeep, _, _, _ := nest(in4, []nestKind{nestGRE, nestVXLAN, nestGTPU, nestGeneve, nestIPIP}[:maxTunnelDepth+1]...)
+	ipipTooDeep, _, _, _ := nest(in4, []nestKind{nestIPIP, nestIPIP, nestIPIP, nestIPIP, nestIPIP}[:maxTunnelDepth+1]...)
+
+	cases := []malformedCase{
+		// GRE
+		{"gre routing bit", def, mutate(okGRE, func(f []byte) { f[34] |= 0x40 }), "gre_bad_header"},
+		{"gre version 2", def, mutate(okGRE, func(f []byte) { f[35] = 2 }), "gre_bad_header"},
+		{"gre version 7 with a key", def, mutate(build(e4, o4(1, greN), greK(et4, 1), P(in4)), func(f []byte) { f[35] = 7 }), "gre_bad_header"},
+		{"gre header cut short", def, short6(greN, []byte{0, 0}), "gre_truncated"},
+		{"gre key cut short", def, short6(greN, []byte{0x20, 0, 0x08, 0, 0, 0}), "gre_truncated"},
+		{"gre checksum, key, sequence number: the sequence number cut short", def,
+			short6(greN, []byte{0xb0, 0, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}), "gre_truncated"},
+		{"gre key in the ethernet padding, not in the packet", def, build(e4, o4(1, greN), P([]byte{0x20, 0, 0x08, 0})), "gre_truncated"},
+
+		// VXLAN
+		{"vxlan I flag clear", def, build(e4, o4(1, udpN), udp(49152, PortVXLAN), &layers.VXLAN{VNI: 5}, P(eth4)), "vxlan_no_vni"},
+		{"vxlan header cut short", def, short6(udpN, rawL4(udp(49152, PortVXLAN), 5)), "vxlan_truncated"},
+		{"vxlan inner ethernet cut short", def, short6(udpN, hdr(udp(49152, PortVXLAN), vxlan(5), payload(10))), "vxlan_truncated"},
+		{"vxlan inner ethernet in the ethernet padding", def, build(e4, o4(1, udpN), udp(49152, PortVXLAN), vxlan(5)), "vxlan_truncated"},
+
+		// Geneve
+		{"geneve version 1", def, mutate(okGeneve, func(f []byte) { f[42] |= 0x40 }), "geneve_bad_header"},
+		{"geneve protocol ARP", def, build(e4, o4(1, udpN), udp(49152, PortGeneve), geneve(5, layers.EthernetTypeARP), payload(28)), "geneve_bad_header"},
+		{"geneve options past the packet", def, mutate(okGeneve, func(f []byte) { f[42] = 0x3f }), "geneve_truncated"},
+		{"geneve header cut short", def, short6(udpN, rawL4(udp(49152, PortGeneve), 6)), "geneve_truncated"},
+		{"geneve option cut short", def, short6(udpN, hdr(udp(49152, PortGeneve), P([]byte{0x01, 0, 0x08, 0, 0, 0, 5, 0, 1, 2, 0x80}))), "geneve_truncated"},
+
+		// GTP-U
+		{"gtp-u version 2", def, mutate(okGTPU, func(f []byte) { f[42] = 0x50 }), "gtpu_bad_header"},
+		{"gtp-u protocol type 0 (GTP')", def, mutate(okGTPU, func(f []byte) { f[42] = 0x20 }), "gtpu_bad_header"},
+		{"gtp-u five extension headers", def,
+			build(e4, o4(1, udpN), udp(PortGTPU, PortGTPU), gtpu(1, pdcp, pdcp, pdcp, pdcp, pdcp), P(in4)), "gtpu_bad_header"},
+		{"gtp-u header cut short", def, short6(udpN, rawL4(udp(PortGTPU, PortGTPU), 6)), "gtpu_truncated"},
+		{"gtp-u sequence number flag, optional fields cut short", def,
+			short6(udpN, hdr(udp(PortGTPU, PortGTPU), P([]byte{0x32, 0xff, 0, 2, 0, 0, 0, 1, 0, 0}))), "gtpu_truncated"},
+		{"gtp-u extension header past the packet", def, mutate(okGTPUExt, func(f []byte) { f[54] = 255 }), "gtpu_truncated"},
+
+		// ERSPAN (a configured mirror)
+		{"erspan type II version 2", erspanCfg, build(e4, o4(1, greN), ersII, &layers.ERSPANII{Version: 2, SessionID: 1}, P(eth4)), "erspan_bad_version"},
+		{"erspan type II version 0", erspanCfg, build(e4, o4(1, greN), ersII, &layers.ERSPANII{Version: 0, SessionID: 1}, P(eth4)), "erspan_bad_version"},
+		{"erspan type III version 1", erspanCfg, build(e4, o4(1, greN), greP(erspanIII), erspan3(1, 1, false), P(eth4)), "erspan_bad_version"},
+		{"erspan type II header cut short", erspanCfg, short6(greN, hdr(ersII), make([]byte, 5)), "erspan_truncated"},
+		{"erspan type III header cut short", erspanCfg, short6(greN, hdr(greP(erspanIII)), erspan3(2, 1, false)[:8]), "erspan_truncated"},
+		{"erspan type III platform subheader cut short", erspanCfg, short6(greN, hdr(greP(erspanIII)), erspan3(2, 1, true)[:16]), "erspan_truncated"},
+
+		// TZSP (a configured mirror)
+		{"tzsp version 2", tzspCfg, mutate(okTZSP, func(f []byte) { f[42] = 2 }), "tzsp_bad_header"},
+		{"tzsp type 1 (transmitted)", tzspCfg, mutate(okTZSP, func(f []byte) { f[43] = 1 }), "tzsp_bad_header"},
+		{"tzsp encapsulation 18 (802.11)", tzspCfg, mutate(okTZSP, func(f []byte) { f[45] = 18 }), "tzsp_bad_header"},
+		{"tzsp 200 tags", tzspCfg, build(e4, o4(1, udpN), udp(49152, PortTZSP), tzsp(manyTags...), P(eth4)), "tzsp_bad_header"},
+		{"tzsp header cut short", tzspCfg, short6(udpN, rawL4(udp(49152, PortTZSP), 3)), "tzsp_truncated"},
+		{"tzsp tags without END", tzspCfg, short6(udpN, hdr(udp(49152, PortTZSP), P([]byte{1, 0, 0, 1, 10, 1, 0, 0, 0}))), "tzsp_truncated"},
+		{"tzsp tag length past the packet", tzspCfg, short6(udpN, hdr(udp(49152, PortTZSP), P([]byte{1, 0, 0, 1, 10, 200, 0}))), "tzsp_truncated"},
+
+		// Nesting
+		{"tunnels nested maxTunnelDepth+1 deep", def, build(e4, P(tooDeep)), "tunnel_too_deep"},
+		{"ip-in-ip nested maxTunnelDepth+1 deep", def, build(e4, P(ipipTooDeep)), "tunnel_too_deep"},
+
+		// The packet inside a tunnel or mirror, by the rules of plain IP
+		{"vxlan inner ipv4 IHL < 5", def,
+			build(e4, o4(1, udpN), udp(49152, PortVXLAN), vxlan(5), P(mutate(eth4, func(f []byte) { f[14] = 0x44 }))), "ipv4_bad_ihl"},
+		{"gre inner ipv6 cut short", def, build(e4, o4(1, greN), greP(et6), P(in6[:30])), "ipv6_truncated"},
+		{"ip-in-ip inner ipv4 total length past the frame", def,
+			mutate(build(e4, o4(1, layers.IPProtocolIPv4), P(in4)), func(f []byte) { binary.BigEndian.PutUint16(f[14+20+2:], 1500) }), "ipv4_bad_length"},
+		{"gtp-u inner udp cut short", def,
+			build(e4, o4(1, udpN), udp(PortGTPU, PortGTPU), gtpu(1), P(serialize(ipv4(udpN), payload(4)))), "l4_truncated"},
+		{"geneve protocol IPv4 carrying IPv6", def, build(e4, o4(1, udpN), udp(49152, PortGeneve), geneve(5, et4), P(in6)), "ip_version_mismatch"},
+		{"gre mpls: bottom of stack and nothing after", def,
+			short6(greN, hdr(greP(layers.EthernetTypeMPLSUnicast)), mpls(true, 100)), "mpls_truncated"},
+		{"vxlan mirror: inner ipv4 total length past the frame", mirrorCfg(MirrorVXLAN, 0),
+			build(e4, o4(1, udpN), udp(49152, PortVXLAN), vxlan(5), P(mutate(eth4, func(f []byte) { binary.BigEndian.PutUint16(f[16:], 1500) }))),
+			"ipv4_bad_length"},
+	}
+	runMalformedCases(t, cases, map[string]string{
+		"gre header cut short":   "2 bytes, too short for tshark to try GRE",
+		"gtp-u header cut short": "6 bytes, too short for tshark to try GTP",
+		"tzsp header cut short":  "3 bytes, too short for tshark to try TZSP",
+	})
+}
