@@ -191,7 +191,10 @@ func TestMPLSAndPPPoEMalformed(t *testing.T) {
 		{"ipv4 longer than the frame after pppoe",
 			mutate(okPPPoE, func(f []byte) { binary.BigEndian.PutUint16(f[14+8+2:], uint16(len(inner)+1)) }), "ipv4_bad_length"},
 	}
+	dps := newDatapaths(t)
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { checkMalformed(t, tc.frame, tc.reason) })
+		t.Run(tc.name, func(t *testing.T) {
+			checkMalformedIn(t, dps.get(Config{MaxFlows: 64, Action: Drop}), tc.frame, tc.reason)
+		})
 	}
 }

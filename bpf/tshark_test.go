@@ -276,6 +276,10 @@ func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 	if j < len(ls) && ls[j].name == "ieee8021ad" { // an 802.1ad S-tag
 		r.key.VlanId = uint16(ls[j].num(t, "ieee8021ad.id"))
 	}
+	if isTag := func(i int) bool { return i < len(ls) && (ls[i].name == "vlan" || ls[i].name == "ieee8021ad") }; isTag(j) && isTag(j+1) && isTag(j+2) {
+		r.nonIP = true // a third tag is not followed
+		return r
+	}
 
 	ipTunnel, depth, nlabels := false, 0, 0
 	for ; j < len(ls); j++ {

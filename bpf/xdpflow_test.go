@@ -251,13 +251,7 @@ func TestParseAndAccount(t *testing.T) {
 		HwAddressSize: 6, ProtAddressSize: 4, Operation: 1, SourceHwAddress: macA, SourceProtAddress: v4a,
 		DstHwAddress: make([]byte, 6), DstProtAddress: v4b})
 
-	cases := []struct {
-		name      string
-		frames    []sent
-		want      []flow
-		fragments uint64
-		nonIP     uint64
-	}{{
+	cases := []encapCase{{
 		name: "ipv4 tcp handshake and close: flags OR, L3 bytes",
 		frames: []sent{
 			{build(e4, ipv4(layers.IPProtocolTCP), tcp(40000, 443, tSYN)), 1},
@@ -431,38 +425,7 @@ func TestParseAndAccount(t *testing.T) {
 		want:   []flow{with(v6(59, 0, 0), 1, 40, 60, 0)},
 	}}
 
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			d := load(t, Config{MaxFlows: 64})
-			var frames, bytes uint64
-			for _, s := range tc.frames {
-				for i := 0; i < s.times; i++ {
-					if ret := run(t, d.Program, s.frame); ret != uint32(Pass) {
-						t.Fatalf("returned %d, want XDP_PASS", ret)
-					}
-					frames++
-					bytes += uint64(len(s.frame))
-				}
-			}
-			checkFlows(t, drainAll(t, d), tc.want)
-			st, err := d.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var inFlows, l3 uint64
-			for _, w := range tc.want {
-				inFlows += w.packets
-				l3 += w.bytes
-			}
-			if st.Packets != frames || st.Bytes != bytes || st.FlowPackets != inFlows || st.FlowBytes != l3 ||
-				st.NonIp != tc.nonIP || st.Fragments != tc.fragments || st.MalformedTotal() != 0 ||
-				st.NewFlows != uint64(len(tc.want)) || st.UpdateFailedPackets != 0 {
-				t.Errorf("stats %+v; want %d frames, %d bytes, %d in flows (%d L3 bytes), %d new flows, %d non-IP, %d fragments",
-					st, frames, bytes, inFlows, l3, len(tc.want), tc.nonIP, tc.fragments)
-			}
-			checkIdentity(t, st)
-		})
-	}
+	runEncapCases(t, cases)
 }
 
 func TestMalformed(t *testing.T) {
@@ -526,8 +489,11 @@ func TestMalformed(t *testing.T) {
 		t.Fatal("empty frame")
 	}
 
+	dps := newDatapaths(t)
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { checkMalformed(t, tc.frame, tc.reason) })
+		t.Run(tc.name, func(t *testing.T) {
+			checkMalformedIn(t, dps.get(Config{MaxFlows: 64, Action: Drop}), tc.frame, tc.reason)
+		})
 	}
 
 	t.Run("longest followed chain parses", func(t *testing.T) {
@@ -741,16 +707,10 @@ func TestReadThenClear(t *testing.T) {
 	}
 }
 
-// checkMalformed runs frame through a datapath that drops and checks it
-// lands under reason alone: dropped, in no flow, no other counter.
-func checkMalformed(t *testing.T, frame []byte, reason string) {
-	t.Helper()
-	checkMalformedIn(t, load(t, Config{MaxFlows: 64, Action: Drop}), frame, reason)
-}
-
-// checkMalformedIn is checkMalformed on a datapath of the caller's (its
-// Action must be Drop), which may have counted other frames before: the
-// counters are compared before and after.
+// checkMalformedIn runs frame through d, a datapath that drops, and
+// checks it lands under reason alone: dropped, in no flow, no other
+// counter. d may have counted other frames before: the counters are
+// compared before and after.
 func checkMalformedIn(t *testing.T, d *Datapath, frame []byte, reason string) {
 	t.Helper()
 	before, err := d.Stats()
