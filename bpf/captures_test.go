@@ -75,6 +75,39 @@ func readCapture(t *testing.T, file string) [][]byte {
 	}
 }
 
+// What the captures hold, and where the spec and tshark's dissection part
+// ways (the bytes read, the spec followed; specOf applies it):
+//   - erspan.pcap is not ERSPAN: GRE transparent Ethernet bridging with
+//     keys 0 and 0x02000000, a tunnel (GRE, id the key). 39 of its frames
+//     are outer IP fragments of GRE packets (1,514-byte frames): the outer
+//     GRE flow, not decapsulated (tshark would show the reassembled inner
+//     packet on each last fragment: reassembly is off here). Its 10 inner
+//     ARP frames are non-IP.
+//   - erspanI.pcap: ERSPAN type I (GRE 0x88be, S bit clear), session 0.
+//     erspanIII.pcap: type III, GRE sequence number, no subheader, session
+//     0. gre-erspan3-dot1q.pcap: type III with the platform subheader (O
+//     bit), the inner frame tagged 802.1Q 10: vlan_id 10 as a mirror.
+//   - gre-sample.pcap: two ICMP port unreachables quote a UDP/DNS header,
+//     which tshark dissects as the innermost IP layer; the flow is the
+//     ICMP packet's (dst port 3<<8|3).
+//   - gtp4_udp_2152_inside.pcap: inside the GTP-U tunnel a UDP packet to
+//     port 2152 whose payload starts 0x80 (RTP version 2; as GTP,
+//     version 4). tshark does not take it for GTP; the spec does (UDP
+//     destination port 2152) and requires version 1: gtpu_bad_header, no
+//     flow. With TunnelsOuter it is the outer UDP flow.
+//   - gtp_ext_header.pcap: frame 1 is the first fragment (MF) of a GTP-U
+//     packet to port 2152, frame 2 the rest. tshark dissects GTP-U and the
+//     inner TCP in frame 1; the spec counts an outer fragment as the outer
+//     flow, ports 0, first fragment included, so both frames are one flow.
+//     With TunnelsOuter the first fragment keeps its ports, as plain IP.
+//   - vxlan-encapsulated-http.pcap has a 9,100-byte frame (GRO): replayed
+//     through the multi-buffer twin.
+//   - vxlan-triple-v2.pcap: VXLAN in VXLAN in VXLAN (VNIs 1, 2, 3): the
+//     innermost keyed (VNI 3, endpoints 3.3.3.3 > 3.3.3.9) if
+//     maxTunnelDepth is 3, tunnel_too_deep if it is 2.
+//   - mpls-in-vlan.pcap: one frame tagged VLAN 0, one with the two-label
+//     stack 254, 99 (top label 254 keyed, both entries in the value).
+
 // capturePass is one way of counting a capture: a Config and its name.
 type capturePass struct {
 	name string

@@ -440,6 +440,11 @@ func TestTunnelsAndMirrors(t *testing.T) {
 	// Frames of cases with several frames or flows.
 	vxMirror4790 := build(e4, o4(1, udpN), udp(49152, 4790), vxlan(0x78), P(eth4()))
 	vxTunnel4789 := build(e4, o4(1, udpN), udp(49152, PortVXLAN), vxlan(0x79), P(eth4()))
+	tosIn := ipv4(layers.IPProtocolTCP)
+	tosIn.TOS = 0xb8
+	tosOut := o4(1, greN)
+	tosOut.TOS = 0x28
+	withTOS := serialize(tosIn, tcp(1, 2, tACK|tPSH), payload(10)) // 50 bytes
 	vxInERSPAN := eth4Of(serialize(o4(2, udpN), udp(49152, PortVXLAN), vxlan(31), P(eth4())))
 	erspanInVX := eth4Of(serialize(o4(2, greN), ersII, erspan2(1, 0), P(eth4())))
 	greInMirror := eth4Of(serialize(o4(2, greN), greK(et4, 8), P(in4)))
@@ -466,6 +471,8 @@ func TestTunnelsAndMirrors(t *testing.T) {
 
 		// GRE
 		one("gre, ipv4 in ipv4, no key: id 0", def, build(e4, o4(1, greN), greP(et4), P(in4)), u4, 128, tun(TunnelGRE, 0, ep4[1])),
+		one("gre: TOS and TCP flags are the innermost packet's", def, build(e4, tosOut, greP(et4), P(withTOS)),
+			flow{ver: 4, proto: 6, src: "198.18.0.1", dst: "198.18.0.2", sport: 1, dport: 2, flags: tACK | tPSH, tos: 0xb8}, 50, tun(TunnelGRE, 0, ep4[1])),
 		one("gre key: the id", def, build(e4, o4(1, greN), greK(et4, 0xdeadbeef), P(in4)), u4, 128, tun(TunnelGRE, 0xdeadbeef, ep4[1])),
 		one("gre checksum, key and sequence number", def,
 			build(e4, o4(1, greN), &layers.GRE{Protocol: et4, ChecksumPresent: true, KeyPresent: true, Key: 77, SeqPresent: true, Seq: 5}, P(in4)),
