@@ -64,20 +64,21 @@ func gtpu(teid uint32, ext ...layers.GTPExtensionHeader) *layers.GTPv1U {
 	return &layers.GTPv1U{Version: 1, ProtocolType: 1, MessageType: 255, TEID: teid, GTPExtensionHeaders: ext}
 }
 
-// erspan2 is an ERSPAN type II header; cos fills the bits above the
-// session id so that only its low 10 bits are read.
+// erspan2 is an ERSPAN type II header; COS, encapsulation type and the T
+// bit fill the bits above the session id so that only its low 10 bits are
+// read. vlan is the session's, not the mirrored frame's.
 func erspan2(session uint16, vlan uint16) *layers.ERSPANII {
-	return &layers.ERSPANII{Version: 1, SessionID: session, VLANIdentifier: vlan, CoS: 5, TrunkEncap: 3, Index: 0x12345}
+	return &layers.ERSPANII{Version: 1, SessionID: session, VLANIdentifier: vlan, CoS: 5, TrunkEncap: 3, IsTruncated: true, Index: 0x12345}
 }
 
 // erspan3 is an ERSPAN type III header (12 bytes), and with sub the
 // optional 8-byte platform-specific subheader (O bit).
 func erspan3(version uint8, session uint16, sub bool) gopacket.Payload {
 	b := make([]byte, 12, 20)
-	binary.BigEndian.PutUint16(b[0:], uint16(version)<<12|100)       // VLAN 100 of the session, not of the frame
-	binary.BigEndian.PutUint16(b[2:], 0x7<<13|0x3<<11|session&0x3ff) // COS 7, BSO 3, T 0
-	binary.BigEndian.PutUint32(b[4:], 0x01020304)                    // timestamp
-	b[10] = 0x80                                                     // P: an Ethernet PDU, frame type 0
+	binary.BigEndian.PutUint16(b[0:], uint16(version)<<12|100)             // VLAN 100 of the session, not of the frame
+	binary.BigEndian.PutUint16(b[2:], 0x7<<13|0x3<<11|1<<10|session&0x3ff) // COS 7, BSO 3, T 1
+	binary.BigEndian.PutUint32(b[4:], 0x01020304)                          // timestamp
+	b[10] = 0x80                                                           // P: an Ethernet PDU, frame type 0
 	if sub {
 		b[11] |= 1
 		b = append(b, 0x0c, 0x00, 0x00, 0x03, 0x15, 0xf7, 0x42, 0xe8) // platform 3, port 3, upper timestamp
@@ -601,7 +602,7 @@ func TestTunnelsAndMirrors(t *testing.T) {
 		mirror("erspan type I: session 0", erspanCfg, build(e4, o4(1, greN), greP(erspanII), P(eth4())), eth4(),
 			u4, 128, mirrored(MirrorERSPAN, 0)),
 		mirror("erspan type II, inner 802.1Q: its tag keyed, the session's low 10 bits", erspanCfg,
-			build(e4, o4(1, greN), ersII, erspan2(0x155, 30), P(eth4(30))), eth4(30), u4, 128, mirrored(MirrorERSPAN, 0x155), inVLAN(30)),
+			build(e4, o4(1, greN), ersII, erspan2(0x155, 77), P(eth4(30))), eth4(30), u4, 128, mirrored(MirrorERSPAN, 0x155), inVLAN(30)),
 		mirror("erspan type II over a VLAN-tagged outer frame: the inner frame's (no) tag keyed", erspanCfg,
 			build(eth(et4, 99), o4(1, greN), ersII, erspan2(0x3ff, 0), P(eth4())), eth4(), u4, 128, mirrored(MirrorERSPAN, 0x3ff)),
 		mirror("erspan type II over ipv6", erspanCfg,
