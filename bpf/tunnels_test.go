@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -758,4 +759,62 @@ func TestTunnelsAndMirrorsMalformed(t *testing.T) {
 		"gtp-u header cut short": "6 bytes, too short for tshark to try GTP",
 		"tzsp header cut short":  "3 bytes, too short for tshark to try TZSP",
 	})
+}
+
+func TestParseMirror(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Mirror
+		ok   bool
+	}{
+		{"erspan", Mirror{Type: MirrorERSPAN}, true},
+		{"vxlan", Mirror{Type: MirrorVXLAN}, true},
+		{"vxlan:4790", Mirror{Type: MirrorVXLAN, Port: 4790}, true},
+		{"geneve:65535", Mirror{Type: MirrorGeneve, Port: 65535}, true},
+		{"tzsp", Mirror{Type: MirrorTZSP}, true},
+		{"erspan:4789", Mirror{}, false}, // GRE: no port
+		{"vxlan:0", Mirror{}, false},
+		{"tzsp:65536", Mirror{}, false},
+		{"geneve:", Mirror{}, false},
+		{"gre", Mirror{}, false},
+		{"", Mirror{}, false},
+	} {
+		m, err := ParseMirror(tc.in)
+		if (err == nil) != tc.ok || m != tc.want {
+			t.Errorf("ParseMirror(%q) = %+v, %v; want %+v (ok %v)", tc.in, m, err, tc.want, tc.ok)
+		}
+		if tc.ok {
+			if back, err := ParseMirror(m.String()); err != nil || back != m {
+				t.Errorf("%q: String %q parses back as %+v, %v", tc.in, m.String(), back, err)
+			}
+		}
+	}
+}
+
+// The encapsulation settings a Config refuses name their field.
+func TestEncapConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		field string
+	}{
+		{"three VXLAN ports", Config{VXLANPorts: []uint16{1, 2, 3}}, "VXLANPorts"},
+		{"three Geneve ports", Config{GenevePorts: []uint16{1, 2, 3}}, "GenevePorts"},
+		{"a mirror twice", Config{Mirrors: []Mirror{{Type: MirrorVXLAN}, {Type: MirrorVXLAN, Port: 4790}}}, "Mirrors"},
+		{"an unknown mirror", Config{Mirrors: []Mirror{{Type: 9}}}, "Mirrors"},
+	} {
+		err := tc.cfg.setDefaults()
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != tc.field {
+			t.Errorf("%s: %v; want a ConfigError for %s", tc.name, err, tc.field)
+		}
+	}
+	c := Config{Mirrors: []Mirror{{Type: MirrorERSPAN}, {Type: MirrorGeneve}, {Type: MirrorTZSP, Port: 5555}}}
+	if err := c.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Mirrors[0].Port != 0 || c.Mirrors[1].Port != PortGeneve || c.Mirrors[2].Port != 5555 ||
+		len(c.VXLANPorts) != 1 || c.VXLANPorts[0] != PortVXLAN || len(c.GenevePorts) != 1 || c.GenevePorts[0] != PortGeneve {
+		t.Errorf("defaults: %+v", c)
+	}
 }
