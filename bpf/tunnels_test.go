@@ -17,7 +17,7 @@ import (
 // the cases' expectations: three opinions, one answer.
 
 // Tunnel endpoints, distinct from the inner conversation (v4a, v4b, v6a,
-// v6b): tunnel i (1-4, outermost first) runs from ep4[i][0] to ep4[i][1].
+// v6b): tunnel i (1-5, outermost first) runs from ep4[i][0] to ep4[i][1].
 var (
 	ep4 = [...][2]string{1: {"192.0.2.1", "192.0.2.2"}, {"203.0.113.1", "203.0.113.2"}, {"198.51.100.1", "198.51.100.2"}, {"100.64.0.1", "100.64.0.2"}, {"10.255.0.1", "10.255.0.2"}}
 	ep6 = [...][2]string{1: {"2001:db8:1::1", "2001:db8:1::2"}, {"2001:db8:2::1", "2001:db8:2::2"}, {"2001:db8:3::1", "2001:db8:3::2"}, {"2001:db8:4::1", "2001:db8:4::2"}}
