@@ -153,7 +153,12 @@ func TestCapturesAgainstTshark(t *testing.T) {
 				run(t, d.Program, data)
 				frames++
 			}
-			got := drainAll(t, d)
+			// tsharkFlows has no tunnel ids (yet): compare the rest.
+			got := map[FlowKey]FlowValue{}
+			for k, v := range drainAll(t, d) {
+				k.TunnelType, k.TunnelId = 0, 0
+				got[k] = v
+			}
 			want := tsharkFlows(t, file)
 			for k, w := range want {
 				g, ok := got[k]

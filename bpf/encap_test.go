@@ -54,6 +54,9 @@ func TestMPLSAndPPPoE(t *testing.T) {
 		return flow{ver: 6, proto: 6, src: "2001:db8::a", dst: "2001:db8::b", sport: sport, dport: dport, packets: packets, bytes: l3, l2: l2, flags: tSYN}
 	}
 	vlan := func(f flow, id uint16) flow { f.vlan = id; return f }
+	// The top label or the session id is in the key.
+	label := func(f flow, l uint32) flow { f.tunnel, f.tunnelID = TunnelMPLS, l; return f }
+	session := func(f flow) flow { f.tunnel, f.tunnelID = TunnelPPPoE, 0x1234; return f }
 
 	mplsUC, mplsMC := layers.EthernetTypeMPLSUnicast, layers.EthernetTypeMPLSMulticast
 	ses, disc := layers.EthernetTypePPPoESession, layers.EthernetTypePPPoEDiscovery
@@ -78,35 +81,35 @@ func TestMPLSAndPPPoE(t *testing.T) {
 	}{{
 		name:   "mpls one label, ipv4",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100), udp4(100)), 3}},
-		want:   []flow{v4(1000, 2000, 3, 3*128, 3*(14+4+128))},
+		want:   []flow{label(v4(1000, 2000, 3, 3*128, 3*(14+4+128)), 100)},
 	}, {
 		name:   "mpls three labels, ipv4, short frame padded",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100, 200, 300), udp4(2)), 1}},
-		want:   []flow{v4(1000, 2000, 1, 30, 60)},
+		want:   []flow{label(v4(1000, 2000, 1, 30, 60), 100)},
 	}, {
 		name:   "mpls three labels, ipv6",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100, 200, 300), tcp6), 2}},
-		want:   []flow{v6(40000, 443, 2, 2*60, 2*(14+12+60))},
+		want:   []flow{label(v6(40000, 443, 2, 2*60, 2*(14+12+60)), 100)},
 	}, {
 		name:   "mpls inside a VLAN tag: outer id kept",
 		frames: []sent{{with(eth(mplsUC, 42), mpls(true, 100), udp4(100)), 1}, {with(eth(mplsUC, 42), mpls(true, 7, 8), tcp6), 1}},
-		want:   []flow{vlan(v4(1000, 2000, 1, 128, 18+4+128), 42), vlan(v6(40000, 443, 1, 60, 18+8+60), 42)},
+		want:   []flow{label(vlan(v4(1000, 2000, 1, 128, 18+4+128), 42), 100), label(vlan(v6(40000, 443, 1, 60, 18+8+60), 42), 7)},
 	}, {
 		name:   "mpls inside QinQ",
 		frames: []sent{{with(eth(mplsUC, 300, 42), mpls(true, 100), udp4(100)), 1}},
-		want:   []flow{vlan(v4(1000, 2000, 1, 128, 22+4+128), 300)},
+		want:   []flow{label(vlan(v4(1000, 2000, 1, 128, 22+4+128), 300), 100)},
 	}, {
 		name:   "mpls multicast ethertype",
 		frames: []sent{{with(eth(mplsMC), mpls(true, 100, 200), udp4(100)), 1}},
-		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128)},
+		want:   []flow{label(v4(1000, 2000, 1, 128, 14+8+128), 100)},
 	}, {
 		name:   "mpls eight labels: the deepest stack followed",
 		frames: []sent{{with(eth(mplsUC), mpls(true, eight...), udp4(100)), 1}},
-		want:   []flow{v4(1000, 2000, 1, 128, 14+32+128)},
+		want:   []flow{label(v4(1000, 2000, 1, 128, 14+32+128), 16)},
 	}, {
-		name:   "mpls and plain ipv4 of one conversation: one flow",
+		name:   "mpls and plain ipv4 of one conversation: two flows, one per label switched path",
 		frames: []sent{{with(eth(mplsUC), mpls(true, 100), udp4(100)), 1}, {build(eth(layers.EthernetTypeIPv4), udp4(100)...), 1}},
-		want:   []flow{v4(1000, 2000, 2, 2*128, 14+4+128+14+128)},
+		want:   []flow{label(v4(1000, 2000, 1, 128, 14+4+128), 100), v4(1000, 2000, 1, 128, 14+128)},
 	}, {
 		name:   "mpls pseudowire control word (first nibble 0): not parsed, non-IP",
 		frames: []sent{{cw, 1}},
@@ -114,11 +117,11 @@ func TestMPLSAndPPPoE(t *testing.T) {
 	}, {
 		name:   "pppoe ipv4",
 		frames: []sent{{pppoeFrame(eth(ses), pppIPv4, udp4(100)...), 2}},
-		want:   []flow{v4(1000, 2000, 2, 2*128, 2*(14+8+128))},
+		want:   []flow{session(v4(1000, 2000, 2, 2*128, 2*(14+8+128)))},
 	}, {
 		name:   "pppoe ipv6, ethernet padding not counted",
 		frames: []sent{{pppoeFrame(eth(ses), pppIPv6, tcp6...), 1}, {pppoeFrame(eth(ses), pppIPv4, udp4(0)...), 1}},
-		want:   []flow{v6(40000, 443, 1, 60, 14+8+60), v4(1000, 2000, 1, 28, 60)},
+		want:   []flow{session(v6(40000, 443, 1, 60, 14+8+60)), session(v4(1000, 2000, 1, 28, 60))},
 	}, {
 		// As in pppoe-over-qinq.pcap: IP total length 46 (6 zero bytes
 		// past the TCP header that TCP does not count), PPPoE length
@@ -126,11 +129,11 @@ func TestMPLSAndPPPoE(t *testing.T) {
 		// plain IP; the frame bounds it, not the PPPoE length.
 		name:   "pppoe length shorter than the IP packet: the IP length counts",
 		frames: []sent{{mutate(pppoeFrame(eth(ses), pppIPv4, udp4(100)...), func(f []byte) { binary.BigEndian.PutUint16(f[18:], 2+20) }), 1}},
-		want:   []flow{v4(1000, 2000, 1, 128, 14+8+128)},
+		want:   []flow{session(v4(1000, 2000, 1, 128, 14+8+128))},
 	}, {
 		name:   "pppoe over QinQ: outer id kept",
 		frames: []sent{{pppoeFrame(eth(ses, 100, 200), pppIPv4, udp4(100)...), 1}, {pppoeFrame(eth(ses, 100, 200), pppIPv6, tcp6...), 1}},
-		want:   []flow{vlan(v4(1000, 2000, 1, 128, 22+8+128), 100), vlan(v6(40000, 443, 1, 60, 22+8+60), 100)},
+		want:   []flow{session(vlan(v4(1000, 2000, 1, 128, 22+8+128), 100)), session(vlan(v6(40000, 443, 1, 60, 22+8+60), 100))},
 	}, {
 		name:   "pppoe LCP: non-IP",
 		frames: []sent{{lcp, 2}},

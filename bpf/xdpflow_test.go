@@ -60,10 +60,13 @@ type flow struct {
 	l2           uint64
 	flags        uint32
 	tos          uint8
+	tunnel       TunnelType // and its id
+	tunnelID     uint32
 }
 
 func (f flow) key() FlowKey {
-	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver}
+	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver,
+		TunnelType: uint8(f.tunnel), TunnelId: f.tunnelID}
 	k.SrcAddr = netip.MustParseAddr(f.src).As16()
 	k.DstAddr = netip.MustParseAddr(f.dst).As16()
 	return k
