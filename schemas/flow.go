@@ -58,6 +58,23 @@ type Flow struct {
 	EndReason       EndReason  `json:"end_reason"`         // flowEndReason
 	FlowDirection   Direction  `json:"flow_direction"`     // against --local-net; flowDirection
 
+	// Encapsulations, zero for a plain flow (FIELDS.md has each IE): the
+	// tunnel nearest the inner conversation and its outer endpoints (IP
+	// tunnels), the mirror session a mirrored frame arrived in, the
+	// frame's MACs (--macs) and its MPLS label stack. The endpoints and
+	// labels are the flow's first packet's.
+	TunnelType         TunnelType `json:"tunnel_type,omitzero"`
+	TunnelId           uint32     `json:"tunnel_id,omitzero"`       // VNI, GRE key, TEID, top label, PPPoE session
+	TunnelSrcAddr      netip.Addr `json:"tunnel_src_addr,omitzero"` // IPv4 is 4-byte, like SrcAddr
+	TunnelDstAddr      netip.Addr `json:"tunnel_dst_addr,omitzero"`
+	ObservationPointId uint32     `json:"observation_point_id,omitzero"` // mirror session: ERSPAN session id, VNI
+	MirrorType         MirrorType `json:"mirror_type,omitzero"`
+	SrcMac             MAC        `json:"src_mac,omitzero"`
+	DstMac             MAC        `json:"dst_mac,omitzero"`
+	// MplsLabels are label stack entries, top first, as on the wire
+	// (label<<12 | TC<<9 | S<<8 | TTL); 0 past the bottom of the stack.
+	MplsLabels [MaxMplsLabels]uint32 `json:"mpls_labels,omitzero"`
+
 	// Biflow is set on a record that pairs both directions of a
 	// conversation (--biflow, RFC 5103): the fields above are the
 	// initiator's direction, these the reverse one's.
@@ -122,9 +139,17 @@ func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }
 
 // Reverse returns the reverse direction of a biflow record as a record of
 // its own (addresses and ports swapped; ICMP gets the answering type).
+// Its frames went the other way through the same tunnel and mirror
+// session: MACs and tunnel endpoints swap, tunnel and mirror ids stay
+// (pairing, biflow.ReverseKey, required them equal). Its MPLS labels are
+// not known: labels are chosen per hop and direction, and the record
+// carries the initiator's, so the reverse record has none.
 func (f *Flow) Reverse() Flow {
 	r := f.Forward()
 	r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort = f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort
+	r.SrcMac, r.DstMac = f.DstMac, f.SrcMac
+	r.TunnelSrcAddr, r.TunnelDstAddr = f.TunnelDstAddr, f.TunnelSrcAddr
+	r.MplsLabels = [MaxMplsLabels]uint32{}
 	if f.IsICMP() {
 		r.SrcPort = 0
 		r.DstPort, _ = ReverseICMP(f.Proto, f.DstPort)
