@@ -103,7 +103,7 @@ func TestFieldsDocumentMessages(t *testing.T) {
 
 func TestFieldsDocumentTemplates(t *testing.T) {
 	doc := readFields(t)
-	v4Dir, _ := Fields(FlowTemplate(false, true, false), false)
+	v4Dir, _ := Fields(FlowTemplate(TemplateKey{Dir: true}, false), false, 0)
 	dirFields := v4Dir[len(IPFIXFlowIPv4):]
 	for _, tc := range []struct {
 		heading string
@@ -112,7 +112,7 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
 		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
 		{"### Templates 260 and 261: flows with a direction", dirFields},
-		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{IEBiflowDirection, 1}}, BiflowReverse...)},
+		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{ID: IEBiflowDirection, Length: 1}}, BiflowReverse...)},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
 	} {
@@ -124,7 +124,7 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 			if err1 != nil || err2 != nil {
 				t.Fatalf("%s: bad row %q", tc.heading, r)
 			}
-			got = append(got, Field{uint16(id), uint16(n)})
+			got = append(got, Field{ID: uint16(id), Length: uint16(n)})
 		}
 		if !slices.Equal(got, tc.fields) {
 			t.Errorf("%s: FIELDS.md lists\n%v\nthe probe sends\n%v", tc.heading, got, tc.fields)
