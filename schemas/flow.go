@@ -59,20 +59,20 @@ type Flow struct {
 	FlowDirection   Direction  `json:"flow_direction"`     // against --local-net; flowDirection
 
 	// Encapsulations, zero for a plain flow (FIELDS.md has each IE): the
-	// tunnel nearest the inner conversation and its outer endpoints (IP
-	// tunnels), the mirror session a mirrored frame arrived in, the
-	// frame's MACs (--macs) and its MPLS label stack. The endpoints and
-	// labels are the flow's first packet's.
+	// tunnel nearest the inner conversation, the mirror session a mirrored
+	// frame arrived in, the frame's MACs (--macs); its tunnel endpoints and
+	// MPLS label stack are last. The few bytes Extras tests for each
+	// record come first, so that a plain record's encoding reads little
+	// more than it did.
 	TunnelType         TunnelType `json:"tunnel_type,omitzero"`
-	TunnelId           uint32     `json:"tunnel_id,omitzero"`       // VNI, GRE key, TEID, top label, PPPoE session
-	TunnelSrcAddr      netip.Addr `json:"tunnel_src_addr,omitzero"` // IPv4 is 4-byte, like SrcAddr
-	TunnelDstAddr      netip.Addr `json:"tunnel_dst_addr,omitzero"`
-	ObservationPointId uint32     `json:"observation_point_id,omitzero"` // mirror session: ERSPAN session id, VNI
 	MirrorType         MirrorType `json:"mirror_type,omitzero"`
 	SrcMac             MAC        `json:"src_mac,omitzero"`
 	DstMac             MAC        `json:"dst_mac,omitzero"`
+	TunnelId           uint32     `json:"tunnel_id,omitzero"`            // VNI, GRE key, TEID, top label, PPPoE session
+	ObservationPointId uint32     `json:"observation_point_id,omitzero"` // mirror session: ERSPAN session id, VNI
 	// MplsLabels are label stack entries, top first, as on the wire
 	// (label<<12 | TC<<9 | S<<8 | TTL); 0 past the bottom of the stack.
+	// The first packet's, as are the tunnel endpoints.
 	MplsLabels [MaxMplsLabels]uint32 `json:"mpls_labels,omitzero"`
 
 	// Biflow is set on a record that pairs both directions of a
@@ -85,6 +85,11 @@ type Flow struct {
 	ReverseTimeFlowStartNs int64  `json:"reverse_time_flow_start_ns,omitempty"`
 	ReverseTimeFlowEndNs   int64  `json:"reverse_time_flow_end_ns,omitempty"`
 	ReverseTcpFlags        uint16 `json:"reverse_tcp_flags,omitempty"`
+
+	// The tunnel's outer endpoints (IP tunnels); IPv4 is 4-byte, like
+	// SrcAddr; the tunnel's family is not the flow's.
+	TunnelSrcAddr netip.Addr `json:"tunnel_src_addr,omitzero"`
+	TunnelDstAddr netip.Addr `json:"tunnel_dst_addr,omitzero"`
 }
 
 // Direction is where a flow goes relative to the probe's local networks.

@@ -383,21 +383,31 @@ func (e *Encoder) Add(f *schemas.Flow) error {
 	}
 	i := templateIndex(f.Extras()&e.extras, v6, dir, bi)
 	t := e.tmpl[i]
-	var err error
 	if t == nil {
-		t = e.build(i)
-		err = e.addTemplate(t)
-		e.ann.add(i)
+		return e.addFirst(i, f)
 	}
-	b, err2 := e.reserve(t.id, t.n)
+	return e.addWith(t, f)
+}
+
+// addWith appends f with template t.
+func (e *Encoder) addWith(t *dataTemplate, f *schemas.Flow) error {
+	b, err := e.reserve(t.id, t.n)
 	if b == nil {
-		return errors.Join(err, err2)
+		return err
 	}
 	e.put(b, &t.ops, f)
 	e.msgRecords++
 	e.msgData++
 	e.msgFlows++
-	return errors.Join(err, err2)
+	return err
+}
+
+// addFirst sends template i, never sent, and appends f with it.
+func (e *Encoder) addFirst(i int, f *schemas.Flow) error {
+	t := e.build(i)
+	err := e.addTemplate(t)
+	e.ann.add(i)
+	return errors.Join(err, e.addWith(t, f))
 }
 
 // put writes one record with the template's ops. Hot path: no

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,19 +40,7 @@ func TestTsharkExtras(t *testing.T) {
 		t.Skip("tshark not installed (apt-get install tshark): Wireshark decoding not checked")
 	}
 	cfg := Config{EnterpriseNumber: schemas.PENDocumentation}
-	msgs := encodeAll(t, cfg, extraFlows())
-	path := filepath.Join(t.TempDir(), "extras.pcap")
-	writePcap(t, path, 4739, msgs)
-	out, err := exec.Command(tshark, "-n", "-r", path, "-d", "udp.port==4739,cflow", "-V").CombinedOutput()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, tail(out))
-	}
-	text := string(out)
-	for _, bad := range []string{"Malformed", "Expert Info (Error", "Expert Info (Warning"} {
-		if i := strings.Index(text, bad); i >= 0 {
-			t.Fatalf("tshark reports %q:\n%s", bad, text[max(0, i-3000):min(len(text), i+500)])
-		}
-	}
+	text := tsharkText(t, tshark, 4739, encodeAll(t, cfg, extraFlows()))
 	const ours = "Enterprise Private entry: (Example Enterprise Number for Documentation Use) "
 	ext := schemas.ExtraMAC | schemas.ExtraMPLS | schemas.ExtraTunnel | schemas.ExtraMirror
 	for _, want := range []string{
@@ -74,7 +61,7 @@ func TestTsharkExtras(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("tshark:\n%s", tail(out))
+		t.Logf("tshark:\n%s", tail([]byte(text)))
 	}
 }
 
