@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 )
@@ -99,6 +100,13 @@ func (m MAC) Uint64() uint64 {
 		v = v<<8 | uint64(b)
 	}
 	return v
+}
+
+// word is 0 for the zero address only: two loads, no branch (comparing
+// with MAC{} costs Flow.Extras four).
+func (m *MAC) word() uint32 {
+	le := binary.LittleEndian
+	return le.Uint32(m[:4]) | uint32(le.Uint16(m[4:]))
 }
 
 // MACFrom is the address in the low 48 bits of v.

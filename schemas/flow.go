@@ -64,16 +64,16 @@ type Flow struct {
 	// MPLS label stack are last. The few bytes Extras tests for each
 	// record come first, so that a plain record's encoding reads little
 	// more than it did.
-	TunnelType         TunnelType `json:"tunnel_type,omitzero"`
-	MirrorType         MirrorType `json:"mirror_type,omitzero"`
-	SrcMac             MAC        `json:"src_mac,omitzero"`
-	DstMac             MAC        `json:"dst_mac,omitzero"`
-	TunnelId           uint32     `json:"tunnel_id,omitzero"`            // VNI, GRE key, TEID, top label, PPPoE session
-	ObservationPointId uint32     `json:"observation_point_id,omitzero"` // mirror session: ERSPAN session id, VNI
+	TunnelType TunnelType `json:"tunnel_type,omitzero"`
+	MirrorType MirrorType `json:"mirror_type,omitzero"`
+	SrcMac     MAC        `json:"src_mac,omitzero"`
+	DstMac     MAC        `json:"dst_mac,omitzero"`
 	// MplsLabels are label stack entries, top first, as on the wire
 	// (label<<12 | TC<<9 | S<<8 | TTL); 0 past the bottom of the stack.
 	// The first packet's, as are the tunnel endpoints.
-	MplsLabels [MaxMplsLabels]uint32 `json:"mpls_labels,omitzero"`
+	MplsLabels         [MaxMplsLabels]uint32 `json:"mpls_labels,omitzero"`
+	TunnelId           uint32                `json:"tunnel_id,omitzero"`            // VNI, GRE key, TEID, top label, PPPoE session
+	ObservationPointId uint32                `json:"observation_point_id,omitzero"` // mirror session: ERSPAN session id, VNI
 
 	// Biflow is set on a record that pairs both directions of a
 	// conversation (--biflow, RFC 5103): the fields above are the

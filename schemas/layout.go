@@ -80,6 +80,9 @@ func (p Part) extra() Extras {
 // Extras are the extra parts f has values for. Hot path: the encoder
 // asks it of every record.
 func (f *Flow) Extras() Extras {
+	if f.SrcMac.word()|f.DstMac.word()|f.MplsLabels[0]|uint32(f.TunnelType)|uint32(f.MirrorType) == 0 {
+		return 0 // a plain record: one test
+	}
 	var x Extras
 	if f.SrcMac != (MAC{}) || f.DstMac != (MAC{}) {
 		x |= ExtraMAC
