@@ -1,9 +1,11 @@
 package ipfix
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 	"net"
+	"slices"
 	"syscall"
 	"time"
 
@@ -151,4 +153,71 @@ func nfdump(t *testing.T, msgs [][]byte) []map[string]any {
 		t.Fatalf("nfdump json: %v\n%s", err, b)
 	}
 	return recs
+}
+
+// TestTemplatesAnnounced: a template with extras goes out once, before
+// its first record, then with every template refresh, and from the TCP
+// sender's template encoder (which shares the set) on a new connection;
+// never before a record needs it.
+func TestTemplatesAnnounced(t *testing.T) {
+	ids := func(msgs [][]byte) (tmpl []uint16) { // template record ids, in order
+		for _, m := range msgs {
+			for off := 16; off+4 <= len(m); {
+				set, n := binary.BigEndian.Uint16(m[off:]), int(binary.BigEndian.Uint16(m[off+2:]))
+				if set == ipfixTemplateSet {
+					for p := off + 4; p+4 <= off+n; {
+						tmpl = append(tmpl, binary.BigEndian.Uint16(m[p:]))
+						p += 4
+						for range binary.BigEndian.Uint16(m[p-2:]) {
+							p += 4
+							if m[p-4]&0x80 != 0 {
+								p += 4 // enterprise number
+							}
+						}
+					}
+				}
+				off += n
+			}
+		}
+		return tmpl
+	}
+	flows := extraFlows() // plain, every extra (IPv4), every extra (IPv6)
+	withExtras := schemas.TemplateKey{Extras: schemas.AllExtras}.ID()
+	cfg := Config{EnterpriseNumber: schemas.PENDocumentation}
+	e, msgs := newTestEncoder(cfg)
+	conn, connMsgs := newTestEncoder(cfg)
+	conn.ann = e.ann // as NewExporter does for TCP
+	now := testBase.Add(2 * time.Minute)
+
+	if err := e.SendTemplates(now); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(*msgs); !slices.Equal(got, []uint16{256, 257}) {
+		t.Fatalf("first templates %v, want the plain ones only", got)
+	}
+	for _, f := range append(flows, flows...) {
+		if err := e.Add(&f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Flush(now); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids((*msgs)[1:]); !slices.Equal(got, []uint16{withExtras, withExtras + 1}) {
+		t.Errorf("with the records: templates %v, want %d and %d once each", got, withExtras, withExtras+1)
+	}
+	*msgs = nil
+	if err := e.SendTemplates(now); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SendTemplates(now); err != nil {
+		t.Fatal(err)
+	}
+	want := []uint16{256, 257, withExtras, withExtras + 1}
+	if got := ids(*msgs); !slices.Equal(got, want) {
+		t.Errorf("refresh: templates %v, want %v", got, want)
+	}
+	if got := ids(*connMsgs); !slices.Equal(got, want) {
+		t.Errorf("new connection: templates %v, want %v", got, want)
+	}
 }
