@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -126,6 +127,7 @@ func (c *Config) setDefaults() error {
 			return &ConfigError{p.name, p.ports, fmt.Errorf("at most %d ports", MaxTunnelPorts)}
 		}
 	}
+	c.Mirrors = slices.Clone(c.Mirrors) // defaults filled in below are ours
 	seen := map[MirrorType]bool{}
 	for i, m := range c.Mirrors {
 		if m.Type < MirrorERSPAN || m.Type > MirrorTZSP {
@@ -252,19 +254,29 @@ func Load(cfg Config) (*Datapath, error) {
 	if err != nil {
 		return nil, err
 	}
-	consts := map[string]uint32{
+	consts := map[string]any{
 		"cfg_action":       uint32(cfg.Action),
 		"cfg_sample_rate":  cfg.SampleRate,
 		"cfg_sample_bytes": cfg.SampleBytes,
-		"cfg_percpu_table": 0,
+		"cfg_percpu_table": flag(cfg.perCPU()),
 		"cfg_bench_flows":  cfg.benchFlows,
-		"cfg_local_nets":   0,
+		"cfg_local_nets":   flag(len(cfg.LocalNets) > 0),
+		"cfg_tunnels":      flag(!cfg.TunnelsOuter),
+		"cfg_vxlan_ports":  ports(cfg.VXLANPorts),
+		"cfg_geneve_ports": ports(cfg.GenevePorts),
+		"cfg_macs":         flag(cfg.MACs),
 	}
-	if len(cfg.LocalNets) > 0 {
-		consts["cfg_local_nets"] = 1
-	}
-	if cfg.perCPU() {
-		consts["cfg_percpu_table"] = 1
+	for _, m := range cfg.Mirrors {
+		switch m.Type {
+		case MirrorERSPAN:
+			consts["cfg_mirror_erspan"] = uint32(1)
+		case MirrorVXLAN:
+			consts["cfg_mirror_vxlan_port"] = uint32(m.Port)
+		case MirrorGeneve:
+			consts["cfg_mirror_geneve_port"] = uint32(m.Port)
+		case MirrorTZSP:
+			consts["cfg_mirror_tzsp_port"] = uint32(m.Port)
+		}
 	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -404,4 +416,20 @@ func (d *Datapath) closeTables() {
 			t.Close()
 		}
 	}
+}
+
+func flag(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ports is a port list as the program's fixed array (0: unused).
+func ports(p []uint16) [MaxTunnelPorts]uint32 {
+	var a [MaxTunnelPorts]uint32
+	for i, v := range p {
+		a[i] = uint32(v)
+	}
+	return a
 }

@@ -39,9 +39,10 @@ func (v *FlowValue) Merge(o FlowValue) {
 	if o.Packets == 0 {
 		return
 	}
-	if v.Packets == 0 || o.FirstSeenNs < v.FirstSeenNs {
+	if v.Packets == 0 || o.FirstSeenNs < v.FirstSeenNs { // the first packet's
 		v.FirstSeenNs = o.FirstSeenNs
 		v.IpTos = o.IpTos
+		v.TunnelSrcAddr, v.TunnelDstAddr, v.MplsLabels = o.TunnelSrcAddr, o.TunnelDstAddr, o.MplsLabels
 	}
 	if o.LastSeenNs > v.LastSeenNs {
 		v.LastSeenNs = o.LastSeenNs

@@ -29,22 +29,37 @@
 #define ETH_P_MPLS_MC 0x8848
 #define ETH_P_PPP_SES 0x8864 /* PPPoE session stage; discovery (0x8863) is not IP */
 
+#define ETH_P_TEB     0x6558 /* transparent Ethernet bridging: GRE, NVGRE, Geneve */
+#define ETH_P_ERSPAN  0x88BE /* ERSPAN types I and II, in GRE */
+#define ETH_P_ERSPAN3 0x22EB /* ERSPAN type III, in GRE */
+
 #define PPP_IP	 0x0021
 #define PPP_IPV6 0x0057
 
 #define IPPROTO_HOPOPTS	 0
 #define IPPROTO_ICMP	 1
+#define IPPROTO_IPIP	 4
 #define IPPROTO_TCP	 6
 #define IPPROTO_UDP	 17
+#define IPPROTO_IPV6	 41
 #define IPPROTO_ROUTING	 43
 #define IPPROTO_FRAGMENT 44
 #define IPPROTO_AH	 51
 #define IPPROTO_ICMPV6	 58
+#define IPPROTO_GRE	 47
 #define IPPROTO_DSTOPTS	 60
 #define IPPROTO_SCTP	 132
 
 #define MAX_VLAN_TAGS	2
 #define MAX_IPV6_EXT	8 /* extension headers followed before giving up */
+#define MAX_TUNNEL_DEPTH 3 /* IP tunnels decapsulated inside one another */
+#define MAX_GTPU_EXT	 4 /* GTP-U extension headers followed */
+#define MAX_TZSP_TAGS	 8 /* TZSP tagged fields followed */
+/* Headers start within the first MAX_HDR_OFF bytes of the frame. Each layer
+ * restarts from data + a bounded offset, so the verifier's view of a packet
+ * pointer never grows past what it accepts however deep the nesting. */
+#define MAX_HDR_OFF 2047
+#define MAX_L4_OFF  0x7fff /* MAX_HDR_OFF + IP options or extension headers */
 
 
 #define EEXIST		17
@@ -66,6 +81,16 @@ volatile const __u32 cfg_percpu_table = 0;   /* table is PERCPU_HASH: plain adds
 volatile const __u32 cfg_bench_flows = 0;
 /* Set when --local-net gave networks: new flows look both ends up. */
 volatile const __u32 cfg_local_nets = 0;
+/* Encapsulations (docs/datapath.md, "Encapsulations"). Ports are host
+ * order, 0 = unused slot. */
+volatile const __u32 cfg_tunnels = 1; /* decapsulate IP tunnels (--tunnels inner) */
+volatile const __u32 cfg_vxlan_ports[2] = {4789, 0};
+volatile const __u32 cfg_geneve_ports[2] = {6081, 0};
+volatile const __u32 cfg_mirror_erspan = 0;
+volatile const __u32 cfg_mirror_vxlan_port = 0;
+volatile const __u32 cfg_mirror_geneve_port = 0;
+volatile const __u32 cfg_mirror_tzsp_port = 0;
+volatile const __u32 cfg_macs = 0; /* source/destination MAC in the key */
 
 /* The inner map is the template for the flow tables; the loader creates the
  * real ones with the configured size and puts one of them in the slot. */
@@ -134,14 +159,29 @@ const enum tunnel_type *const btf_tunnel_type;
 const enum mirror_type *const btf_mirror_type;
 const struct lpm_key *const btf_lpm_key;
 
+/* What the parse learns about the packet. No pointers: inner layers are
+ * parsed by a global function (see inner_layer), which takes it. */
 struct packet {
-	void *data_end; /* of the first buffer: headers are read from it */
-	__u64 l2_len;	/* the whole frame, every fragment */
-	__u64 l3_room;	/* frame bytes from the IP header on (bounds tot_len) */
-	__u64 l3_len;
+	__u64 l2_len;	/* the whole frame, every fragment (a mirror's inner frame) */
+	__u64 end_off;	/* where what encloses the current layer ends (frame, outer IP) */
+	__u64 l3_room;	/* bytes from the IP header to end_off */
+	__u64 l3_len;	/* of the innermost IP packet */
 	__u32 tcp_flags;
 	__u8 ip_tos;
 	__u8 fragment; /* non-first fragment */
+	__u8 _pad[2];
+	/* Copied into a new flow's value. */
+	__u8 tunnel_src_addr[16];
+	__u8 tunnel_dst_addr[16];
+	__u32 mpls_labels[MAX_MPLS_LABELS];
+};
+
+/* Where the current layer's headers are, in the first buffer. */
+struct cursor {
+	void *data;
+	void *data_end; /* of the first buffer: headers are read from it */
+	void *l4;	/* after the IP header (and extension headers) */
+	void *l3_end;	/* the IP packet's end (may lie past data_end) */
 };
 
 /* parse() returns 0 with key and packet filled, 1 for a frame that is not
@@ -166,9 +206,9 @@ static __always_inline void set_v4mapped(__u8 *dst, __u32 addr)
  * would reject the access. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
-static __always_inline int parse_l4(struct packet *p, struct flow_key *k, void *l4, void *l3_end)
+static __always_inline int parse_l4(struct packet *p, struct cursor *c, struct flow_key *k)
 {
-	void *end = p->data_end;
+	void *end = c->data_end, *l4 = c->l4, *l3_end = c->l3_end;
 
 	opaque(l3_end);
 
@@ -209,9 +249,10 @@ static __always_inline int parse_l4(struct packet *p, struct flow_key *k, void *
 	return PARSE_OK;
 }
 
-static __always_inline int parse_ipv4(struct packet *p, struct flow_key *k, void *l3)
+static __always_inline int parse_ipv4(struct packet *p, struct cursor *c, struct flow_key *k,
+				      void *l3)
 {
-	void *end = p->data_end;
+	void *end = c->data_end;
 	__u8 *ip = l3;
 
 	if (l3 + 20 > end)
@@ -233,12 +274,15 @@ static __always_inline int parse_ipv4(struct packet *p, struct flow_key *k, void
 	set_v4mapped(k->dst_addr, *(__u32 *)&ip[16]);
 	if (bpf_ntohs(*(__u16 *)&ip[6]) & 0x1fff)
 		p->fragment = 1;
-	return parse_l4(p, k, l3 + ihl, l3 + tot_len);
+	c->l4 = l3 + ihl;
+	c->l3_end = l3 + tot_len;
+	return PARSE_OK;
 }
 
-static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void *l3)
+static __always_inline int parse_ipv6(struct packet *p, struct cursor *c, struct flow_key *k,
+				      void *l3)
 {
-	void *end = p->data_end;
+	void *end = c->data_end;
 	__u8 *ip = l3;
 
 	if (l3 + 40 > end)
@@ -252,6 +296,7 @@ static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void
 	opaque(l3_end);
 
 	p->l3_len = tot_len;
+	c->l3_end = l3_end;
 	p->ip_tos = (ip[0] << 4) | (ip[1] >> 4);
 	k->ip_version = 6;
 	/* Word copies: memcpy from a byte pointer compiles to 32 byte loads. */
@@ -297,13 +342,15 @@ static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void
 			if (bpf_ntohs(*(__u16 *)&e[2]) & 0xfff8) {
 				p->fragment = 1;
 				k->proto = nh;
+				c->l4 = h; /* unread, but a pointer for the verifier */
 				return PARSE_OK;
 			}
 			h += 8;
 			break;
 		default:
 			k->proto = nh;
-			return parse_l4(p, k, h, l3_end);
+			c->l4 = h;
+			return PARSE_OK;
 		}
 		if (h > l3_end)
 			return PARSE_BAD(MALFORMED_IPV6_EXT_TRUNCATED);
@@ -318,103 +365,555 @@ static __always_inline int parse_ipv6(struct packet *p, struct flow_key *k, void
 		return PARSE_BAD(MALFORMED_IPV6_EXT_CHAIN);
 	}
 	k->proto = nh;
-	return parse_l4(p, k, h, l3_end);
+	c->l4 = h;
+	return PARSE_OK;
 }
 
-static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct flow_key *k)
+/* Where the parse goes next: an Ethernet frame, something named by an
+ * ethertype (MPLS behind GRE), or an IP packet. */
+enum layer {
+	LAYER_ETH,
+	LAYER_ETHERTYPE,
+	LAYER_IP,
+	LAYER_DONE, /* no (further) encapsulation: the L4 header */
+};
+
+/* The link layer from *off: Ethernet (when at == LAYER_ETH), VLAN tags, an
+ * MPLS label stack or a PPPoE session header, from *l3 up to the IP header.
+ * Sets *l3 to the IP header and *proto to ETH_P_IP or ETH_P_IPV6. `frame` is
+ * set for the frame as received (or a mirror's inner frame): its first tag
+ * is the key's vlan_id and its MACs are keyed with --macs. */
+static __always_inline int parse_link(struct packet *p, struct cursor *c, struct flow_key *k,
+				      void **l3, __u16 *proto, int at, int frame)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	__u8 *eth = data;
-
-	p->data_end = end;
-	if (data + 14 > end)
-		return PARSE_BAD(MALFORMED_ETH_TRUNCATED);
-	__u16 proto = *(__u16 *)&eth[12];
-	void *l3 = data + 14;
-
+	void *end = c->data_end;
+	void *l2 = *l3;
 	int i;
+
+	if (at == LAYER_ETH) {
+		__u8 *eth = l2;
+		if (l2 + 14 > end)
+			return PARSE_BAD(MALFORMED_ETH_TRUNCATED);
+		if (cfg_macs && frame) {
+			__builtin_memcpy(k->dst_mac, &eth[0], 6);
+			__builtin_memcpy(k->src_mac, &eth[6], 6);
+		}
+		*proto = *(__u16 *)&eth[12];
+		l2 += 14;
+	}
+	__u16 pr = *proto;
+
 #pragma unroll
 	for (i = 0; i < MAX_VLAN_TAGS; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD) &&
-		    proto != bpf_htons(ETH_P_QINQ1))
+		if (pr != bpf_htons(ETH_P_8021Q) && pr != bpf_htons(ETH_P_8021AD) &&
+		    pr != bpf_htons(ETH_P_QINQ1))
 			break;
-		__u8 *tag = l3;
-		if (l3 + 4 > end)
+		__u8 *tag = l2;
+		if (l2 + 4 > end)
 			return PARSE_BAD(MALFORMED_VLAN_TRUNCATED);
-		if (i == 0)
+		if (i == 0 && frame)
 			k->vlan_id = bpf_ntohs(*(__u16 *)&tag[0]) & 0x0fff;
-		proto = *(__u16 *)&tag[2];
-		l3 += 4;
+		pr = *(__u16 *)&tag[2];
+		l2 += 4;
 	}
-	p->l3_room = p->l2_len - (l3 - data);
 
-	/* Plain IP goes straight on; MPLS and PPPoE find the IP packet inside
-	 * and go on to the same IPv4/IPv6 parsers (inlined once each). */
-	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
-		if (proto == bpf_htons(ETH_P_MPLS_UC) || proto == bpf_htons(ETH_P_MPLS_MC)) {
-			/* Labels of 4 bytes until bottom-of-stack (bit 8 of
-			 * the third byte); then the first nibble tells IPv4
-			 * from IPv6. Anything else (0: a pseudowire control
-			 * word and Ethernet, 1: G-ACh, ...) is not parsed:
-			 * non-IP. */
+	/* Plain IP goes straight on; MPLS and PPPoE find the IP packet
+	 * inside. */
+	if (pr == bpf_htons(ETH_P_MPLS_UC) || pr == bpf_htons(ETH_P_MPLS_MC)) {
+		/* Labels of 4 bytes until bottom-of-stack (bit 8 of the third
+		 * byte); then the first nibble tells IPv4 from IPv6. Anything
+		 * else (0: a pseudowire control word and Ethernet, 1: G-ACh,
+		 * ...) is not parsed: non-IP. The first stack seen is kept for
+		 * export; the top label keys the flow. */
+		int keep = p->mpls_labels[0] == 0;
 #pragma unroll
-			for (i = 0; i < MAX_MPLS_LABELS; i++) {
-				__u8 *lse = l3;
-				if (l3 + 4 > end)
-					return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
-				l3 += 4;
-				if (lse[2] & 1)
-					break;
-			}
-			if (i == MAX_MPLS_LABELS)
-				return PARSE_BAD(MALFORMED_MPLS_STACK_TOO_DEEP);
-			__u8 *in = l3;
-			if (l3 + 1 > end)
+		for (i = 0; i < MAX_MPLS_LABELS; i++) {
+			__u8 *lse = l2;
+			if (l2 + 4 > end)
 				return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
-			if ((in[0] >> 4) == 4)
-				proto = bpf_htons(ETH_P_IP);
-			else if ((in[0] >> 4) == 6)
-				proto = bpf_htons(ETH_P_IPV6);
-			else
-				return PARSE_NOT_IP;
-			__u64 off = l3 - data;
-			opaque(off); /* else clang adds l2_len to a packet pointer */
-			p->l3_room = p->l2_len - off;
-		} else if (proto == bpf_htons(ETH_P_PPP_SES)) {
-			/* ver/type 0x11, code 0, session id, length (of the
-			 * PPP frame: protocol + payload), PPP protocol. */
-			__u8 *ph = l3;
-			if (l3 + 8 > end)
-				return PARSE_BAD(MALFORMED_PPPOE_TRUNCATED);
-			__u32 plen = bpf_ntohs(*(__u16 *)&ph[4]);
-			if (ph[0] != 0x11 || ph[1] != 0 || plen < 2 || plen + 6 > p->l3_room)
-				return PARSE_BAD(MALFORMED_PPPOE_BAD_HEADER);
-			__u16 ppp = *(__u16 *)&ph[6];
-			if (ppp == bpf_htons(PPP_IP))
-				proto = bpf_htons(ETH_P_IP);
-			else if (ppp == bpf_htons(PPP_IPV6))
-				proto = bpf_htons(ETH_P_IPV6);
-			else
-				return PARSE_NOT_IP; /* LCP, IPCP, ... */
-			l3 += 8;
-			/* The IP packet is bounded by the frame, as plain IP
-			 * is, not by the PPPoE length: real access links
-			 * carry IP total lengths that count the padding a
-			 * PPPoE length leaves out (pppoe-over-qinq.pcap:
-			 * IP 46, PPPoE 42 = 2 + 40). The IP header's length
-			 * is the L3 octets, as tshark's ip.len. */
-			p->l3_room -= 8;
-		} else {
-			return PARSE_NOT_IP;
+			__u32 v = bpf_ntohl(*(__u32 *)lse);
+			if (i == 0) {
+				k->tunnel_type = TUNNEL_MPLS;
+				k->tunnel_id = v >> 12;
+			}
+			if (keep)
+				p->mpls_labels[i] = v;
+			l2 += 4;
+			if (lse[2] & 1)
+				break;
 		}
+		if (i == MAX_MPLS_LABELS)
+			return PARSE_BAD(MALFORMED_MPLS_STACK_TOO_DEEP);
+		__u8 *in = l2;
+		if (l2 + 1 > end)
+			return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
+		if ((in[0] >> 4) == 4)
+			pr = bpf_htons(ETH_P_IP);
+		else if ((in[0] >> 4) == 6)
+			pr = bpf_htons(ETH_P_IPV6);
+		else
+			return PARSE_NOT_IP;
+	} else if (pr == bpf_htons(ETH_P_PPP_SES)) {
+		/* ver/type 0x11, code 0, session id, length (of the PPP frame:
+		 * protocol + payload), PPP protocol. The IP packet is bounded
+		 * by the frame, as plain IP is, not by the PPPoE length: real
+		 * access links carry IP total lengths that count the padding a
+		 * PPPoE length leaves out (pppoe-over-qinq.pcap: IP 46, PPPoE
+		 * 42 = 2 + 40). The IP header's length is the L3 octets, as
+		 * tshark's ip.len. */
+		__u8 *ph = l2;
+		if (l2 + 8 > end)
+			return PARSE_BAD(MALFORMED_PPPOE_TRUNCATED);
+		__u32 plen = bpf_ntohs(*(__u16 *)&ph[4]);
+		__u64 here = l2 - c->data;
+		if (ph[0] != 0x11 || ph[1] != 0 || plen < 2 || here + 6 + plen > p->end_off)
+			return PARSE_BAD(MALFORMED_PPPOE_BAD_HEADER);
+		__u16 ppp = *(__u16 *)&ph[6];
+		if (ppp == bpf_htons(PPP_IP))
+			pr = bpf_htons(ETH_P_IP);
+		else if (ppp == bpf_htons(PPP_IPV6))
+			pr = bpf_htons(ETH_P_IPV6);
+		else
+			return PARSE_NOT_IP; /* LCP, IPCP, ... */
+		k->tunnel_type = TUNNEL_PPPOE;
+		k->tunnel_id = bpf_ntohs(*(__u16 *)&ph[2]);
+		l2 += 8;
+	} else if (pr != bpf_htons(ETH_P_IP) && pr != bpf_htons(ETH_P_IPV6)) {
+		return PARSE_NOT_IP;
 	}
+	*proto = pr;
+	*l3 = l2;
+	return PARSE_OK;
+}
 
+/* VXLAN (RFC 7348) at h: the I flag must be set for the VNI to mean
+ * anything. An Ethernet frame follows the 8 bytes. */
+static __always_inline int vxlan(struct cursor *c, void *h, __u32 *vni)
+{
+	__u8 *v = h;
+	void *l3_end = c->l3_end;
+	opaque(l3_end);
+	if (h + 8 > c->data_end || h + 8 > l3_end)
+		return PARSE_BAD(MALFORMED_VXLAN_TRUNCATED);
+	if (!(v[0] & 0x08))
+		return PARSE_BAD(MALFORMED_VXLAN_NO_VNI);
+	*vni = (__u32)v[4] << 16 | (__u32)v[5] << 8 | v[6];
+	return PARSE_OK;
+}
+
+/* Geneve (RFC 8926) at h: version 0, options skipped; the protocol type
+ * names what follows. Sets *next, *at and *proto. */
+static __always_inline int geneve(struct cursor *c, void *h, __u32 *vni, void **next, int *at,
+				  __u16 *proto)
+{
+	__u8 *g = h;
+	void *l3_end = c->l3_end;
+	opaque(l3_end);
+	if (h + 8 > c->data_end || h + 8 > l3_end)
+		return PARSE_BAD(MALFORMED_GENEVE_TRUNCATED);
+	if (g[0] >> 6)
+		return PARSE_BAD(MALFORMED_GENEVE_BAD_HEADER);
+	__u16 gp = *(__u16 *)&g[2];
+	if (gp == bpf_htons(ETH_P_TEB))
+		*at = LAYER_ETH;
+	else if (gp == bpf_htons(ETH_P_IP) || gp == bpf_htons(ETH_P_IPV6))
+		*at = LAYER_IP;
+	else
+		return PARSE_BAD(MALFORMED_GENEVE_BAD_HEADER);
+	*proto = gp;
+	*vni = (__u32)g[4] << 16 | (__u32)g[5] << 8 | g[6];
+	*next = h + 8 + (g[0] & 0x3f) * 4;
+	if (*next > l3_end)
+		return PARSE_BAD(MALFORMED_GENEVE_TRUNCATED);
+	return PARSE_OK;
+}
+
+/* GTP-U (3GPP TS 29.281) at h: a G-PDU carries a user's IP packet; echo,
+ * end marker and error messages are the outer UDP flow (*at unchanged). */
+static __always_inline int gtpu(struct cursor *c, struct flow_key *k, void *h, void **next, int *at,
+				__u16 *proto)
+{
+	void *end = c->data_end, *l3_end = c->l3_end;
+	__u8 *g = h;
+	opaque(l3_end);
+	if (h + 8 > end || h + 8 > l3_end)
+		return PARSE_BAD(MALFORMED_GTPU_TRUNCATED);
+	if ((g[0] >> 5) != 1 || !(g[0] & 0x10))
+		return PARSE_BAD(MALFORMED_GTPU_BAD_HEADER);
+	if (g[1] != 255)
+		return PARSE_OK;
+	__u32 teid = bpf_ntohl(*(__u32 *)&g[4]);
+	void *in = h + 8;
+	if (g[0] & 0x07) {
+		/* Sequence number, N-PDU number, next extension type. */
+		if (h + 12 > end || h + 12 > l3_end)
+			return PARSE_BAD(MALFORMED_GTPU_TRUNCATED);
+		__u8 nx = g[11];
+		in = h + 12;
+		int i;
+#pragma unroll
+		for (i = 0; i < MAX_GTPU_EXT && nx; i++) {
+			__u8 *e = in;
+			if (in + 4 > end || in + 4 > l3_end)
+				return PARSE_BAD(MALFORMED_GTPU_TRUNCATED);
+			__u32 elen = (__u32)e[0] * 4;
+			if (!elen)
+				return PARSE_BAD(MALFORMED_GTPU_BAD_HEADER);
+			__u8 *last = in + elen - 1;
+			if (in + elen > end || in + elen > l3_end)
+				return PARSE_BAD(MALFORMED_GTPU_TRUNCATED);
+			if ((void *)last + 1 > end)
+				return PARSE_BAD(MALFORMED_GTPU_TRUNCATED);
+			nx = *last;
+			in += elen;
+		}
+		if (nx)
+			return PARSE_BAD(MALFORMED_GTPU_BAD_HEADER);
+	}
+	__u8 *ip = in;
+	if (in + 1 > end || in + 1 > l3_end)
+		return PARSE_OK; /* no T-PDU: the outer flow */
+	if ((ip[0] >> 4) == 4)
+		*proto = bpf_htons(ETH_P_IP);
+	else if ((ip[0] >> 4) == 6)
+		*proto = bpf_htons(ETH_P_IPV6);
+	else
+		return PARSE_OK; /* not IP (an Ethernet or unstructured PDU session) */
+	k->tunnel_type = TUNNEL_GTPU;
+	k->tunnel_id = teid;
+	*next = in;
+	*at = LAYER_IP;
+	return PARSE_OK;
+}
+
+/* TZSP (MikroTik's streaming sniffer) at h: version 1, a received frame,
+ * Ethernet, then tagged fields up to END. */
+static __always_inline int tzsp(struct cursor *c, void *h, void **next, int *at)
+{
+	void *end = c->data_end, *l3_end = c->l3_end;
+	__u8 *t = h;
+	opaque(l3_end);
+	if (h + 4 > end || h + 4 > l3_end)
+		return PARSE_BAD(MALFORMED_TZSP_TRUNCATED);
+	if (t[0] != 1 || t[1] > 1 || *(__u16 *)&t[2] != bpf_htons(1)) {
+		if (t[0] == 1 && t[1] > 2)
+			return PARSE_OK; /* configuration, keepalive, port opener: no frame */
+		return PARSE_BAD(MALFORMED_TZSP_BAD_HEADER);
+	}
+	void *f = h + 4;
+	int i;
+#pragma unroll
+	for (i = 0; i < MAX_TZSP_TAGS; i++) {
+		__u8 *tag = f;
+		if (f + 2 > end || f + 1 > l3_end)
+			return PARSE_BAD(MALFORMED_TZSP_TRUNCATED);
+		if (tag[0] == 1) { /* END */
+			*next = f + 1;
+			*at = LAYER_ETH;
+			return PARSE_OK;
+		}
+		if (tag[0] == 0) /* PADDING */
+			f += 1;
+		else
+			f += 2 + tag[1];
+	}
+	return PARSE_BAD(MALFORMED_TZSP_BAD_HEADER);
+}
+
+/* A tunnel or mirror encapsulation in the payload of the IP packet just
+ * parsed (c->l4), outermost when it is the frame's first IP header. Sets
+ * *at to where the parse goes on (LAYER_DONE: nothing to decapsulate, the
+ * L4 header is next), *next to that header, *proto for LAYER_IP and
+ * LAYER_ETHERTYPE; *mirror when the frame was a mirror's. */
+static __always_inline int decap(struct cursor *c, struct flow_key *k, void **next, int *at,
+				 __u16 *proto, int *mirror, int outermost)
+{
+	void *end = c->data_end, *l4 = c->l4, *l3_end = c->l3_end;
+	opaque(l3_end);
+	*at = LAYER_DONE;
+
+	switch (k->proto) {
+	case IPPROTO_IPIP:
+	case IPPROTO_IPV6:
+		if (!cfg_tunnels)
+			return PARSE_OK;
+		k->tunnel_type = TUNNEL_IPIP;
+		k->tunnel_id = 0;
+		*proto = k->proto == IPPROTO_IPIP ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+		*next = l4;
+		*at = LAYER_IP;
+		return PARSE_OK;
+	case IPPROTO_GRE: {
+		int erspan = cfg_mirror_erspan && outermost;
+		if (!cfg_tunnels && !erspan)
+			return PARSE_OK;
+		__u8 *g = l4;
+		if (l4 + 4 > end || l4 + 4 > l3_end)
+			return PARSE_BAD(MALFORMED_GRE_TRUNCATED);
+		__u16 fl = bpf_ntohs(*(__u16 *)&g[0]);
+		__u16 gp = *(__u16 *)&g[2];
+		if ((fl & 7) == 1)
+			return PARSE_OK; /* PPTP's enhanced GRE: PPP inside, the outer flow */
+		if ((fl & 7) || (fl & 0x4000))
+			return PARSE_BAD(MALFORMED_GRE_BAD_HEADER);
+		/* Checksum+reserved, key, sequence number: 4 bytes each. */
+		void *in = l4 + 4;
+		__u32 id = 0;
+		if (fl & 0x8000)
+			in += 4;
+		if (fl & 0x2000) {
+			__u8 *kp = in;
+			if (in + 4 > end || in + 4 > l3_end)
+				return PARSE_BAD(MALFORMED_GRE_TRUNCATED);
+			id = bpf_ntohl(*(__u32 *)kp);
+			in += 4;
+		}
+		if (fl & 0x1000)
+			in += 4;
+		if (in > l3_end)
+			return PARSE_BAD(MALFORMED_GRE_TRUNCATED);
+		if (erspan && (gp == bpf_htons(ETH_P_ERSPAN) || gp == bpf_htons(ETH_P_ERSPAN3))) {
+			__u32 session = 0;
+			/* Type I: 0x88BE without a sequence number, the frame
+			 * right after GRE. II: an 8-byte header, version 1.
+			 * III (0x22EB): 12 bytes, version 2, and an 8-byte
+			 * platform subheader when the O bit is set. */
+			if (gp == bpf_htons(ETH_P_ERSPAN3) || (fl & 0x1000)) {
+				__u8 *e = in;
+				int v3 = gp == bpf_htons(ETH_P_ERSPAN3);
+				if (in + 8 > end || in + 8 > l3_end)
+					return PARSE_BAD(MALFORMED_ERSPAN_TRUNCATED);
+				if ((e[0] >> 4) != (v3 ? 2 : 1))
+					return PARSE_BAD(MALFORMED_ERSPAN_BAD_VERSION);
+				session = ((__u32)e[2] << 8 | e[3]) & 0x3ff;
+				in += 8;
+				if (v3) {
+					if (in + 4 > end || in + 4 > l3_end)
+						return PARSE_BAD(MALFORMED_ERSPAN_TRUNCATED);
+					in += e[11] & 1 ? 12 : 4;
+				}
+			}
+			k->mirror_type = MIRROR_ERSPAN;
+			k->observation_point_id = session;
+			*mirror = 1;
+			*next = in;
+			*at = LAYER_ETH;
+			return PARSE_OK;
+		}
+		if (!cfg_tunnels)
+			return PARSE_OK;
+		if (gp == bpf_htons(ETH_P_IP) || gp == bpf_htons(ETH_P_IPV6))
+			*at = LAYER_IP;
+		else if (gp == bpf_htons(ETH_P_TEB))
+			*at = LAYER_ETH;
+		else if (gp == bpf_htons(ETH_P_MPLS_UC) || gp == bpf_htons(ETH_P_MPLS_MC))
+			*at = LAYER_ETHERTYPE;
+		else
+			return PARSE_OK; /* WCCP, ERSPAN not configured, ...: the outer flow */
+		k->tunnel_type = TUNNEL_GRE;
+		k->tunnel_id = id;
+		*proto = gp;
+		*next = in;
+		return PARSE_OK;
+	}
+	case IPPROTO_UDP: {
+		__u8 *u = l4;
+		if (l4 + 8 > end || l4 + 8 > l3_end)
+			return PARSE_OK; /* parse_l4 counts it */
+		__u32 dport = bpf_ntohs(*(__u16 *)&u[2]);
+		void *h = l4 + 8;
+		__u32 id;
+		int r;
+		if (outermost && cfg_mirror_vxlan_port && dport == cfg_mirror_vxlan_port) {
+			if ((r = vxlan(c, h, &id)))
+				return r;
+			k->mirror_type = MIRROR_VXLAN;
+			k->observation_point_id = id;
+			*mirror = 1;
+			*next = h + 8;
+			*at = LAYER_ETH;
+			return PARSE_OK;
+		}
+		if (outermost && cfg_mirror_geneve_port && dport == cfg_mirror_geneve_port) {
+			if ((r = geneve(c, h, &id, next, at, proto)))
+				return r;
+			k->mirror_type = MIRROR_GENEVE;
+			k->observation_point_id = id;
+			*mirror = 1;
+			return PARSE_OK;
+		}
+		if (outermost && cfg_mirror_tzsp_port && dport == cfg_mirror_tzsp_port) {
+			if ((r = tzsp(c, h, next, at)))
+				return r;
+			if (*at == LAYER_ETH) {
+				k->mirror_type = MIRROR_TZSP;
+				k->observation_point_id = 0;
+				*mirror = 1;
+			}
+			return PARSE_OK;
+		}
+		if (!cfg_tunnels)
+			return PARSE_OK;
+		if ((cfg_vxlan_ports[0] && dport == cfg_vxlan_ports[0]) ||
+		    (cfg_vxlan_ports[1] && dport == cfg_vxlan_ports[1])) {
+			if ((r = vxlan(c, h, &id)))
+				return r;
+			k->tunnel_type = TUNNEL_VXLAN;
+			k->tunnel_id = id;
+			*next = h + 8;
+			*at = LAYER_ETH;
+			return PARSE_OK;
+		}
+		if ((cfg_geneve_ports[0] && dport == cfg_geneve_ports[0]) ||
+		    (cfg_geneve_ports[1] && dport == cfg_geneve_ports[1])) {
+			if ((r = geneve(c, h, &id, next, at, proto)))
+				return r;
+			k->tunnel_type = TUNNEL_GENEVE;
+			k->tunnel_id = id;
+			return PARSE_OK;
+		}
+		if (dport == 2152)
+			return gtpu(c, k, h, next, at, proto);
+		return PARSE_OK;
+	}
+	}
+	return PARSE_OK;
+}
+
+static __always_inline void copy16(__u8 *dst, const __u8 *src)
+{
+	__u32 *d = (__u32 *)dst;
+	const __u32 *s = (const __u32 *)src;
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+	d[3] = s[3];
+}
+
+/* ptr re-derived from data and its offset, or NULL past max. The verifier
+ * then holds one pointer state however many paths (VLAN tags, labels,
+ * extension headers) led here, and prunes: without this it walks every
+ * combination of them through everything after, past its limit. */
+static __always_inline void *rebase(void *data, void *ptr, __u64 max)
+{
+	__u64 off = ptr - data;
+	opaque(off);
+	if (off > max)
+		return 0;
+	return data + off;
+}
+
+/* Where the parse goes next, between layers. */
+struct walk {
+	__u32 off;   /* of the next header (<= MAX_HDR_OFF) */
+	__u16 proto; /* its ethertype, for LAYER_IP and LAYER_ETHERTYPE */
+	__u8 at;     /* enum layer */
+	__u8 frame;  /* a frame as received or a mirror's inner frame: key its VLAN, MACs */
+	__u8 depth;  /* IP tunnels decapsulated */
+	__u8 layers; /* IP headers parsed */
+	__u8 _pad[2];
+};
+
+/* One layer: the link (unless the walk is at an IP header), IP, and either
+ * the L4 header (w->at = LAYER_DONE) or the encapsulation inside, which
+ * leaves the walk at the next layer. */
+static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
+				     struct walk *w)
+{
+	struct cursor cur = {
+	    .data = (void *)(long)ctx->data,
+	    .data_end = (void *)(long)ctx->data_end,
+	};
+	struct cursor *c = &cur;
+	void *l3 = c->data + (w->off & MAX_HDR_OFF);
+	int at = w->at, r;
+	__u16 proto = w->proto;
+
+	if (at != LAYER_IP) {
+		r = parse_link(p, c, k, &l3, &proto, at, w->frame);
+		if (r)
+			return r;
+		l3 = rebase(c->data, l3, MAX_HDR_OFF);
+		if (!l3)
+			return PARSE_BAD(MALFORMED_TUNNEL_TOO_DEEP);
+	}
+	__u64 l3_off = l3 - c->data;
+	opaque(l3_off); /* else clang adds l2_len to a packet pointer */
+	p->l3_room = l3_off < p->end_off ? p->end_off - l3_off : 0;
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(p, k, l3);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(p, k, l3);
-	return PARSE_NOT_IP;
+		r = parse_ipv4(p, c, k, l3);
+	else
+		r = parse_ipv6(p, c, k, l3);
+	if (r)
+		return r;
+	c->l4 = rebase(c->data, c->l4, MAX_L4_OFF);
+	if (!c->l4)
+		return PARSE_BAD(MALFORMED_L4_TRUNCATED);
+	w->at = LAYER_DONE;
+	if (p->fragment)
+		return parse_l4(p, c, k);
+
+	void *next = 0;
+	int mirror = 0;
+	r = decap(c, k, &next, &at, &proto, &mirror, w->layers++ == 0);
+	if (r)
+		return r;
+	if (at == LAYER_DONE)
+		return parse_l4(p, c, k);
+
+	__u64 off = next - c->data;
+	__u64 end_off = c->l3_end - c->data;
+	opaque(off);
+	if (off > MAX_HDR_OFF || off > end_off)
+		return PARSE_BAD(MALFORMED_TUNNEL_TOO_DEEP);
+	p->end_off = end_off;
+	if (mirror) {
+		/* As if the inner frame had arrived on a local port. */
+		p->l2_len = end_off - off;
+		k->vlan_id = 0;
+		k->tunnel_type = TUNNEL_NONE;
+		k->tunnel_id = 0;
+		__builtin_memset(p->mpls_labels, 0, sizeof(p->mpls_labels));
+		w->frame = 1;
+	} else {
+		if (++w->depth > MAX_TUNNEL_DEPTH)
+			return PARSE_BAD(MALFORMED_TUNNEL_TOO_DEEP);
+		copy16(p->tunnel_src_addr, k->src_addr);
+		copy16(p->tunnel_dst_addr, k->dst_addr);
+		w->frame = 0;
+	}
+	w->off = off;
+	w->at = at;
+	w->proto = proto;
+	return PARSE_OK;
+}
+
+/* The layers inside a tunnel or mirror encapsulation. A global function:
+ * the verifier checks it once, on its own, instead of once per layer and
+ * path through the layers before it, which exceeds its limit. Plain
+ * frames never call it. */
+__attribute__((noinline)) int inner_layer(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
+					  struct walk *w)
+{
+	if (!ctx || !p || !k || !w)
+		return PARSE_NOT_IP; /* cannot happen: called with the stack's */
+	return one_layer(ctx, p, k, w);
+}
+
+/* Parse the frame layer by layer: the link, IP, and, while the IP payload
+ * is a tunnel or mirror encapsulation, again inside it. */
+static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct flow_key *k)
+{
+	struct walk w = {.at = LAYER_ETH, .frame = 1};
+	int i, r;
+
+	p->end_off = p->l2_len;
+	r = one_layer(ctx, p, k, &w);
+	for (i = 0; i < MAX_TUNNEL_DEPTH + 1 && !r && w.at != LAYER_DONE; i++)
+		r = inner_layer(ctx, p, k, &w);
+	if (!r && w.at != LAYER_DONE)
+		return PARSE_BAD(MALFORMED_TUNNEL_TOO_DEEP);
+	return r;
 }
 
 static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st, __u64 len,
@@ -501,6 +1000,11 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 		    .ip_tos = p->ip_tos,
 		    .flow_direction = direction(k),
 		};
+		if (k->tunnel_type) {
+			copy16(nv.tunnel_src_addr, p->tunnel_src_addr);
+			copy16(nv.tunnel_dst_addr, p->tunnel_dst_addr);
+			__builtin_memcpy(nv.mpls_labels, p->mpls_labels, sizeof(nv.mpls_labels));
+		}
 		long err = bpf_map_update_elem(table, k, &nv, BPF_NOEXIST);
 		if (err == 0)
 			return 1;

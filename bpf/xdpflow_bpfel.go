@@ -180,10 +180,18 @@ const (
 	xdpflowVarCfgAction             = "cfg_action"
 	xdpflowVarCfgBenchFlows         = "cfg_bench_flows"
 	xdpflowVarCfgClockPeriodNs      = "cfg_clock_period_ns"
+	xdpflowVarCfgGenevePorts        = "cfg_geneve_ports"
 	xdpflowVarCfgLocalNets          = "cfg_local_nets"
+	xdpflowVarCfgMacs               = "cfg_macs"
+	xdpflowVarCfgMirrorErspan       = "cfg_mirror_erspan"
+	xdpflowVarCfgMirrorGenevePort   = "cfg_mirror_geneve_port"
+	xdpflowVarCfgMirrorTzspPort     = "cfg_mirror_tzsp_port"
+	xdpflowVarCfgMirrorVxlanPort    = "cfg_mirror_vxlan_port"
 	xdpflowVarCfgPercpuTable        = "cfg_percpu_table"
 	xdpflowVarCfgSampleBytes        = "cfg_sample_bytes"
 	xdpflowVarCfgSampleRate         = "cfg_sample_rate"
+	xdpflowVarCfgTunnels            = "cfg_tunnels"
+	xdpflowVarCfgVxlanPorts         = "cfg_vxlan_ports"
 	xdpflowVarClockNs               = "clock_ns"
 )
 
@@ -251,22 +259,30 @@ type xdpflowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowVariableSpecs struct {
-	BtfFlowDirection   *ebpf.VariableSpec `ebpf:"btf_flow_direction"`
-	BtfFlowKey         *ebpf.VariableSpec `ebpf:"btf_flow_key"`
-	BtfFlowValue       *ebpf.VariableSpec `ebpf:"btf_flow_value"`
-	BtfLpmKey          *ebpf.VariableSpec `ebpf:"btf_lpm_key"`
-	BtfMalformedReason *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
-	BtfMirrorType      *ebpf.VariableSpec `ebpf:"btf_mirror_type"`
-	BtfSampleHdr       *ebpf.VariableSpec `ebpf:"btf_sample_hdr"`
-	BtfTunnelType      *ebpf.VariableSpec `ebpf:"btf_tunnel_type"`
-	CfgAction          *ebpf.VariableSpec `ebpf:"cfg_action"`
-	CfgBenchFlows      *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
-	CfgClockPeriodNs   *ebpf.VariableSpec `ebpf:"cfg_clock_period_ns"`
-	CfgLocalNets       *ebpf.VariableSpec `ebpf:"cfg_local_nets"`
-	CfgPercpuTable     *ebpf.VariableSpec `ebpf:"cfg_percpu_table"`
-	CfgSampleBytes     *ebpf.VariableSpec `ebpf:"cfg_sample_bytes"`
-	CfgSampleRate      *ebpf.VariableSpec `ebpf:"cfg_sample_rate"`
-	ClockNs            *ebpf.VariableSpec `ebpf:"clock_ns"`
+	BtfFlowDirection    *ebpf.VariableSpec `ebpf:"btf_flow_direction"`
+	BtfFlowKey          *ebpf.VariableSpec `ebpf:"btf_flow_key"`
+	BtfFlowValue        *ebpf.VariableSpec `ebpf:"btf_flow_value"`
+	BtfLpmKey           *ebpf.VariableSpec `ebpf:"btf_lpm_key"`
+	BtfMalformedReason  *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
+	BtfMirrorType       *ebpf.VariableSpec `ebpf:"btf_mirror_type"`
+	BtfSampleHdr        *ebpf.VariableSpec `ebpf:"btf_sample_hdr"`
+	BtfTunnelType       *ebpf.VariableSpec `ebpf:"btf_tunnel_type"`
+	CfgAction           *ebpf.VariableSpec `ebpf:"cfg_action"`
+	CfgBenchFlows       *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
+	CfgClockPeriodNs    *ebpf.VariableSpec `ebpf:"cfg_clock_period_ns"`
+	CfgGenevePorts      *ebpf.VariableSpec `ebpf:"cfg_geneve_ports"`
+	CfgLocalNets        *ebpf.VariableSpec `ebpf:"cfg_local_nets"`
+	CfgMacs             *ebpf.VariableSpec `ebpf:"cfg_macs"`
+	CfgMirrorErspan     *ebpf.VariableSpec `ebpf:"cfg_mirror_erspan"`
+	CfgMirrorGenevePort *ebpf.VariableSpec `ebpf:"cfg_mirror_geneve_port"`
+	CfgMirrorTzspPort   *ebpf.VariableSpec `ebpf:"cfg_mirror_tzsp_port"`
+	CfgMirrorVxlanPort  *ebpf.VariableSpec `ebpf:"cfg_mirror_vxlan_port"`
+	CfgPercpuTable      *ebpf.VariableSpec `ebpf:"cfg_percpu_table"`
+	CfgSampleBytes      *ebpf.VariableSpec `ebpf:"cfg_sample_bytes"`
+	CfgSampleRate       *ebpf.VariableSpec `ebpf:"cfg_sample_rate"`
+	CfgTunnels          *ebpf.VariableSpec `ebpf:"cfg_tunnels"`
+	CfgVxlanPorts       *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
+	ClockNs             *ebpf.VariableSpec `ebpf:"clock_ns"`
 }
 
 // xdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -310,22 +326,30 @@ func (m *xdpflowMaps) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowVariables struct {
-	BtfFlowDirection   *ebpf.Variable `ebpf:"btf_flow_direction"`
-	BtfFlowKey         *ebpf.Variable `ebpf:"btf_flow_key"`
-	BtfFlowValue       *ebpf.Variable `ebpf:"btf_flow_value"`
-	BtfLpmKey          *ebpf.Variable `ebpf:"btf_lpm_key"`
-	BtfMalformedReason *ebpf.Variable `ebpf:"btf_malformed_reason"`
-	BtfMirrorType      *ebpf.Variable `ebpf:"btf_mirror_type"`
-	BtfSampleHdr       *ebpf.Variable `ebpf:"btf_sample_hdr"`
-	BtfTunnelType      *ebpf.Variable `ebpf:"btf_tunnel_type"`
-	CfgAction          *ebpf.Variable `ebpf:"cfg_action"`
-	CfgBenchFlows      *ebpf.Variable `ebpf:"cfg_bench_flows"`
-	CfgClockPeriodNs   *ebpf.Variable `ebpf:"cfg_clock_period_ns"`
-	CfgLocalNets       *ebpf.Variable `ebpf:"cfg_local_nets"`
-	CfgPercpuTable     *ebpf.Variable `ebpf:"cfg_percpu_table"`
-	CfgSampleBytes     *ebpf.Variable `ebpf:"cfg_sample_bytes"`
-	CfgSampleRate      *ebpf.Variable `ebpf:"cfg_sample_rate"`
-	ClockNs            *ebpf.Variable `ebpf:"clock_ns"`
+	BtfFlowDirection    *ebpf.Variable `ebpf:"btf_flow_direction"`
+	BtfFlowKey          *ebpf.Variable `ebpf:"btf_flow_key"`
+	BtfFlowValue        *ebpf.Variable `ebpf:"btf_flow_value"`
+	BtfLpmKey           *ebpf.Variable `ebpf:"btf_lpm_key"`
+	BtfMalformedReason  *ebpf.Variable `ebpf:"btf_malformed_reason"`
+	BtfMirrorType       *ebpf.Variable `ebpf:"btf_mirror_type"`
+	BtfSampleHdr        *ebpf.Variable `ebpf:"btf_sample_hdr"`
+	BtfTunnelType       *ebpf.Variable `ebpf:"btf_tunnel_type"`
+	CfgAction           *ebpf.Variable `ebpf:"cfg_action"`
+	CfgBenchFlows       *ebpf.Variable `ebpf:"cfg_bench_flows"`
+	CfgClockPeriodNs    *ebpf.Variable `ebpf:"cfg_clock_period_ns"`
+	CfgGenevePorts      *ebpf.Variable `ebpf:"cfg_geneve_ports"`
+	CfgLocalNets        *ebpf.Variable `ebpf:"cfg_local_nets"`
+	CfgMacs             *ebpf.Variable `ebpf:"cfg_macs"`
+	CfgMirrorErspan     *ebpf.Variable `ebpf:"cfg_mirror_erspan"`
+	CfgMirrorGenevePort *ebpf.Variable `ebpf:"cfg_mirror_geneve_port"`
+	CfgMirrorTzspPort   *ebpf.Variable `ebpf:"cfg_mirror_tzsp_port"`
+	CfgMirrorVxlanPort  *ebpf.Variable `ebpf:"cfg_mirror_vxlan_port"`
+	CfgPercpuTable      *ebpf.Variable `ebpf:"cfg_percpu_table"`
+	CfgSampleBytes      *ebpf.Variable `ebpf:"cfg_sample_bytes"`
+	CfgSampleRate       *ebpf.Variable `ebpf:"cfg_sample_rate"`
+	CfgTunnels          *ebpf.Variable `ebpf:"cfg_tunnels"`
+	CfgVxlanPorts       *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
+	ClockNs             *ebpf.Variable `ebpf:"clock_ns"`
 }
 
 // xdpflowPrograms contains all programs after they have been loaded into the kernel.

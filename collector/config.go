@@ -26,6 +26,7 @@ type config struct {
 	UDPReadBuffer  int
 	MaxExporters   int
 	MaxTemplates   int
+	Enterprise     uint32
 	Metrics        string
 	LogLevel       string
 	LogFormat      string
@@ -46,6 +47,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.StringArrayVar(&c.Allow, "allow", nil, "accept exporters only from this CIDR (repeatable; default: any); others are counted and dropped")
 	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
 	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, one silent for 10 minutes gives up its place, else the newcomer is counted and dropped")
+	fs.Uint32Var(&c.Enterprise, "ipfix-enterprise-number", 0, "the Private Enterprise Number xdpflow-probe sends its own IPFIX IEs under (its --ipfix-enterprise-number): tunnel type, id and endpoints, mirror type; 0: skipped like any enterprise IE")
 	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
 	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9478", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)

@@ -343,8 +343,12 @@ func enumType(t *testing.T, typ string, e protoreflect.EnumDescriptor) error {
 // compatible says whether a column of type typ holds field f as ClickHouse's
 // Protobuf input writes it.
 func compatible(t *testing.T, f protoreflect.FieldDescriptor, typ string) error {
-	if f.Cardinality() == protoreflect.Repeated {
-		return fmt.Errorf("repeated fields are not mapped")
+	if f.Cardinality() == protoreflect.Repeated { // an Array of the element's type
+		inner, ok := strings.CutPrefix(typ, "Array(")
+		if !ok || f.Kind() == protoreflect.BytesKind || f.Kind() == protoreflect.EnumKind {
+			return fmt.Errorf("repeated %s: want Array(a type of its element), a number or string", f.Kind())
+		}
+		typ = strings.TrimSuffix(inner, ")")
 	}
 	switch f.Kind() {
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:

@@ -31,6 +31,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.BoolVar(&c.Force, "force", false, "replace an XDP program already on the interface")
 	fs.BoolVar(&c.Detach, "detach", false, "remove the XDP program and its pins from the interfaces (-i) and exit; given exporters, export what the pinned tables hold first")
 	fs.StringArrayVar(&c.IPFIX, "ipfix", nil, "IPFIX collector, udp://host:port, tcp://host:port or tcps://host:port (TLS, RFC 7011 section 11; see --ipfix-tls-*) (repeatable)")
+	fs.Uint32Var(&c.IPFIXEnterprise, "ipfix-enterprise-number", 0, "IANA Private Enterprise Number (one you hold) to send xdpflow's own IPFIX IEs under: tunnel type, id and endpoints, mirror type (schemas/FIELDS.md); 0: not sent")
 	fs.StringVar(&c.IPFIXTLS.CA, "ipfix-tls-ca", "", "PEM file of the CA that signed the tcps:// collectors' certificates (default: system roots)")
 	fs.StringVar(&c.IPFIXTLS.Cert, "ipfix-tls-cert", "", "PEM client certificate, for tcps:// collectors that authenticate exporters (with --ipfix-tls-key)")
 	fs.StringVar(&c.IPFIXTLS.Key, "ipfix-tls-key", "", "PEM private key of --ipfix-tls-cert")

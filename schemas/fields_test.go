@@ -63,10 +63,14 @@ func rows(s string) [][]string {
 }
 
 func kindName(fd protoreflect.FieldDescriptor) string {
+	k := fd.Kind().String()
 	if fd.Kind() == protoreflect.EnumKind {
-		return "enum"
+		k = "enum"
 	}
-	return fd.Kind().String()
+	if fd.IsList() {
+		return "repeated " + k
+	}
+	return k
 }
 
 func TestFieldsDocumentMessages(t *testing.T) {
@@ -103,7 +107,11 @@ func TestFieldsDocumentMessages(t *testing.T) {
 
 func TestFieldsDocumentTemplates(t *testing.T) {
 	doc := readFields(t)
-	v4Dir, _ := Fields(FlowTemplate(false, true, false), false)
+	extra := func(x Extras) []Field { // what an extra adds to template 256
+		f, _ := Fields(FlowTemplate(TemplateKey{Extras: x}, true), false, PENDocumentation)
+		return f[len(IPFIXFlowIPv4):]
+	}
+	v4Dir, _ := Fields(FlowTemplate(TemplateKey{Dir: true}, false), false, 0)
 	dirFields := v4Dir[len(IPFIXFlowIPv4):]
 	for _, tc := range []struct {
 		heading string
@@ -112,7 +120,11 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 		{"### Template 256: IPv4 flows", IPFIXFlowIPv4},
 		{"### Template 257: IPv6 flows", IPFIXFlowIPv6},
 		{"### Templates 260 and 261: flows with a direction", dirFields},
-		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{IEBiflowDirection, 1}}, BiflowReverse...)},
+		{"### Templates 262 to 265: bidirectional flows (RFC 5103)", append([]Field{{ID: IEBiflowDirection, Length: 1}}, BiflowReverse...)},
+		{"#### Extra: MACs", extra(ExtraMAC)},
+		{"#### Extra: MPLS", extra(ExtraMPLS)},
+		{"#### Extra: tunnel", extra(ExtraTunnel)},
+		{"#### Extra: mirror", extra(ExtraMirror)},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
 	} {
@@ -124,7 +136,11 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 			if err1 != nil || err2 != nil {
 				t.Fatalf("%s: bad row %q", tc.heading, r)
 			}
-			got = append(got, Field{uint16(id), uint16(n)})
+			f := Field{ID: uint16(id), Length: uint16(n)}
+			if strings.HasPrefix(r[0], "E/") { // ours, under the enterprise number given
+				f.PEN = PENDocumentation
+			}
+			got = append(got, f)
 		}
 		if !slices.Equal(got, tc.fields) {
 			t.Errorf("%s: FIELDS.md lists\n%v\nthe probe sends\n%v", tc.heading, got, tc.fields)

@@ -58,6 +58,23 @@ type Flow struct {
 	EndReason       EndReason  `json:"end_reason"`         // flowEndReason
 	FlowDirection   Direction  `json:"flow_direction"`     // against --local-net; flowDirection
 
+	// Encapsulations, zero for a plain flow (FIELDS.md has each IE): the
+	// tunnel nearest the inner conversation, the mirror session a mirrored
+	// frame arrived in, the frame's MACs (--macs); its tunnel endpoints and
+	// MPLS label stack are last. The few bytes Extras tests for each
+	// record come first, so that a plain record's encoding reads little
+	// more than it did.
+	TunnelType TunnelType `json:"tunnel_type,omitzero"`
+	MirrorType MirrorType `json:"mirror_type,omitzero"`
+	SrcMac     MAC        `json:"src_mac,omitzero"`
+	DstMac     MAC        `json:"dst_mac,omitzero"`
+	// MplsLabels are label stack entries, top first, as on the wire
+	// (label<<12 | TC<<9 | S<<8 | TTL); 0 past the bottom of the stack.
+	// The first packet's, as are the tunnel endpoints.
+	MplsLabels         [MaxMplsLabels]uint32 `json:"mpls_labels,omitzero"`
+	TunnelId           uint32                `json:"tunnel_id,omitzero"`            // VNI, GRE key, TEID, top label, PPPoE session
+	ObservationPointId uint32                `json:"observation_point_id,omitzero"` // mirror session: ERSPAN session id, VNI
+
 	// Biflow is set on a record that pairs both directions of a
 	// conversation (--biflow, RFC 5103): the fields above are the
 	// initiator's direction, these the reverse one's.
@@ -68,6 +85,11 @@ type Flow struct {
 	ReverseTimeFlowStartNs int64  `json:"reverse_time_flow_start_ns,omitempty"`
 	ReverseTimeFlowEndNs   int64  `json:"reverse_time_flow_end_ns,omitempty"`
 	ReverseTcpFlags        uint16 `json:"reverse_tcp_flags,omitempty"`
+
+	// The tunnel's outer endpoints (IP tunnels); IPv4 is 4-byte, like
+	// SrcAddr; the tunnel's family is not the flow's.
+	TunnelSrcAddr netip.Addr `json:"tunnel_src_addr,omitzero"`
+	TunnelDstAddr netip.Addr `json:"tunnel_dst_addr,omitzero"`
 }
 
 // Direction is where a flow goes relative to the probe's local networks.
@@ -122,9 +144,17 @@ func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }
 
 // Reverse returns the reverse direction of a biflow record as a record of
 // its own (addresses and ports swapped; ICMP gets the answering type).
+// Its frames went the other way through the same tunnel and mirror
+// session: MACs and tunnel endpoints swap, tunnel and mirror ids stay
+// (pairing, biflow.ReverseKey, required them equal). Its MPLS labels are
+// not known: labels are chosen per hop and direction, and the record
+// carries the initiator's, so the reverse record has none.
 func (f *Flow) Reverse() Flow {
 	r := f.Forward()
 	r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort = f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort
+	r.SrcMac, r.DstMac = f.DstMac, f.SrcMac
+	r.TunnelSrcAddr, r.TunnelDstAddr = f.TunnelDstAddr, f.TunnelSrcAddr
+	r.MplsLabels = [MaxMplsLabels]uint32{}
 	if f.IsICMP() {
 		r.SrcPort = 0
 		r.DstPort, _ = ReverseICMP(f.Proto, f.DstPort)

@@ -206,6 +206,129 @@ func (FlowMessage_FlowDirection) EnumDescriptor() ([]byte, []int) {
 	return file_flow_proto_rawDescGZIP(), []int{0, 2}
 }
 
+// What carried the flow (the encapsulation nearest the inner
+// conversation, whose identifier is tunnel_id).
+type FlowMessage_TunnelType int32
+
+const (
+	FlowMessage_TUNNEL_TYPE_NONE   FlowMessage_TunnelType = 0
+	FlowMessage_TUNNEL_TYPE_MPLS   FlowMessage_TunnelType = 1 // tunnel_id: top label (20 bits)
+	FlowMessage_TUNNEL_TYPE_PPPOE  FlowMessage_TunnelType = 2 // tunnel_id: session id
+	FlowMessage_TUNNEL_TYPE_GRE    FlowMessage_TunnelType = 3 // tunnel_id: GRE key, 0 without one
+	FlowMessage_TUNNEL_TYPE_IPIP   FlowMessage_TunnelType = 4 // IP in IP (protocols 4, 41): tunnel_id 0
+	FlowMessage_TUNNEL_TYPE_VXLAN  FlowMessage_TunnelType = 5 // tunnel_id: VNI
+	FlowMessage_TUNNEL_TYPE_GENEVE FlowMessage_TunnelType = 6 // tunnel_id: VNI
+	FlowMessage_TUNNEL_TYPE_GTPU   FlowMessage_TunnelType = 7 // tunnel_id: TEID
+)
+
+// Enum value maps for FlowMessage_TunnelType.
+var (
+	FlowMessage_TunnelType_name = map[int32]string{
+		0: "TUNNEL_TYPE_NONE",
+		1: "TUNNEL_TYPE_MPLS",
+		2: "TUNNEL_TYPE_PPPOE",
+		3: "TUNNEL_TYPE_GRE",
+		4: "TUNNEL_TYPE_IPIP",
+		5: "TUNNEL_TYPE_VXLAN",
+		6: "TUNNEL_TYPE_GENEVE",
+		7: "TUNNEL_TYPE_GTPU",
+	}
+	FlowMessage_TunnelType_value = map[string]int32{
+		"TUNNEL_TYPE_NONE":   0,
+		"TUNNEL_TYPE_MPLS":   1,
+		"TUNNEL_TYPE_PPPOE":  2,
+		"TUNNEL_TYPE_GRE":    3,
+		"TUNNEL_TYPE_IPIP":   4,
+		"TUNNEL_TYPE_VXLAN":  5,
+		"TUNNEL_TYPE_GENEVE": 6,
+		"TUNNEL_TYPE_GTPU":   7,
+	}
+)
+
+func (x FlowMessage_TunnelType) Enum() *FlowMessage_TunnelType {
+	p := new(FlowMessage_TunnelType)
+	*p = x
+	return p
+}
+
+func (x FlowMessage_TunnelType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlowMessage_TunnelType) Descriptor() protoreflect.EnumDescriptor {
+	return file_flow_proto_enumTypes[3].Descriptor()
+}
+
+func (FlowMessage_TunnelType) Type() protoreflect.EnumType {
+	return &file_flow_proto_enumTypes[3]
+}
+
+func (x FlowMessage_TunnelType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlowMessage_TunnelType.Descriptor instead.
+func (FlowMessage_TunnelType) EnumDescriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{0, 3}
+}
+
+// How a mirrored frame reached the probe (observation_point_id names
+// the mirror session).
+type FlowMessage_MirrorType int32
+
+const (
+	FlowMessage_MIRROR_TYPE_NONE   FlowMessage_MirrorType = 0
+	FlowMessage_MIRROR_TYPE_ERSPAN FlowMessage_MirrorType = 1 // observation_point_id: session id
+	FlowMessage_MIRROR_TYPE_VXLAN  FlowMessage_MirrorType = 2 // observation_point_id: VNI
+	FlowMessage_MIRROR_TYPE_GENEVE FlowMessage_MirrorType = 3 // observation_point_id: VNI
+	FlowMessage_MIRROR_TYPE_TZSP   FlowMessage_MirrorType = 4 // observation_point_id: 0
+)
+
+// Enum value maps for FlowMessage_MirrorType.
+var (
+	FlowMessage_MirrorType_name = map[int32]string{
+		0: "MIRROR_TYPE_NONE",
+		1: "MIRROR_TYPE_ERSPAN",
+		2: "MIRROR_TYPE_VXLAN",
+		3: "MIRROR_TYPE_GENEVE",
+		4: "MIRROR_TYPE_TZSP",
+	}
+	FlowMessage_MirrorType_value = map[string]int32{
+		"MIRROR_TYPE_NONE":   0,
+		"MIRROR_TYPE_ERSPAN": 1,
+		"MIRROR_TYPE_VXLAN":  2,
+		"MIRROR_TYPE_GENEVE": 3,
+		"MIRROR_TYPE_TZSP":   4,
+	}
+)
+
+func (x FlowMessage_MirrorType) Enum() *FlowMessage_MirrorType {
+	p := new(FlowMessage_MirrorType)
+	*p = x
+	return p
+}
+
+func (x FlowMessage_MirrorType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlowMessage_MirrorType) Descriptor() protoreflect.EnumDescriptor {
+	return file_flow_proto_enumTypes[4].Descriptor()
+}
+
+func (FlowMessage_MirrorType) Type() protoreflect.EnumType {
+	return &file_flow_proto_enumTypes[4]
+}
+
+func (x FlowMessage_MirrorType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlowMessage_MirrorType.Descriptor instead.
+func (FlowMessage_MirrorType) EnumDescriptor() ([]byte, []int) {
+	return file_flow_proto_rawDescGZIP(), []int{0, 4}
+}
+
 type FlowMessage struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Type                FlowMessage_FlowType   `protobuf:"varint,1,opt,name=type,proto3,enum=xdpflow.v1.FlowMessage_FlowType" json:"type,omitempty"`
@@ -240,6 +363,7 @@ type FlowMessage struct {
 	DstNet              uint32                 `protobuf:"varint,17,opt,name=dst_net,json=dstNet,proto3" json:"dst_net,omitempty"`
 	BgpNextHop          []byte                 `protobuf:"bytes,100,opt,name=bgp_next_hop,json=bgpNextHop,proto3" json:"bgp_next_hop,omitempty"`
 	ObservationDomainId uint32                 `protobuf:"varint,70,opt,name=observation_domain_id,json=observationDomainId,proto3" json:"observation_domain_id,omitempty"`
+	ObservationPointId  uint32                 `protobuf:"varint,71,opt,name=observation_point_id,json=observationPointId,proto3" json:"observation_point_id,omitempty"`
 	// xdpflow's own fields.
 	SchemaVersion uint32                    `protobuf:"varint,200,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
 	EndReason     FlowMessage_EndReason     `protobuf:"varint,201,opt,name=end_reason,json=endReason,proto3,enum=xdpflow.v1.FlowMessage_EndReason" json:"end_reason,omitempty"`
@@ -257,8 +381,17 @@ type FlowMessage struct {
 	ReverseTimeFlowStartNs uint64 `protobuf:"varint,210,opt,name=reverse_time_flow_start_ns,json=reverseTimeFlowStartNs,proto3" json:"reverse_time_flow_start_ns,omitempty"`
 	ReverseTimeFlowEndNs   uint64 `protobuf:"varint,211,opt,name=reverse_time_flow_end_ns,json=reverseTimeFlowEndNs,proto3" json:"reverse_time_flow_end_ns,omitempty"`
 	ReverseTcpFlags        uint32 `protobuf:"varint,212,opt,name=reverse_tcp_flags,json=reverseTcpFlags,proto3" json:"reverse_tcp_flags,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Encapsulations (FIELDS.md): zero/empty for a plain flow.
+	TunnelType    FlowMessage_TunnelType `protobuf:"varint,213,opt,name=tunnel_type,json=tunnelType,proto3,enum=xdpflow.v1.FlowMessage_TunnelType" json:"tunnel_type,omitempty"`
+	TunnelId      uint32                 `protobuf:"varint,214,opt,name=tunnel_id,json=tunnelId,proto3" json:"tunnel_id,omitempty"`
+	TunnelSrcAddr []byte                 `protobuf:"bytes,215,opt,name=tunnel_src_addr,json=tunnelSrcAddr,proto3" json:"tunnel_src_addr,omitempty"` // the tunnel's outer endpoints (16 bytes), IP tunnels only
+	TunnelDstAddr []byte                 `protobuf:"bytes,216,opt,name=tunnel_dst_addr,json=tunnelDstAddr,proto3" json:"tunnel_dst_addr,omitempty"`
+	MirrorType    FlowMessage_MirrorType `protobuf:"varint,217,opt,name=mirror_type,json=mirrorType,proto3,enum=xdpflow.v1.FlowMessage_MirrorType" json:"mirror_type,omitempty"`
+	// MPLS label stack entries, top first, as on the wire: label << 12 |
+	// TC << 9 | S << 8 | TTL (TTL 0 when read from IPFIX / NetFlow v9).
+	MplsLabels    []uint32 `protobuf:"varint,218,rep,packed,name=mpls_labels,json=mplsLabels,proto3" json:"mpls_labels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FlowMessage) Reset() {
@@ -515,6 +648,13 @@ func (x *FlowMessage) GetObservationDomainId() uint32 {
 	return 0
 }
 
+func (x *FlowMessage) GetObservationPointId() uint32 {
+	if x != nil {
+		return x.ObservationPointId
+	}
+	return 0
+}
+
 func (x *FlowMessage) GetSchemaVersion() uint32 {
 	if x != nil {
 		return x.SchemaVersion
@@ -604,6 +744,48 @@ func (x *FlowMessage) GetReverseTcpFlags() uint32 {
 		return x.ReverseTcpFlags
 	}
 	return 0
+}
+
+func (x *FlowMessage) GetTunnelType() FlowMessage_TunnelType {
+	if x != nil {
+		return x.TunnelType
+	}
+	return FlowMessage_TUNNEL_TYPE_NONE
+}
+
+func (x *FlowMessage) GetTunnelId() uint32 {
+	if x != nil {
+		return x.TunnelId
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetTunnelSrcAddr() []byte {
+	if x != nil {
+		return x.TunnelSrcAddr
+	}
+	return nil
+}
+
+func (x *FlowMessage) GetTunnelDstAddr() []byte {
+	if x != nil {
+		return x.TunnelDstAddr
+	}
+	return nil
+}
+
+func (x *FlowMessage) GetMirrorType() FlowMessage_MirrorType {
+	if x != nil {
+		return x.MirrorType
+	}
+	return FlowMessage_MIRROR_TYPE_NONE
+}
+
+func (x *FlowMessage) GetMplsLabels() []uint32 {
+	if x != nil {
+		return x.MplsLabels
+	}
+	return nil
 }
 
 // SampleMessage is one sampled packet: its first bytes from the wire.
@@ -721,7 +903,7 @@ const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"flow.proto\x12\n" +
-	"xdpflow.v1\"\xb0\x0f\n" +
+	"xdpflow.v1\"\xc3\x14\n" +
 	"\vFlowMessage\x124\n" +
 	"\x04type\x18\x01 \x01(\x0e2 .xdpflow.v1.FlowMessage.FlowTypeR\x04type\x12(\n" +
 	"\x10time_received_ns\x18n \x01(\x04R\x0etimeReceivedNs\x12!\n" +
@@ -756,7 +938,8 @@ const file_flow_proto_rawDesc = "" +
 	"\adst_net\x18\x11 \x01(\rR\x06dstNet\x12 \n" +
 	"\fbgp_next_hop\x18d \x01(\fR\n" +
 	"bgpNextHop\x122\n" +
-	"\x15observation_domain_id\x18F \x01(\rR\x13observationDomainId\x12&\n" +
+	"\x15observation_domain_id\x18F \x01(\rR\x13observationDomainId\x120\n" +
+	"\x14observation_point_id\x18G \x01(\rR\x12observationPointId\x12&\n" +
 	"\x0eschema_version\x18\xc8\x01 \x01(\rR\rschemaVersion\x12A\n" +
 	"\n" +
 	"end_reason\x18\xc9\x01 \x01(\x0e2!.xdpflow.v1.FlowMessage.EndReasonR\tendReason\x12\x1a\n" +
@@ -772,7 +955,16 @@ const file_flow_proto_rawDesc = "" +
 	"\x10reverse_l2_bytes\x18\xd1\x01 \x01(\x04R\x0ereverseL2Bytes\x12;\n" +
 	"\x1areverse_time_flow_start_ns\x18\xd2\x01 \x01(\x04R\x16reverseTimeFlowStartNs\x127\n" +
 	"\x18reverse_time_flow_end_ns\x18\xd3\x01 \x01(\x04R\x14reverseTimeFlowEndNs\x12+\n" +
-	"\x11reverse_tcp_flags\x18\xd4\x01 \x01(\rR\x0freverseTcpFlags\"`\n" +
+	"\x11reverse_tcp_flags\x18\xd4\x01 \x01(\rR\x0freverseTcpFlags\x12D\n" +
+	"\vtunnel_type\x18\xd5\x01 \x01(\x0e2\".xdpflow.v1.FlowMessage.TunnelTypeR\n" +
+	"tunnelType\x12\x1c\n" +
+	"\ttunnel_id\x18\xd6\x01 \x01(\rR\btunnelId\x12'\n" +
+	"\x0ftunnel_src_addr\x18\xd7\x01 \x01(\fR\rtunnelSrcAddr\x12'\n" +
+	"\x0ftunnel_dst_addr\x18\xd8\x01 \x01(\fR\rtunnelDstAddr\x12D\n" +
+	"\vmirror_type\x18\xd9\x01 \x01(\x0e2\".xdpflow.v1.FlowMessage.MirrorTypeR\n" +
+	"mirrorType\x12 \n" +
+	"\vmpls_labels\x18\xda\x01 \x03(\rR\n" +
+	"mplsLabels\"`\n" +
 	"\bFlowType\x12\x0f\n" +
 	"\vFLOWUNKNOWN\x10\x00\x12\v\n" +
 	"\aSFLOW_5\x10\x01\x12\x0e\n" +
@@ -793,7 +985,24 @@ const file_flow_proto_rawDesc = "" +
 	"\rFlowDirection\x12\x1a\n" +
 	"\x16FLOW_DIRECTION_UNKNOWN\x10\x00\x12\x1a\n" +
 	"\x16FLOW_DIRECTION_INGRESS\x10\x01\x12\x19\n" +
-	"\x15FLOW_DIRECTION_EGRESS\x10\x02\"\xba\x02\n" +
+	"\x15FLOW_DIRECTION_EGRESS\x10\x02\"\xbf\x01\n" +
+	"\n" +
+	"TunnelType\x12\x14\n" +
+	"\x10TUNNEL_TYPE_NONE\x10\x00\x12\x14\n" +
+	"\x10TUNNEL_TYPE_MPLS\x10\x01\x12\x15\n" +
+	"\x11TUNNEL_TYPE_PPPOE\x10\x02\x12\x13\n" +
+	"\x0fTUNNEL_TYPE_GRE\x10\x03\x12\x14\n" +
+	"\x10TUNNEL_TYPE_IPIP\x10\x04\x12\x15\n" +
+	"\x11TUNNEL_TYPE_VXLAN\x10\x05\x12\x16\n" +
+	"\x12TUNNEL_TYPE_GENEVE\x10\x06\x12\x14\n" +
+	"\x10TUNNEL_TYPE_GTPU\x10\a\"\x7f\n" +
+	"\n" +
+	"MirrorType\x12\x14\n" +
+	"\x10MIRROR_TYPE_NONE\x10\x00\x12\x16\n" +
+	"\x12MIRROR_TYPE_ERSPAN\x10\x01\x12\x15\n" +
+	"\x11MIRROR_TYPE_VXLAN\x10\x02\x12\x16\n" +
+	"\x12MIRROR_TYPE_GENEVE\x10\x03\x12\x14\n" +
+	"\x10MIRROR_TYPE_TZSP\x10\x04\"\xba\x02\n" +
 	"\rSampleMessage\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1d\n" +
 	"\n" +
@@ -819,24 +1028,28 @@ func file_flow_proto_rawDescGZIP() []byte {
 	return file_flow_proto_rawDescData
 }
 
-var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_flow_proto_goTypes = []any{
 	(FlowMessage_FlowType)(0),      // 0: xdpflow.v1.FlowMessage.FlowType
 	(FlowMessage_EndReason)(0),     // 1: xdpflow.v1.FlowMessage.EndReason
 	(FlowMessage_FlowDirection)(0), // 2: xdpflow.v1.FlowMessage.FlowDirection
-	(*FlowMessage)(nil),            // 3: xdpflow.v1.FlowMessage
-	(*SampleMessage)(nil),          // 4: xdpflow.v1.SampleMessage
+	(FlowMessage_TunnelType)(0),    // 3: xdpflow.v1.FlowMessage.TunnelType
+	(FlowMessage_MirrorType)(0),    // 4: xdpflow.v1.FlowMessage.MirrorType
+	(*FlowMessage)(nil),            // 5: xdpflow.v1.FlowMessage
+	(*SampleMessage)(nil),          // 6: xdpflow.v1.SampleMessage
 }
 var file_flow_proto_depIdxs = []int32{
 	0, // 0: xdpflow.v1.FlowMessage.type:type_name -> xdpflow.v1.FlowMessage.FlowType
 	1, // 1: xdpflow.v1.FlowMessage.end_reason:type_name -> xdpflow.v1.FlowMessage.EndReason
 	2, // 2: xdpflow.v1.FlowMessage.flow_direction:type_name -> xdpflow.v1.FlowMessage.FlowDirection
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 3: xdpflow.v1.FlowMessage.tunnel_type:type_name -> xdpflow.v1.FlowMessage.TunnelType
+	4, // 4: xdpflow.v1.FlowMessage.mirror_type:type_name -> xdpflow.v1.FlowMessage.MirrorType
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_flow_proto_init() }
@@ -849,7 +1062,7 @@ func file_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_proto_rawDesc), len(file_flow_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      5,
 			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,

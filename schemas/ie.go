@@ -20,11 +20,15 @@ const (
 	IEICMPTypeCodeIPv4         = 32
 	IESamplingInterval         = 34
 	IESamplingAlgorithm        = 35
+	IESourceMacAddress         = 56
 	IEVlanID                   = 58
 	IEFlowDirection            = 61 // 0 ingress, 1 egress
 	IEIPVersion                = 60
+	IEMplsTopLabelStackSection = 70 // 71-79: mplsLabelStackSection2-10
+	IEDestinationMacAddress    = 80
 	IEInterfaceName            = 82
 	IEFlowEndReason            = 136
+	IEObservationPointID       = 138 // unsigned64; the probe sends 4 bytes (reduced size, RFC 7011 6.2)
 	IEICMPTypeCodeIPv6         = 139
 	IEObservationDomainID      = 149
 	IEFlowStartMilliseconds    = 152
@@ -39,6 +43,7 @@ const (
 type Field struct {
 	ID     uint16
 	Length uint16 // 0xffff: variable length (IPFIX only)
+	PEN    uint32 // an enterprise IE's enterprise number (IPFIX only), else 0
 }
 
 // Template IDs the probe uses (data sets must use IDs >= 256).
@@ -53,25 +58,45 @@ const (
 	TemplateIPv6Bi    = 263
 	TemplateIPv4DirBi = 264 // TemplateIPv4Dir + biflowDirection + reverse IEs
 	TemplateIPv6DirBi = 265
+	// A template with extras is the one without plus TemplateExtrasStep
+	// times the Extras: 272 (IPv4 with MACs) to 505 (IPv6, direction,
+	// biflow and all four extras). 256-271 are the ones above.
+	TemplateExtrasStep = 16
 )
 
-// TemplateID is the data template of a record: IPv4 or IPv6, with
-// flowDirection or not, bidirectional or not.
-func TemplateID(v6, dir, bi bool) uint16 {
+// ID is the data template's id: 256-265 without extras (IPv4 or IPv6,
+// with flowDirection or not, bidirectional or not), then
+// TemplateExtrasStep apart for each set of extras.
+func (k TemplateKey) ID() uint16 {
 	id := uint16(TemplateIPv4)
 	switch {
-	case dir && bi:
+	case k.Dir && k.Bi:
 		id = TemplateIPv4DirBi
-	case bi:
+	case k.Bi:
 		id = TemplateIPv4Bi
-	case dir:
+	case k.Dir:
 		id = TemplateIPv4Dir
 	}
-	if v6 {
+	if k.V6 {
 		id++
 	}
-	return id
+	return id + TemplateExtrasStep*uint16(k.Extras)
 }
+
+// Our own IEs (ExportField.Enterprise), where IANA has none: numbered
+// below maxEnterpriseIE, sent under the enterprise number the operator
+// gives (FIELDS.md says why). RFC 5612's documentation number is what
+// tests and examples use.
+const (
+	IETunnelType               = 1 // unsigned8, flow.proto's TunnelType
+	IETunnelID                 = 2 // unsigned32
+	IETunnelSourceAddress      = 3 // ipv6Address, IPv4-mapped for IPv4
+	IETunnelDestinationAddress = 4
+	IEMirrorType               = 5 // unsigned8, flow.proto's MirrorType
+
+	maxEnterpriseIE  = 64
+	PENDocumentation = 32473 // RFC 5612: for documentation and examples only
+)
 
 // RFC 5103 biflows: the reverse direction's values are the same IEs with
 // the enterprise bit set and IANA's reverse enterprise number.
@@ -84,9 +109,9 @@ const (
 // (IPFIX, record order), and the reverse IEs (PEN 29305) that end the
 // biflow templates.
 var (
-	IPFIXFlowIPv4, _ = Fields(FlowTemplate(false, false, false), false)
-	IPFIXFlowIPv6, _ = Fields(FlowTemplate(true, false, false), false)
-	_, BiflowReverse = Fields(FlowTemplate(false, false, true), false)
+	IPFIXFlowIPv4, _ = Fields(FlowTemplate(TemplateKey{}, false), false, 0)
+	IPFIXFlowIPv6, _ = Fields(FlowTemplate(TemplateKey{V6: true}, false), false, 0)
+	_, BiflowReverse = Fields(FlowTemplate(TemplateKey{Bi: true}, false), false, 0)
 )
 
 // Options templates: after their scope field (IPFIX: observationDomainId
@@ -94,17 +119,17 @@ var (
 // these fields.
 var (
 	IPFIXSamplingOptions = []Field{
-		{IESamplingPacketInterval, 4},
-		{IESamplingPacketSpace, 4},
-		{IESelectorAlgorithm, 2},
-		{IESamplingInterval, 4}, // for collectors that predate RFC 5477
-		{IESamplingAlgorithm, 1},
+		{ID: IESamplingPacketInterval, Length: 4},
+		{ID: IESamplingPacketSpace, Length: 4},
+		{ID: IESelectorAlgorithm, Length: 2},
+		{ID: IESamplingInterval, Length: 4}, // for collectors that predate RFC 5477
+		{ID: IESamplingAlgorithm, Length: 1},
 	}
 	V9SamplingOptions = []Field{
-		{IESamplingInterval, 4},
-		{IESamplingAlgorithm, 1},
+		{ID: IESamplingInterval, Length: 4},
+		{ID: IESamplingAlgorithm, Length: 1},
 	}
-	InterfaceOptions = []Field{{IEInterfaceName, InterfaceNameLen}}
+	InterfaceOptions = []Field{{ID: IEInterfaceName, Length: InterfaceNameLen}}
 )
 
 // InterfaceNameLen is interfaceName's fixed length, so that NetFlow v9

@@ -82,6 +82,7 @@ func AppendFlowJSON(b []byte, m *FlowMessage) []byte {
 	b = jsonU32(b, o, `,"dst_net":`, m.DstNet)
 	b = jsonBytes(b, o, `,"bgp_next_hop":`, m.BgpNextHop)
 	b = jsonU32(b, o, `,"observation_domain_id":`, m.ObservationDomainId)
+	b = jsonU32(b, o, `,"observation_point_id":`, m.ObservationPointId)
 	b = jsonU32(b, o, `,"schema_version":`, m.SchemaVersion)
 	b = jsonEnum(b, o, `,"end_reason":`, int32(m.EndReason), endReasonNames, FlowMessage_EndReason_name)
 	b = jsonU64(b, o, `,"l2_bytes":`, m.L2Bytes)
@@ -97,6 +98,12 @@ func AppendFlowJSON(b []byte, m *FlowMessage) []byte {
 	b = jsonU64(b, o, `,"reverse_time_flow_start_ns":`, m.ReverseTimeFlowStartNs)
 	b = jsonU64(b, o, `,"reverse_time_flow_end_ns":`, m.ReverseTimeFlowEndNs)
 	b = jsonU32(b, o, `,"reverse_tcp_flags":`, m.ReverseTcpFlags)
+	b = jsonEnum(b, o, `,"tunnel_type":`, int32(m.TunnelType), tunnelTypeNames, FlowMessage_TunnelType_name)
+	b = jsonU32(b, o, `,"tunnel_id":`, m.TunnelId)
+	b = jsonBytes(b, o, `,"tunnel_src_addr":`, m.TunnelSrcAddr)
+	b = jsonBytes(b, o, `,"tunnel_dst_addr":`, m.TunnelDstAddr)
+	b = jsonEnum(b, o, `,"mirror_type":`, int32(m.MirrorType), mirrorTypeNames, FlowMessage_MirrorType_name)
+	b = jsonU32s(b, o, `,"mpls_labels":`, m.MplsLabels)
 	return append(b, '}')
 }
 
@@ -134,6 +141,21 @@ func jsonU32(b []byte, o int, key string, v uint32) []byte {
 		return b
 	}
 	return strconv.AppendUint(jsonKey(b, o, key), uint64(v), 10)
+}
+
+// jsonU32s writes a repeated uint32 as an array of numbers.
+func jsonU32s(b []byte, o int, key string, v []uint32) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	b = append(jsonKey(b, o, key), '[')
+	for i, x := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(x), 10)
+	}
+	return append(b, ']')
 }
 
 func jsonU64(b []byte, o int, key string, v uint64) []byte {
@@ -175,9 +197,11 @@ func jsonEnum(b []byte, o int, key string, v int32, names []string, byNumber map
 // generated maps, which hold the name protojson writes (the first declared,
 // with aliases); the descriptors are not ready at variable initialization.
 var (
-	flowTypeNames  = enumNames(FlowMessage_FlowType_name)
-	endReasonNames = enumNames(FlowMessage_EndReason_name)
-	directionNames = enumNames(FlowMessage_FlowDirection_name)
+	flowTypeNames   = enumNames(FlowMessage_FlowType_name)
+	endReasonNames  = enumNames(FlowMessage_EndReason_name)
+	directionNames  = enumNames(FlowMessage_FlowDirection_name)
+	tunnelTypeNames = enumNames(FlowMessage_TunnelType_name)
+	mirrorTypeNames = enumNames(FlowMessage_MirrorType_name)
 )
 
 func enumNames(byNumber map[int32]string) []string {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // The hand-written JSON encoders are held to protojson (jsonForm): same
@@ -299,8 +300,19 @@ func TestJSONInvalidUTF8(t *testing.T) {
 // the others (a message, list or map field needs this test and the encoders
 // extended).
 func nonZero(t testing.TB, r *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.Value {
-	if fd.IsList() || fd.IsMap() {
-		t.Fatalf("%s: repeated and map fields are not handled by the JSON encoder or this test", fd.FullName())
+	if fd.IsMap() || fd.IsList() && fd.Kind() != protoreflect.Uint32Kind {
+		t.Fatalf("%s: map fields, and repeated fields but uint32 ones, are not handled by the JSON encoder or this test", fd.FullName())
+	}
+	if fd.IsList() { // 1 to 4 entries, 0 among them at times
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(fd.ContainingMessage().FullName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := mt.New().NewField(fd).List()
+		for n := 1 + r.IntN(4); n > 0; n-- {
+			l.Append(protoreflect.ValueOfUint32(uint32(r.Uint64() >> r.IntN(65))))
+		}
+		return protoreflect.ValueOfList(l)
 	}
 	// Random bit lengths, so that small and large numbers both come up.
 	u64 := func() uint64 { return max(1, r.Uint64()>>r.IntN(64)) }

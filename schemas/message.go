@@ -113,6 +113,21 @@ func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
 	m.ReverseBytes, m.ReversePackets, m.ReverseL2Bytes = f.ReverseBytes, f.ReversePackets, f.ReverseL2Bytes
 	m.ReverseTimeFlowStartNs, m.ReverseTimeFlowEndNs = uint64(f.ReverseTimeFlowStartNs), uint64(f.ReverseTimeFlowEndNs)
 	m.ReverseTcpFlags = uint32(f.ReverseTcpFlags)
+	m.TunnelType, m.TunnelId = FlowMessage_TunnelType(f.TunnelType), f.TunnelId
+	m.TunnelSrcAddr = appendAddr(m.TunnelSrcAddr[:0], f.TunnelSrcAddr)
+	m.TunnelDstAddr = appendAddr(m.TunnelDstAddr[:0], f.TunnelDstAddr)
+	m.ObservationPointId, m.MirrorType = f.ObservationPointId, FlowMessage_MirrorType(f.MirrorType)
+	m.SrcMac, m.DstMac = f.SrcMac.Uint64(), f.DstMac.Uint64()
+	m.MplsLabels = append(m.MplsLabels[:0], f.MplsLabels[:MplsDepth(&f.MplsLabels)]...)
+}
+
+// appendAddr appends a 16-byte (IPv4-mapped) a, nothing for no address.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return b
+	}
+	a16 := a.As16()
+	return append(b, a16[:]...)
 }
 
 // Flow reads back the record a message was made from (ToMessage's
@@ -123,7 +138,10 @@ func (m *FlowMessage) Flow() Flow {
 		TimeFlowStartNs: int64(m.TimeFlowStartNs), TimeFlowEndNs: int64(m.TimeFlowEndNs), TcpFlags: uint16(m.TcpFlags), IpTos: uint8(m.IpTos),
 		EndReason: EndReason(m.EndReason), FlowDirection: Direction(m.FlowDirection),
 		Biflow: m.Biflow, ReverseBytes: m.ReverseBytes, ReversePackets: m.ReversePackets, ReverseL2Bytes: m.ReverseL2Bytes,
-		ReverseTimeFlowStartNs: int64(m.ReverseTimeFlowStartNs), ReverseTimeFlowEndNs: int64(m.ReverseTimeFlowEndNs), ReverseTcpFlags: uint16(m.ReverseTcpFlags)}
+		ReverseTimeFlowStartNs: int64(m.ReverseTimeFlowStartNs), ReverseTimeFlowEndNs: int64(m.ReverseTimeFlowEndNs), ReverseTcpFlags: uint16(m.ReverseTcpFlags),
+		TunnelType: TunnelType(m.TunnelType), TunnelId: m.TunnelId, TunnelSrcAddr: Addr(m.TunnelSrcAddr), TunnelDstAddr: Addr(m.TunnelDstAddr),
+		ObservationPointId: m.ObservationPointId, MirrorType: MirrorType(m.MirrorType), SrcMac: MACFrom(m.SrcMac), DstMac: MACFrom(m.DstMac)}
+	copy(f.MplsLabels[:], m.MplsLabels) // a longer stack (IPFIX has room for 10) keeps its top 8
 	if f.IsICMP() {
 		f.DstPort = uint16(m.IcmpType<<8 | m.IcmpCode)
 	}

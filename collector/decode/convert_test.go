@@ -18,13 +18,23 @@ func TestBeginResetsEveryField(t *testing.T) {
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
 		var v protoreflect.Value
+		switch {
+		case fd.IsList() && fd.Kind() == protoreflect.Uint32Kind:
+			l := r.NewField(fd).List()
+			l.Append(protoreflect.ValueOfUint32(7))
+			v = protoreflect.ValueOfList(l)
+		case fd.IsList():
+			t.Fatalf("field %s: repeated %s not covered by this test", fd.Name(), fd.Kind())
+		}
 		switch fd.Kind() {
 		case protoreflect.BoolKind:
 			v = protoreflect.ValueOfBool(true)
 		case protoreflect.EnumKind:
 			v = protoreflect.ValueOfEnum(1)
 		case protoreflect.Uint32Kind:
-			v = protoreflect.ValueOfUint32(7)
+			if !fd.IsList() {
+				v = protoreflect.ValueOfUint32(7)
+			}
 		case protoreflect.Uint64Kind:
 			v = protoreflect.ValueOfUint64(7)
 		case protoreflect.StringKind:

@@ -17,6 +17,10 @@ type Config struct {
 	MaxTemplatesPerExporter int           // templates + options templates per exporter, all domains; default 256
 	PendingMessages         int           // data sets held per exporter+domain until their template comes; default 16
 	PendingAge              time.Duration // how long such a data set waits; default 10s
+	// EnterpriseNumber is the PEN under which the probe sends the IEs
+	// xdpflow defines itself (schemas.ExportField.Enterprise: tunnel,
+	// mirror type); 0: such IEs are skipped like any enterprise IE.
+	EnterpriseNumber uint32
 }
 
 const (

@@ -19,7 +19,8 @@ import (
 // TestExportedFields holds the probe's encoder and this package's decoder
 // to schemas.Exported, entry by entry: a distinctive value put in the
 // entry's schemas.Flow field is encoded by the real Encoder (IPFIX and
-// NetFlow v9, biflow and direction templates included), read back by
+// NetFlow v9, biflow, direction and every extra part included, our own
+// IEs under RFC 5612's documentation enterprise number), read back by
 // goflow2's decoder under the entry's IE, and by Decoder into the
 // entry's FlowMessage field. The field's bytes are then changed on the
 // wire, and the FlowMessage field must follow: the decoder reads that IE,
@@ -31,7 +32,7 @@ func TestExportedFields(t *testing.T) {
 	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
 		for _, v6 := range []bool{false, true} {
 			bi := p == ipfix.IPFIX
-			tmpl := schemas.FlowTemplate(v6, true, bi)
+			tmpl := schemas.FlowTemplate(schemas.TemplateKey{V6: v6, Dir: true, Bi: bi, Extras: schemas.AllExtras}, bi)
 			for i, x := range tmpl {
 				covered[x] = true
 				name := fmt.Sprintf("%v/v6=%v/%d-%s", p, v6, x.IE, x.Flow)
@@ -41,15 +42,16 @@ func TestExportedFields(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					f := baseFlow(v6, bi, now.UnixNano())
 					setDistinct(t, &f, x, i, v6, now.UnixNano())
-					msgs := encode(t, ipfix.Config{Protocol: p, FlowDirection: true, Biflow: true}, []schemas.Flow{f}, now.Add(time.Minute))
+					msgs := encode(t, ipfix.Config{Protocol: p, FlowDirection: true, Biflow: true, EnterpriseNumber: schemas.PENDocumentation},
+						[]schemas.Flow{f}, now.Add(time.Minute))
 					if len(msgs) != 2 {
-						t.Fatalf("%d messages, want templates and one data message", len(msgs))
+						t.Fatalf("%d messages, want templates and one data message (with its template)", len(msgs))
 					}
 					wire, off := goflowField(t, p, msgs, x)
 					if want := wantWire(x, &f, p, msgs[1]); !bytes.Equal(wire, want) {
 						t.Errorf("goflow2 reads IE %d as %x, want %x (the Flow's %s)", x.IE, wire, want, x.Flow)
 					}
-					m := decodeAll(t, New(Config{}), testExporter, msgs, 1)
+					m := decodeAll(t, New(testConfig), testExporter, msgs, 1)
 					if len(m) != 1 {
 						t.Fatalf("%d records decoded", len(m))
 					}
@@ -73,7 +75,7 @@ func TestExportedFields(t *testing.T) {
 					if x.Kind == schemas.KindDirection {
 						w[0] = 1 - wire[0]
 					}
-					m = decodeAll(t, New(Config{}), testExporter, [][]byte{msgs[0], data}, 1)
+					m = decodeAll(t, New(testConfig), testExporter, [][]byte{msgs[0], data}, 1)
 					if got, want := protoValue(t, m[0], x), wantProto(x, w, p, data); got != want {
 						t.Errorf("IE %d changed on the wire to %x: decoded %s = %s, want %s", x.IE, w, x.Proto, got, want)
 					}
@@ -88,11 +90,19 @@ func TestExportedFields(t *testing.T) {
 	}
 }
 
+// testConfig decodes our own IEs as TestExportedFields encodes them.
+var testConfig = Config{EnterpriseNumber: schemas.PENDocumentation}
+
+// baseFlow has every extra part, so that its template carries them all.
 func baseFlow(v6, bi bool, t0 int64) schemas.Flow {
 	f := schemas.Flow{SrcAddr: netip.MustParseAddr("10.1.2.3"), DstAddr: netip.MustParseAddr("10.4.5.6"),
 		SrcPort: 1000, DstPort: 2000, Proto: 17, VlanId: 5, InIf: 6, Packets: 7, Bytes: 800, L2Bytes: 900,
 		TimeFlowStartNs: t0 + 1e9, TimeFlowEndNs: t0 + 2e9, TcpFlags: 0x10, IpTos: 4, EndReason: schemas.EndIdle,
-		FlowDirection: schemas.DirectionEgress}
+		FlowDirection: schemas.DirectionEgress,
+		TunnelType:    schemas.TunnelVXLAN, TunnelId: 8, TunnelSrcAddr: netip.MustParseAddr("192.0.2.9"), TunnelDstAddr: netip.MustParseAddr("192.0.2.10"),
+		ObservationPointId: 11, MirrorType: schemas.MirrorERSPAN,
+		SrcMac: schemas.MAC{2, 0, 0, 0, 0, 12}, DstMac: schemas.MAC{2, 0, 0, 0, 0, 13},
+		MplsLabels: [schemas.MaxMplsLabels]uint32{14<<12 | 1<<8 | 64}}
 	if v6 {
 		f.SrcAddr, f.DstAddr = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
 	}
@@ -111,6 +121,9 @@ func setDistinct(t *testing.T, f *schemas.Flow, x *schemas.ExportField, i int, v
 		v.SetUint(map[uintptr]uint64{1: 0xa0, 2: 0x0a10, // fits vlanId's 12 bits
 			4: 0xc1020300, 8: 0xd1020304050600}[v.Type().Size()] + uint64(i))
 	case schemas.KindAddr:
+		if x.Family == 0 { // not the record's family: of the other one
+			v6 = !v6
+		}
 		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
 		if v6 {
 			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff, 15: byte(i)})
@@ -128,6 +141,10 @@ func setDistinct(t *testing.T, f *schemas.Flow, x *schemas.ExportField, i int, v
 		v.Set(reflect.ValueOf(schemas.DirectionIngress))
 	case schemas.KindInitiator:
 		v.SetBool(true)
+	case schemas.KindMAC:
+		v.Set(reflect.ValueOf(schemas.MAC{0x02, 0xa0, 0, 0, 0, byte(i)}))
+	case schemas.KindMPLS: // label, TC 5, bottom of stack, TTL 64 (which the IE drops); the top stays set
+		f.MplsLabels[x.Index] = (0xa0000+uint32(i))<<12 | 5<<9 | 1<<8 | 64
 	default:
 		t.Fatalf("kind %d: the test does not know it", x.Kind)
 	}
@@ -149,11 +166,15 @@ func goflowField(t *testing.T, p ipfix.Protocol, msgs [][]byte, x *schemas.Expor
 			sets = v9.FlowSets
 		}
 	}
-	off := 20 + 4 // v9 header, set header
-	if p == ipfix.IPFIX {
-		off = 16 + 4
-	}
+	off := dataSet(t, msgs[len(msgs)-1], p) + 4
 	want := x.Field(p == ipfix.NetFlowV9)
+	var pen uint32
+	switch {
+	case x.Reverse:
+		pen = schemas.PENReverse
+	case x.Enterprise:
+		pen = schemas.PENDocumentation
+	}
 	for _, s := range sets {
 		ds, ok := s.(netflow.DataFlowSet)
 		if !ok || len(ds.Records) != 1 {
@@ -161,7 +182,7 @@ func goflowField(t *testing.T, p ipfix.Protocol, msgs [][]byte, x *schemas.Expor
 		}
 		for _, v := range ds.Records[0].Values {
 			b := v.Value.([]byte)
-			if v.Type&^0x8000 == want.ID && v.PenProvided == x.Reverse && (!x.Reverse || v.Pen == schemas.PENReverse) {
+			if v.Type&^0x8000 == want.ID && v.PenProvided == (pen != 0) && (pen == 0 || v.Pen == pen) {
 				return b, off
 			}
 			off += len(b)
@@ -169,6 +190,22 @@ func goflowField(t *testing.T, p ipfix.Protocol, msgs [][]byte, x *schemas.Expor
 	}
 	t.Fatalf("goflow2 found no IE %d (reverse %v) in the data record", want.ID, x.Reverse)
 	return nil, 0
+}
+
+// dataSet is the offset of the (first) data set in msg.
+func dataSet(t *testing.T, msg []byte, p ipfix.Protocol) int {
+	off := 20 // v9 header
+	if p == ipfix.IPFIX {
+		off = 16
+	}
+	for off+4 <= len(msg) {
+		if binary.BigEndian.Uint16(msg[off:]) >= 256 {
+			return off
+		}
+		off += int(binary.BigEndian.Uint16(msg[off+2:]))
+	}
+	t.Fatal("no data set in the message")
+	return 0
 }
 
 // wantWire is x's value as it should be on the wire.
@@ -179,7 +216,17 @@ func wantWire(x *schemas.ExportField, f *schemas.Flow, p ipfix.Protocol, data []
 	case schemas.KindUint:
 		return be.AppendUint64(nil, v.Uint())[8-x.Length:]
 	case schemas.KindAddr:
-		return v.Interface().(netip.Addr).AsSlice()
+		if a := v.Interface().(netip.Addr); x.Length == 16 {
+			a16 := a.As16()
+			return a16[:]
+		} else {
+			return a.AsSlice()
+		}
+	case schemas.KindMAC:
+		m := v.Interface().(schemas.MAC)
+		return m[:]
+	case schemas.KindMPLS:
+		return be.AppendUint32(nil, f.MplsLabels[x.Index])[:3]
 	case schemas.KindTime:
 		ms := uint64(v.Int() / 1e6)
 		if p == ipfix.NetFlowV9 { // sysUptime ms: unix_secs*1000 - sysUptime is the origin
@@ -220,6 +267,8 @@ func wantProto(x *schemas.ExportField, w []byte, p ipfix.Protocol, data []byte) 
 		return fmt.Sprint(n + 1)
 	case schemas.KindInitiator:
 		return "true"
+	case schemas.KindMPLS:
+		return fmt.Sprint(n << 8) // a label stack entry, TTL 0
 	}
 	return fmt.Sprint(n)
 }
@@ -235,6 +284,12 @@ func protoValue(t *testing.T, m *schemas.FlowMessage, x *schemas.ExportField) st
 		return r.Get(fd)
 	}
 	v := get(x.Proto)
+	if x.Kind == schemas.KindMPLS {
+		if l := v.List(); int(x.Index) < l.Len() {
+			return fmt.Sprint(l.Get(int(x.Index)).Uint())
+		}
+		return "none"
+	}
 	switch fd := r.Descriptor().Fields().ByName(protoreflect.Name(x.Proto)); fd.Kind() {
 	case protoreflect.BytesKind:
 		return fmt.Sprintf("%x", v.Bytes())
@@ -259,5 +314,8 @@ func wantFlow(f schemas.Flow) schemas.Flow {
 	f.TimeFlowEndNs = f.TimeFlowEndNs / 1e6 * 1e6
 	f.ReverseTimeFlowStartNs = f.ReverseTimeFlowStartNs / 1e6 * 1e6
 	f.ReverseTimeFlowEndNs = f.ReverseTimeFlowEndNs / 1e6 * 1e6
+	for i := range f.MplsLabels {
+		f.MplsLabels[i] &^= 0xff // mplsLabelStackSection has no TTL
+	}
 	return f
 }

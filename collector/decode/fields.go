@@ -28,6 +28,11 @@ const (
 	ieOctetTotal         = 85
 	iePacketTotal        = 86
 	ieForwardingStatus   = 89
+	ieMplsLabel9         = 78 // mplsLabelStackSection9 and 10: the probe sends 8 (70-77)
+	ieMplsLabel10        = 79
+	ieGreKey             = 296
+	ieLayer2SegmentID    = 351 // top octet: 0x01 VXLAN, 0x02 NVGRE; the low 24 bits: VNI / VSID
+	ieGtpuTEID           = 507
 	ieFlowStartSeconds   = 150
 	ieFlowEndSeconds     = 151
 	ieFlowStartMicro     = 154
@@ -48,9 +53,10 @@ const (
 
 // setters are the FlowMessage setters of schemas.Exported (the probe's
 // own fields that need nothing else of the record) by IE: [1] reverse
-// IEs (PEN 29305). The IEs field reads itself are the rest: fields with a
-// record-level meaning, and those the probe never sends.
-var setters [2][maxSetterIE]func(*schemas.FlowMessage, uint64)
+// IEs (PEN 29305), [2] xdpflow's own (Config.EnterpriseNumber). The IEs
+// field reads itself are the rest: fields with a record-level meaning,
+// and those the probe never sends.
+var setters [3][maxSetterIE]func(*schemas.FlowMessage, uint64)
 
 const maxSetterIE = 512
 
@@ -64,19 +70,25 @@ func init() {
 			panic("decode: schemas.Exported: raise maxSetterIE")
 		}
 		r := 0
-		if x.Reverse {
+		switch {
+		case x.Reverse:
 			r = 1
+		case x.Enterprise:
+			r = 2
 		}
 		setters[r][x.IE] = x.Set
 	}
 }
 
 // setter is the schemas.Exported setter of a template field id (reverse
-// IEs with ieReverse), nil when field reads it.
+// IEs with ieReverse, our own with ieOurs), nil when field reads it.
 func setter(id uint16) func(*schemas.FlowMessage, uint64) {
 	r := 0
-	if id&ieReverse != 0 {
+	switch {
+	case id&ieReverse != 0:
 		r, id = 1, id&^ieReverse
+	case id&ieOurs != 0:
+		r, id = 2, id&^ieOurs
 	}
 	if id >= maxSetterIE {
 		return nil
@@ -153,6 +165,27 @@ func (c *converter) field(id uint16, v []byte) {
 		}
 	case ieForwardingStatus:
 		m.ForwardingStatus = uint32(beUint(v))
+	case ieMplsLabel9, ieMplsLabel10:
+		schemas.SetMplsLabel(m, int(id-schemas.IEMplsTopLabelStackSection), beUint(v))
+
+	// Tunnels: ours (IPFIX, under Config.EnterpriseNumber) carry type, id
+	// and endpoints; other exporters send an IANA IE per kind.
+	case ieOurs | schemas.IETunnelSourceAddress:
+		if (len(v) == 4 || len(v) == 16) && !allZero(v) { // zero: the tunnel has none (MPLS, PPPoE)
+			m.TunnelSrcAddr = putAddr(m.TunnelSrcAddr, v)
+		}
+	case ieOurs | schemas.IETunnelDestinationAddress:
+		if (len(v) == 4 || len(v) == 16) && !allZero(v) { // zero: the tunnel has none (MPLS, PPPoE)
+			m.TunnelDstAddr = putAddr(m.TunnelDstAddr, v)
+		}
+	case ieGreKey:
+		m.TunnelType, m.TunnelId = schemas.FlowMessage_TUNNEL_TYPE_GRE, uint32(beUint(v))
+	case ieGtpuTEID:
+		m.TunnelType, m.TunnelId = schemas.FlowMessage_TUNNEL_TYPE_GTPU, uint32(beUint(v))
+	case ieLayer2SegmentID:
+		if n := beUint(v); n>>56 == 0x01 { // VXLAN; NVGRE's VSID is not a whole GRE key
+			m.TunnelType, m.TunnelId = schemas.FlowMessage_TUNNEL_TYPE_VXLAN, uint32(n&0xffffff)
+		}
 
 	case ieSrcAS:
 		m.SrcAs = uint32(beUint(v))
@@ -201,6 +234,15 @@ func (c *converter) field(id uint16, v []byte) {
 			set(m, beUint(v))
 		}
 	}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *converter) family(n int) {

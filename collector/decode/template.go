@@ -20,6 +20,7 @@ const (
 	ipfixVarLen         = 0xffff
 	ipfixEnterpriseBit  = 0x8000
 	ieReverse           = 0x8000 // tfield.id of an RFC 5103 reverse IE: the forward IE with this bit
+	ieOurs              = 0x4000 // tfield.id of an IE of xdpflow's own (Config.EnterpriseNumber): the IE with this bit
 	v9ScopeInterface    = 2      // RFC 3954 6.1 scope type "Interface"
 	ieIngressInterfaceV = 10
 )
@@ -139,8 +140,9 @@ func walkTemplates(setID uint16, b []byte, fn func(tmplRecord)) *DropError {
 	return nil
 }
 
-// compile has goflow2 parse a checked template record and compiles it.
-func compile(version, setID uint16, r tmplRecord) (*template, error) {
+// compile has goflow2 parse a checked template record and compiles it;
+// IEs under enterprise number pen are xdpflow's own.
+func compile(version, setID uint16, r tmplRecord, pen uint32) (*template, error) {
 	buf := bytes.NewBuffer(r.raw)
 	var scopes, opts []netflow.Field
 	switch setID {
@@ -169,11 +171,17 @@ func compile(version, setID uint16, r tmplRecord) (*template, error) {
 	t := &template{options: setID == setV9Options || setID == setIPFIXOptions, fields: make([]tfield, 0, r.nfields)}
 	add := func(f netflow.Field, id uint16) {
 		tf := tfield{id: id, length: f.Length, varLen: version == 10 && f.Length == ipfixVarLen}
-		if f.PenProvided {
+		typ := f.Type &^ ipfixEnterpriseBit
+		switch {
+		case typ >= ieOurs: // no IE this package reads; keeps the flag bits free
 			tf.id = 0
-			if f.Pen == schemas.PENReverse { // RFC 5103: the reverse direction's IE
-				tf.id = ieReverse | f.Type&^ipfixEnterpriseBit
-			}
+		case !f.PenProvided:
+		case f.Pen == schemas.PENReverse: // RFC 5103: the reverse direction's IE
+			tf.id = ieReverse | typ
+		case f.Pen == pen && pen != 0:
+			tf.id = ieOurs | typ
+		default:
+			tf.id = 0
 		}
 		if !t.options {
 			tf.set = setter(tf.id)

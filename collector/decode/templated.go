@@ -133,7 +133,7 @@ func (d *Decoder) learn(e *exporter, dom *domain, s *scratch, version, setID uin
 		}
 		return
 	}
-	t, err := compile(version, setID, r)
+	t, err := compile(version, setID, r, d.cfg.EnterpriseNumber)
 	if err != nil {
 		e.c.Dropped[ReasonTemplate]++ // checked already: goflow2 disagreeing is a bug somewhere
 		return

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows
     bgp_next_hop IPv6,
 
     observation_domain_id UInt32,
+    observation_point_id UInt32,
 
     schema_version UInt32,
     end_reason Enum8('END_REASON_UNSPECIFIED' = 0, 'END_REASON_IDLE_TIMEOUT' = 1, 'END_REASON_ACTIVE_TIMEOUT' = 2,
@@ -77,6 +78,15 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows
     reverse_time_flow_start_ns UInt64,
     reverse_time_flow_end_ns UInt64,
     reverse_tcp_flags UInt32,
+    -- Encapsulations: a plain flow has NONE, 0, :: and [] (no tunnel
+    -- endpoint is stored as ::).
+    tunnel_type Enum8('TUNNEL_TYPE_NONE' = 0, 'TUNNEL_TYPE_MPLS' = 1, 'TUNNEL_TYPE_PPPOE' = 2, 'TUNNEL_TYPE_GRE' = 3,
+                      'TUNNEL_TYPE_IPIP' = 4, 'TUNNEL_TYPE_VXLAN' = 5, 'TUNNEL_TYPE_GENEVE' = 6, 'TUNNEL_TYPE_GTPU' = 7),
+    tunnel_id UInt32,
+    tunnel_src_addr IPv6,
+    tunnel_dst_addr IPv6,
+    mirror_type Enum8('MIRROR_TYPE_NONE' = 0, 'MIRROR_TYPE_ERSPAN' = 1, 'MIRROR_TYPE_VXLAN' = 2, 'MIRROR_TYPE_GENEVE' = 3, 'MIRROR_TYPE_TZSP' = 4),
+    mpls_labels Array(UInt32),
 
     -- Derived, not in the message.
     time_flow_start DateTime MATERIALIZED toDateTime(intDiv(time_flow_start_ns, 1000000000)),
@@ -128,6 +138,7 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows_kafka
     bgp_next_hop FixedString(16),
 
     observation_domain_id UInt32,
+    observation_point_id UInt32,
 
     schema_version UInt32,
     end_reason Enum8('END_REASON_UNSPECIFIED' = 0, 'END_REASON_IDLE_TIMEOUT' = 1, 'END_REASON_ACTIVE_TIMEOUT' = 2,
@@ -142,7 +153,14 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows_kafka
     reverse_l2_bytes UInt64,
     reverse_time_flow_start_ns UInt64,
     reverse_time_flow_end_ns UInt64,
-    reverse_tcp_flags UInt32
+    reverse_tcp_flags UInt32,
+    tunnel_type Enum8('TUNNEL_TYPE_NONE' = 0, 'TUNNEL_TYPE_MPLS' = 1, 'TUNNEL_TYPE_PPPOE' = 2, 'TUNNEL_TYPE_GRE' = 3,
+                      'TUNNEL_TYPE_IPIP' = 4, 'TUNNEL_TYPE_VXLAN' = 5, 'TUNNEL_TYPE_GENEVE' = 6, 'TUNNEL_TYPE_GTPU' = 7),
+    tunnel_id UInt32,
+    tunnel_src_addr FixedString(16),
+    tunnel_dst_addr FixedString(16),
+    mirror_type Enum8('MIRROR_TYPE_NONE' = 0, 'MIRROR_TYPE_ERSPAN' = 1, 'MIRROR_TYPE_VXLAN' = 2, 'MIRROR_TYPE_GENEVE' = 3, 'MIRROR_TYPE_TZSP' = 4),
+    mpls_labels Array(UInt32)
 )
 ENGINE = Kafka
 SETTINGS
@@ -191,6 +209,7 @@ SELECT
     dst_net,
     toIPv6(IPv6NumToString(bgp_next_hop)) AS bgp_next_hop,
     observation_domain_id,
+    observation_point_id,
     schema_version,
     end_reason,
     l2_bytes,
@@ -203,5 +222,11 @@ SELECT
     reverse_l2_bytes,
     reverse_time_flow_start_ns,
     reverse_time_flow_end_ns,
-    reverse_tcp_flags
+    reverse_tcp_flags,
+    tunnel_type,
+    tunnel_id,
+    toIPv6(IPv6NumToString(tunnel_src_addr)) AS tunnel_src_addr,
+    toIPv6(IPv6NumToString(tunnel_dst_addr)) AS tunnel_dst_addr,
+    mirror_type,
+    mpls_labels
 FROM xdpflow.flows_kafka;

@@ -9,29 +9,40 @@ import (
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-// Key is one direction of a conversation as pairing sees it: addresses,
-// ports, protocol and VLAN. The interface is not part of it: a TAP
-// delivers each direction on its own port.
+// Key is one direction of a conversation as pairing sees it: the flow
+// key's fields but the interface (a TAP delivers each direction on its own
+// port): addresses, ports, protocol, VLAN, tunnel, mirror session, MACs.
 type Key struct {
-	Src, Dst         netip.Addr
-	SrcPort, DstPort uint16 // ICMP: 0 and type<<8|code
-	Proto            uint8
-	VlanId           uint16
+	Src, Dst           netip.Addr
+	SrcPort, DstPort   uint16 // ICMP: 0 and type<<8|code
+	Proto              uint8
+	VlanId             uint16
+	TunnelType         schemas.TunnelType
+	TunnelId           uint32
+	ObservationPointId uint32
+	MirrorType         schemas.MirrorType
+	SrcMac, DstMac     schemas.MAC
 }
 
 // KeyOf is f's direction.
 func KeyOf(f *schemas.Flow) Key {
-	return Key{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId}
+	return Key{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId,
+		f.TunnelType, f.TunnelId, f.ObservationPointId, f.MirrorType, f.SrcMac, f.DstMac}
 }
 
 // ReverseKey is the key of f's other direction, the one rule that both
 // pairing (Pair) and the flow table (which ends partners together) use:
-// addresses and ports swapped, same protocol and VLAN, on any interface;
-// an ICMP echo request's reverse is the reply and back
-// (schemas.ReverseICMP). ok is false for flows that have none (ICMP
-// other than echo).
+// addresses, ports and MACs swapped, same protocol, VLAN, tunnel and
+// mirror session, on any interface; an ICMP echo request's reverse is the
+// reply and back (schemas.ReverseICMP). ok is false for flows that have
+// none (ICMP other than echo). The tunnel id must match: a VNI, GRE key or
+// PPPoE session is the same both ways, so those pair; a GTP-U TEID or an
+// MPLS label is chosen by each receiving end, so those directions differ
+// and go out one-way (pairing them on addresses alone could join two
+// tenants' flows).
 func ReverseKey(f *schemas.Flow) (k Key, ok bool) {
-	k = Key{f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort, f.Proto, f.VlanId}
+	k = Key{f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort, f.Proto, f.VlanId,
+		f.TunnelType, f.TunnelId, f.ObservationPointId, f.MirrorType, f.DstMac, f.SrcMac}
 	if f.IsICMP() {
 		k.SrcPort = 0
 		if k.DstPort, ok = schemas.ReverseICMP(f.Proto, f.DstPort); !ok {

@@ -86,14 +86,17 @@ func TestReverseKey(t *testing.T) {
 		want Key
 		ok   bool
 	}{
-		{"tcp", fl(a, b, 40000, 443, 6, 1, 1, 1), Key{b, a, 443, 40000, 6, 0}, true},
-		{"udp over ipv6", fl(a6, b6, 546, 547, 17, 1, 1, 1), Key{b6, a6, 547, 546, 17, 0}, true},
-		{"vlan kept", withVLAN(fl(a, b, 1, 2, 17, 1, 1, 1), 42), Key{b, a, 2, 1, 17, 42}, true},
-		{"interface left out", fl(a, b, 40000, 443, 6, 1, 1, 7), Key{b, a, 443, 40000, 6, 0}, true},
-		{"icmp echo request", fl(a, b, 0, 8<<8, 1, 1, 1, 1), Key{b, a, 0, 0, 1, 0}, true},
-		{"icmp echo reply", fl(b, a, 0, 0, 1, 1, 1, 1), Key{a, b, 0, 8 << 8, 1, 0}, true},
-		{"icmpv6 echo request", fl(a6, b6, 0, 128<<8, 58, 1, 1, 1), Key{b6, a6, 0, 129 << 8, 58, 0}, true},
-		{"icmpv6 echo reply", fl(b6, a6, 0, 129<<8, 58, 1, 1, 1), Key{a6, b6, 0, 128 << 8, 58, 0}, true},
+		{"tcp", fl(a, b, 40000, 443, 6, 1, 1, 1), Key{Src: b, Dst: a, SrcPort: 443, DstPort: 40000, Proto: 6, VlanId: 0}, true},
+		{"udp over ipv6", fl(a6, b6, 546, 547, 17, 1, 1, 1), Key{Src: b6, Dst: a6, SrcPort: 547, DstPort: 546, Proto: 17, VlanId: 0}, true},
+		{"vlan kept", withVLAN(fl(a, b, 1, 2, 17, 1, 1, 1), 42), Key{Src: b, Dst: a, SrcPort: 2, DstPort: 1, Proto: 17, VlanId: 42}, true},
+		{"interface left out", fl(a, b, 40000, 443, 6, 1, 1, 7), Key{Src: b, Dst: a, SrcPort: 443, DstPort: 40000, Proto: 6, VlanId: 0}, true},
+		{"icmp echo request", fl(a, b, 0, 8<<8, 1, 1, 1, 1), Key{Src: b, Dst: a, SrcPort: 0, DstPort: 0, Proto: 1, VlanId: 0}, true},
+		{"icmp echo reply", fl(b, a, 0, 0, 1, 1, 1, 1), Key{Src: a, Dst: b, SrcPort: 0, DstPort: 8 << 8, Proto: 1, VlanId: 0}, true},
+		{"icmpv6 echo request", fl(a6, b6, 0, 128<<8, 58, 1, 1, 1), Key{Src: b6, Dst: a6, SrcPort: 0, DstPort: 129 << 8, Proto: 58, VlanId: 0}, true},
+		{"icmpv6 echo reply", fl(b6, a6, 0, 129<<8, 58, 1, 1, 1), Key{Src: a6, Dst: b6, SrcPort: 0, DstPort: 128 << 8, Proto: 58, VlanId: 0}, true},
+		{"tunnel and mirror kept, MACs swapped", encap(fl(a, b, 1, 2, 17, 1, 1, 1), 100),
+			Key{Src: b, Dst: a, SrcPort: 2, DstPort: 1, Proto: 17, TunnelType: schemas.TunnelVXLAN, TunnelId: 100,
+				ObservationPointId: 7, MirrorType: schemas.MirrorERSPAN, SrcMac: macB, DstMac: macA}, true},
 		{"icmp unreachable: none", fl(a, b, 0, 3<<8|3, 1, 1, 1, 1), Key{}, false},
 		{"icmpv6 neighbour solicitation: none", fl(a6, b6, 0, 135<<8, 58, 1, 1, 1), Key{}, false},
 	} {
@@ -109,6 +112,7 @@ func TestReverseKey(t *testing.T) {
 			// interface the reverse was seen.
 			r := tc.f
 			r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort, r.InIf = got.Src, got.Dst, got.SrcPort, got.DstPort, tc.f.InIf+1
+			r.SrcMac, r.DstMac = got.SrcMac, got.DstMac
 			if KeyOf(&r) != got {
 				t.Errorf("KeyOf(reverse) = %+v, want %+v", KeyOf(&r), got)
 			}
@@ -116,5 +120,65 @@ func TestReverseKey(t *testing.T) {
 				t.Errorf("reverse of the reverse = %+v, %v; want %+v", back, ok, KeyOf(&tc.f))
 			}
 		})
+	}
+}
+
+var (
+	macA, macB = schemas.MAC{2, 0, 0, 0, 0, 0xa}, schemas.MAC{2, 0, 0, 0, 0, 0xb}
+	vtepA      = netip.MustParseAddr("192.0.2.1")
+	vtepB      = netip.MustParseAddr("2001:db8::b") // a tunnel's family is not the flow's
+)
+
+// encap puts f (a to b) in VXLAN VNI vni between vtepA and vtepB, mirrored
+// over ERSPAN session 7, with MACs and a label stack.
+func encap(f schemas.Flow, vni uint32) schemas.Flow {
+	f.TunnelType, f.TunnelId, f.TunnelSrcAddr, f.TunnelDstAddr = schemas.TunnelVXLAN, vni, vtepA, vtepB
+	f.ObservationPointId, f.MirrorType = 7, schemas.MirrorERSPAN
+	f.SrcMac, f.DstMac = macA, macB
+	f.MplsLabels[0] = 16<<12 | 1<<8 | 64
+	return f
+}
+
+// back is encap's reverse direction as the probe sees it: the frames go
+// b to a through the same tunnel, so endpoints and MACs are swapped; its
+// labels are its own.
+func back(f schemas.Flow) schemas.Flow {
+	f.SrcMac, f.DstMac = f.DstMac, f.SrcMac
+	f.TunnelSrcAddr, f.TunnelDstAddr = f.TunnelDstAddr, f.TunnelSrcAddr
+	f.MplsLabels[0] = 17<<12 | 1<<8 | 63
+	return f
+}
+
+// TestPairEncapsulated: both directions of a conversation in one tunnel
+// and mirror session pair; the biflow's reverse half says what the
+// reverse record said (endpoints and MACs swapped back, the tunnel and
+// the session kept), but for the MPLS labels, which the biflow does not
+// carry for the reverse direction. A conversation in two tunnels does not
+// pair, nor do GTP-U directions (a TEID per direction).
+func TestPairEncapsulated(t *testing.T) {
+	fwd := encap(fl(a, b, 40000, 443, 6, 1, 10, 1), 100)
+	rev := back(encap(fl(b, a, 443, 40000, 6, 2, 7, 2), 100))
+	out := Pair([]schemas.Flow{fwd, rev})
+	if len(out) != 1 || !out[0].Biflow {
+		t.Fatalf("%d records (biflow %v), want one biflow", len(out), len(out) > 0 && out[0].Biflow)
+	}
+	if got := out[0].Forward(); got != fwd {
+		t.Errorf("forward half\n %+v\nwant\n %+v", got, fwd)
+	}
+	want := rev
+	want.MplsLabels = [schemas.MaxMplsLabels]uint32{}
+	want.InIf = fwd.InIf // a biflow keeps the forward record's interface
+	if got := out[0].Reverse(); got != want {
+		t.Errorf("reverse half\n %+v\nwant\n %+v", got, want)
+	}
+
+	other := back(encap(fl(b, a, 443, 40000, 6, 2, 7, 2), 101))
+	if out := Pair([]schemas.Flow{fwd, other}); len(out) != 2 {
+		t.Errorf("VNIs 100 and 101: %d records, want 2 (not paired)", len(out))
+	}
+	up, down := fwd, rev
+	up.TunnelType, up.TunnelId, down.TunnelType, down.TunnelId = schemas.TunnelGTPU, 0x1001, schemas.TunnelGTPU, 0x2002
+	if out := Pair([]schemas.Flow{up, down}); len(out) != 2 {
+		t.Errorf("GTP-U TEIDs 0x1001 and 0x2002: %d records, want 2 (not paired)", len(out))
 	}
 }

@@ -38,6 +38,9 @@ func fullRecord() schemas.Flow {
 		SrcPort: 1, DstPort: 2, Proto: 6, VlanId: 3, InIf: 4, Packets: 5, Bytes: 6, L2Bytes: 7,
 		TimeFlowStartNs: 8, TimeFlowEndNs: 9, TcpFlags: 10, IpTos: 11, EndReason: schemas.EndActive, FlowDirection: schemas.DirectionEgress,
 		Biflow: true, ReversePackets: 12, ReverseBytes: 13, ReverseL2Bytes: 14, ReverseTimeFlowStartNs: 15, ReverseTimeFlowEndNs: 16, ReverseTcpFlags: 17,
+		TunnelType: schemas.TunnelGTPU, MirrorType: schemas.MirrorTZSP, SrcMac: schemas.MAC{18, 1}, DstMac: schemas.MAC{19, 2, 0, 0, 0, 3},
+		TunnelId: 20, ObservationPointId: 21, MplsLabels: [schemas.MaxMplsLabels]uint32{22, 23, 24, 25, 26, 27, 28, 29},
+		TunnelSrcAddr: netip.MustParseAddr("192.0.2.30"), TunnelDstAddr: netip.MustParseAddr("2001:db8::31"),
 	}
 }
 

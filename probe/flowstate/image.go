@@ -37,7 +37,8 @@ const (
 	keyLen    = int(unsafe.Sizeof(bpf.FlowKey{}))
 	valueLen  = int(unsafe.Sizeof(bpf.FlowValue{}))
 	heldLen   = keyLen + valueLen + 8
-	recordLen = 2*17 + 2 + 2 + 1 + 1 + 2 + 4 + 3*8 + 2*8 + 2 + 1 + 1 + 1 + 3*8 + 2*8 + 2
+	recordLen = 2*17 + 2 + 2 + 1 + 1 + 2 + 4 + 3*8 + 2*8 + 2 + 1 + 1 + 1 + 3*8 + 2*8 + 2 +
+		1 + 1 + 2*6 + 4 + 4 + 4*schemas.MaxMplsLabels + 2*17 // the encapsulation
 )
 
 var le = binary.LittleEndian
@@ -146,7 +147,16 @@ func appendRecord(b []byte, f *schemas.Flow) []byte {
 	b = le.AppendUint64(b, f.ReverseL2Bytes)
 	b = le.AppendUint64(b, uint64(f.ReverseTimeFlowStartNs))
 	b = le.AppendUint64(b, uint64(f.ReverseTimeFlowEndNs))
-	return le.AppendUint16(b, f.ReverseTcpFlags)
+	b = le.AppendUint16(b, f.ReverseTcpFlags)
+	b = append(b, byte(f.TunnelType), byte(f.MirrorType))
+	b = append(append(b, f.SrcMac[:]...), f.DstMac[:]...)
+	b = le.AppendUint32(b, f.TunnelId)
+	b = le.AppendUint32(b, f.ObservationPointId)
+	for _, l := range f.MplsLabels {
+		b = le.AppendUint32(b, l)
+	}
+	b = appendAddr(b, f.TunnelSrcAddr)
+	return appendAddr(b, f.TunnelDstAddr)
 }
 
 func readRecord(b []byte, f *schemas.Flow) {
@@ -163,6 +173,15 @@ func readRecord(b []byte, f *schemas.Flow) {
 	f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes = le.Uint64(b[57:]), le.Uint64(b[65:]), le.Uint64(b[73:])
 	f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs = int64(le.Uint64(b[81:])), int64(le.Uint64(b[89:]))
 	f.ReverseTcpFlags = le.Uint16(b[97:])
+	b = b[99:]
+	f.TunnelType, f.MirrorType = schemas.TunnelType(b[0]), schemas.MirrorType(b[1])
+	f.SrcMac, f.DstMac = schemas.MAC(b[2:8]), schemas.MAC(b[8:14])
+	f.TunnelId, f.ObservationPointId = le.Uint32(b[14:]), le.Uint32(b[18:])
+	for i := range f.MplsLabels {
+		f.MplsLabels[i] = le.Uint32(b[22+4*i:])
+	}
+	b = b[22+4*schemas.MaxMplsLabels:]
+	f.TunnelSrcAddr, f.TunnelDstAddr = readAddr(b), readAddr(b[17:])
 }
 
 // An address is its length (0, 4 or 16) and 16 bytes.

@@ -8,6 +8,8 @@
 package flowtable
 
 import (
+	"net/netip"
+
 	"sort"
 	"time"
 
@@ -161,7 +163,9 @@ func (t *Table) endPartners(out []schemas.Flow, first int, wallOffset int64) []s
 		}
 		reason := out[i].EndReason
 		rk := bpf.FlowKey{VlanId: r.VlanId, SrcPort: r.SrcPort, DstPort: r.DstPort, Proto: r.Proto,
-			SrcAddr: r.Src.As16(), DstAddr: r.Dst.As16(), IpVersion: 4}
+			SrcAddr: r.Src.As16(), DstAddr: r.Dst.As16(), IpVersion: 4,
+			TunnelType: uint8(r.TunnelType), TunnelId: r.TunnelId, ObservationPointId: r.ObservationPointId,
+			MirrorType: uint8(r.MirrorType), SrcMac: r.SrcMac, DstMac: r.DstMac}
 		if r.Src.Is6() {
 			rk.IpVersion = 6
 		}
@@ -247,7 +251,26 @@ func (t *Table) emit(out []schemas.Flow, k bpf.FlowKey, e *entry, reason schemas
 		IpTos:           e.v.IpTos,
 		EndReason:       reason,
 		FlowDirection:   schemas.Direction(e.v.FlowDirection),
+
+		TunnelType:         schemas.TunnelType(k.TunnelType),
+		TunnelId:           k.TunnelId,
+		TunnelSrcAddr:      tunnelAddr(e.v.TunnelSrcAddr),
+		TunnelDstAddr:      tunnelAddr(e.v.TunnelDstAddr),
+		ObservationPointId: k.ObservationPointId,
+		MirrorType:         schemas.MirrorType(k.MirrorType),
+		SrcMac:             k.SrcMac,
+		DstMac:             k.DstMac,
+		MplsLabels:         e.v.MplsLabels,
 	})
+}
+
+// tunnelAddr reads a tunnel endpoint (IPv4-mapped for IPv4, like the key's
+// addresses; the tunnel's family is not the flow's): zero is no address.
+func tunnelAddr(a [16]byte) netip.Addr {
+	if a == ([16]byte{}) {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom16(a).Unmap()
 }
 
 // Stats returns a snapshot of the counters.

@@ -326,3 +326,62 @@ func TestBiflowEndsPartnersOnAnyInterface(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordEncapsulation: the key's tunnel, mirror session and MACs and
+// the value's tunnel endpoints and labels reach the record, the labels
+// and endpoints of the flow's first packet (values merged from two CPUs
+// in either order). The datapath's enums are the record's.
+func TestRecordEncapsulation(t *testing.T) {
+	k := key(40000)
+	k.TunnelType, k.TunnelId, k.ObservationPointId, k.MirrorType = uint8(bpf.TunnelGeneve), 0xabcdef, 77, uint8(bpf.MirrorERSPAN)
+	k.SrcMac, k.DstMac = [6]uint8{2, 0, 0, 0, 0, 1}, [6]uint8{2, 0, 0, 0, 0, 2}
+	first, later := val(2, 10*sec, 11*sec, 0), val(3, 12*sec, 13*sec, 0)
+	first.TunnelSrcAddr = netip.MustParseAddr("::ffff:192.0.2.1").As16()
+	first.TunnelDstAddr = netip.MustParseAddr("2001:db8::2").As16()
+	first.MplsLabels = [8]uint32{100<<12 | 64, 200<<12 | 1<<8 | 64}
+	later.TunnelSrcAddr, later.MplsLabels = netip.MustParseAddr("::ffff:192.0.2.9").As16(), [8]uint32{300<<12 | 1<<8 | 64}
+	for _, order := range [][]bpf.FlowValue{{first, later}, {later, first}} {
+		tb := New(cfg())
+		var v bpf.FlowValue
+		for _, o := range order {
+			v.Merge(o)
+		}
+		tb.Add(k, v)
+		out := tb.Flush(schemas.EndForced, 0, nil)
+		if len(out) != 1 {
+			t.Fatalf("%d records", len(out))
+		}
+		f := out[0]
+		want := schemas.Flow{TunnelType: schemas.TunnelGeneve, TunnelId: 0xabcdef, ObservationPointId: 77, MirrorType: schemas.MirrorERSPAN,
+			TunnelSrcAddr: netip.MustParseAddr("192.0.2.1"), TunnelDstAddr: netip.MustParseAddr("2001:db8::2"),
+			SrcMac: schemas.MAC{2, 0, 0, 0, 0, 1}, DstMac: schemas.MAC{2, 0, 0, 0, 0, 2}, MplsLabels: first.MplsLabels}
+		got := schemas.Flow{TunnelType: f.TunnelType, TunnelId: f.TunnelId, ObservationPointId: f.ObservationPointId, MirrorType: f.MirrorType,
+			TunnelSrcAddr: f.TunnelSrcAddr, TunnelDstAddr: f.TunnelDstAddr, SrcMac: f.SrcMac, DstMac: f.DstMac, MplsLabels: f.MplsLabels}
+		if got != want {
+			t.Errorf("record\n %+v\nwant\n %+v", got, want)
+		}
+	}
+	for _, c := range []struct{ kernel, record uint8 }{
+		{uint8(bpf.TunnelNone), uint8(schemas.TunnelNone)}, {uint8(bpf.TunnelMPLS), uint8(schemas.TunnelMPLS)},
+		{uint8(bpf.TunnelPPPoE), uint8(schemas.TunnelPPPoE)}, {uint8(bpf.TunnelGRE), uint8(schemas.TunnelGRE)},
+		{uint8(bpf.TunnelIPIP), uint8(schemas.TunnelIPIP)}, {uint8(bpf.TunnelVXLAN), uint8(schemas.TunnelVXLAN)},
+		{uint8(bpf.TunnelGeneve), uint8(schemas.TunnelGeneve)}, {uint8(bpf.TunnelGTPU), uint8(schemas.TunnelGTPU)},
+		{uint8(bpf.MirrorNone), uint8(schemas.MirrorNone)}, {uint8(bpf.MirrorERSPAN), uint8(schemas.MirrorERSPAN)},
+		{uint8(bpf.MirrorVXLAN), uint8(schemas.MirrorVXLAN)}, {uint8(bpf.MirrorGeneve), uint8(schemas.MirrorGeneve)},
+		{uint8(bpf.MirrorTZSP), uint8(schemas.MirrorTZSP)},
+	} {
+		if c.kernel != c.record {
+			t.Errorf("datapath enum value %d is the record's %d", c.kernel, c.record)
+		}
+	}
+}
+
+// TestRecordNoTunnel: zero endpoints are no address, not 0.0.0.0 or ::.
+func TestRecordNoTunnel(t *testing.T) {
+	tb := New(cfg())
+	tb.Add(key(1), val(1, sec, sec, 0))
+	f := tb.Flush(schemas.EndForced, 0, nil)[0]
+	if f.TunnelSrcAddr.IsValid() || f.TunnelDstAddr.IsValid() || f.Extras() != 0 {
+		t.Errorf("plain flow: tunnel %v -> %v, extras %b", f.TunnelSrcAddr, f.TunnelDstAddr, f.Extras())
+	}
+}

@@ -21,6 +21,7 @@ type Config struct {
 	Detach            bool
 	IPFIX             []string
 	IPFIXTLS          TLSFiles
+	IPFIXEnterprise   uint32 // --ipfix-enterprise-number: PEN for xdpflow's own IEs, 0 none
 	LocalNets         []string
 	Biflow            bool
 	LocalPrefixes     []netip.Prefix // LocalNets parsed

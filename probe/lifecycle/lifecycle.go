@@ -304,6 +304,7 @@ func (p *probe) addIPFIX() error {
 		Interfaces:              p.names,
 		FlowDirection:           len(c.LocalPrefixes) > 0,
 		Biflow:                  c.Biflow,
+		EnterpriseNumber:        c.IPFIXEnterprise,
 	}
 	if c.IPFIXTLS != (TLSFiles{}) {
 		var err error

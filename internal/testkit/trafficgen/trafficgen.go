@@ -247,7 +247,7 @@ func Mix() []Flow {
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolICMPv4, DstPort: 8 << 8, Payload: 56, Packets: 10},
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolICMPv4, DstPort: 3<<8 | 3, Payload: 28, Packets: 2},
 		{Src: a4, Dst: b4, Proto: layers.IPProtocolUDP, SrcPort: 161, DstPort: 162, VLAN: 42, Payload: 90, Packets: 77},
-		{Src: a4, Dst: c4, Proto: layers.IPProtocolUDP, SrcPort: 4789, DstPort: 4789, VLAN: 300, InnerVLAN: 7, Payload: 120, Packets: 50},
+		{Src: a4, Dst: c4, Proto: layers.IPProtocolUDP, SrcPort: 5000, DstPort: 5001, VLAN: 300, InnerVLAN: 7, Payload: 120, Packets: 50},
 		{Src: a4, Dst: c4, Proto: layers.IPProtocolUDP, SrcPort: 514, DstPort: 514, IPv4Options: true, Payload: 200, Packets: 25},
 		{Src: a6, Dst: b6, Proto: layers.IPProtocolTCP, SrcPort: 50000, DstPort: 80, TCPFlags: syn, Packets: 1},
 		{Src: a6, Dst: b6, Proto: layers.IPProtocolTCP, SrcPort: 50000, DstPort: 80, TCPFlags: ack, Payload: 10, Packets: 3},

@@ -104,6 +104,7 @@ func newExporter(rawURL string, cfg Config, log *slog.Logger, opt tcpOptions) (*
 		}
 		x.tcp = newTCPSender(x, u.Host, tlsCfg, cfg, opt)
 		x.enc = NewCountingEncoder(cfg, x.tcp.enqueue)
+		x.tcp.tmpl.ann = x.enc.ann // each connection opens with every template the stream has used
 		go x.tcp.run()
 	default:
 		return nil, fmt.Errorf("ipfix: collector URL %q: unsupported scheme %q: use udp://, tcp:// or tcps://", rawURL, u.Scheme)

@@ -35,18 +35,7 @@ func TestTshark(t *testing.T) {
 		t.Run(fmt.Sprintf("%v/%d", c.p, c.max), func(t *testing.T) {
 			cfg := Config{Protocol: c.p, MaxMessageBytes: c.max, Interfaces: map[uint32]string{1: "lo", 2: "eth0"}}
 			msgs := encodeAll(t, cfg, flows)
-			path := filepath.Join(t.TempDir(), "export.pcap")
-			writePcap(t, path, c.port, msgs)
-			out, err := exec.Command(tshark, "-n", "-r", path, "-d", "udp.port==4739,cflow", "-d", "udp.port==2055,cflow", "-V").CombinedOutput()
-			if err != nil {
-				t.Fatalf("tshark: %v\n%s", err, tail(out))
-			}
-			text := string(out)
-			for _, bad := range []string{"Malformed", "Expert Info (Error", "Expert Info (Warning"} {
-				if i := strings.Index(text, bad); i >= 0 {
-					t.Fatalf("tshark reports %q:\n%s", bad, text[max(0, i-3000):min(len(text), i+500)])
-				}
-			}
+			text := tsharkText(t, tshark, c.port, msgs)
 			// cflow heads each data set "Set n [id=256] (k flows)" (IPFIX)
 			// or "FlowSet n [id=256] (k flows)" (v9).
 			re := regexp.MustCompile(`(?m)^\s+(?:Flow)?Set \d+ \[id=(\d+)\] \((\d+) flows?\)$`)
@@ -68,6 +57,25 @@ func TestTshark(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tsharkText is tshark's detailed reading of msgs sent to port; it fails
+// the test on any malformed packet or expert warning.
+func tsharkText(t *testing.T, tshark string, port uint16, msgs [][]byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "export.pcap")
+	writePcap(t, path, port, msgs)
+	out, err := exec.Command(tshark, "-n", "-r", path, "-d", "udp.port==4739,cflow", "-d", "udp.port==2055,cflow", "-V").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tshark: %v\n%s", err, tail(out))
+	}
+	text := string(out)
+	for _, bad := range []string{"Malformed", "Expert Info (Error", "Expert Info (Warning"} {
+		if i := strings.Index(text, bad); i >= 0 {
+			t.Fatalf("tshark reports %q:\n%s", bad, text[max(0, i-3000):min(len(text), i+500)])
+		}
+	}
+	return text
 }
 
 func tail(b []byte) string {
