@@ -730,6 +730,9 @@ func TestTunnelsAndMirrorsMalformed(t *testing.T) {
 		{"tzsp version 2", tzspCfg, mutate(okTZSP, func(f []byte) { f[42] = 2 }), "tzsp_bad_header"},
 		{"tzsp type 1 (transmitted)", tzspCfg, mutate(okTZSP, func(f []byte) { f[43] = 1 }), "tzsp_bad_header"},
 		{"tzsp encapsulation 18 (802.11)", tzspCfg, mutate(okTZSP, func(f []byte) { f[45] = 18 }), "tzsp_bad_header"},
+		// "not received" (the enum's comment): a keepalive (type 4)
+		// carries no frame.
+		{"tzsp type 4 (keepalive)", tzspCfg, mutate(okTZSP, func(f []byte) { f[43] = 4 }), "tzsp_bad_header"},
 		{"tzsp 200 tags", tzspCfg, build(e4, o4(1, udpN), udp(49152, PortTZSP), tzsp(manyTags...), P(eth4)), "tzsp_bad_header"},
 		{"tzsp header cut short", tzspCfg, short6(udpN, rawL4(udp(49152, PortTZSP), 3)), "tzsp_truncated"},
 		{"tzsp tags without END", tzspCfg, short6(udpN, hdr(udp(49152, PortTZSP), P([]byte{1, 0, 0, 1, 10, 1, 0, 0, 0}))), "tzsp_truncated"},
@@ -750,6 +753,12 @@ func TestTunnelsAndMirrorsMalformed(t *testing.T) {
 		{"geneve protocol IPv4 carrying IPv6", def, build(e4, o4(1, udpN), udp(49152, PortGeneve), geneve(5, et4), P(in6)), "ip_version_mismatch"},
 		{"gre mpls: bottom of stack and nothing after", def,
 			short6(greN, hdr(greP(layers.EthernetTypeMPLSUnicast)), mpls(true, 100)), "mpls_truncated"},
+		// Headers inside a tunnel end with the outer IP packet, not with
+		// the frame: Ethernet padding is no header (as for L4).
+		{"gre mpls: bottom of stack at the packet's end, ethernet padding after", def,
+			build(e4, o4(1, greN), greP(layers.EthernetTypeMPLSUnicast), mpls(true, 100)), "mpls_truncated"},
+		{"gre bridging: no inner frame in the packet, 22 bytes of ethernet padding", def,
+			build(e4, o4(1, greN), greP(teb)), "eth_truncated"},
 		{"vxlan mirror: inner ipv4 total length past the frame", mirrorCfg(MirrorVXLAN, 0),
 			build(e4, o4(1, udpN), udp(49152, PortVXLAN), vxlan(5), P(mutate(eth4, func(f []byte) { binary.BigEndian.PutUint16(f[16:], 1500) }))),
 			"ipv4_bad_length"},
