@@ -50,8 +50,8 @@
 #define IPPROTO_DSTOPTS	 60
 #define IPPROTO_SCTP	 132
 
-#define MAX_VLAN_TAGS	2
-#define MAX_IPV6_EXT	8 /* extension headers followed before giving up */
+#define MAX_VLAN_TAGS	 2
+#define MAX_IPV6_EXT	 8 /* extension headers followed before giving up */
 #define MAX_TUNNEL_DEPTH 3 /* IP tunnels decapsulated inside one another */
 #define MAX_GTPU_EXT	 4 /* GTP-U extension headers followed */
 #define MAX_TZSP_TAGS	 8 /* TZSP tagged fields followed */
@@ -60,7 +60,6 @@
  * pointer never grows past what it accepts however deep the nesting. */
 #define MAX_HDR_OFF 2047
 #define MAX_L4_OFF  0x7fff /* MAX_HDR_OFF + IP options or extension headers */
-
 
 #define EEXIST		17
 #define EBUSY		16
@@ -162,10 +161,10 @@ const struct lpm_key *const btf_lpm_key;
 /* What the parse learns about the packet. No pointers: inner layers are
  * parsed by a global function (see inner_layer), which takes it. */
 struct packet {
-	__u64 l2_len;	/* the whole frame, every fragment (a mirror's inner frame) */
-	__u64 end_off;	/* where what encloses the current layer ends (frame, outer IP) */
-	__u64 l3_room;	/* bytes from the IP header to end_off */
-	__u64 l3_len;	/* of the innermost IP packet */
+	__u64 l2_len;  /* the whole frame, every fragment (a mirror's inner frame) */
+	__u64 end_off; /* where what encloses the current layer ends (frame, outer IP) */
+	__u64 l3_room; /* bytes from the IP header to end_off */
+	__u64 l3_len;  /* of the innermost IP packet */
 	__u32 tcp_flags;
 	__u8 ip_tos;
 	__u8 fragment; /* non-first fragment */

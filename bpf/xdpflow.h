@@ -118,8 +118,8 @@ enum malformed_reason {
 	MALFORMED_GTPU_TRUNCATED,      /* GTP-U header or extension headers past the packet */
 	MALFORMED_GTPU_BAD_HEADER,     /* version not 1, PT 0, or extension chain too long */
 	MALFORMED_TZSP_TRUNCATED,      /* TZSP header or tags past the packet */
-	MALFORMED_TZSP_BAD_HEADER,     /* version not 1, not received, not Ethernet, or tags too long */
-	MALFORMED_TUNNEL_TOO_DEEP,     /* tunnels nested beyond MAX_TUNNEL_DEPTH */
+	MALFORMED_TZSP_BAD_HEADER, /* version not 1, not received, not Ethernet, or tags too long */
+	MALFORMED_TUNNEL_TOO_DEEP, /* tunnels nested beyond MAX_TUNNEL_DEPTH */
 	MALFORMED_MAX,
 };
 

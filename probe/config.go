@@ -43,6 +43,11 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 15*time.Second, "a flow with no packet for this long ends")
 	fs.DurationVar(&c.DrainInterval, "drain-interval", time.Second, "how often the kernel tables are swapped and read (shortened automatically under table pressure)")
 	fs.StringArrayVar(&c.LocalNets, "local-net", nil, "a local network (CIDR, repeatable): flows are marked ingress into or egress out of them (flowDirection, IE 61)")
+	fs.StringVar(&c.Tunnels, "tunnels", "inner", "IP tunnels in the traffic (GRE, IP-in-IP, VXLAN, Geneve, GTP-U): inner (the flow is the innermost conversation, keyed with the tunnel id) or outer (the tunnel packets as they are)")
+	fs.UintSliceVar(&c.VXLANPorts, "vxlan-port", []uint{bpf.PortVXLAN}, fmt.Sprintf("UDP destination port of VXLAN tunnels (repeatable, at most %d)", bpf.MaxTunnelPorts))
+	fs.UintSliceVar(&c.GenevePorts, "geneve-port", []uint{bpf.PortGeneve}, fmt.Sprintf("UDP destination port of Geneve tunnels (repeatable, at most %d)", bpf.MaxTunnelPorts))
+	fs.StringArrayVar(&c.MirrorEncaps, "mirror-encap", nil, "strip a remote-mirroring encapsulation and count the mirrored frame inside, keyed with its session (observationPointId): erspan, vxlan[:PORT], geneve[:PORT] or tzsp[:PORT] (repeatable)")
+	fs.BoolVar(&c.MACs, "macs", false, "key flows by source and destination MAC address too, and export them (IE 56, 80): more flows")
 	fs.BoolVar(&c.Biflow, "biflow", false, "pair the two directions of a conversation into one record (IPFIX: RFC 5103 reverse IEs; Kafka/JSON: reverse_* fields); many collectors ignore reverse IEs")
 	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
 	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
@@ -108,6 +113,35 @@ func validate(c *config) error {
 			return fmt.Errorf("--local-net %q: want a CIDR like 198.18.0.0/15: %w", n, err)
 		}
 		c.LocalPrefixes = append(c.LocalPrefixes, p.Masked())
+	}
+	if c.Tunnels != "inner" && c.Tunnels != "outer" {
+		return fmt.Errorf("--tunnels %q: want inner or outer", c.Tunnels)
+	}
+	for _, p := range []struct {
+		flag  string
+		ports []uint
+	}{{"--vxlan-port", c.VXLANPorts}, {"--geneve-port", c.GenevePorts}} {
+		if len(p.ports) > bpf.MaxTunnelPorts {
+			return fmt.Errorf("%s: %d ports, at most %d", p.flag, len(p.ports), bpf.MaxTunnelPorts)
+		}
+		for _, v := range p.ports {
+			if v == 0 || v > 65535 {
+				return fmt.Errorf("%s %d: want a UDP port, 1-65535", p.flag, v)
+			}
+		}
+	}
+	c.Mirrors = nil
+	for _, e := range c.MirrorEncaps {
+		m, err := bpf.ParseMirror(e)
+		if err != nil {
+			return fmt.Errorf("--mirror-encap: %w", err)
+		}
+		for _, o := range c.Mirrors {
+			if o.Type == m.Type {
+				return fmt.Errorf("--mirror-encap %s: given twice (one port per encapsulation)", e)
+			}
+		}
+		c.Mirrors = append(c.Mirrors, m)
 	}
 	if c.SampleBytes == 0 || c.SampleBytes > bpf.MaxSampleBytes {
 		return fmt.Errorf("--sample-bytes %d: 1 to %d", c.SampleBytes, bpf.MaxSampleBytes)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/kafkaout"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 )
@@ -25,6 +26,12 @@ type Config struct {
 	LocalNets         []string
 	Biflow            bool
 	LocalPrefixes     []netip.Prefix // LocalNets parsed
+	Tunnels           string         // inner or outer
+	VXLANPorts        []uint
+	GenevePorts       []uint
+	MirrorEncaps      []string
+	Mirrors           []bpf.Mirror // MirrorEncaps parsed
+	MACs              bool
 	NetFlow9          []string
 	Stdout            bool
 	ActiveTimeout     time.Duration

@@ -178,7 +178,8 @@ func (p *probe) startDatapath(context.Context) (undo, error) {
 	if c.Action == "drop" {
 		action = bpf.Drop
 	}
-	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action, PinPath: c.PinPath, LocalNets: c.LocalPrefixes})
+	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action, PinPath: c.PinPath, LocalNets: c.LocalPrefixes,
+		TunnelsOuter: c.Tunnels == "outer", VXLANPorts: ports16(c.VXLANPorts), GenevePorts: ports16(c.GenevePorts), Mirrors: c.Mirrors, MACs: c.MACs})
 	if err != nil {
 		return nil, err
 	}
@@ -556,4 +557,17 @@ func detachOnly(c *Config, log *slog.Logger) error {
 		log.Warn("pinned tables removed without export: give --detach the exporters (--ipfix, --kafka-brokers, ...) to export what they held first", "pin_path", c.PinPath)
 	}
 	return bpf.Unpin(c.PinPath)
+}
+
+// ports16 converts validated flag ports (1-65535); nil stays nil (the
+// datapath's defaults).
+func ports16(p []uint) []uint16 {
+	if p == nil {
+		return nil
+	}
+	out := make([]uint16, len(p))
+	for i, v := range p {
+		out[i] = uint16(v)
+	}
+	return out
 }
