@@ -141,6 +141,13 @@ func (c *Config) setDefaults() error {
 			c.Mirrors[i].Port = m.defaultPort()
 		}
 	}
+	// A port named for a mirror is that mirror's, at any depth: not a
+	// tunnel port.
+	for _, m := range c.Mirrors {
+		drop := func(p uint16) bool { return p == m.Port }
+		c.VXLANPorts = slices.DeleteFunc(slices.Clone(c.VXLANPorts), drop)
+		c.GenevePorts = slices.DeleteFunc(slices.Clone(c.GenevePorts), drop)
+	}
 	if c.tableType == ebpf.UnspecifiedMap {
 		c.tableType = ebpf.Hash
 	}

@@ -237,12 +237,13 @@ type specFlow struct {
 // dissection and the spec part ways, the spec decides, from the bytes:
 //   - IP fragments: tshark (reassembly off) still dissects what a first
 //     fragment holds (GRE, the GTP-U header, the inner packet's start);
-//     the spec counts any fragmented outer packet as the outer flow, ports
-//     0, without looking inside.
+//     the spec counts any fragmented outer packet as the outer flow
+//     without looking inside: a first fragment with its ports, as a plain
+//     one, later fragments with ports 0.
 //   - An ICMP error quotes an IP header, which tshark dissects as layers
 //     (nested in the ICMP layer); the program counts the ICMP packet.
-//   - UDP port 2152 whose payload tshark refuses as GTP (not version 1):
-//     the spec says gtpu_bad_header.
+//   - UDP port 2152 whose payload tshark refuses as GTP (not version 1,
+//     or GTP'): not GTP-U, the UDP flow, as tshark has it.
 func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 	t.Helper()
 	cfg.Mirrors = slices.Clone(cfg.Mirrors)
@@ -325,13 +326,6 @@ func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 			return true
 		}
 		noPorts := frag && !first
-		if frag && first && !cfg.TunnelsOuter && next.name == "udp" && isTunnelPort(cfg, uint16(next.num(t, "udp.dstport"))) {
-			// The first fragment of a UDP tunnel's packet: not
-			// decapsulated, counted as a fragment of the outer flow,
-			// ports 0 (the spec; tshark dissects on into the tunnel).
-			// Any other first fragment keeps its ports, as before.
-			noPorts = true
-		}
 		if !frag && !cfg.TunnelsOuter {
 			switch next.name {
 			case "ip", "ipv6": // IP-in-IP
@@ -381,13 +375,6 @@ func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 						}
 						j += 2
 						continue
-					}
-				case dport == PortGTPU:
-					// tshark refused the payload as GTP: read the
-					// bytes. Version 1 and PT 1 or gtpu_bad_header.
-					if b := f.data[next.pos+8]; b>>5 != 1 || b>>4&1 != 1 {
-						r.malformed = "gtpu_bad_header"
-						return r
 					}
 				}
 			}

@@ -167,8 +167,9 @@ struct packet {
 	__u64 l3_len;  /* of the innermost IP packet */
 	__u32 tcp_flags;
 	__u8 ip_tos;
-	__u8 fragment; /* non-first fragment */
-	__u8 _pad[2];
+	__u8 fragment;	 /* non-first fragment */
+	__u8 more_frags; /* a fragment, maybe the first: its payload is not all here */
+	__u8 _pad;
 	/* Copied into a new flow's value. */
 	__u8 tunnel_src_addr[16];
 	__u8 tunnel_dst_addr[16];
@@ -271,8 +272,10 @@ static __always_inline int parse_ipv4(struct packet *p, struct cursor *c, struct
 	k->proto = ip[9];
 	set_v4mapped(k->src_addr, *(__u32 *)&ip[12]);
 	set_v4mapped(k->dst_addr, *(__u32 *)&ip[16]);
-	if (bpf_ntohs(*(__u16 *)&ip[6]) & 0x1fff)
+	__u16 frag = bpf_ntohs(*(__u16 *)&ip[6]);
+	if (frag & 0x1fff)
 		p->fragment = 1;
+	p->more_frags = (frag & 0x3fff) != 0; /* MF or an offset */
 	c->l4 = l3 + ihl;
 	c->l3_end = l3 + tot_len;
 	return PARSE_OK;
@@ -338,6 +341,8 @@ static __always_inline int parse_ipv6(struct packet *p, struct cursor *c, struct
 			 * is data, even when the header names another extension
 			 * header. Stop here: the L3 key, its protocol the
 			 * Fragment header's Next Header, ports 0. */
+			p->more_frags =
+			    (bpf_ntohs(*(__u16 *)&e[2]) & 0xfff9) != 0; /* offset or M */
 			if (bpf_ntohs(*(__u16 *)&e[2]) & 0xfff8) {
 				p->fragment = 1;
 				k->proto = nh;
@@ -383,15 +388,21 @@ enum layer {
  * set for the frame as received (or a mirror's inner frame): its first tag
  * is the key's vlan_id and its MACs are keyed with --macs. */
 static __always_inline int parse_link(struct packet *p, struct cursor *c, struct flow_key *k,
-				      void **l3, __u16 *proto, int at, int frame)
+				      void **l3, __u16 *proto, int at, int frame, int inner)
 {
 	void *end = c->data_end;
 	void *l2 = *l3;
+	/* Inside a tunnel the frame ends with the outer IP packet, before
+	 * any Ethernet padding. */
+	__u64 lim_off = p->end_off & 0x1ffff;
+	opaque(lim_off);
+	void *lim = c->data + lim_off;
 	int i;
+#define PAST(ptr, n) ((ptr) + (n) > end || (inner && (ptr) + (n) > lim))
 
 	if (at == LAYER_ETH) {
 		__u8 *eth = l2;
-		if (l2 + 14 > end)
+		if (PAST(l2, 14))
 			return PARSE_BAD(MALFORMED_ETH_TRUNCATED);
 		if (cfg_macs && frame) {
 			__builtin_memcpy(k->dst_mac, &eth[0], 6);
@@ -408,7 +419,7 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 		    pr != bpf_htons(ETH_P_QINQ1))
 			break;
 		__u8 *tag = l2;
-		if (l2 + 4 > end)
+		if (PAST(l2, 4))
 			return PARSE_BAD(MALFORMED_VLAN_TRUNCATED);
 		if (i == 0 && frame)
 			k->vlan_id = bpf_ntohs(*(__u16 *)&tag[0]) & 0x0fff;
@@ -428,10 +439,10 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 #pragma unroll
 		for (i = 0; i < MAX_MPLS_LABELS; i++) {
 			__u8 *lse = l2;
-			if (l2 + 4 > end)
+			if (PAST(l2, 4))
 				return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
 			__u32 v = bpf_ntohl(*(__u32 *)lse);
-			if (i == 0) {
+			if (i == 0 && frame) {
 				k->tunnel_type = TUNNEL_MPLS;
 				k->tunnel_id = v >> 12;
 			}
@@ -444,7 +455,7 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 		if (i == MAX_MPLS_LABELS)
 			return PARSE_BAD(MALFORMED_MPLS_STACK_TOO_DEEP);
 		__u8 *in = l2;
-		if (l2 + 1 > end)
+		if (PAST(l2, 1))
 			return PARSE_BAD(MALFORMED_MPLS_TRUNCATED);
 		if ((in[0] >> 4) == 4)
 			pr = bpf_htons(ETH_P_IP);
@@ -461,7 +472,7 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 		 * 42 = 2 + 40). The IP header's length is the L3 octets, as
 		 * tshark's ip.len. */
 		__u8 *ph = l2;
-		if (l2 + 8 > end)
+		if (PAST(l2, 8))
 			return PARSE_BAD(MALFORMED_PPPOE_TRUNCATED);
 		__u32 plen = bpf_ntohs(*(__u16 *)&ph[4]);
 		__u64 here = l2 - c->data;
@@ -474,8 +485,10 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 			pr = bpf_htons(ETH_P_IPV6);
 		else
 			return PARSE_NOT_IP; /* LCP, IPCP, ... */
-		k->tunnel_type = TUNNEL_PPPOE;
-		k->tunnel_id = bpf_ntohs(*(__u16 *)&ph[2]);
+		if (frame) {
+			k->tunnel_type = TUNNEL_PPPOE;
+			k->tunnel_id = bpf_ntohs(*(__u16 *)&ph[2]);
+		}
 		l2 += 8;
 	} else if (pr != bpf_htons(ETH_P_IP) && pr != bpf_htons(ETH_P_IPV6)) {
 		return PARSE_NOT_IP;
@@ -483,6 +496,7 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 	*proto = pr;
 	*l3 = l2;
 	return PARSE_OK;
+#undef PAST
 }
 
 /* VXLAN (RFC 7348) at h: the I flag must be set for the VNI to mean
@@ -492,7 +506,8 @@ static __always_inline int vxlan(struct cursor *c, void *h, __u32 *vni)
 	__u8 *v = h;
 	void *l3_end = c->l3_end;
 	opaque(l3_end);
-	if (h + 8 > c->data_end || h + 8 > l3_end)
+	/* The header and an Ethernet header after it. */
+	if (h + 8 + 14 > c->data_end || h + 8 + 14 > l3_end)
 		return PARSE_BAD(MALFORMED_VXLAN_TRUNCATED);
 	if (!(v[0] & 0x08))
 		return PARSE_BAD(MALFORMED_VXLAN_NO_VNI);
@@ -537,8 +552,10 @@ static __always_inline int gtpu(struct cursor *c, struct flow_key *k, void *h, v
 	opaque(l3_end);
 	if (h + 8 > end || h + 8 > l3_end)
 		return PARSE_BAD(MALFORMED_GTPU_TRUNCATED);
+	/* Not GTP-U version 1 (GTP' has PT 0): some other protocol on the
+	 * port (RTP in zeek's gtp4_udp_2152_inside.pcap), the UDP flow. */
 	if ((g[0] >> 5) != 1 || !(g[0] & 0x10))
-		return PARSE_BAD(MALFORMED_GTPU_BAD_HEADER);
+		return PARSE_OK;
 	if (g[1] != 255)
 		return PARSE_OK;
 	__u32 teid = bpf_ntohl(*(__u32 *)&g[4]);
@@ -594,11 +611,8 @@ static __always_inline int tzsp(struct cursor *c, void *h, void **next, int *at)
 	opaque(l3_end);
 	if (h + 4 > end || h + 4 > l3_end)
 		return PARSE_BAD(MALFORMED_TZSP_TRUNCATED);
-	if (t[0] != 1 || t[1] > 1 || *(__u16 *)&t[2] != bpf_htons(1)) {
-		if (t[0] == 1 && t[1] > 2)
-			return PARSE_OK; /* configuration, keepalive, port opener: no frame */
+	if (t[0] != 1 || t[1] != 0 || *(__u16 *)&t[2] != bpf_htons(1))
 		return PARSE_BAD(MALFORMED_TZSP_BAD_HEADER);
-	}
 	void *f = h + 4;
 	int i;
 #pragma unroll
@@ -690,6 +704,8 @@ static __always_inline int decap(struct cursor *c, struct flow_key *k, void **ne
 					if (in + 4 > end || in + 4 > l3_end)
 						return PARSE_BAD(MALFORMED_ERSPAN_TRUNCATED);
 					in += e[11] & 1 ? 12 : 4;
+					if (in > end || in > l3_end)
+						return PARSE_BAD(MALFORMED_ERSPAN_TRUNCATED);
 				}
 			}
 			k->mirror_type = MIRROR_ERSPAN;
@@ -829,7 +845,7 @@ static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struc
 	__u16 proto = w->proto;
 
 	if (at != LAYER_IP) {
-		r = parse_link(p, c, k, &l3, &proto, at, w->frame);
+		r = parse_link(p, c, k, &l3, &proto, at, w->frame, w->layers > 0);
 		if (r)
 			return r;
 		l3 = rebase(c->data, l3, MAX_HDR_OFF);
@@ -849,7 +865,9 @@ static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struc
 	if (!c->l4)
 		return PARSE_BAD(MALFORMED_L4_TRUNCATED);
 	w->at = LAYER_DONE;
-	if (p->fragment)
+	/* A fragmented packet is not decapsulated, not even its first
+	 * fragment (the inner packet is cut short): the outer flow. */
+	if (p->more_frags)
 		return parse_l4(p, c, k);
 
 	void *next = 0;

@@ -111,14 +111,16 @@ enum malformed_reason {
 	MALFORMED_GRE_BAD_HEADER,      /* version not 0, or the routing bit set */
 	MALFORMED_ERSPAN_TRUNCATED,    /* ERSPAN header past the packet */
 	MALFORMED_ERSPAN_BAD_VERSION,  /* ERSPAN version not 1 (type II) or 2 (type III) */
-	MALFORMED_VXLAN_TRUNCATED,     /* VXLAN header or its Ethernet frame past the packet */
-	MALFORMED_VXLAN_NO_VNI,	       /* I flag clear: the VNI is not valid (RFC 7348) */
-	MALFORMED_GENEVE_TRUNCATED,    /* Geneve header or options past the packet */
-	MALFORMED_GENEVE_BAD_HEADER,   /* version not 0, or an unknown protocol type */
-	MALFORMED_GTPU_TRUNCATED,      /* GTP-U header or extension headers past the packet */
-	MALFORMED_GTPU_BAD_HEADER,     /* version not 1, PT 0, or extension chain too long */
-	MALFORMED_TZSP_TRUNCATED,      /* TZSP header or tags past the packet */
-	MALFORMED_TZSP_BAD_HEADER, /* version not 1, not received, not Ethernet, or tags too long */
+	MALFORMED_VXLAN_TRUNCATED,   /* VXLAN header or the Ethernet header after it past the packet
+				      */
+	MALFORMED_VXLAN_NO_VNI,	     /* I flag clear: the VNI is not valid (RFC 7348) */
+	MALFORMED_GENEVE_TRUNCATED,  /* Geneve header or options past the packet */
+	MALFORMED_GENEVE_BAD_HEADER, /* version not 0, or an unknown protocol type */
+	MALFORMED_GTPU_TRUNCATED,    /* GTP-U header or extension headers past the packet */
+	MALFORMED_GTPU_BAD_HEADER, /* an extension header of length 0, or more than MAX_GTPU_EXT */
+	MALFORMED_TZSP_TRUNCATED,  /* TZSP header or tags past the packet */
+	MALFORMED_TZSP_BAD_HEADER, /* version not 1, not a received frame (type 0), not Ethernet, or
+				      tags without END */
 	MALFORMED_TUNNEL_TOO_DEEP, /* tunnels nested beyond MAX_TUNNEL_DEPTH */
 	MALFORMED_MAX,
 };
