@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
@@ -92,7 +93,58 @@ func BenchmarkEmptyProgram(b *testing.B) {
 	measure(b, p, benchFrames()["ipv4-tcp"], 1<<30, nil)
 }
 
-// One flow, already in the table: the common case on a busy link.
+// encapBench is a frame whose innermost packet is a plain frame's
+// (benchFrames()[plain]), inside levels tunnel or mirror encapsulations.
+type encapBench struct {
+	name   string
+	cfg    Config
+	frame  []byte
+	plain  string
+	levels int
+	// What the flow is keyed with: checked after the run, so that a row
+	// measures the path it names.
+	tunnel TunnelType
+	mirror MirrorType
+}
+
+// encapBenchFrames are the tunnel and mirror rows of ExistingFlow (issue
+// #13: at most +10 ns per encapsulation level over the plain frame).
+func encapBenchFrames() []encapBench {
+	// The IP packets of ipv4-tcp and ipv6-udp.
+	in4 := serialize(ipv4(layers.IPProtocolTCP), tcp(40000, 443, tACK))
+	in6 := serialize(ipv6(layers.IPProtocolUDP), udp(40000, 53))
+	e4 := eth(layers.EthernetTypeIPv4)
+	P := func(b []byte) gopacket.Payload { return b }
+	tunnel := func(kinds ...nestKind) []byte {
+		pkt, _, _, _ := nest(in4, kinds...)
+		return build(e4, P(pkt))
+	}
+	const greN, udpN = layers.IPProtocolGRE, layers.IPProtocolUDP
+	ersII := &layers.GRE{Protocol: layers.EthernetTypeERSPAN, SeqPresent: true, Seq: 9}
+	vx := tunnel(nestVXLAN)
+	return []encapBench{
+		{"gre-key", Config{}, tunnel(nestGRE), "ipv4-tcp", 1, TunnelGRE, MirrorNone},
+		{"ipv4-in-ipv4", Config{}, tunnel(nestIPIP), "ipv4-tcp", 1, TunnelIPIP, MirrorNone},
+		{"ipv6-in-ipv4", Config{}, build(e4, o4(1, layers.IPProtocolIPv6), P(in6)), "ipv6-udp", 1, TunnelIPIP, MirrorNone},
+		{"vxlan", Config{}, vx, "ipv4-tcp", 1, TunnelVXLAN, MirrorNone},
+		{"geneve", Config{}, tunnel(nestGeneve), "ipv4-tcp", 1, TunnelGeneve, MirrorNone},
+		{"gtpu", Config{}, tunnel(nestGTPU), "ipv4-tcp", 1, TunnelGTPU, MirrorNone},
+		{"vxlan-in-gre", Config{}, tunnel(nestGRE, nestVXLAN), "ipv4-tcp", 2, TunnelVXLAN, MirrorNone},
+		{"vxlan-x3", Config{}, tunnel(nestVXLAN, nestVXLAN, nestVXLAN), "ipv4-tcp", 3, TunnelVXLAN, MirrorNone},
+		{"erspan2-mirror", mirrorCfg(MirrorERSPAN, 0), build(e4, o4(1, greN), ersII, erspan2(0x155, 0), P(eth4Of(in4))),
+			"ipv4-tcp", 1, TunnelNone, MirrorERSPAN},
+		{"vxlan-mirror", mirrorCfg(MirrorVXLAN, 0), vx, "ipv4-tcp", 1, TunnelNone, MirrorVXLAN},
+		{"tzsp-mirror", mirrorCfg(MirrorTZSP, 0), build(e4, o4(1, udpN), udp(49152, PortTZSP), tzsp(), P(eth4Of(in4))),
+			"ipv4-tcp", 1, TunnelNone, MirrorTZSP},
+		// The outer view (--tunnels outer): the outer packet's flow, no
+		// tunnel parsed (a UDP flow to 4789, a GRE flow).
+		{"vxlan-outer", Config{TunnelsOuter: true}, vx, "ipv4-tcp", 0, TunnelNone, MirrorNone},
+		{"gre-outer", Config{TunnelsOuter: true}, tunnel(nestGRE), "ipv4-tcp", 0, TunnelNone, MirrorNone},
+	}
+}
+
+// One flow, already in the table: the common case on a busy link. The
+// plain frames for every table type; the tunnels and mirrors for HASH.
 func BenchmarkExistingFlow(b *testing.B) {
 	for _, typ := range tableTypes {
 		for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp", "mpls-tcp", "pppoe-tcp"} {
@@ -101,6 +153,22 @@ func BenchmarkExistingFlow(b *testing.B) {
 				measure(b, d.Program, benchFrames()[name], 1<<30, nil)
 			})
 		}
+	}
+	for _, e := range encapBenchFrames() {
+		b.Run(fmt.Sprintf("%s/%s", ebpf.Hash, e.name), func(b *testing.B) {
+			d := load(b, e.cfg)
+			measure(b, d.Program, e.frame, 1<<30, nil)
+			b.StopTimer()
+			flows := drainAll(b, d)
+			if len(flows) != 1 {
+				b.Fatalf("%d flows, want 1", len(flows))
+			}
+			for k := range flows {
+				if TunnelType(k.TunnelType) != e.tunnel || MirrorType(k.MirrorType) != e.mirror {
+					b.Fatalf("flow keyed tunnel %v, mirror %v; want %v, %v", TunnelType(k.TunnelType), MirrorType(k.MirrorType), e.tunnel, e.mirror)
+				}
+			}
+		})
 	}
 }
 
@@ -128,15 +196,7 @@ func BenchmarkNewFlow(b *testing.B) {
 			d := load(b, Config{tableType: typ, benchFlows: 1<<32 - 1})
 			// Stay below the table size, and empty the table between chunks,
 			// so that every packet really inserts.
-			measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, func() {
-				old, err := d.Rotate()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := d.Drain(old, func(FlowKey, FlowValue) {}); err != nil {
-					b.Fatal(err)
-				}
-			})
+			measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, rotateAndDrain(b, d))
 		})
 	}
 }
@@ -150,15 +210,7 @@ func BenchmarkNewFlowLocalNets(b *testing.B) {
 	}
 	pinCPU(b)
 	d := load(b, Config{benchFlows: 1<<32 - 1, LocalNets: nets})
-	measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, func() {
-		old, err := d.Rotate()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := d.Drain(old, func(FlowKey, FlowValue) {}); err != nil {
-			b.Fatal(err)
-		}
-	})
+	measure(b, d.Program, benchFrames()["ipv4-tcp"], benchChunk, rotateAndDrain(b, d))
 }
 
 // Every packet a new flow into freshly created tables: the floor of the
