@@ -328,7 +328,8 @@ func udpLayer(src, dst uint16) *layers.UDP {
 // same inner conversation in two VNIs, and the same conversation plain
 // beside them: three flows), Geneve, GTP-U, VXLAN in GRE; the mirror
 // encapsulations ERSPAN II and III, VXLAN on a mirror port (4790) and
-// TZSP. Addresses come from the benchmarking and documentation ranges
+// TZSP. Some outer frames are tagged (802.1Q, QinQ), some carried ones
+// too. Addresses come from the benchmarking and documentation ranges
 // only: conversations 198.18.0.0/16 and 2001:db8:e::/48, tunnel endpoints
 // 198.19.0.0/16 and 2001:db8:f::/48.
 func EncapMix() []EncapFlow {
@@ -343,7 +344,8 @@ func EncapMix() []EncapFlow {
 	return []EncapFlow{
 		{Name: "mpls, two labels", Flow: Flow{Src: a4("1.1"), Dst: a4("1.2"), Proto: udp, SrcPort: 1001, DstPort: 2001, Payload: 100, Packets: 10},
 			Encaps: []Encap{{Kind: EncapMPLS, Labels: []uint32{100, 200}}}},
-		{Name: "pppoe, ipv6 inside", Flow: Flow{Src: a6("1"), Dst: a6("2"), Proto: tcp, SrcPort: 40002, DstPort: 443, TCPFlags: ack | psh, Payload: 200, Packets: 8},
+		{Name: "pppoe over qinq, ipv6 inside", Flow: Flow{Src: a6("1"), Dst: a6("2"), Proto: tcp, SrcPort: 40002, DstPort: 443, TCPFlags: ack | psh,
+			VLAN: 300, InnerVLAN: 7, Payload: 200, Packets: 8},
 			Encaps: []Encap{{Kind: EncapPPPoE, ID: 0x1234}}},
 		{Name: "gre with a key", Flow: Flow{Src: a4("2.1"), Dst: a4("2.2"), Proto: udp, SrcPort: 1003, DstPort: 2003, Payload: 120, Packets: 12},
 			Encaps: []Encap{{Kind: EncapGRE, ID: 0x1001, Src: e4("0.1"), Dst: e4("0.2")}}},
@@ -360,13 +362,14 @@ func EncapMix() []EncapFlow {
 		{Name: "the tenants' conversation, plain", Flow: withPackets(tenant, 4)},
 		{Name: "geneve over ipv6", Flow: Flow{Src: a4("5.1"), Dst: a4("5.2"), Proto: udp, SrcPort: 1006, DstPort: 2006, Payload: 150, Packets: 5},
 			Encaps: []Encap{{Kind: EncapGeneve, ID: 0x300, Src: e6("3"), Dst: e6("4")}}},
-		{Name: "gtp-u", Flow: Flow{Src: a4("6.1"), Dst: a4("6.2"), Proto: tcp, SrcPort: 40007, DstPort: 80, TCPFlags: ack, Payload: 500, Packets: 8},
+		{Name: "gtp-u, outer vlan 41", Flow: Flow{Src: a4("6.1"), Dst: a4("6.2"), Proto: tcp, SrcPort: 40007, DstPort: 80, TCPFlags: ack, VLAN: 41, Payload: 500, Packets: 8},
 			Encaps: []Encap{{Kind: EncapGTPU, ID: 0x4000, Src: e4("2.1"), Dst: e4("2.2")}}},
 		{Name: "vxlan in gre", Flow: Flow{Src: a6("7"), Dst: a6("8"), Proto: udp, SrcPort: 1008, DstPort: 2008, Payload: 90, Packets: 6},
 			Encaps: []Encap{{Kind: EncapGRE, ID: 0x5005, Src: e4("3.1"), Dst: e4("3.2")}, {Kind: EncapVXLAN, ID: 500, Src: e4("3.5"), Dst: e4("3.6")}}},
 		{Name: "erspan type II, a tagged frame mirrored", Flow: Flow{Src: a4("7.1"), Dst: a4("7.2"), Proto: udp, SrcPort: 1009, DstPort: 2009, Payload: 110, Packets: 7},
 			Encaps: []Encap{{Kind: EncapERSPANII, ID: 0x155, Src: e4("4.1"), Dst: e4("4.2"), VLAN: 30}}},
-		{Name: "erspan type III over ipv6", Flow: Flow{Src: a6("9"), Dst: a6("a"), Proto: tcp, SrcPort: 40010, DstPort: 443, TCPFlags: ack, Payload: 70, Packets: 6},
+		{Name: "erspan type III over ipv6, outer vlan 40: the mirrored frame's (no) tag", Flow: Flow{Src: a6("9"), Dst: a6("a"), Proto: tcp, SrcPort: 40010, DstPort: 443, TCPFlags: ack,
+			VLAN: 40, Payload: 70, Packets: 6},
 			Encaps: []Encap{{Kind: EncapERSPANIII, ID: 0x2aa, Src: e6("5"), Dst: e6("6")}}},
 		{Name: "vxlan on a mirror port", Flow: Flow{Src: a4("8.1"), Dst: a4("8.2"), Proto: udp, SrcPort: 1011, DstPort: 2011, Payload: 130, Packets: 9},
 			Encaps: []Encap{{Kind: EncapVXLANMirror, ID: 0x77, Src: e4("5.1"), Dst: e4("5.2"), DstPort: 4790}}},
