@@ -5,9 +5,11 @@
  *
  * Parse Ethernet / up to two VLAN tags / an MPLS label stack or a PPPoE
  * session header / IPv4 (options) / IPv6 (bounded extension-header chain) /
- * TCP, UDP, SCTP, ICMP, ICMPv6; add the frame to
- * its flow in the active flow table; sample 1-in-N frame headers into a ring
- * buffer; then PASS or DROP as configured at load time.
+ * TCP, UDP, SCTP, ICMP, ICMPv6, stripping a mirror encapsulation (ERSPAN,
+ * VXLAN, Geneve, TZSP) and decapsulating IP tunnels (GRE, IP-in-IP, VXLAN,
+ * Geneve, GTP-U) on the way; add the frame to its flow in the active flow
+ * table; sample 1-in-N frame headers into a ring buffer; then PASS or DROP
+ * as configured at load time. docs/datapath.md has every rule.
  *
  * The active table is reached through flow_tables (an array of maps with one
  * slot). Userspace swaps the slot to drain: the swap syscall waits for every
