@@ -6,6 +6,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
 
 // MPLS and PPPoE session frames (issue #13): the flow is the IP
@@ -14,27 +16,11 @@ import (
 // the session id); L3 bytes are the inner IP packet's, L2 bytes the whole
 // frame.
 
-// mpls is a label stack, bottom-of-stack set on the last label when bos.
-func mpls(bos bool, labels ...uint32) gopacket.Payload {
-	var b []byte
-	for i, l := range labels {
-		v := l<<12 | 64 // TTL 64, TC 0
-		if bos && i == len(labels)-1 {
-			v |= 1 << 8
-		}
-		b = binary.BigEndian.AppendUint32(b, v)
-	}
-	return b
-}
+var mpls = trafficgen.MPLS // a label stack, TTL 64
 
-// pppoe is a PPPoE session header and PPP protocol for an inner packet of
-// n bytes.
-func pppoe(proto uint16, n int) gopacket.Payload {
-	b := []byte{0x11, 0x00, 0x12, 0x34, 0, 0, 0, 0}
-	binary.BigEndian.PutUint16(b[4:], uint16(n+2))
-	binary.BigEndian.PutUint16(b[6:], proto)
-	return b
-}
+// pppoe is a PPPoE session header (session 0x1234) and PPP protocol for
+// an inner packet of n bytes.
+func pppoe(proto uint16, n int) gopacket.Payload { return trafficgen.PPPoE(0x1234, proto, n) }
 
 // pppoeFrame is a PPPoE session frame around the given IP layers.
 func pppoeFrame(l2 []gopacket.SerializableLayer, proto uint16, inner ...gopacket.SerializableLayer) []byte {
@@ -43,9 +29,9 @@ func pppoeFrame(l2 []gopacket.SerializableLayer, proto uint16, inner ...gopacket
 }
 
 const (
-	pppIPv4 = 0x0021
-	pppIPv6 = 0x0057
-	pppLCP  = 0xc021
+	pppIPv4 = trafficgen.PPPIPv4
+	pppIPv6 = trafficgen.PPPIPv6
+	pppLCP  = trafficgen.PPPLCP
 )
 
 func TestMPLSAndPPPoE(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
 )
 
 // IP tunnels and mirror encapsulations (issue #13), table tests through the
@@ -22,8 +24,8 @@ var (
 	ep4 = [...][2]string{1: {"192.0.2.1", "192.0.2.2"}, {"203.0.113.1", "203.0.113.2"}, {"198.51.100.1", "198.51.100.2"}, {"100.64.0.1", "100.64.0.2"}, {"10.255.0.1", "10.255.0.2"}}
 	ep6 = [...][2]string{1: {"2001:db8:1::1", "2001:db8:1::2"}, {"2001:db8:2::1", "2001:db8:2::2"}, {"2001:db8:3::1", "2001:db8:3::2"}, {"2001:db8:4::1", "2001:db8:4::2"}}
 	// The MACs of frames carried inside tunnels and mirrors.
-	macC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xc}
-	macD = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xd}
+	macC = trafficgen.CarriedSrcMAC
+	macD = trafficgen.CarriedDstMAC
 )
 
 // o4 and o6 are the outer IP header of tunnel i.
@@ -49,49 +51,18 @@ func frameOf(l2 []gopacket.SerializableLayer, inner []byte) []byte {
 	return build(l2, gopacket.Payload(inner))
 }
 
-func greP(proto layers.EthernetType) *layers.GRE { return &layers.GRE{Protocol: proto} }
-
-func greK(proto layers.EthernetType, key uint32) *layers.GRE {
-	return &layers.GRE{Protocol: proto, KeyPresent: true, Key: key}
-}
-
-func vxlan(vni uint32) *layers.VXLAN { return &layers.VXLAN{ValidIDFlag: true, VNI: vni} }
-
-func geneve(vni uint32, proto layers.EthernetType, opts ...*layers.GeneveOption) *layers.Geneve {
-	return &layers.Geneve{VNI: vni, Protocol: proto, Options: opts}
-}
-
-func gtpu(teid uint32, ext ...layers.GTPExtensionHeader) *layers.GTPv1U {
-	return &layers.GTPv1U{Version: 1, ProtocolType: 1, MessageType: 255, TEID: teid, GTPExtensionHeaders: ext}
-}
-
-// erspan2 is an ERSPAN type II header; COS, encapsulation type and the T
-// bit fill the bits above the session id so that only its low 10 bits are
-// read. vlan is the session's, not the mirrored frame's.
-func erspan2(session uint16, vlan uint16) *layers.ERSPANII {
-	return &layers.ERSPANII{Version: 1, SessionID: session, VLANIdentifier: vlan, CoS: 5, TrunkEncap: 3, IsTruncated: true, Index: 0x12345}
-}
-
-// erspan3 is an ERSPAN type III header (12 bytes), and with sub the
-// optional 8-byte platform-specific subheader (O bit).
-func erspan3(version uint8, session uint16, sub bool) gopacket.Payload {
-	b := make([]byte, 12, 20)
-	binary.BigEndian.PutUint16(b[0:], uint16(version)<<12|100)             // VLAN 100 of the session, not of the frame
-	binary.BigEndian.PutUint16(b[2:], 0x7<<13|0x3<<11|1<<10|session&0x3ff) // COS 7, BSO 3, T 1
-	binary.BigEndian.PutUint32(b[4:], 0x01020304)                          // timestamp
-	b[10] = 0x80                                                           // P: an Ethernet PDU, frame type 0
-	if sub {
-		b[11] |= 1
-		b = append(b, 0x0c, 0x00, 0x00, 0x03, 0x15, 0xf7, 0x42, 0xe8) // platform 3, port 3, upper timestamp
-	}
-	return b
-}
-
-// tzsp is a TZSP header (version 1, type 0 received, encapsulation 1
-// Ethernet) and tags, then END.
-func tzsp(tags ...byte) gopacket.Payload {
-	return append(append([]byte{1, 0, 0, 1}, tags...), 1)
-}
+// The encapsulation headers, shared with the end-to-end profile
+// (trafficgen's headers.go).
+var (
+	greP    = trafficgen.GRE
+	greK    = trafficgen.GREKeyed
+	vxlan   = trafficgen.VXLAN
+	geneve  = trafficgen.Geneve
+	gtpu    = trafficgen.GTPU
+	erspan2 = trafficgen.ERSPANII
+	erspan3 = trafficgen.ERSPANIII
+	tzsp    = trafficgen.TZSP
+)
 
 // Tunnel and mirror kinds, for frames nested n deep.
 type nestKind int
@@ -180,14 +151,7 @@ func withLabels(lse ...uint32) func(*flow) { return func(f *flow) { f.labels = l
 
 func withFlags(fl uint32) func(*flow) { return func(f *flow) { f.flags = fl } }
 
-// lse is the label stack entry mpls() writes: TTL 64, TC 0.
-func lse(label uint32, bottom bool) uint32 {
-	v := label<<12 | 64
-	if bottom {
-		v |= 1 << 8
-	}
-	return v
-}
+var lse = trafficgen.LSE // the label stack entry mpls() writes
 
 // runEncapCases runs each case through both programs on a datapath per
 // configuration, and compares the expectations with tshark's view.

@@ -5,9 +5,11 @@
  *
  * Parse Ethernet / up to two VLAN tags / an MPLS label stack or a PPPoE
  * session header / IPv4 (options) / IPv6 (bounded extension-header chain) /
- * TCP, UDP, SCTP, ICMP, ICMPv6; add the frame to
- * its flow in the active flow table; sample 1-in-N frame headers into a ring
- * buffer; then PASS or DROP as configured at load time.
+ * TCP, UDP, SCTP, ICMP, ICMPv6, stripping a mirror encapsulation (ERSPAN,
+ * VXLAN, Geneve, TZSP) and decapsulating IP tunnels (GRE, IP-in-IP, VXLAN,
+ * Geneve, GTP-U) on the way; add the frame to its flow in the active flow
+ * table; sample 1-in-N frame headers into a ring buffer; then PASS or DROP
+ * as configured at load time. docs/datapath.md has every rule.
  *
  * The active table is reached through flow_tables (an array of maps with one
  * slot). Userspace swaps the slot to drain: the swap syscall waits for every
@@ -382,11 +384,12 @@ enum layer {
 	LAYER_DONE, /* no (further) encapsulation: the L4 header */
 };
 
-/* The link layer from *off: Ethernet (when at == LAYER_ETH), VLAN tags, an
- * MPLS label stack or a PPPoE session header, from *l3 up to the IP header.
- * Sets *l3 to the IP header and *proto to ETH_P_IP or ETH_P_IPV6. `frame` is
- * set for the frame as received (or a mirror's inner frame): its first tag
- * is the key's vlan_id and its MACs are keyed with --macs. */
+/* The link layer from *l3: Ethernet (when at == LAYER_ETH), VLAN tags, an
+ * MPLS label stack or a PPPoE session header, up to the IP header. Sets *l3
+ * to the IP header and *proto to ETH_P_IP or ETH_P_IPV6. `frame` is set for
+ * the frame as received (or a mirror's inner frame): its first tag is the
+ * key's vlan_id, its MACs are keyed with --macs, and its top label or PPPoE
+ * session is the key's tunnel id (inside an IP tunnel, the tunnel's is). */
 static __always_inline int parse_link(struct packet *p, struct cursor *c, struct flow_key *k,
 				      void **l3, __u16 *proto, int at, int frame, int inner)
 {
@@ -434,7 +437,7 @@ static __always_inline int parse_link(struct packet *p, struct cursor *c, struct
 		 * byte); then the first nibble tells IPv4 from IPv6. Anything
 		 * else (0: a pseudowire control word and Ethernet, 1: G-ACh,
 		 * ...) is not parsed: non-IP. The first stack seen is kept for
-		 * export; the top label keys the flow. */
+		 * export. */
 		int keep = p->mpls_labels[0] == 0;
 #pragma unroll
 		for (i = 0; i < MAX_MPLS_LABELS; i++) {

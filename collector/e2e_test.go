@@ -362,3 +362,68 @@ func TestRealExporters(t *testing.T) {
 		t.Logf("collector log:\n%s", col.out.String())
 	}
 }
+
+// TestProbeEncapsulations: issue #13 through our own collector. The
+// probe counts trafficgen.EncapMix with tunnels inner, mirrors stripped
+// and MACs, and sends its IPFIX with xdpflow's own IEs under an
+// enterprise number; the collector, given the same number, writes every
+// flow exactly, with its tunnel (type, id, endpoints), mirror session
+// and type, MACs and labels (without their TTL, which IPFIX does not
+// carry): the two VXLAN tenants with one inner conversation stay two
+// flows.
+func TestProbeEncapsulations(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test needs root (network namespaces, XDP): run `sudo make test`")
+	}
+	collector := build(t, ".", "xdpflow-collector")
+	probe := build(t, "../probe", "xdpflow-probe")
+	pair, err := testnet.NewPair(fmt.Sprintf("xfn%d", os.Getpid()%100000), testnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	const pen = "32473" // RFC 5612's, for documentation
+
+	colPort := freeUDPPort(t, pair)
+	outPath := filepath.Join(t.TempDir(), "flows.jsonl")
+	col := startProc(t, pair, "xdpflow-collector", collector, "--listen", fmt.Sprintf("udp://127.0.0.1:%d", colPort), "--out", outPath,
+		"--ipfix-enterprise-number", pen)
+	mix := trafficgen.EncapMix()
+	view := trafficgen.View{Mirrors: true, MACs: true}
+	args := []string{"-i", pair.LinkB, "--xdp-mode", "native", "--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", colPort),
+		"--ipfix-enterprise-number", pen, "--macs", "--pin-path", ""}
+	for _, m := range trafficgen.MirrorEncaps(mix) {
+		args = append(args, "--mirror-encap", m)
+	}
+	p := startProc(t, pair, "xdpflow-probe", append([]string{probe}, args...)...)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(col.out.String(), "listening") ||
+		!strings.Contains(p.out.String(), "capabilities"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("collector or probe did not start:\n%s\n%s", col.out.String(), p.out.String())
+		}
+	}
+
+	frames, err := trafficgen.BuildEncap(mix, pair.MACA, pair.MACB, view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := flowcheck.Sums{}
+	for _, f := range frames {
+		want.AddSent(f, 1)
+	}
+	sendFrames(t, pair, frames, 1)
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("probe: %v\n%s", err, p.out.String())
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := col.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("collector: %v\n%s", err, col.out.String())
+	}
+	got := readOut(t, outPath)[netip.MustParseAddr("127.0.0.1")]
+	for _, d := range flowcheck.Diff(got, want.Map(flowcheck.LabelsNoTTL)) {
+		t.Errorf("collector vs the traffic: %s", d)
+	}
+	if t.Failed() {
+		t.Logf("probe log:\n%s\ncollector log:\n%s", p.out.String(), col.out.String())
+	}
+}

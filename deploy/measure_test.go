@@ -186,7 +186,7 @@ func TestMeasureResources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out[i] = trafficgen.Built{Flow: f, Frame: frame, L3: l3}
+			out[i] = trafficgen.Built{Flow: f, Frame: frame, L3: l3, L2: len(frame)}
 		}
 		return out
 	}

@@ -17,26 +17,49 @@ import (
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
-// ID is what tells flows apart on one capture interface.
+// ID is what tells flows apart on one capture interface: the
+// conversation, the VLAN, and the encapsulation fields a record carries
+// (tunnel, mirror session, MACs, labels; zero for plain traffic).
 type ID struct {
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
 	Proto            uint8
 	VLAN             uint16
+	trafficgen.Extras
 }
 
 func (id ID) String() string {
-	return fmt.Sprintf("vlan%d proto%d %s > %s", id.VLAN, id.Proto,
+	s := fmt.Sprintf("vlan%d proto%d %s > %s", id.VLAN, id.Proto,
 		netip.AddrPortFrom(id.Src, id.SrcPort), netip.AddrPortFrom(id.Dst, id.DstPort))
+	x := id.Extras
+	if x.TunnelType != 0 || x.TunnelID != 0 {
+		s += fmt.Sprintf(" tunnel %v id %#x", x.TunnelType, x.TunnelID)
+	}
+	if x.TunnelSrc.IsValid() || x.TunnelDst.IsValid() {
+		s += fmt.Sprintf(" endpoints %v > %v", x.TunnelSrc, x.TunnelDst)
+	}
+	if x.MirrorType != 0 || x.ObservationPoint != 0 {
+		s += fmt.Sprintf(" mirror %v session %#x", x.MirrorType, x.ObservationPoint)
+	}
+	if x.SrcMAC != (schemas.MAC{}) || x.DstMAC != (schemas.MAC{}) {
+		s += fmt.Sprintf(" mac %v > %v", x.SrcMAC, x.DstMAC)
+	}
+	if n := schemas.MplsDepth(&x.MPLSLabels); n > 0 {
+		s += fmt.Sprintf(" labels %x", x.MPLSLabels[:n])
+	}
+	return s
 }
 
 // IDOf returns the ID of a record.
 func IDOf(f *schemas.Flow) ID {
-	return ID{f.SrcAddr, f.DstAddr, f.SrcPort, f.DstPort, f.Proto, f.VlanId}
+	return ID{Src: f.SrcAddr, Dst: f.DstAddr, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto, VLAN: f.VlanId,
+		Extras: trafficgen.Extras{TunnelType: f.TunnelType, TunnelID: f.TunnelId, TunnelSrc: f.TunnelSrcAddr.Unmap(), TunnelDst: f.TunnelDstAddr.Unmap(),
+			MirrorType: f.MirrorType, ObservationPoint: f.ObservationPointId, SrcMAC: f.SrcMac, DstMAC: f.DstMac, MPLSLabels: f.MplsLabels}}
 }
 
-// Totals of one flow.
-type Totals struct{ Packets, Bytes uint64 }
+// Totals of one flow. L2Bytes 0 in the truth means it is not known (a
+// decoder without layer2OctetDeltaCount on that side): not compared.
+type Totals struct{ Packets, Bytes, L2Bytes uint64 }
 
 // Sums are totals per flow.
 type Sums map[ID]Totals
@@ -44,9 +67,10 @@ type Sums map[ID]Totals
 // AddSent adds times x f's packets to the truth.
 func (s Sums) AddSent(f trafficgen.Built, times int) {
 	sport, dport := f.Ports()
-	id := ID{f.Src, f.Dst, sport, dport, uint8(f.Proto), f.VLAN}
+	id := ID{f.Src, f.Dst, sport, dport, uint8(f.Proto), f.VLAN, f.Extras}
 	t := s[id]
-	s[id] = Totals{t.Packets + uint64(times*f.Packets), t.Bytes + uint64(times*f.Packets*f.L3)}
+	n := uint64(times * f.Packets)
+	s[id] = Totals{t.Packets + n, t.Bytes + n*uint64(f.L3), t.L2Bytes + n*uint64(f.L2)}
 }
 
 // AddRecord adds an exported record (both directions of a biflow).
@@ -59,7 +83,46 @@ func (s Sums) AddRecord(f *schemas.Flow) {
 	}
 	id := IDOf(f)
 	t := s[id]
-	s[id] = Totals{t.Packets + f.Packets, t.Bytes + f.Bytes}
+	s[id] = Totals{t.Packets + f.Packets, t.Bytes + f.Bytes, t.L2Bytes + f.L2Bytes}
+}
+
+// Map is s as a decoder that lacks some field sees it: every ID passed
+// through fn, the flows that then coincide summed.
+func (s Sums) Map(fn func(ID) ID) Sums {
+	out := Sums{}
+	for id, t := range s {
+		id = fn(id)
+		o := out[id]
+		out[id] = Totals{o.Packets + t.Packets, o.Bytes + t.Bytes, o.L2Bytes + t.L2Bytes}
+	}
+	return out
+}
+
+// WithoutL2 is s with no layer-2 octets: the truth for a decoder that has
+// no layer2OctetDeltaCount.
+func (s Sums) WithoutL2() Sums {
+	out := Sums{}
+	for id, t := range s {
+		out[id] = Totals{Packets: t.Packets, Bytes: t.Bytes}
+	}
+	return out
+}
+
+// NoEnterprise is an ID without the fields IPFIX carries only in
+// xdpflow's own IEs (tunnel type, id and endpoints; mirror type): what a
+// collector reads of a probe that has no --ipfix-enterprise-number.
+func NoEnterprise(id ID) ID {
+	id.TunnelType, id.TunnelID, id.TunnelSrc, id.TunnelDst, id.MirrorType = 0, 0, netip.Addr{}, netip.Addr{}, 0
+	return id
+}
+
+// LabelsNoTTL is an ID whose MPLS label stack entries have no TTL: as
+// IPFIX and NetFlow v9 carry them (3-byte IEs 70-79).
+func LabelsNoTTL(id ID) ID {
+	for i := range id.MPLSLabels {
+		id.MPLSLabels[i] &^= 0xff
+	}
+	return id
 }
 
 // Diff lists how got differs from want, one line a flow, sorted.
@@ -67,11 +130,15 @@ func Diff(got, want Sums) []string {
 	var out []string
 	for id, w := range want {
 		g, ok := got[id]
+		if ok && w.L2Bytes == 0 {
+			g.L2Bytes = 0
+		}
 		switch {
 		case !ok:
-			out = append(out, fmt.Sprintf("missing %v (sent %d packets, %d bytes)", id, w.Packets, w.Bytes))
+			out = append(out, fmt.Sprintf("missing %v (sent %d packets, %d bytes, %d L2 bytes)", id, w.Packets, w.Bytes, w.L2Bytes))
 		case g != w:
-			out = append(out, fmt.Sprintf("%v: %d packets %d bytes, sent %d packets %d bytes", id, g.Packets, g.Bytes, w.Packets, w.Bytes))
+			out = append(out, fmt.Sprintf("%v: %d packets %d bytes %d L2 bytes, sent %d packets %d bytes %d L2 bytes",
+				id, g.Packets, g.Bytes, g.L2Bytes, w.Packets, w.Bytes, w.L2Bytes))
 		}
 	}
 	for id, g := range got {
@@ -87,6 +154,9 @@ func Diff(got, want Sums) []string {
 // decoder, keeping templates across messages as a collector does.
 type Decoder struct {
 	templates netflow.NetFlowTemplateSystem
+	// Enterprise is the probe's --ipfix-enterprise-number: xdpflow's own
+	// IEs (tunnel, mirror type) are read under it; 0, they are not.
+	Enterprise uint32
 }
 
 // NewDecoder returns a decoder with no templates.
@@ -106,7 +176,7 @@ func (d *Decoder) Decode(msg []byte) ([]schemas.Flow, error) {
 		switch fs := s.(type) {
 		case netflow.DataFlowSet:
 			for _, r := range fs.Records {
-				out = append(out, record(r.Values, &v9))
+				out = append(out, record(r.Values, &v9, d.Enterprise))
 			}
 		case netflow.RawFlowSet:
 			return out, fmt.Errorf("data set %d arrived before its template", fs.Id)
@@ -115,7 +185,7 @@ func (d *Decoder) Decode(msg []byte) ([]schemas.Flow, error) {
 	return out, nil
 }
 
-func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
+func record(vals []netflow.DataField, v9 *netflow.NFv9Packet, pen uint32) schemas.Flow {
 	var f schemas.Flow
 	var first, last uint64
 	for _, v := range vals {
@@ -139,6 +209,25 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 					f.ReverseTimeFlowEndNs = int64(n) * 1e6
 				}
 			}
+			if pen != 0 && v.Pen == pen { // xdpflow's own IEs
+				switch v.Type {
+				case schemas.IETunnelType:
+					f.TunnelType = schemas.TunnelType(n)
+				case schemas.IETunnelID:
+					f.TunnelId = uint32(n)
+				case schemas.IETunnelSourceAddress:
+					f.TunnelSrcAddr = tunnelAddr(b)
+				case schemas.IETunnelDestinationAddress:
+					f.TunnelDstAddr = tunnelAddr(b)
+				case schemas.IEMirrorType:
+					f.MirrorType = schemas.MirrorType(n)
+				}
+			}
+			continue
+		}
+		if v.Type >= schemas.IEMplsTopLabelStackSection && v.Type < schemas.IEMplsTopLabelStackSection+schemas.MaxMplsLabels {
+			// label<<4 | TC<<1 | S: the entry without its TTL.
+			f.MplsLabels[v.Type-schemas.IEMplsTopLabelStackSection] = uint32(n) << 8
 			continue
 		}
 		switch v.Type {
@@ -166,6 +255,12 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 			f.TcpFlags = uint16(n)
 		case schemas.IEIPClassOfService:
 			f.IpTos = uint8(n)
+		case schemas.IESourceMacAddress:
+			copy(f.SrcMac[:], b)
+		case schemas.IEDestinationMacAddress:
+			copy(f.DstMac[:], b)
+		case schemas.IEObservationPointID:
+			f.ObservationPointId = uint32(n)
 		case schemas.IEFlowEndReason:
 			f.EndReason = schemas.EndReason(n)
 		case schemas.IEFlowStartMilliseconds:
@@ -183,6 +278,15 @@ func record(vals []netflow.DataField, v9 *netflow.NFv9Packet) schemas.Flow {
 		f.TimeFlowStartNs, f.TimeFlowEndNs = (boot+int64(first))*1e6, (boot+int64(last))*1e6
 	}
 	return f
+}
+
+// tunnelAddr is a tunnel endpoint IE (16 bytes, IPv4-mapped; zero: none).
+func tunnelAddr(b []byte) netip.Addr {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok || a == netip.IPv6Unspecified() {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 func beUint(b []byte) uint64 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -57,6 +58,20 @@ func StartNfcapd(t *testing.T, pair *testnet.Pair) *Nfcapd {
 // back with nfdump.
 func (n *Nfcapd) Flows(t *testing.T) Sums {
 	t.Helper()
+	got := Sums{}
+	for _, f := range n.Records(t) {
+		got.AddRecord(&f)
+	}
+	return got
+}
+
+// Records stops nfcapd and reads its records back with nfdump, as
+// records: the fields nfdump shows (`nfdump -o json`), the rest zero.
+// nfdump 1.7 shows MACs (in_src_mac, in_dst_mac), MPLS labels (mpls_1
+// to mpls_10, "label-TC-S": no TTL) and observationPointID, not
+// layer2OctetDeltaCount (IE 352) nor xdpflow's enterprise IEs.
+func (n *Nfcapd) Records(t *testing.T) []schemas.Flow {
+	t.Helper()
 	n.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-n.done:
@@ -72,7 +87,10 @@ func (n *Nfcapd) Flows(t *testing.T) Sums {
 	if err := json.Unmarshal(out, &recs); err != nil {
 		t.Fatalf("nfdump json: %v\n%s", err, out)
 	}
-	got := Sums{}
+	if os.Getenv("XDPFLOW_NFDUMP_DEBUG") != "" {
+		t.Logf("nfdump -o json:\n%s", out)
+	}
+	var flows []schemas.Flow
 	for _, r := range recs {
 		f := schemas.Flow{
 			SrcAddr: addr(r, "src4_addr", "src6_addr"), DstAddr: addr(r, "dst4_addr", "dst6_addr"),
@@ -83,12 +101,17 @@ func (n *Nfcapd) Flows(t *testing.T) Sums {
 		if f.IsICMP() { // nfdump shows ICMP type and code in their own fields
 			f.DstPort = uint16(num(r, "icmp_type"))<<8 | uint16(num(r, "icmp_code"))
 		}
-		got.AddRecord(&f)
+		f.SrcMac, f.DstMac = mac(t, r, "in_src_mac"), mac(t, r, "in_dst_mac")
+		for i := range f.MplsLabels {
+			f.MplsLabels[i] = label(t, r, fmt.Sprintf("mpls_%d", i+1))
+		}
+		f.ObservationPointId = uint32(num(r, "observationPointID"))
+		flows = append(flows, f)
 	}
 	if len(recs) == 0 {
 		t.Errorf("nfdump read no flows:\n%s", out)
 	}
-	return got
+	return flows
 }
 
 func addr(r map[string]any, keys ...string) netip.Addr {
@@ -100,6 +123,31 @@ func addr(r map[string]any, keys ...string) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+// mac reads an address nfdump writes as aa:bb:cc:dd:ee:ff (zero: none).
+func mac(t *testing.T, r map[string]any, k string) schemas.MAC {
+	var m schemas.MAC
+	if s, ok := r[k].(string); ok {
+		if err := m.UnmarshalText([]byte(s)); err != nil {
+			t.Errorf("nfdump %s: %v", k, err)
+		}
+	}
+	return m
+}
+
+// label reads a label stack entry nfdump writes as label-TC-S: the
+// entry without its TTL (IPFIX has none), 0 for none.
+func label(t *testing.T, r map[string]any, k string) uint32 {
+	s, ok := r[k].(string)
+	if !ok {
+		return 0
+	}
+	var l, tc, bos uint32
+	if _, err := fmt.Sscanf(s, "%d-%d-%d", &l, &tc, &bos); err != nil {
+		t.Errorf("nfdump %s %q: %v", k, s, err)
+	}
+	return l<<12 | tc<<9 | bos<<8
 }
 
 func num(r map[string]any, k string) float64 {

@@ -31,44 +31,68 @@ type Flow struct {
 // Frame builds the flow's frame and returns it with its L3 length (IP
 // header + payload, what the datapath must count as bytes).
 func (f Flow) Frame(srcMAC, dstMAC net.HardwareAddr) (frame []byte, l3 int, err error) {
+	ip, err := f.Packet()
+	if err != nil {
+		return nil, 0, err
+	}
 	et := layers.EthernetTypeIPv4
 	if f.Src.Is6() {
 		et = layers.EthernetTypeIPv6
 	}
+	return ethernet(srcMAC, dstMAC, et, ip, f.VLAN, f.InnerVLAN), len(ip), nil
+}
+
+// ethernet is an Ethernet frame of type et around payload, 802.1Q-tagged
+// with vlan, or QinQ (802.1ad outer) with inner too; gopacket pads it to
+// the 60-byte minimum.
+func ethernet(srcMAC, dstMAC net.HardwareAddr, et layers.EthernetType, payload []byte, vlan, inner uint16) []byte {
 	var ls []gopacket.SerializableLayer
 	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: et}
 	ls = append(ls, eth)
 	switch {
-	case f.VLAN != 0 && f.InnerVLAN != 0:
+	case vlan != 0 && inner != 0:
 		eth.EthernetType = layers.EthernetTypeQinQ
-		ls = append(ls, &layers.Dot1Q{VLANIdentifier: f.VLAN, Type: layers.EthernetTypeDot1Q},
-			&layers.Dot1Q{VLANIdentifier: f.InnerVLAN, Type: et})
-	case f.VLAN != 0:
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: vlan, Type: layers.EthernetTypeDot1Q},
+			&layers.Dot1Q{VLANIdentifier: inner, Type: et})
+	case vlan != 0:
 		eth.EthernetType = layers.EthernetTypeDot1Q
-		ls = append(ls, &layers.Dot1Q{VLANIdentifier: f.VLAN, Type: et})
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: vlan, Type: et})
 	}
-	var ipLen int
+	return serialize(append(ls, gopacket.Payload(payload))...)
+}
+
+// serialize lays out ls with lengths fixed (checksums are the caller's).
+func serialize(ls ...gopacket.SerializableLayer) []byte {
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, ls...); err != nil {
+		panic(fmt.Sprintf("trafficgen: serialize %v: %v", ls, err)) // only fixed, valid layers come here
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// Packet builds the flow's IP packet (from the IP header on, checksums
+// computed): its length is what the datapath counts as bytes.
+func (f Flow) Packet() ([]byte, error) {
+	var ls []gopacket.SerializableLayer
 	var netLayer gopacket.NetworkLayer
 	if f.Src.Is6() {
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: f.Proto, SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice()}
-		ls, netLayer, ipLen = append(ls, ip), ip, 40
+		ls, netLayer = append(ls, ip), ip
 		if f.IPv6Ext {
 			// Hop-by-hop then destination options, 8 bytes each (PadN).
 			ip.NextHeader = layers.IPProtocolIPv6HopByHop
 			ext := gopacket.Payload{byte(layers.IPProtocolIPv6Destination), 0, 1, 4, 0, 0, 0, 0,
 				byte(f.Proto), 0, 1, 4, 0, 0, 0, 0}
-			ls, ipLen = append(ls, ext), ipLen+len(ext)
+			ls = append(ls, ext)
 		}
 	} else {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: f.Proto, SrcIP: f.Src.AsSlice(), DstIP: f.Dst.AsSlice()}
 		if f.IPv4Options {
 			// Record Route with room for one address, then End of Options.
 			ip.Options = []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 0}}
-			ipLen += 8
 		}
-		ls, netLayer, ipLen = append(ls, ip), ip, ipLen+20
+		ls, netLayer = append(ls, ip), ip
 	}
-	var l4Len int
 	switch f.Proto {
 	case layers.IPProtocolTCP:
 		t := &layers.TCP{SrcPort: layers.TCPPort(f.SrcPort), DstPort: layers.TCPPort(f.DstPort), DataOffset: 5, Window: 512,
@@ -76,28 +100,28 @@ func (f Flow) Frame(srcMAC, dstMAC net.HardwareAddr) (frame []byte, l3 int, err 
 			ACK: f.TCPFlags&0x10 != 0, URG: f.TCPFlags&0x20 != 0, ECE: f.TCPFlags&0x40 != 0, CWR: f.TCPFlags&0x80 != 0,
 			NS: f.TCPFlags&0x100 != 0}
 		t.SetNetworkLayerForChecksum(netLayer)
-		ls, l4Len = append(ls, t), 20
+		ls = append(ls, t)
 	case layers.IPProtocolUDP:
 		u := &layers.UDP{SrcPort: layers.UDPPort(f.SrcPort), DstPort: layers.UDPPort(f.DstPort)}
 		u.SetNetworkLayerForChecksum(netLayer)
-		ls, l4Len = append(ls, u), 8
+		ls = append(ls, u)
 	case layers.IPProtocolICMPv4:
-		ls, l4Len = append(ls, &layers.ICMPv4{TypeCode: layers.ICMPv4TypeCode(f.DstPort), Id: 1}), 8
+		ls = append(ls, &layers.ICMPv4{TypeCode: layers.ICMPv4TypeCode(f.DstPort), Id: 1})
 	case layers.IPProtocolICMPv6:
 		c := &layers.ICMPv6{TypeCode: layers.ICMPv6TypeCode(f.DstPort)}
 		c.SetNetworkLayerForChecksum(netLayer)
 		// gopacket's ICMPv6 layer is the 4-byte header; the echo id/seq
 		// are part of the payload.
-		ls, l4Len = append(ls, c), 4
+		ls = append(ls, c)
 	default:
-		return nil, 0, fmt.Errorf("trafficgen: protocol %v not supported", f.Proto)
+		return nil, fmt.Errorf("trafficgen: protocol %v not supported", f.Proto)
 	}
 	ls = append(ls, gopacket.Payload(make([]byte, f.Payload)))
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
-		return nil, 0, fmt.Errorf("trafficgen: build frame: %w", err)
+		return nil, fmt.Errorf("trafficgen: build packet: %w", err)
 	}
-	return buf.Bytes(), ipLen + l4Len + f.Payload, nil
+	return append([]byte(nil), buf.Bytes()...), nil
 }
 
 // Ports returns the ports a flow probe reports for f: for ICMP and ICMPv6
@@ -109,11 +133,17 @@ func (f Flow) Ports() (src, dst uint16) {
 	return f.SrcPort, f.DstPort
 }
 
-// Built is a flow with its frame, ready to send.
+// Built is a frame, ready to send Packets times, and what a flow probe
+// must count of it: the flow (Flow's addresses, ports, protocol and
+// VLAN), its bytes per frame and the rest of its key. For a plain flow
+// that is Flow itself; for an encapsulated one (BuildEncap) it depends
+// on how the probe looks at encapsulations.
 type Built struct {
 	Flow
-	Frame []byte
-	L3    int // IP header + payload of one frame
+	Frame  []byte
+	L3     int    // IP header + payload of one frame (octetDeltaCount)
+	L2     int    // octets of one frame counted as layer 2: the frame's, or a stripped mirror's inner frame's
+	Extras Extras // zero for a plain frame
 }
 
 // Build builds every flow of mix, with Packets multiplied by scale.
@@ -125,7 +155,7 @@ func Build(mix []Flow, srcMAC, dstMAC net.HardwareAddr, scale int) ([]Built, err
 			return nil, err
 		}
 		f.Packets *= scale
-		out[i] = Built{f, frame, l3}
+		out[i] = Built{Flow: f, Frame: frame, L3: l3, L2: len(frame)}
 	}
 	return out, nil
 }
