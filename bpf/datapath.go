@@ -293,6 +293,9 @@ func Load(cfg Config) (*Datapath, error) {
 	inner := spec.Maps["flow_tables"].InnerMap
 	inner.Type = cfg.tableType
 	inner.MaxEntries = cfg.MaxFlows
+	// The front of struct flow_key this configuration keys by: no BTF
+	// type then, since the map's key is not the whole struct.
+	inner.KeySize, inner.Key = uint32(cfg.keySize()), nil
 	spec.Maps["samples"].MaxEntries = cfg.ringBytes
 
 	d := &Datapath{cfg: cfg}

@@ -100,12 +100,9 @@ func viewName(v trafficgen.View) string {
 func keyOf(f trafficgen.Built) (FlowKey, FlowValue) {
 	sport, dport := f.Ports()
 	x := f.Extras
-	k := FlowKey{InIf: testIfindex, VlanId: f.VLAN, SrcPort: sport, DstPort: dport, Proto: uint8(f.Proto), IpVersion: 4,
+	k := FlowKey{InIf: testIfindex, VlanId: f.VLAN, SrcPort: sport, DstPort: dport, Proto: uint8(f.Proto),
 		SrcAddr: f.Src.As16(), DstAddr: f.Dst.As16(), TunnelType: uint8(x.TunnelType), TunnelId: x.TunnelID,
 		MirrorType: uint8(x.MirrorType), ObservationPointId: x.ObservationPoint, SrcMac: x.SrcMAC, DstMac: x.DstMAC}
-	if f.Src.Is6() {
-		k.IpVersion = 6
-	}
 	v := FlowValue{TcpFlags: uint32(f.TCPFlags), MplsLabels: x.MPLSLabels}
 	if x.TunnelSrc.IsValid() {
 		v.TunnelSrcAddr, v.TunnelDstAddr = x.TunnelSrc.As16(), x.TunnelDst.As16()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 )
@@ -20,12 +22,18 @@ func (k FlowKey) Src() netip.Addr { return k.addr(k.SrcAddr) }
 // Dst returns the destination address.
 func (k FlowKey) Dst() netip.Addr { return k.addr(k.DstAddr) }
 
-func (k FlowKey) addr(a [16]byte) netip.Addr {
-	ip := netip.AddrFrom16(a)
-	if k.IpVersion == 4 {
-		return ip.Unmap()
+// IPVersion is 4 or 6. The key stores IPv4 IPv4-mapped and the datapath
+// counts IPv6 packets with such addresses as malformed, so the form of the
+// address tells.
+func (k FlowKey) IPVersion() uint8 {
+	if netip.AddrFrom16(k.SrcAddr).Is4In6() {
+		return 4
 	}
-	return ip
+	return 6
+}
+
+func (k FlowKey) addr(a [16]byte) netip.Addr {
+	return netip.AddrFrom16(a).Unmap()
 }
 
 func (k FlowKey) String() string {
@@ -73,22 +81,54 @@ func (d *Datapath) Read(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
 	return d.walk(table, fn, false)
 }
 
+// The tables' key is the front of struct flow_key a configuration needs
+// (KEY_BASE, KEY_MIRROR in xdpflow.h, or all of it).
+const (
+	keyBase   = int(unsafe.Offsetof(FlowKey{}.ObservationPointId))
+	keyMirror = int(unsafe.Offsetof(FlowKey{}.SrcMac))
+	keyFull   = int(unsafe.Sizeof(FlowKey{}))
+)
+
+// keySize is the tables' key size for c.
+func (c *Config) keySize() int {
+	switch {
+	case c.MACs:
+		return keyFull
+	case len(c.Mirrors) > 0:
+		return keyMirror
+	}
+	return keyBase
+}
+
 // walk calls fn for every flow of table, deleting them with del.
 func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
 	if d.cfg.perCPU() {
 		return walkPerCPU(table, fn, del)
 	}
+	switch int(table.KeySize()) {
+	case keyBase:
+		return walkBatch[[keyBase]byte](table, fn, del)
+	case keyMirror:
+		return walkBatch[[keyMirror]byte](table, fn, del)
+	case keyFull:
+		return walkBatch[[keyFull]byte](table, fn, del)
+	}
+	return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
+}
+
+// walkBatch reads table with batch lookups into keys of its key size K.
+func walkBatch[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
 	batch := table.BatchLookup
 	if del {
 		batch = table.BatchLookupAndDelete
 	}
-	keys := make([]FlowKey, batchSize)
+	keys := make([]K, batchSize)
 	vals := make([]FlowValue, batchSize)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := batch(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			fn(keys[i], vals[i])
+			fn(keyFrom(unsafe.Slice((*byte)(unsafe.Pointer(&keys[i])), unsafe.Sizeof(keys[i]))), vals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
@@ -97,6 +137,13 @@ func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) 
 			return fmt.Errorf("read flow table: %w", err)
 		}
 	}
+}
+
+// keyFrom is the key whose front b is (the rest zero).
+func keyFrom(b []byte) FlowKey {
+	var k FlowKey
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&k)), keyFull), b)
+	return k
 }
 
 // Clear empties a table taken out of service by Rotate.
@@ -120,19 +167,19 @@ func (d *Datapath) Quiet() *ebpf.Map { return d.tables[1-d.active] }
 
 func walkPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
 	var (
-		k      FlowKey
+		kb     = make([]byte, table.KeySize())
 		perCPU []FlowValue
-		keys   []FlowKey
+		keys   [][]byte
 	)
 	it := table.Iterate()
-	for it.Next(&k, &perCPU) {
+	for it.Next(&kb, &perCPU) {
 		var v FlowValue
 		for _, c := range perCPU {
 			v.Merge(c)
 		}
-		fn(k, v)
+		fn(keyFrom(kb), v)
 		if del {
-			keys = append(keys, k)
+			keys = append(keys, slices.Clone(kb))
 		}
 	}
 	if err := it.Err(); err != nil {

@@ -49,11 +49,8 @@ func wantFlows(t *testing.T, frames []trafficgen.Built, ifindex int) (map[FlowKe
 	var all totals
 	for _, f := range frames {
 		sport, dport := f.Ports()
-		k := FlowKey{InIf: uint32(ifindex), VlanId: f.VLAN, SrcPort: sport, DstPort: dport, Proto: uint8(f.Proto), IpVersion: 4,
+		k := FlowKey{InIf: uint32(ifindex), VlanId: f.VLAN, SrcPort: sport, DstPort: dport, Proto: uint8(f.Proto),
 			SrcAddr: f.Src.As16(), DstAddr: f.Dst.As16()}
-		if f.Src.Is6() {
-			k.IpVersion = 6
-		}
 		if len(f.Frame) != int(f.SrcPort) {
 			t.Fatalf("flow %v: frame of %d bytes, want %d", k, len(f.Frame), f.SrcPort)
 		}
@@ -130,7 +127,7 @@ func multiBufferTestRun(t *testing.T, frags bool) {
 	short := append([]byte(nil), big.Frame...)
 	short[14+2], short[14+3] = byte(1000>>8), byte(1000&0xff)
 	run(t, prog, short)
-	k := FlowKey{InIf: testIfindex, SrcPort: big.SrcPort, DstPort: big.DstPort, Proto: uint8(big.Proto), IpVersion: 4,
+	k := FlowKey{InIf: testIfindex, SrcPort: big.SrcPort, DstPort: big.DstPort, Proto: uint8(big.Proto),
 		SrcAddr: big.Src.As16(), DstAddr: big.Dst.As16()}
 	w := want[k]
 	want[k] = totals{w.packets + 1, w.bytes + 1000, w.l2 + uint64(len(short))}
@@ -237,7 +234,7 @@ func vethJumbo(t *testing.T, mode link.XDPAttachFlags) {
 	// The kernel's own jumbo datagrams, from a UDP socket.
 	const datagrams, size = 100, 8900
 	local := sendUDP(t, pair, datagrams, size)
-	want[FlowKey{InIf: uint32(pair.IfindexB), SrcPort: uint16(local.Port), DstPort: 7777, Proto: uint8(layers.IPProtocolUDP), IpVersion: 4,
+	want[FlowKey{InIf: uint32(pair.IfindexB), SrcPort: uint16(local.Port), DstPort: 7777, Proto: uint8(layers.IPProtocolUDP),
 		SrcAddr: netip.MustParseAddr("198.18.0.1").As16(), DstAddr: netip.MustParseAddr("198.18.0.2").As16()}] =
 		totals{datagrams, datagrams * (20 + 8 + size), datagrams * (14 + 20 + 8 + size)}
 

@@ -44,10 +44,7 @@ func TestVethNative(t *testing.T) {
 	type totals struct{ packets, bytes, l2 uint64 }
 	want := map[FlowKey]totals{}
 	key := func(src, dst netip.Addr, proto layers.IPProtocol, sport, dport, vlan uint16) FlowKey {
-		k := FlowKey{InIf: uint32(pair.IfindexB), VlanId: vlan, SrcPort: sport, DstPort: dport, Proto: uint8(proto), IpVersion: 4}
-		if src.Is6() {
-			k.IpVersion = 6
-		}
+		k := FlowKey{InIf: uint32(pair.IfindexB), VlanId: vlan, SrcPort: sport, DstPort: dport, Proto: uint8(proto)}
 		k.SrcAddr, k.DstAddr = src.As16(), dst.As16()
 		return k
 	}

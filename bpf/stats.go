@@ -37,6 +37,7 @@ var MalformedReasons = [...]string{
 	xdpflowMalformedReasonMALFORMED_TZSP_TRUNCATED:      "tzsp_truncated",
 	xdpflowMalformedReasonMALFORMED_TZSP_BAD_HEADER:     "tzsp_bad_header",
 	xdpflowMalformedReasonMALFORMED_TUNNEL_TOO_DEEP:     "tunnel_too_deep",
+	xdpflowMalformedReasonMALFORMED_IPV6V4MAPPED:        "ipv6_v4mapped_addr",
 }
 
 // The Go table must name every reason the C enum has.

@@ -381,13 +381,11 @@ func specOf(t testing.TB, f tsharkFrame, cfg Config) specFlow {
 		}
 
 		// The flow's IP packet.
-		r.key.IpVersion = 4
 		r.key.Proto = uint8(proto)
 		if l.name == "ip" {
 			r.val.Bytes = l.num(t, "ip.len")
 			r.val.IpTos = uint8(l.hex(t, "ip.dsfield"))
 		} else {
-			r.key.IpVersion = 6
 			r.val.Bytes = 40 + l.num(t, "ipv6.plen")
 			r.val.IpTos = uint8(l.hex(t, "ipv6.tclass"))
 		}

@@ -270,7 +270,6 @@ static __always_inline int parse_ipv4(struct packet *p, struct cursor *c, struct
 
 	p->l3_len = tot_len;
 	p->ip_tos = ip[1];
-	k->ip_version = 4;
 	k->proto = ip[9];
 	set_v4mapped(k->src_addr, *(__u32 *)&ip[12]);
 	set_v4mapped(k->dst_addr, *(__u32 *)&ip[16]);
@@ -302,7 +301,6 @@ static __always_inline int parse_ipv6(struct packet *p, struct cursor *c, struct
 	p->l3_len = tot_len;
 	c->l3_end = l3_end;
 	p->ip_tos = (ip[0] << 4) | (ip[1] >> 4);
-	k->ip_version = 6;
 	/* Word copies: memcpy from a byte pointer compiles to 32 byte loads. */
 	__u32 *src = (__u32 *)&ip[8], *ks = (__u32 *)k->src_addr, *kd = (__u32 *)k->dst_addr;
 	ks[0] = src[0];
@@ -313,6 +311,11 @@ static __always_inline int parse_ipv6(struct packet *p, struct cursor *c, struct
 	kd[1] = src[5];
 	kd[2] = src[6];
 	kd[3] = src[7];
+	/* The key tells IPv4 by its mapped form: an IPv6 packet may not
+	 * carry one (RFC 4291 2.5.5.2), else it would pass for IPv4. */
+	if ((!(ks[0] | ks[1]) && ks[2] == bpf_htonl(0xffff)) ||
+	    (!(kd[0] | kd[1]) && kd[2] == bpf_htonl(0xffff)))
+		return PARSE_BAD(MALFORMED_IPV6_V4MAPPED);
 
 	__u8 nh = ip[6];
 	void *h = l3 + 40;

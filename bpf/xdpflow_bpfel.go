@@ -26,7 +26,7 @@ type xdpflowDatapathStats struct {
 	Packets             uint64
 	Bytes               uint64
 	NonIp               uint64
-	Malformed           [28]uint64
+	Malformed           [29]uint64
 	FlowPackets         uint64
 	FlowBytes           uint64
 	NewFlows            uint64
@@ -53,17 +53,16 @@ type xdpflowFlowKey struct {
 	DstAddr            [16]uint8
 	InIf               uint32
 	TunnelId           uint32
-	ObservationPointId uint32
 	VlanId             uint16
 	SrcPort            uint16
 	DstPort            uint16
 	Proto              uint8
-	IpVersion          uint8
 	TunnelType         uint8
+	ObservationPointId uint32
 	MirrorType         uint8
+	Pad                [3]uint8
 	SrcMac             [6]uint8
 	DstMac             [6]uint8
-	Pad                [2]uint8
 }
 
 type xdpflowFlowValue struct {
@@ -119,7 +118,8 @@ const (
 	xdpflowMalformedReasonMALFORMED_TZSP_TRUNCATED      xdpflowMalformedReason = 25
 	xdpflowMalformedReasonMALFORMED_TZSP_BAD_HEADER     xdpflowMalformedReason = 26
 	xdpflowMalformedReasonMALFORMED_TUNNEL_TOO_DEEP     xdpflowMalformedReason = 27
-	xdpflowMalformedReasonMALFORMED_MAX                 xdpflowMalformedReason = 28
+	xdpflowMalformedReasonMALFORMED_IPV6V4MAPPED        xdpflowMalformedReason = 28
+	xdpflowMalformedReasonMALFORMED_MAX                 xdpflowMalformedReason = 29
 )
 
 type xdpflowMirrorType uint32

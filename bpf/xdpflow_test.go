@@ -75,7 +75,7 @@ type flow struct {
 }
 
 func (f flow) key() FlowKey {
-	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto, IpVersion: f.ver,
+	k := FlowKey{InIf: testIfindex, VlanId: f.vlan, SrcPort: f.sport, DstPort: f.dport, Proto: f.proto,
 		TunnelType: uint8(f.tunnel), TunnelId: f.tunnelID, MirrorType: uint8(f.mirror), ObservationPointId: f.obsID}
 	k.SrcAddr = netip.MustParseAddr(f.src).As16()
 	k.DstAddr = netip.MustParseAddr(f.dst).As16()
@@ -463,6 +463,10 @@ func TestMalformed(t *testing.T) {
 		{"ethertype IPv4 carrying version 6", mutate(goodUDP4, func(f []byte) { f[14] = 0x65 }), "ip_version_mismatch"},
 		{"ethertype IPv6 carrying version 4", mutate(goodUDP6, func(f []byte) { f[14] = 0x40 }), "ip_version_mismatch"},
 		{"ipv6 header cut short", goodUDP6[:14+39], "ipv6_truncated"},
+		// The key tells IPv4 by the mapped form: such an IPv6 packet
+		// would pass for IPv4.
+		{"ipv6 with an ipv4-mapped source", mutate(goodUDP6, func(f []byte) { copy(f[14+8:], net.ParseIP("::ffff:198.18.0.1")) }), "ipv6_v4mapped_addr"},
+		{"ipv6 with an ipv4-mapped destination", mutate(goodUDP6, func(f []byte) { copy(f[14+24:], net.ParseIP("::ffff:198.18.0.2")) }), "ipv6_v4mapped_addr"},
 		{"ipv6 payload length past the frame", mutate(goodUDP6, func(f []byte) { binary.BigEndian.PutUint16(f[18:], 200) }), "ipv6_bad_length"},
 		{"ipv6 extension header past the packet", build(e6, ipv6(layers.IPProtocolIPv6HopByHop), payload(4)), "ipv6_ext_truncated"},
 		{"udp cut short after an extension header", build(e6, ipv6(layers.IPProtocolIPv6Destination), concat(ext6(layers.IPProtocolUDP, 0), payload(4))),

@@ -14,7 +14,7 @@ import (
 )
 
 func sampleImage(tick uint64) *Image {
-	k := bpf.FlowKey{InIf: 3, VlanId: 7, SrcPort: 1234, DstPort: 443, Proto: 6, IpVersion: 4}
+	k := bpf.FlowKey{InIf: 3, VlanId: 7, SrcPort: 1234, DstPort: 443, Proto: 6}
 	k.SrcAddr = netip.MustParseAddr("::ffff:198.18.0.1").As16()
 	k.DstAddr = netip.MustParseAddr("::ffff:198.19.0.1").As16()
 	v := bpf.FlowValue{Packets: 10, Bytes: 1000, L2Bytes: 1140, FirstSeenNs: 5, LastSeenNs: 9, TcpFlags: 0x12, IpTos: 4, FlowDirection: 1}

@@ -163,12 +163,9 @@ func (t *Table) endPartners(out []schemas.Flow, first int, wallOffset int64) []s
 		}
 		reason := out[i].EndReason
 		rk := bpf.FlowKey{VlanId: r.VlanId, SrcPort: r.SrcPort, DstPort: r.DstPort, Proto: r.Proto,
-			SrcAddr: r.Src.As16(), DstAddr: r.Dst.As16(), IpVersion: 4,
+			SrcAddr: r.Src.As16(), DstAddr: r.Dst.As16(),
 			TunnelType: uint8(r.TunnelType), TunnelId: r.TunnelId, ObservationPointId: r.ObservationPointId,
 			MirrorType: uint8(r.MirrorType), SrcMac: r.SrcMac, DstMac: r.DstMac}
-		if r.Src.Is6() {
-			rk.IpVersion = 6
-		}
 		for _, inIf := range t.ifs {
 			rk.InIf = inIf
 			e, ok := t.flows[rk]

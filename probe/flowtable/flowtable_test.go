@@ -13,7 +13,7 @@ import (
 const sec = uint64(time.Second)
 
 func key(port uint16) bpf.FlowKey {
-	k := bpf.FlowKey{InIf: 3, SrcPort: port, DstPort: 80, Proto: 6, IpVersion: 4}
+	k := bpf.FlowKey{InIf: 3, SrcPort: port, DstPort: 80, Proto: 6}
 	k.SrcAddr = netip.MustParseAddr("::ffff:198.18.0.1").As16()
 	k.DstAddr = netip.MustParseAddr("::ffff:198.18.0.2").As16()
 	return k

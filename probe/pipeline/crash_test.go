@@ -93,7 +93,7 @@ type sink struct {
 func (s *sink) Export(fs []schemas.Flow) error {
 	s.c.at() // before it has them
 	for i := range fs {
-		k := bpf.FlowKey{SrcAddr: fs[i].SrcAddr.As16(), DstAddr: fs[i].DstAddr.As16(), SrcPort: fs[i].SrcPort, DstPort: fs[i].DstPort, Proto: fs[i].Proto, InIf: fs[i].InIf, IpVersion: 4}
+		k := bpf.FlowKey{SrcAddr: fs[i].SrcAddr.As16(), DstAddr: fs[i].DstAddr.As16(), SrcPort: fs[i].SrcPort, DstPort: fs[i].DstPort, Proto: fs[i].Proto, InIf: fs[i].InIf}
 		if s.seen[fs[i]]++; s.seen[fs[i]] > 1 {
 			s.twice++
 			continue
@@ -190,7 +190,7 @@ func TestCrashAnywhere(t *testing.T) {
 			p, st := newLife(t, dir, k, sinks, c)
 			for round := 0; round < 30; round++ {
 				for range 1 + rng.IntN(40) {
-					key := bpf.FlowKey{InIf: 2, SrcPort: uint16(rng.IntN(60)), DstPort: 53, Proto: 17, IpVersion: 4}
+					key := bpf.FlowKey{InIf: 2, SrcPort: uint16(rng.IntN(60)), DstPort: 53, Proto: 17}
 					key.SrcAddr = netip.AddrFrom4([4]byte{198, 18, 0, 1}).As16()
 					key.DstAddr = netip.AddrFrom4([4]byte{198, 19, 0, 1}).As16()
 					n := uint64(1 + rng.IntN(5))

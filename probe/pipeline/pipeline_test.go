@@ -119,7 +119,7 @@ func (x *fakeExporter) Close() error   { return nil }
 func (x *fakeExporter) String() string { return x.name }
 
 func udp(src byte, sport uint16, packets uint64, seen uint64) flow {
-	k := bpf.FlowKey{InIf: 2, SrcPort: sport, DstPort: 53, Proto: 17, IpVersion: 4}
+	k := bpf.FlowKey{InIf: 2, SrcPort: sport, DstPort: 53, Proto: 17}
 	k.SrcAddr = netip.AddrFrom4([4]byte{198, 18, 0, src}).As16()
 	k.DstAddr = netip.AddrFrom4([4]byte{198, 19, 0, 1}).As16()
 	return flow{k, bpf.FlowValue{Packets: packets, Bytes: 100 * packets, FirstSeenNs: seen, LastSeenNs: seen}}
