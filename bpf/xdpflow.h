@@ -27,8 +27,8 @@ struct flow_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
 	__u32 in_if;
-	__u32 tunnel_id;  /* VNI, GRE key, TEID, top MPLS label, PPPoE session; 0 none */
-	__u16 vlan_id;	  /* outer 802.1Q/802.1ad id, 0 when untagged */
+	__u32 tunnel_id; /* VNI, GRE key, TEID, top MPLS label, PPPoE session; 0 none */
+	__u16 vlan_id;	 /* outer 802.1Q/802.1ad id, 0 when untagged */
 	__u16 src_port;
 	__u16 dst_port;
 	__u8 proto;
@@ -131,8 +131,9 @@ enum malformed_reason {
 	MALFORMED_TZSP_TRUNCATED,  /* TZSP header or tags past the packet */
 	MALFORMED_TZSP_BAD_HEADER, /* version not 1, not a received frame (type 0), not Ethernet, or
 				      tags without END */
-	MALFORMED_TUNNEL_TOO_DEEP,
-	MALFORMED_IPV6_V4MAPPED, /* an IPv4-mapped address in an IPv6 header */ /* tunnels nested beyond MAX_TUNNEL_DEPTH */
+	MALFORMED_TUNNEL_TOO_DEEP, /* tunnels nested beyond MAX_TUNNEL_DEPTH, or headers past 2 KiB
+				    */
+	MALFORMED_IPV6_V4MAPPED,   /* an IPv4-mapped address in an IPv6 header */
 	MALFORMED_MAX,
 };
 
