@@ -55,12 +55,15 @@ func startProc(t *testing.T, pair *testnet.Pair, name string, args ...string) *p
 	p := &proc{name: name, done: make(chan error, 1)}
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", pair.NsName("b")}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	// A group of its own: pmacctd forks its plugins, which hold the output
+	// pipe, so killing the one process would leave Wait waiting.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
-		p.cmd.Process.Kill()
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		p.done <- <-p.done
 	})
 	return p
@@ -279,12 +282,19 @@ func TestRealExporters(t *testing.T) {
 		}
 		exps = append(exps, e)
 	}
-	time.Sleep(time.Second) // captures open, the probe attaches
+	// The probe attaches after loading (verifying) its programs, which
+	// takes a second or more on a busy machine; the captures open meanwhile.
 	for _, e := range exps {
-		if e.name == "xdpflow-probe" && !strings.Contains(e.p.out.String(), "attached") {
-			t.Fatalf("probe did not attach:\n%s", e.p.out.String())
+		if e.name != "xdpflow-probe" {
+			continue
+		}
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(e.p.out.String(), "attached"); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("probe did not attach within 30 s:\n%s", e.p.out.String())
+			}
 		}
 	}
+	time.Sleep(time.Second) // the pcap captures open
 
 	mix, err := trafficgen.Build(trafficgen.Mix(), pair.MACA, pair.MACB, 1)
 	if err != nil {
