@@ -53,6 +53,17 @@ func TestConfig(t *testing.T) {
 		{"tcps with a missing CA file", []string{"-i", "eth1", "--ipfix", "tcps://x:4740", "--ipfix-tls-ca", "/nonexistent/ca.pem"}, "--ipfix-tls-ca", nil},
 		{"tcps with system roots", []string{"-i", "eth1", "--ipfix", "tcps://x:4740"}, "", nil},
 		{"detach needs only the interface", []string{"--detach", "-i", "eth1"}, "", nil},
+		{"encapsulation flags", []string{"-i", "eth1", "--stdout", "--tunnels", "outer", "--vxlan-port", "4789,8472", "--mirror-encap", "erspan", "--mirror-encap", "tzsp:5555", "--macs"}, "", func(t *testing.T, c *config) {
+			if c.Tunnels != "outer" || len(c.VXLANPorts) != 2 || len(c.Mirrors) != 2 || c.Mirrors[1].Port != 5555 || !c.MACs {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{"bad tunnels mode", []string{"-i", "eth1", "--stdout", "--tunnels", "both"}, "--tunnels", nil},
+		{"vxlan port 0", []string{"-i", "eth1", "--stdout", "--vxlan-port", "0"}, "--vxlan-port 0", nil},
+		{"three geneve ports", []string{"-i", "eth1", "--stdout", "--geneve-port", "1,2,3"}, "--geneve-port: 3 ports", nil},
+		{"unknown mirror", []string{"-i", "eth1", "--stdout", "--mirror-encap", "gre"}, "want erspan, vxlan[:PORT]", nil},
+		{"erspan with a port", []string{"-i", "eth1", "--stdout", "--mirror-encap", "erspan:4789"}, "has no port", nil},
+		{"a mirror twice", []string{"-i", "eth1", "--stdout", "--mirror-encap", "vxlan", "--mirror-encap", "vxlan:4790"}, "given twice", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,6 +16,9 @@ var flagOf = map[string]string{
 	"Action":      "--action",
 	"LocalNets":   "--local-net",
 	"PinPath":     "--pin-path",
+	"VXLANPorts":  "--vxlan-port",
+	"GenevePorts": "--geneve-port",
+	"Mirrors":     "--mirror-encap",
 }
 
 // explain turns an error of the packages below into what an operator reads:

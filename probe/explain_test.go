@@ -23,6 +23,8 @@ func TestExplainConfigError(t *testing.T) {
 			"--local-net 10.0.0.0/8: no space left on device"},
 		{&bpf.ConfigError{Field: "PinPath", Value: "/tmp/x", Err: errors.New("not on a bpffs mount: use a directory under /sys/fs/bpf")},
 			"--pin-path /tmp/x: not on a bpffs mount: use a directory under /sys/fs/bpf (or give --pin-path '' to run without pinning)"},
+		{&bpf.ConfigError{Field: "Mirrors", Value: bpf.Mirror{Type: bpf.MirrorVXLAN, Port: 4790}, Err: errors.New("each encapsulation once")},
+			"--mirror-encap vxlan:4790: each encapsulation once"},
 		{&bpf.ConfigError{Field: "Unknown", Err: errors.New("x")}, "Unknown: x"},
 		{errors.New("plain"), "plain"},
 	}
