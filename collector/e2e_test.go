@@ -417,10 +417,7 @@ func TestProbeEncapsulations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := flowcheck.Sums{}
-	for _, f := range frames {
-		want.AddSent(f, 1)
-	}
+	want := flowcheck.Sent(frames)
 	sendFrames(t, pair, frames, 1)
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("probe: %v\n%s", err, p.out.String())

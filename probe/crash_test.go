@@ -141,16 +141,12 @@ func TestCrashDuringDetach(t *testing.T) {
 	p := startProbe(t, pair, "--ipfix", nf.URL, "--pin-path", pins, "--idle-timeout", "1h", "--active-timeout", "1h", "--drain-interval", "50ms")
 	for range 3 {
 		send(t, pair, frames)
-		for _, f := range frames {
-			want.AddSent(f, 1)
-		}
+		want.AddFrames(frames)
 		time.Sleep(100 * time.Millisecond)
 	}
 	p.kill9(t)
 	send(t, pair, frames) // counted by the pinned program alone
-	for _, f := range frames {
-		want.AddSent(f, 1)
-	}
+	want.AddFrames(frames)
 	time.Sleep(200 * time.Millisecond)
 	detach := func() *exec.Cmd {
 		return exec.Command("ip", "netns", "exec", pair.NsName("b"), bin, "--detach", "-i", pair.LinkB,

@@ -170,9 +170,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	const bursts = 9
-	for _, f := range mix {
-		want.AddSent(f, 1)
-	}
+	want.AddFrames(mix)
 	want.AddSent(long[0], bursts)
 
 	if err := pair.In(pair.A, func() error {
@@ -379,10 +377,7 @@ func TestLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := flowcheck.Sums{}
-	for _, f := range mix {
-		want.AddSent(f, 1)
-	}
+	want := flowcheck.Sent(mix)
 	send(t, pair, mix)
 	time.Sleep(100 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -422,9 +417,7 @@ func TestPinnedRestart(t *testing.T) {
 	}
 	want := flowcheck.Sums{}
 	round := func() {
-		for _, f := range mix {
-			want.AddSent(f, 1)
-		}
+		want.AddFrames(mix)
 		send(t, pair, mix)
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -496,16 +489,11 @@ func TestKafkaSpoolAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := flowcheck.Sums{}
-	for _, f := range mix {
-		want.AddSent(f, 1)
-	}
+	want := flowcheck.Sent(mix)
 	send(t, pair, mix)
 	time.Sleep(1500 * time.Millisecond) // idle timeouts: exported into queue and spool
 	send(t, pair, mix[:3])              // and some still in the table at stop
-	for _, f := range mix[:3] {
-		want.AddSent(f, 1)
-	}
+	want.AddFrames(mix[:3])
 	time.Sleep(50 * time.Millisecond)
 	first.stop(t)
 	if log := first.stderr.String(); !strings.Contains(log, "kafka brokers unreachable") || !regexp.MustCompile(`"kafka totals" sent=0 .* dropped=0`).MatchString(log) {
@@ -816,10 +804,7 @@ func TestBiflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := flowcheck.Sums{}
-	for _, f := range frames {
-		want.AddSent(f, 1)
-	}
+	want := flowcheck.Sent(frames)
 	send(t, pair, frames)
 	time.Sleep(100 * time.Millisecond)
 	pr.stop(t)

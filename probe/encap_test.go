@@ -64,10 +64,7 @@ func TestEncapsulations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := flowcheck.Sums{}
-			for _, f := range frames {
-				want.AddSent(f, 1)
-			}
+			want := flowcheck.Sent(frames)
 			send(t, pair, frames)
 			time.Sleep(100 * time.Millisecond) // the veth delivers asynchronously
 			pr.stop(t)

@@ -77,10 +77,7 @@ func TestJumbo(t *testing.T) {
 				t.Fatalf("vxlan frame of %d bytes, inner packet %d", len(vx[0].Frame), vx[0].L3)
 			}
 			frames = append(frames, vx...)
-			want := flowcheck.Sums{}
-			for _, f := range frames {
-				want.AddSent(f, 1)
-			}
+			want := flowcheck.Sent(frames)
 			send(t, pair, frames)
 			time.Sleep(100 * time.Millisecond) // the veth delivers asynchronously
 			pr.stop(t)

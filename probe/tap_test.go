@@ -40,9 +40,7 @@ func TestTapBiflow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range b {
-			want.AddSent(f, 1)
-		}
+		want.AddFrames(b)
 		return b
 	}
 	port1 := func(flows ...trafficgen.Flow) {

@@ -118,9 +118,7 @@ func run(probe string, scale int) error {
 		return err
 	}
 	const bursts = 10
-	for _, f := range mix {
-		want.AddSent(f, 1)
-	}
+	want.AddFrames(mix)
 	want.AddSent(long[0], bursts)
 	sent := 0
 	if err := pair.In(pair.A, func() error {

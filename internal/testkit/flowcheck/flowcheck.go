@@ -64,6 +64,20 @@ type Totals struct{ Packets, Bytes, L2Bytes uint64 }
 // Sums are totals per flow.
 type Sums map[ID]Totals
 
+// Sent is the truth for frames each sent once.
+func Sent(frames []trafficgen.Built) Sums {
+	s := Sums{}
+	s.AddFrames(frames)
+	return s
+}
+
+// AddFrames adds frames, each sent once, to the truth.
+func (s Sums) AddFrames(frames []trafficgen.Built) {
+	for _, f := range frames {
+		s.AddSent(f, 1)
+	}
+}
+
 // AddSent adds times x f's packets to the truth.
 func (s Sums) AddSent(f trafficgen.Built, times int) {
 	sport, dport := f.Ports()
