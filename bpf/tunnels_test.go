@@ -417,6 +417,7 @@ func TestTunnelsAndMirrors(t *testing.T) {
 	nest2, nest2Type, nest2ID, nest2EP := nest(in4, nestGRE, nestVXLAN)
 	deepest := []nestKind{nestGRE, nestVXLAN, nestGTPU, nestGeneve, nestIPIP}[:maxTunnelDepth]
 	nestMax, nestMaxType, nestMaxID, nestMaxEP := nest(in4, deepest...)
+	deepInERSPAN := eth4Of(nestMax)
 	nest66 := serialize(o6(1, ip6ip), o6(2, ip6ip), P(in6))
 
 	cases := []encapCase{
@@ -584,6 +585,9 @@ func TestTunnelsAndMirrors(t *testing.T) {
 		mirror("erspan carrying a vxlan tunnel: the tunnel keyed inside the mirror", erspanCfg,
 			build(e4, o4(1, greN), ersII, erspan2(0x155, 0), P(vxInERSPAN)), vxInERSPAN,
 			u4, 128, mirrored(MirrorERSPAN, 0x155), tun(TunnelVXLAN, 31, ep4[2])),
+		mirror("erspan carrying tunnels maxTunnelDepth deep: a mirror is not a tunnel level", erspanCfg,
+			build(e4, o4(1, greN), ersII, erspan2(0x156, 0), P(deepInERSPAN)), deepInERSPAN,
+			u4, 128, mirrored(MirrorERSPAN, 0x156), tun(nestMaxType, nestMaxID, nestMaxEP)),
 		mirror("vxlan mirror, inner 802.1Q", vxlanMirror, build(e4, o4(1, udpN), udp(49152, PortVXLAN), vxlan(0x77), P(eth4(40))), eth4(40),
 			u4, 128, mirrored(MirrorVXLAN, 0x77), inVLAN(40)),
 		mirror("vxlan mirror over ipv6", vxlanMirror, build(e6, o6(1, udpN), udp(49152, PortVXLAN), vxlan(0x7a), P(eth6())), eth6(),
