@@ -87,8 +87,9 @@ type Stats struct {
 	Evicted   Counters                // exporters evicted, summed (they leave Exporters)
 	Tracked   int                     // exporters tracked
 
-	TemplateBytes int64 // charged to Config.MaxTemplateBytes now
-	PendingBytes  int64 // data sets held for their template now
+	TemplateBytes    int64 // charged to Config.MaxTemplateBytes now
+	MaxTemplateBytes int64 // Config.MaxTemplateBytes
+	PendingBytes     int64 // data sets held for their template now
 }
 
 // Stats returns a snapshot of the counters. It holds the decoder's lock
@@ -98,7 +99,7 @@ func (d *Decoder) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Stats{Untracked: d.untracked, Evicted: d.evicted, Exporters: make(map[netip.Addr]Counters, len(d.exporters)), Tracked: len(d.exporters),
-		TemplateBytes: d.state.used.Load(), PendingBytes: d.pending.used.Load()}
+		TemplateBytes: d.state.used.Load(), MaxTemplateBytes: d.state.max, PendingBytes: d.pending.used.Load()}
 	s.Total.add(&s.Untracked)
 	s.Total.add(&s.Evicted)
 	for _, e := range d.exporters {
