@@ -16,7 +16,8 @@ type pendingSet struct {
 // still does not fit is dropped (counted in PendingDropped, as is all
 // held data that is never decoded).
 func (d *Decoder) hold(e *exporter, dom *domain, tid uint16, h *msgHeader, set []byte) {
-	if len(set) == 0 {
+	if len(set) == 0 { // nothing to hold; counted so that misses = decoded + dropped
+		e.c.PendingDropped++
 		return
 	}
 	for len(dom.pending) > 0 && (len(dom.pending) >= d.cfg.PendingMessages || e.pendingBytes+len(set) > maxPendingBytes) {
