@@ -55,6 +55,7 @@ func TestMetricsUntrackedEvicted(t *testing.T) {
 		`xdpflow_collector_decoded_messages_total{exporter="evicted"} ` + itoa(len(msgs)),
 		`xdpflow_collector_decoded_messages_total{exporter="192.0.2.2"} 1`,
 		`xdpflow_collector_exporters 1`,
+		`xdpflow_collector_exporter_evictions_total 1`,
 		`xdpflow_collector_template_bytes_limit 1.048576e+06`,
 		`xdpflow_collector_pending_bytes 0`,
 	} {

@@ -104,6 +104,7 @@ type Decoder struct {
 	lru       []lruEntry  // the least recently decoded exporters at the last scan, oldest first
 	untracked Counters    // drops before an exporter is known (or when none can be tracked)
 	evicted   Counters    // counts of exporters evicted
+	evictions uint64
 
 	state       budget // Config.MaxTemplateBytes: templates, domains, interface names
 	pending     budget // maxPendingTotal: data sets waiting for their template
@@ -345,6 +346,7 @@ func (d *Decoder) evictOne(nowNs uint64) bool {
 // to the budgets, and its held data sets are counted as dropped.
 func (d *Decoder) retire(e *exporter) {
 	delete(d.exporters, e.addr)
+	d.evictions++
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.gone = true

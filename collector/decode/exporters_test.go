@@ -166,7 +166,7 @@ func TestEvictLeastRecentlyDecoded(t *testing.T) {
 	count(t, d, E, good, 2001*ms) // then C's (5 ms); B's is 1.5 s
 	expect("E in", B, D, E)
 	st := d.Stats()
-	if st.Evicted.Records != 2 || st.Evicted.Dropped[ReasonLength] != 3 || st.Untracked.Dropped[ReasonTooManyExporters] != 1 ||
+	if st.Evictions != 5 || st.Evicted.Records != 2 || st.Evicted.Dropped[ReasonLength] != 3 || st.Untracked.Dropped[ReasonTooManyExporters] != 1 ||
 		st.Total.Records != 6 {
 		t.Errorf("evicted %d records, %v; untracked %v; total %d records", st.Evicted.Records, st.Evicted.Bad(), st.Untracked.Bad(), st.Total.Records)
 	}
@@ -370,7 +370,7 @@ func TestPendingSilentExporter(t *testing.T) {
 // budgets: the budgets end where the state left says, and every call is
 // counted once.
 func TestConcurrentChurn(t *testing.T) {
-	d := New(Config{MaxExporters: 16, MaxTemplateBytes: 64 << 10, PendingMessages: 4})
+	d := New(Config{MaxExporters: 64, MaxTemplateBytes: 16 << 10, PendingMessages: 4})
 	var wg sync.WaitGroup
 	const perG = 300
 	for g := range 8 {
@@ -388,7 +388,7 @@ func TestConcurrentChurn(t *testing.T) {
 				case 3:
 					msg = v9Msg(uint32(i), uint32(i), 2, set(0, tmpl300), set(300, rec300(2)))
 				}
-				d.Decode(from, msg, uint64(i)*uint64(10*time.Millisecond), func(*schemas.FlowMessage) {})
+				d.Decode(from, msg, uint64(i)*uint64(1100*time.Millisecond), func(*schemas.FlowMessage) {}) // evictions: older than evictMinIdle
 			}
 		})
 	}
@@ -404,15 +404,20 @@ func TestConcurrentChurn(t *testing.T) {
 		e.mu.Unlock()
 	}
 	d.mu.Unlock()
-	if st.TemplateBytes != charged || st.PendingBytes != pend || pend != 0 || charged > 64<<10 {
+	if st.TemplateBytes != charged || st.PendingBytes != pend || pend != 0 || charged > 16<<10 {
 		t.Errorf("budget %d, exporters hold %d; pending %d, %d", st.TemplateBytes, charged, st.PendingBytes, pend)
 	}
 	whole := st.Total.Messages
 	for _, r := range []Reason{ReasonTruncated, ReasonVersion, ReasonLength, ReasonTooManyExporters} {
 		whole += st.Total.Dropped[r]
 	}
-	if whole != 8*perG {
+	// A domain refused for memory drops its message whole; a template
+	// refused only part of one.
+	if whole > 8*perG || whole+st.Total.Dropped[ReasonTemplateMemory] < 8*perG || st.Total.Dropped[ReasonTemplateMemory] == 0 {
 		t.Errorf("%d of %d calls counted: %+v", whole, 8*perG, st.Total)
+	}
+	if st.Evictions == 0 {
+		t.Error("no evictions: the test churns nothing")
 	}
 	if st.Total.TemplateMisses != st.Total.PendingDecoded+st.Total.PendingDropped {
 		t.Errorf("held %d, decoded %d + dropped %d", st.Total.TemplateMisses, st.Total.PendingDecoded, st.Total.PendingDropped)

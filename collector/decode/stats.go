@@ -86,6 +86,7 @@ type Stats struct {
 	Untracked Counters                // drops before an exporter was known: truncated, bad_version, too_many_exporters
 	Evicted   Counters                // exporters evicted, summed (they leave Exporters)
 	Tracked   int                     // exporters tracked
+	Evictions uint64                  // exporters that gave up their slot to a new one
 
 	TemplateBytes    int64 // charged to Config.MaxTemplateBytes now
 	MaxTemplateBytes int64 // Config.MaxTemplateBytes
@@ -98,7 +99,7 @@ type Stats struct {
 func (d *Decoder) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := Stats{Untracked: d.untracked, Evicted: d.evicted, Exporters: make(map[netip.Addr]Counters, len(d.exporters)), Tracked: len(d.exporters),
+	s := Stats{Untracked: d.untracked, Evicted: d.evicted, Exporters: make(map[netip.Addr]Counters, len(d.exporters)), Tracked: len(d.exporters), Evictions: d.evictions,
 		TemplateBytes: d.state.used.Load(), MaxTemplateBytes: d.state.max, PendingBytes: d.pending.used.Load()}
 	s.Total.add(&s.Untracked)
 	s.Total.add(&s.Evicted)
