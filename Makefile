@@ -36,9 +36,12 @@ test:
 	$(GO) test -count=1 ./...
 
 ## fuzz: the collector's decode path under Go's fuzzer for FUZZ_TIME (CI runs it; the corpus in testdata/ runs in every `make test`)
+# Minimizing each new input for up to 10 runs, not the 60 s default (or
+# 5 s): with longer, 30 s of fuzzing ran 190 k inputs and found 13 new
+# ones, most of the time spent minimizing; with 10x, 500 k and 114.
 FUZZ_TIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) -fuzzminimizetime 5s ./collector/decode/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) -fuzzminimizetime 10x ./collector/decode/
 
 ## bench: datapath benchmarks (BPF_PROG_TEST_RUN); see docs/benchmarks.md
 bench:

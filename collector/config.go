@@ -15,22 +15,23 @@ import (
 // config is every setting of the collector: each a flag, and the same key
 // in the optional --config YAML file; the command line wins.
 type config struct {
-	Listen         []string
-	TLSCert        string
-	TLSKey         string
-	TLSClientCA    string
-	Out            string
-	RotateSize     int64
-	RotateInterval time.Duration
-	Allow          []string
-	UDPReadBuffer  int
-	MaxExporters   int
-	MaxTemplates   int
-	Enterprise     uint32
-	Metrics        string
-	LogLevel       string
-	LogFormat      string
-	Kafka          kafkaout.Config
+	Listen           []string
+	TLSCert          string
+	TLSKey           string
+	TLSClientCA      string
+	Out              string
+	RotateSize       int64
+	RotateInterval   time.Duration
+	Allow            []string
+	UDPReadBuffer    int
+	MaxExporters     int
+	MaxTemplates     int
+	MaxTemplateBytes int64
+	Enterprise       uint32
+	Metrics          string
+	LogLevel         string
+	LogFormat        string
+	Kafka            kafkaout.Config
 }
 
 func newFlagSet(c *config) *pflag.FlagSet {
@@ -46,9 +47,10 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	c.Kafka.AddFlags(fs, false)
 	fs.StringArrayVar(&c.Allow, "allow", nil, "accept exporters only from this CIDR (repeatable; default: any); others are counted and dropped")
 	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
-	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, one silent for 10 minutes gives up its place, else the newcomer is counted and dropped")
+	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, the one whose last decoded message is the oldest (one that never decoded first) gives up its place, unless all decoded within a second: then the newcomer is counted and dropped. Use --allow against spoofed sources")
 	fs.Uint32Var(&c.Enterprise, "ipfix-enterprise-number", 0, "the Private Enterprise Number xdpflow-probe sends its own IPFIX IEs under (its --ipfix-enterprise-number): tunnel type, id and endpoints, mirror type; 0: skipped like any enterprise IE")
 	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
+	fs.Int64Var(&c.MaxTemplateBytes, "max-template-bytes", 128<<20, "memory for what exporters teach, over all exporters: templates, observation domains, interface names; what does not fit is counted (template_memory) and dropped")
 	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9478", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
@@ -95,6 +97,9 @@ func (c *config) validate() error {
 	}
 	if c.MaxExporters < 1 || c.MaxTemplates < 1 {
 		return fmt.Errorf("--max-exporters and --max-templates must be at least 1")
+	}
+	if c.MaxTemplateBytes < 64<<10 {
+		return fmt.Errorf("--max-template-bytes %d: give at least 65536 (a few templates)", c.MaxTemplateBytes)
 	}
 	return nil
 }

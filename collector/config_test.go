@@ -18,7 +18,9 @@ func TestConfig(t *testing.T) {
 		fn   func(*testing.T, *config)
 	}{
 		{"minimal", []string{"--listen", "udp://:2055", "--out", "-"}, "", func(t *testing.T, c *config) {
-			if c.UDPReadBuffer != 32<<20 || c.Kafka.Enabled() || c.Kafka.Topic != "xdpflow-flows" {
+			// The defaults bound the decoder's state for a 1 GiB container
+			// (docs/collector.md: limits).
+			if c.UDPReadBuffer != 32<<20 || c.Kafka.Enabled() || c.Kafka.Topic != "xdpflow-flows" || c.MaxTemplateBytes != 128<<20 || c.MaxExporters != 10000 {
 				t.Errorf("%+v", c)
 			}
 		}},
@@ -36,6 +38,12 @@ func TestConfig(t *testing.T) {
 		{"bad kafka format", []string{"--listen", "udp://:2055", "--kafka-brokers", "k:9092", "--kafka-format", "avro"}, "--kafka-format", nil},
 		{"tcps without a certificate", []string{"--listen", "tcps://:4740", "--out", "-"}, "--tls-cert", nil},
 		{"tls settings without tcps", []string{"--listen", "tcp://:4739", "--out", "-", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, "tcps:// only", nil},
+		{"template budget too small", []string{"--listen", "udp://:2055", "--out", "-", "--max-template-bytes", "1000"}, "--max-template-bytes 1000", nil},
+		{"template budget", []string{"--listen", "udp://:2055", "--out", "-", "--max-template-bytes", "1073741824"}, "", func(t *testing.T, c *config) {
+			if c.MaxTemplateBytes != 1<<30 {
+				t.Errorf("%d", c.MaxTemplateBytes)
+			}
+		}},
 		{"no samples topic", []string{"--listen", "udp://:2055", "--out", "-", "--kafka-samples-topic", "x"}, "unknown flag", nil},
 	}
 	for _, tc := range cases {

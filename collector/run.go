@@ -31,7 +31,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 		return err
 	}
 	s := &sink{dec: decode.New(decode.Config{MaxExporters: c.MaxExporters, MaxTemplatesPerExporter: c.MaxTemplates,
-		EnterpriseNumber: c.Enterprise}), log: log,
+		MaxTemplateBytes: c.MaxTemplateBytes, EnterpriseNumber: c.Enterprise}), log: log,
 		outErrLog: ratelimit.Every(outErrLogInterval)}
 	if c.Out != "" {
 		if s.file, err = rotate.Open(rotate.Config{Path: c.Out, MaxBytes: c.RotateSize, MaxAge: c.RotateInterval}); err != nil {

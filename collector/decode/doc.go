@@ -20,12 +20,18 @@
 //
 // # State, and what bounds it
 //
-// Templates, sampling rates, interface names, sequence numbers and data
-// waiting for its template are kept per exporter (its IP address; the
-// source port may change when an exporter restarts) and observation domain
-// (v9: source id). IPFIX and v9 state of one address are kept apart. Every
-// kind of state has a limit (Config) and whatever a limit turns away is
-// counted in Stats by reason, per exporter, so one flooding exporter shows.
+// Templates, sampling rates, interface names and data waiting for its
+// template are kept per exporter (its IP address: the source port may
+// change without a restart, and templates are refreshed rarely) and
+// observation domain (v9: source id); sequence numbers per transport
+// session (address and source port) and domain, so an exporter restarting
+// on a new port is a reset, not a loss. IPFIX and v9 state of one address
+// are kept apart. Every kind of state has a limit (Config; the memory of
+// templates, domains and interface names one budget over all exporters)
+// and whatever a limit turns away is counted in Stats by reason, per
+// exporter, so one flooding exporter shows; drops from sources not tracked
+// are in Stats.Untracked. At MaxExporters, the exporter whose last decoded
+// message is the oldest (one that never decoded first) gives up its slot.
 //
 // # Sampling rate
 //
@@ -47,5 +53,6 @@
 //
 // A Decoder is safe for concurrent use: a short global lock finds the
 // exporter, and a lock per exporter serialises its messages (emit runs
-// under that lock, so it must not call Decode for the same exporter).
+// under that lock, so it must not call Decode or Expire). The memory
+// budgets are atomic counters shared by all exporters.
 package decode

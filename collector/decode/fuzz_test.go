@@ -22,7 +22,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d := New(Config{MaxExporters: 2, MaxTemplatesPerExporter: 4, PendingMessages: 2, PendingAge: time.Second})
+		d := New(Config{MaxExporters: 2, MaxTemplatesPerExporter: 4, PendingMessages: 2, PendingAge: time.Second, MaxTemplateBytes: 8 << 10})
 		check := func(m *schemas.FlowMessage) {
 			for _, a := range [][]byte{m.SrcAddr, m.DstAddr, m.NextHop, m.BgpNextHop} {
 				if len(a) != 0 && len(a) != 16 {
@@ -34,14 +34,39 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		d.Decode(testExporter, data, 1, check)
-		exps := []netip.AddrPort{testExporter, netip.MustParseAddrPort("[2001:db8::1]:9"), netip.MustParseAddrPort("198.51.100.1:9")}
+		// Three addresses (one more than MaxExporters: evictions), the
+		// first from two source ports (transport sessions).
+		exps := []netip.AddrPort{testExporter, netip.MustParseAddrPort("[2001:db8::1]:9"), netip.MustParseAddrPort("198.51.100.1:9"),
+			netip.AddrPortFrom(testExporter.Addr(), 40001)}
+		calls := uint64(1)
 		for i, b := 0, data; len(b) >= 2; i++ {
 			n := min(int(binary.BigEndian.Uint16(b)), len(b)-2)
 			d.Decode(exps[i%len(exps)], b[2:2+n], uint64(i)*uint64(300*time.Millisecond), check)
 			b = b[2+n:]
+			calls++
 		}
-		if st := d.Stats().Total; st.Dropped[ReasonPanic] != 0 {
+		d.Expire(uint64(time.Hour))
+		st := d.Stats()
+		if st.Total.Dropped[ReasonPanic] != 0 {
 			t.Fatal("recovered a panic")
+		}
+		// Every call counted: accepted, or dropped whole for one reason.
+		// (bad_template and template_memory can also be a part of an
+		// accepted message: bounded by the messages, not equal.)
+		whole := st.Total.Messages
+		for _, r := range []Reason{ReasonTruncated, ReasonVersion, ReasonLength, ReasonSetLength, ReasonSetID, ReasonTemplateID, ReasonTooManyExporters, ReasonTooManyDomains} {
+			whole += st.Total.Dropped[r]
+		}
+		if whole > calls || whole+st.Total.Dropped[ReasonTemplate]+st.Total.Dropped[ReasonTemplateMemory] < calls {
+			t.Fatalf("%d calls, counted %d accepted or dropped whole: %+v", calls, whole, st.Total)
+		}
+		// Held data is all decoded or dropped in the end, and the budgets
+		// are back to what the exporters hold.
+		if st.PendingBytes != 0 || st.Total.TemplateMisses != st.Total.PendingDecoded+st.Total.PendingDropped {
+			t.Fatalf("%d bytes still held, %+v", st.PendingBytes, st.Total)
+		}
+		if st.TemplateBytes > 8<<10 || st.TemplateBytes < 0 {
+			t.Fatalf("%d template bytes", st.TemplateBytes)
 		}
 	})
 }

@@ -11,24 +11,42 @@ type pendingSet struct {
 }
 
 // hold keeps a copy of a data set whose template is unknown, within
-// PendingMessages per domain and maxPendingBytes per exporter: the oldest
-// of the domain make room, and what still does not fit is dropped.
+// PendingMessages per domain, maxPendingBytes per exporter and
+// maxPendingTotal over all: the oldest of the domain make room, and what
+// still does not fit is dropped (counted in PendingDropped, as is all
+// held data that is never decoded).
 func (d *Decoder) hold(e *exporter, dom *domain, tid uint16, h *msgHeader, set []byte) {
-	if len(set) == 0 {
+	if len(set) == 0 { // nothing to hold; counted so that misses = decoded + dropped
+		e.c.PendingDropped++
 		return
 	}
 	for len(dom.pending) > 0 && (len(dom.pending) >= d.cfg.PendingMessages || e.pendingBytes+len(set) > maxPendingBytes) {
-		e.pendingBytes -= len(dom.pending[0].data)
-		dom.pending[0] = pendingSet{}
-		dom.pending = dom.pending[1:]
+		e.unholdFirst(dom)
 		e.c.PendingDropped++
 	}
-	if e.pendingBytes+len(set) > maxPendingBytes {
+	if e.pendingBytes+len(set) > maxPendingBytes || !e.pendingMem.take(int64(len(set))) {
 		e.c.PendingDropped++
 		return
 	}
 	dom.pending = append(dom.pending, pendingSet{tid: tid, h: *h, data: append([]byte(nil), set...)})
 	e.pendingBytes += len(set)
+	e.hasPending.Store(true)
+}
+
+// unholdFirst removes the domain's oldest held set; the caller counts it.
+func (e *exporter) unholdFirst(dom *domain) {
+	e.unheld(len(dom.pending[0].data))
+	dom.pending[0] = pendingSet{}
+	dom.pending = dom.pending[1:]
+}
+
+// unheld gives back n bytes of held data.
+func (e *exporter) unheld(n int) {
+	e.pendingBytes -= n
+	e.pendingMem.give(int64(n))
+	if e.pendingBytes == 0 {
+		e.hasPending.Store(false)
+	}
 }
 
 // expirePending drops held data sets older than PendingAge, by the
@@ -42,7 +60,7 @@ func (d *Decoder) expirePending(e *exporter, nowNs uint64) {
 		keep := dom.pending[:0]
 		for _, p := range dom.pending {
 			if p.h.receivedNs+age < nowNs {
-				e.pendingBytes -= len(p.data)
+				e.unheld(len(p.data))
 				e.c.PendingDropped++
 				continue
 			}
@@ -61,7 +79,7 @@ func (d *Decoder) replay(e *exporter, dom *domain, s *scratch, tid uint16, t *te
 			keep = append(keep, p)
 			continue
 		}
-		e.pendingBytes -= len(p.data)
+		e.unheld(len(p.data))
 		e.c.PendingDecoded++
 		s.replay = p.h
 		if _, err := e.decodeData(s, dom, t, &s.replay, p.data, emit); err != nil {

@@ -161,8 +161,8 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("third exporter: %v", err)
 		}
 		// Once a has been silent long enough, c takes its slot.
-		count(t, d, b, msg, uint64(exporterIdle))
-		if n := count(t, d, c, msg, uint64(exporterIdle)+2); n != 1 {
+		count(t, d, b, msg, uint64(time.Minute))
+		if n := count(t, d, c, msg, uint64(time.Minute)+2); n != 1 {
 			t.Fatal(n)
 		}
 		st := d.Stats()

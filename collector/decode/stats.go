@@ -18,12 +18,14 @@ const (
 	ReasonTooManyDomains                 // too many observation domains from one exporter
 	ReasonTooManyTemplates               // Config.MaxTemplatesPerExporter reached
 	ReasonPanic                          // a bug: a panic was recovered while decoding
+	ReasonTemplateMemory                 // Config.MaxTemplateBytes reached: a template, domain or interface name not kept
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"truncated", "bad_version", "bad_length", "bad_set_length", "bad_set_id", "bad_template_id",
 	"bad_template", "bad_record", "too_many_exporters", "too_many_domains", "too_many_templates", "panic",
+	"template_memory",
 }
 
 func (r Reason) String() string {
@@ -79,21 +81,29 @@ func (c *Counters) add(o *Counters) {
 
 // Stats is a snapshot of the decoder's counters.
 type Stats struct {
-	Total     Counters
-	Exporters map[netip.Addr]Counters // exporters tracked now (evicted ones count in Total only)
+	Total     Counters                // all of the below
+	Exporters map[netip.Addr]Counters // exporters tracked now
+	Untracked Counters                // drops before an exporter was known: truncated, bad_version, too_many_exporters
+	Evicted   Counters                // exporters evicted, summed (they leave Exporters)
 	Tracked   int                     // exporters tracked
+	Evictions uint64                  // exporters that gave up their slot to a new one
+
+	TemplateBytes    int64 // charged to Config.MaxTemplateBytes now
+	MaxTemplateBytes int64 // Config.MaxTemplateBytes
+	PendingBytes     int64 // data sets held for their template now
 }
 
-// Stats returns a snapshot of the counters.
+// Stats returns a snapshot of the counters. It holds the decoder's lock
+// throughout so that an exporter evicted meanwhile is counted once, not
+// zero times or twice.
 func (d *Decoder) Stats() Stats {
 	d.mu.Lock()
-	exps := make([]*exporter, 0, len(d.exporters))
+	defer d.mu.Unlock()
+	s := Stats{Untracked: d.untracked, Evicted: d.evicted, Exporters: make(map[netip.Addr]Counters, len(d.exporters)), Tracked: len(d.exporters), Evictions: d.evictions,
+		TemplateBytes: d.state.used.Load(), MaxTemplateBytes: d.state.max, PendingBytes: d.pending.used.Load()}
+	s.Total.add(&s.Untracked)
+	s.Total.add(&s.Evicted)
 	for _, e := range d.exporters {
-		exps = append(exps, e)
-	}
-	s := Stats{Total: d.retired, Exporters: make(map[netip.Addr]Counters, len(exps)), Tracked: len(exps)}
-	d.mu.Unlock()
-	for _, e := range exps {
 		e.mu.Lock()
 		c := e.c
 		e.mu.Unlock()

@@ -119,16 +119,12 @@ func (d *Decoder) learn(e *exporter, dom *domain, s *scratch, version, setID uin
 	if r.withdraw {
 		e.c.Withdrawals++
 		if r.id != setID {
-			if _, ok := dom.templates[r.id]; ok {
-				delete(dom.templates, r.id)
-				e.templates--
-			}
+			d.deleteTemplate(dom, r.id)
 			return
 		}
 		for id, t := range dom.templates { // withdraw all (options) templates
 			if t.options == options {
-				delete(dom.templates, id)
-				e.templates--
+				d.deleteTemplate(dom, id)
 			}
 		}
 		return
@@ -138,14 +134,9 @@ func (d *Decoder) learn(e *exporter, dom *domain, s *scratch, version, setID uin
 		e.c.Dropped[ReasonTemplate]++ // checked already: goflow2 disagreeing is a bug somewhere
 		return
 	}
-	if _, ok := dom.templates[r.id]; !ok {
-		if e.templates >= d.cfg.MaxTemplatesPerExporter {
-			e.c.Dropped[ReasonTooManyTemplates]++
-			return
-		}
-		e.templates++
+	if !d.putTemplate(dom, r.id, t) {
+		return
 	}
-	dom.templates[r.id] = t
 	e.c.Templates++
 	if len(dom.pending) > 0 {
 		d.replay(e, dom, s, r.id, t, emit)
