@@ -46,11 +46,6 @@ const (
 	hVlan
 	hSrcMac
 	hDstMac
-	hPktInterval
-	hPktSpace
-	hInterval
-	hV4
-	hV6
 )
 
 // Time sources by precedence: the most precise absolute time wins.
@@ -66,7 +61,10 @@ const (
 
 // converter maps one data record, field by field, onto a FlowMessage. A
 // record's fields come in template order, so values that need others of
-// the same record are kept until finish.
+// the same record are kept until finish. Everything here but m, h and dom
+// is of one record and reset by begin: the converter is pooled and shared
+// by every exporter, so a value left over would land in another
+// exporter's record.
 type converter struct {
 	m   *schemas.FlowMessage
 	h   *msgHeader
@@ -80,9 +78,14 @@ type converter struct {
 	ipVersion                    uint8
 	icmpTC                       uint16
 	icmpType, icmpCode           uint8
-	pktInterval, pktSpace, intvl uint64
 	startNs, endNs               uint64
 	startPrec, endPrec           uint8
+	samp                         sampling
+
+	// Addresses by family, slices of the record: templates may carry both
+	// families and fill one with zeros, so the family is chosen in finish.
+	src4, dst4, src6, dst6 []byte
+	nh4, nh6, bgp4, bgp6   []byte
 
 	// Options data records.
 	ifIndex uint32
@@ -130,16 +133,11 @@ func putAddr(dst []byte, v []byte) []byte {
 // begin starts a record: every field of m is reset (its byte buffers kept)
 // and the message-level fields are filled.
 func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exporter *[16]byte) {
-	c.m, c.h, c.dom = m, h, dom
-	c.have, c.startPrec, c.endPrec = 0, precNone, precNone
-	c.startNs, c.endNs = 0, 0
+	*c = converter{m: m, h: h, dom: dom}
 	m.Type = h.flowType()
 	m.TimeReceivedNs = h.receivedNs
 	m.SequenceNum = h.seq
 	m.SamplingRate = 0
-	if dom != nil {
-		m.SamplingRate = dom.samplingRate
-	}
 	m.SamplerAddress = append(m.SamplerAddress[:0], exporter[:]...)
 	m.TimeFlowStartNs, m.TimeFlowEndNs = 0, 0
 	m.Bytes, m.Packets = 0, 0

@@ -9,9 +9,9 @@ type domain struct {
 	id        uint32
 	templates map[uint16]*template
 
-	samplingRate uint64            // from options data; 0: unknown
-	sysInitMs    uint64            // IPFIX systemInitTimeMilliseconds (160) from options data
-	ifNames      map[uint32]string // ifindex -> interfaceName, from options data
+	sampling  samplerRates      // from options data (v5: the header)
+	sysInitMs uint64            // IPFIX systemInitTimeMilliseconds (160) from options data
+	ifNames   map[uint32]string // ifindex -> interfaceName, from options data
 
 	seq     seqTracker
 	pending []pendingSet

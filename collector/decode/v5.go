@@ -42,7 +42,7 @@ func (e *exporter) decodeV5(s *scratch, msg []byte, receivedNs uint64, emit func
 	e.c.Messages++
 	dom.seq.observeUptime(h.uptimeMs, &e.c)
 	dom.seq.observe(h.seq, uint32(count), true, seqRecords, &e.c)
-	dom.samplingRate = uint64(be.Uint16(msg[22:]) & 0x3fff) // the top 2 bits are the sampling mode
+	dom.sampling.domain = uint64(be.Uint16(msg[22:]) & 0x3fff) // the top 2 bits are the sampling mode
 
 	c, m := &s.conv, &s.m
 	for i := range count {
