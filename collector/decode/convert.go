@@ -61,15 +61,20 @@ const (
 
 // converter maps one data record, field by field, onto a FlowMessage. A
 // record's fields come in template order, so values that need others of
-// the same record are kept until finish. Everything here but m, h and dom
-// is of one record and reset by begin: the converter is pooled and shared
-// by every exporter, so a value left over would land in another
-// exporter's record.
+// the same record are kept until finish.
 type converter struct {
 	m   *schemas.FlowMessage
 	h   *msgHeader
 	dom *domain
+	record
+	ifName []byte // options data: interfaceName
+}
 
+// record is what the converter keeps of one record. begin resets it whole:
+// the converter is pooled and shared by every exporter, so a value left
+// over would land in another exporter's record. It holds no pointers, so
+// that the reset is a plain clear.
+type record struct {
 	have                         uint32
 	octets, octetsTot, octetsOut uint64
 	pkts, pktsTot, pktsOut       uint64
@@ -82,16 +87,27 @@ type converter struct {
 	startPrec, endPrec           uint8
 	samp                         sampling
 
-	// Addresses by family, slices of the record: templates may carry both
-	// families and fill one with zeros, so the family is chosen in finish.
-	src4, dst4, src6, dst6 []byte
-	nh4, nh6, bgp4, bgp6   []byte
+	// Addresses by family: templates may carry both families and fill one
+	// with zeros, so the family is chosen in finish.
+	src4, dst4, src6, dst6 addr
+	nh4, nh6, bgp4, bgp6   addr
 
 	// Options data records.
 	ifIndex uint32
-	ifName  []byte
 	hasIf   bool
 }
+
+// addr is an address IE's value, n == 0 when the record has none.
+type addr struct {
+	b [16]byte
+	n uint8
+}
+
+func (a *addr) set(v []byte) { a.n = uint8(copy(a.b[:], v)) }
+
+func (a *addr) bytes() []byte { return a.b[:a.n] }
+
+func (a *addr) zero() bool { return allZero(a.b[:a.n]) }
 
 // beUint reads an unsigned big-endian number of 1 to 8 bytes (reduced-size
 // encoding, RFC 7011 6.2); longer values keep their low 8 bytes.
@@ -133,7 +149,8 @@ func putAddr(dst []byte, v []byte) []byte {
 // begin starts a record: every field of m is reset (its byte buffers kept)
 // and the message-level fields are filled.
 func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exporter *[16]byte) {
-	*c = converter{m: m, h: h, dom: dom}
+	c.m, c.h, c.dom = m, h, dom
+	c.record = record{}
 	m.Type = h.flowType()
 	m.TimeReceivedNs = h.receivedNs
 	m.SequenceNum = h.seq

@@ -240,12 +240,12 @@ func (c *converter) field(id uint16, v []byte) {
 	}
 }
 
-func byFamily(v []byte, v4, v6 *[]byte) {
+func byFamily(v []byte, v4, v6 *addr) {
 	switch len(v) {
 	case 4:
-		*v4 = v
+		v4.set(v)
 	case 16:
-		*v6 = v
+		v6.set(v)
 	}
 }
 
@@ -293,14 +293,14 @@ func (c *converter) uptimeNs(ms uint32) (uint64, bool) {
 // the non-zero family, else the flow's.
 func (c *converter) addresses() int {
 	m := c.m
-	has4, has6 := c.src4 != nil || c.dst4 != nil, c.src6 != nil || c.dst6 != nil
+	has4, has6 := c.src4.n != 0 || c.dst4.n != 0, c.src6.n != 0 || c.dst6.n != 0
 	fam := 0
 	switch {
 	case c.have&hIPVersion != 0 && (c.ipVersion == 4 && has4 || c.ipVersion == 6 && has6):
 		fam = int(c.ipVersion)
 	case has4 && has6:
 		fam = 4
-		if allZero(c.src4) && allZero(c.dst4) && !(allZero(c.src6) && allZero(c.dst6)) {
+		if c.src4.zero() && c.dst4.zero() && !(c.src6.zero() && c.dst6.zero()) {
 			fam = 6
 		}
 	case has4:
@@ -308,21 +308,21 @@ func (c *converter) addresses() int {
 	case has6:
 		fam = 6
 	}
-	src, dst := c.src4, c.dst4
+	src, dst := &c.src4, &c.dst4
 	if fam == 6 {
-		src, dst = c.src6, c.dst6
+		src, dst = &c.src6, &c.dst6
 	}
-	if src != nil {
-		m.SrcAddr = putAddr(m.SrcAddr, src)
+	if src.n != 0 {
+		m.SrcAddr = putAddr(m.SrcAddr, src.bytes())
 	}
-	if dst != nil {
-		m.DstAddr = putAddr(m.DstAddr, dst)
+	if dst.n != 0 {
+		m.DstAddr = putAddr(m.DstAddr, dst.bytes())
 	}
-	if nh := pickFamily(c.nh4, c.nh6, fam); nh != nil {
-		m.NextHop = putAddr(m.NextHop, nh)
+	if nh := pickFamily(&c.nh4, &c.nh6, fam); nh != nil {
+		m.NextHop = putAddr(m.NextHop, nh.bytes())
 	}
-	if nh := pickFamily(c.bgp4, c.bgp6, fam); nh != nil {
-		m.BgpNextHop = putAddr(m.BgpNextHop, nh)
+	if nh := pickFamily(&c.bgp4, &c.bgp6, fam); nh != nil {
+		m.BgpNextHop = putAddr(m.BgpNextHop, nh.bytes())
 	}
 	if c.have&hIPVersion != 0 { // the etype follows ipVersion even without addresses
 		if c.ipVersion == 4 || c.ipVersion == 6 {
@@ -334,15 +334,18 @@ func (c *converter) addresses() int {
 }
 
 // pickFamily chooses between an IPv4 and an IPv6 address of one meaning:
-// the one present, else the non-zero one, else the flow's family's.
-func pickFamily(v4, v6 []byte, fam int) []byte {
+// the one present, else the non-zero one, else the flow's family's; nil
+// when neither is present.
+func pickFamily(v4, v6 *addr, fam int) *addr {
 	switch {
-	case v6 == nil:
+	case v4.n == 0 && v6.n == 0:
+		return nil
+	case v6.n == 0:
 		return v4
-	case v4 == nil:
+	case v4.n == 0:
 		return v6
-	case allZero(v4) != allZero(v6):
-		if allZero(v4) {
+	case v4.zero() != v6.zero():
+		if v4.zero() {
 			return v6
 		}
 		return v4
@@ -432,7 +435,7 @@ func (c *converter) optionsField(id uint16, v []byte) {
 }
 
 func (c *converter) beginOptions() {
-	*c = converter{}
+	c.record, c.ifName = record{}, nil
 }
 
 // finishOptions applies an options data record to its domain: sampling
