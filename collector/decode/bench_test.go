@@ -2,8 +2,6 @@ package decode
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -33,7 +31,7 @@ func benchInputs(b *testing.B) []benchInput {
 		in = append(in, benchInput{name: "probe-" + p.String(), setup: msgs[:1], data: msgs[1:]})
 	}
 	in = append(in, benchInput{name: "v5-30", data: [][]byte{v5Msg(0, 100_000, 30)}})
-	if _, err := os.Stat(filepath.Join("..", "..", "..", "shared", "vectors")); err == nil {
+	if findVectors() != "" {
 		v5 := readVector(b, "netflow5_test_juniper_mx80.dat")
 		v9 := readVector(b, "netflow9_test_iptnetflow_reduced_size_encoding_tpldata260.dat")
 		in = append(in, benchInput{name: "router-v5", data: [][]byte{v5}}, benchInput{name: "router-v9", data: [][]byte{v9}})

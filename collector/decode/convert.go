@@ -46,11 +46,6 @@ const (
 	hVlan
 	hSrcMac
 	hDstMac
-	hPktInterval
-	hPktSpace
-	hInterval
-	hV4
-	hV6
 )
 
 // Time sources by precedence: the most precise absolute time wins.
@@ -71,7 +66,15 @@ type converter struct {
 	m   *schemas.FlowMessage
 	h   *msgHeader
 	dom *domain
+	record
+	ifName []byte // options data: interfaceName
+}
 
+// record is what the converter keeps of one record. begin resets it whole:
+// the converter is pooled and shared by every exporter, so a value left
+// over would land in another exporter's record. It holds no pointers, so
+// that the reset is a plain clear.
+type record struct {
 	have                         uint32
 	octets, octetsTot, octetsOut uint64
 	pkts, pktsTot, pktsOut       uint64
@@ -80,15 +83,31 @@ type converter struct {
 	ipVersion                    uint8
 	icmpTC                       uint16
 	icmpType, icmpCode           uint8
-	pktInterval, pktSpace, intvl uint64
 	startNs, endNs               uint64
 	startPrec, endPrec           uint8
+	samp                         sampling
+
+	// Addresses by family: templates may carry both families and fill one
+	// with zeros, so the family is chosen in finish.
+	src4, dst4, src6, dst6 addr
+	nh4, nh6, bgp4, bgp6   addr
 
 	// Options data records.
 	ifIndex uint32
-	ifName  []byte
 	hasIf   bool
 }
+
+// addr is an address IE's value, n == 0 when the record has none.
+type addr struct {
+	b [16]byte
+	n uint8
+}
+
+func (a *addr) set(v []byte) { a.n = uint8(copy(a.b[:], v)) }
+
+func (a *addr) bytes() []byte { return a.b[:a.n] }
+
+func (a *addr) zero() bool { return allZero(a.b[:a.n]) }
 
 // beUint reads an unsigned big-endian number of 1 to 8 bytes (reduced-size
 // encoding, RFC 7011 6.2); longer values keep their low 8 bytes.
@@ -131,15 +150,11 @@ func putAddr(dst []byte, v []byte) []byte {
 // and the message-level fields are filled.
 func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exporter *[16]byte) {
 	c.m, c.h, c.dom = m, h, dom
-	c.have, c.startPrec, c.endPrec = 0, precNone, precNone
-	c.startNs, c.endNs = 0, 0
+	c.record = record{}
 	m.Type = h.flowType()
 	m.TimeReceivedNs = h.receivedNs
 	m.SequenceNum = h.seq
 	m.SamplingRate = 0
-	if dom != nil {
-		m.SamplingRate = dom.samplingRate
-	}
 	m.SamplerAddress = append(m.SamplerAddress[:0], exporter[:]...)
 	m.TimeFlowStartNs, m.TimeFlowEndNs = 0, 0
 	m.Bytes, m.Packets = 0, 0

@@ -35,12 +35,14 @@
 //
 // # Sampling rate
 //
-// sampling_rate is what the exporter said, and 0 when it said nothing:
-//   - IPFIX / v9: options data (or the flow record itself) carrying
-//     samplingPacketInterval 305 (+ samplingPacketSpace 306: rate =
-//     (interval+space)/interval), samplingInterval 34, or
-//     samplerRandomInterval 50, remembered per exporter and domain;
-//   - v5: the low 14 bits of the header's sampling_interval.
+// sampling_rate is what the exporter said, and 0 when it said nothing or
+// nothing that gives a packet ratio; counters are never scaled by it.
+// selectorAlgorithm 304 (RFC 5477) names the IEs that give the rate
+// (305/306, 309/310, 311); without it samplingPacketInterval 305 (+ 306),
+// samplingInterval 34 / samplerRandomInterval 50 (RFC 7270), 309/310 or
+// 311 do; v5 has it in its header. Rates are kept per exporter, domain and
+// sampler (samplerId 48 / selectorId 302), and a record's own sampling IEs
+// win. docs/collector.md has the whole table.
 //
 // 0 means "unknown", as in goflow2 (whose field numbers FlowMessage
 // shares) and as Akvorado and other consumers expect: a consumer that

@@ -10,9 +10,9 @@ type domain struct {
 	id        uint32
 	templates map[uint16]*template
 
-	samplingRate uint64            // from options data; 0: unknown
-	sysInitMs    uint64            // IPFIX systemInitTimeMilliseconds (160) from options data
-	ifNames      map[uint32]string // ifindex -> interfaceName, from options data
+	sampling  samplerRates      // from options data (v5: the header)
+	sysInitMs uint64            // IPFIX systemInitTimeMilliseconds (160) from options data
+	ifNames   map[uint32]string // ifindex -> interfaceName, from options data
 
 	// Sequence numbers are per transport session (RFC 7011 10.3.2; RFC
 	// 3954 5.1): an exporter that restarts comes back from a new source

@@ -7,30 +7,37 @@ import (
 // Information elements read besides those in schemas/ie.go (IANA IPFIX
 // numbers; NetFlow v9 uses the same for 1-127).
 const (
-	ieSrcMask            = 9
-	ieNextHopV4          = 15
-	ieSrcAS              = 16
-	ieDstAS              = 17
-	ieBGPNextHopV4       = 18
-	ieOutOctets          = 23 // postOctetDeltaCount
-	ieOutPackets         = 24 // postPacketDeltaCount
-	ieSrcMaskV6          = 29
-	ieDstMaskV6          = 30
-	ieDstMask            = 13
-	ieEgressInterface    = 14
-	ieSamplerInterval    = 50 // v9 FLOW_SAMPLER_RANDOM_INTERVAL / samplerRandomInterval
-	ieSrcMac             = 56
-	iePostDstMac         = 57
-	ieNextHopV6          = 62
-	ieBGPNextHopV6       = 63
-	ieDstMac             = 80
-	iePostSrcMac         = 81
-	ieOctetTotal         = 85
-	iePacketTotal        = 86
-	ieForwardingStatus   = 89
-	ieMplsLabel9         = 78 // mplsLabelStackSection9 and 10: the probe sends 8 (70-77)
-	ieMplsLabel10        = 79
-	ieGreKey             = 296
+	ieSrcMask          = 9
+	ieNextHopV4        = 15
+	ieSrcAS            = 16
+	ieDstAS            = 17
+	ieBGPNextHopV4     = 18
+	ieOutOctets        = 23 // postOctetDeltaCount
+	ieOutPackets       = 24 // postPacketDeltaCount
+	ieSrcMaskV6        = 29
+	ieDstMaskV6        = 30
+	ieDstMask          = 13
+	ieEgressInterface  = 14
+	ieSrcMac           = 56
+	iePostDstMac       = 57
+	ieNextHopV6        = 62
+	ieBGPNextHopV6     = 63
+	ieDstMac           = 80
+	iePostSrcMac       = 81
+	ieOctetTotal       = 85
+	iePacketTotal      = 86
+	ieForwardingStatus = 89
+	ieMplsLabel9       = 78 // mplsLabelStackSection9 and 10: the probe sends 8 (70-77)
+	ieMplsLabel10      = 79
+	ieGreKey           = 296
+	// NSEL (Cisco ASA) and IPFIX initiator/responder counters: read as the
+	// flow's when the template has no delta counters (compile).
+	ieInitiatorOctets    = 231
+	ieResponderOctets    = 232
+	ieInitiatorPackets   = 298
+	ieResponderPackets   = 299
+	ieIngressPhysicalIf  = 252 // ingressPhysicalInterface: when the template has no ingressInterface 10
+	ieEgressPhysicalIf   = 253
 	ieLayer2SegmentID    = 351 // top octet: 0x01 VXLAN, 0x02 NVGRE; the low 24 bits: VNI / VSID
 	ieGtpuTEID           = 507
 	ieFlowStartSeconds   = 150
@@ -115,20 +122,16 @@ func (c *converter) field(id uint16, v []byte) {
 	case ieOutPackets:
 		c.pktsOut, c.have = beUint(v), c.have|hPacketsOut
 
+	// Addresses: by their length (4 or 16; others are not addresses),
+	// whatever the IE says, as before templates with both families.
 	case schemas.IESourceIPv4Address, schemas.IESourceIPv6Address:
-		if len(v) == 4 || len(v) == 16 {
-			m.SrcAddr = putAddr(m.SrcAddr, v)
-			c.family(len(v))
-		}
+		byFamily(v, &c.src4, &c.src6)
 	case schemas.IEDestinationIPv4Address, schemas.IEDestinationIPv6Address:
-		if len(v) == 4 || len(v) == 16 {
-			m.DstAddr = putAddr(m.DstAddr, v)
-			c.family(len(v))
-		}
+		byFamily(v, &c.dst4, &c.dst6)
 	case ieNextHopV4, ieNextHopV6:
-		m.NextHop = putAddr(m.NextHop, v)
+		byFamily(v, &c.nh4, &c.nh6)
 	case ieBGPNextHopV4, ieBGPNextHopV6:
-		m.BgpNextHop = putAddr(m.BgpNextHop, v)
+		byFamily(v, &c.bgp4, &c.bgp6)
 	case schemas.IEIPVersion:
 		c.ipVersion, c.have = uint8(beUint(v)), c.have|hIPVersion
 
@@ -223,16 +226,26 @@ func (c *converter) field(id uint16, v []byte) {
 	case ieSystemInitTimeMs:
 		c.sysInitMs, c.have = beUint(v), c.have|hSysInit
 
-	case schemas.IESamplingPacketInterval:
-		c.pktInterval, c.have = beUint(v), c.have|hPktInterval
-	case schemas.IESamplingPacketSpace:
-		c.pktSpace, c.have = beUint(v), c.have|hPktSpace
-	case schemas.IESamplingInterval, ieSamplerInterval:
-		c.intvl, c.have = beUint(v), c.have|hInterval
+	case ieResponderOctets: // only when the template has no octetDeltaCount (compile)
+		m.ReverseBytes, m.Biflow = beUint(v), true
+	case ieResponderPackets:
+		m.ReversePackets, m.Biflow = beUint(v), true
 	default:
+		if c.samp.field(id, v) {
+			return
+		}
 		if set := setter(id); set != nil {
 			set(m, beUint(v))
 		}
+	}
+}
+
+func byFamily(v []byte, v4, v6 *addr) {
+	switch len(v) {
+	case 4:
+		v4.set(v)
+	case 16:
+		v6.set(v)
 	}
 }
 
@@ -243,14 +256,6 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-func (c *converter) family(n int) {
-	if n == 4 {
-		c.have |= hV4
-	} else {
-		c.have |= hV6
-	}
 }
 
 // beforeExport is flowStart/EndDeltaMicroseconds: microseconds before the
@@ -281,16 +286,73 @@ func (c *converter) uptimeNs(ms uint32) (uint64, bool) {
 	return uint64(max(export+int64(int32(ms-h.uptimeMs))*1e6, 0)), true
 }
 
-// samplingRate is the rate a record's (or an options record's) sampling
-// fields give, 0 when they give none.
-func (c *converter) samplingRate() uint64 {
-	if c.have&hPktInterval != 0 && c.pktInterval > 0 {
-		return (c.pktInterval + c.pktSpace) / c.pktInterval
+// addresses fills m's addresses and returns the record's IP version (0:
+// unknown). A template may carry both families and fill one with zeros
+// (IOS XR, Procera): ipVersion 60 names the family when present, else the
+// family with a non-zero address, else IPv4 if present. Next hops take
+// the non-zero family, else the flow's.
+func (c *converter) addresses() int {
+	m := c.m
+	has4, has6 := c.src4.n != 0 || c.dst4.n != 0, c.src6.n != 0 || c.dst6.n != 0
+	fam := 0
+	switch {
+	case c.have&hIPVersion != 0 && (c.ipVersion == 4 && has4 || c.ipVersion == 6 && has6):
+		fam = int(c.ipVersion)
+	case has4 && has6:
+		fam = 4
+		if c.src4.zero() && c.dst4.zero() && !(c.src6.zero() && c.dst6.zero()) {
+			fam = 6
+		}
+	case has4:
+		fam = 4
+	case has6:
+		fam = 6
 	}
-	if c.have&hInterval != 0 && c.intvl > 0 {
-		return c.intvl
+	src, dst := &c.src4, &c.dst4
+	if fam == 6 {
+		src, dst = &c.src6, &c.dst6
 	}
-	return 0
+	if src.n != 0 {
+		m.SrcAddr = putAddr(m.SrcAddr, src.bytes())
+	}
+	if dst.n != 0 {
+		m.DstAddr = putAddr(m.DstAddr, dst.bytes())
+	}
+	if nh := pickFamily(&c.nh4, &c.nh6, fam); nh != nil {
+		m.NextHop = putAddr(m.NextHop, nh.bytes())
+	}
+	if nh := pickFamily(&c.bgp4, &c.bgp6, fam); nh != nil {
+		m.BgpNextHop = putAddr(m.BgpNextHop, nh.bytes())
+	}
+	if c.have&hIPVersion != 0 { // the etype follows ipVersion even without addresses
+		if c.ipVersion == 4 || c.ipVersion == 6 {
+			return int(c.ipVersion)
+		}
+		return 0
+	}
+	return fam
+}
+
+// pickFamily chooses between an IPv4 and an IPv6 address of one meaning:
+// the one present, else the non-zero one, else the flow's family's; nil
+// when neither is present.
+func pickFamily(v4, v6 *addr, fam int) *addr {
+	switch {
+	case v4.n == 0 && v6.n == 0:
+		return nil
+	case v6.n == 0:
+		return v4
+	case v4.n == 0:
+		return v6
+	case v4.zero() != v6.zero():
+		if v4.zero() {
+			return v6
+		}
+		return v4
+	case fam == 6:
+		return v6
+	}
+	return v4
 }
 
 // finish resolves what depends on several fields and completes m.
@@ -324,10 +386,10 @@ func (c *converter) finish() {
 	}
 	m.TimeFlowStartNs, m.TimeFlowEndNs = c.startNs, c.endNs
 
-	switch {
-	case c.have&hIPVersion != 0 && c.ipVersion == 4, c.have&hIPVersion == 0 && c.have&hV4 != 0:
+	switch c.addresses() {
+	case 4:
 		m.Etype = 0x0800
-	case c.have&hIPVersion != 0 && c.ipVersion == 6, c.have&hIPVersion == 0 && c.have&hV6 != 0:
+	case 6:
 		m.Etype = 0x86dd
 	}
 
@@ -346,8 +408,12 @@ func (c *converter) finish() {
 		m.SrcPort, m.DstPort = 0, 0
 	}
 
-	if r := c.samplingRate(); r != 0 {
+	// The record's own sampling IEs, else its sampler's rate, else the
+	// domain's.
+	if r, _ := c.samp.rate(); r != 0 {
 		m.SamplingRate = r
+	} else if c.dom != nil {
+		m.SamplingRate = c.dom.sampling.of(c.samp.id, c.samp.have&sID != 0)
 	}
 	if c.dom != nil && c.dom.ifNames != nil {
 		m.InIfName = c.dom.ifNames[m.InIf]
@@ -363,21 +429,21 @@ func (c *converter) optionsField(id uint16, v []byte) {
 		c.ifName = v
 	case ieSystemInitTimeMs:
 		c.sysInitMs, c.have = beUint(v), c.have|hSysInit
-	case schemas.IESamplingPacketInterval, schemas.IESamplingPacketSpace, schemas.IESamplingInterval, ieSamplerInterval:
-		c.field(id, v)
+	default:
+		c.samp.field(id, v)
 	}
 }
 
 func (c *converter) beginOptions() {
-	c.have, c.hasIf, c.ifName = 0, false, nil
+	c.record, c.ifName = record{}, nil
 }
 
 // finishOptions applies an options data record to its domain: sampling
-// rate, system init time, interface name. All are per domain: a sampler id
-// scope (v9 FLOW_SAMPLER_ID) is not told apart.
+// rate (per sampler when the record names one: samplerId 48 or selectorId
+// 302, as a scope or not), system init time, interface name.
 func (c *converter) finishOptions(dom *domain) {
-	if r := c.samplingRate(); r != 0 {
-		dom.samplingRate = r
+	if r, said := c.samp.rate(); said {
+		dom.sampling.set(c.samp.id, c.samp.have&sID != 0, r)
 	}
 	if c.have&hSysInit != 0 {
 		dom.sysInitMs = c.sysInitMs

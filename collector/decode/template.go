@@ -106,10 +106,9 @@ func nextTemplate(setID uint16, b []byte) (r tmplRecord, n int, err *DropError) 
 		if p+4 > len(b) {
 			return r, 0, drop(ReasonTemplate, "template %d: field %d of %d past the set end", r.id, i, count)
 		}
-		typ, length := be.Uint16(b[p:]), be.Uint16(b[p+2:])
-		if length == 0 {
-			return r, 0, drop(ReasonTemplate, "template %d: field %d (type %d) has length 0", r.id, i, typ&^ipfixEnterpriseBit)
-		}
+		// A field of length 0 is accepted (Juniper SRX and MX send v9
+		// options with a System scope of length 0): it reads no bytes.
+		typ := be.Uint16(b[p:])
 		p += 4
 		if typ&ipfixEnterpriseBit != 0 && setID >= setIPFIXTemplate {
 			p += 4 // enterprise number
@@ -169,8 +168,11 @@ func compile(version, setID uint16, r tmplRecord, pen uint32) (*template, error)
 		return nil, fmt.Errorf("goflow2 read %d fields of template %d, want %d", len(scopes)+len(opts), r.id, r.nfields)
 	}
 	t := &template{options: setID == setV9Options || setID == setIPFIXOptions, fields: make([]tfield, 0, r.nfields)}
+	alias := aliases(opts)
 	add := func(f netflow.Field, id uint16) {
-		tf := tfield{id: id, length: f.Length, varLen: version == 10 && f.Length == ipfixVarLen}
+		// Length 65535 is variable length in v9 too (H3C's strings), read
+		// as RFC 7011 7 says: RFC 3954 reserves no length.
+		tf := tfield{id: id, length: f.Length, varLen: f.Length == ipfixVarLen}
 		typ := f.Type &^ ipfixEnterpriseBit
 		switch {
 		case typ >= ieOurs: // no IE this package reads; keeps the flag bits free
@@ -182,6 +184,9 @@ func compile(version, setID uint16, r tmplRecord, pen uint32) (*template, error)
 			tf.id = ieOurs | typ
 		default:
 			tf.id = 0
+		}
+		if !t.options && tf.id < ieReverse {
+			tf.id = alias.get(tf.id)
 		}
 		if !t.options {
 			tf.set = setter(tf.id)
@@ -206,5 +211,62 @@ func compile(version, setID uint16, r tmplRecord, pen uint32) (*template, error)
 	for _, f := range opts {
 		add(f, f.Type)
 	}
+	if t.minLen == 0 { // no variable-length field either: records of 0 bytes
+		return nil, fmt.Errorf("template %d: records of 0 bytes", r.id)
+	}
 	return t, nil
+}
+
+// aliasIE is an IE read as another when a template lacks that other.
+var aliasIE = []struct{ ie, as, unless uint16 }{
+	{ieInitiatorOctets, schemas.IEOctetDeltaCount, schemas.IEOctetDeltaCount},
+	{ieInitiatorPackets, schemas.IEPacketDeltaCount, schemas.IEPacketDeltaCount},
+	{ieResponderOctets, ieResponderOctets, schemas.IEOctetDeltaCount},
+	{ieResponderPackets, ieResponderPackets, schemas.IEPacketDeltaCount},
+	{ieIngressPhysicalIf, schemas.IEIngressInterface, schemas.IEIngressInterface},
+	{ieEgressPhysicalIf, ieEgressInterface, ieEgressInterface},
+}
+
+// aliasMap maps a field id to itself but for the aliases that apply.
+type aliasMap map[uint16]uint16
+
+func (a aliasMap) get(id uint16) uint16 {
+	if to, ok := a[id]; ok {
+		return to
+	}
+	return id
+}
+
+// aliases decides, per template, which IEs stand in for absent ones:
+// NSEL's initiator/responder counters (Cisco ASA sends no delta counters)
+// and the physical interfaces when the logical ones are absent. An IE of
+// aliasIE that does not apply is skipped (id 0).
+func aliases(fields []netflow.Field) aliasMap {
+	var a aliasMap
+	for _, al := range aliasIE {
+		present, unless := false, false
+		for _, f := range fields {
+			if f.PenProvided {
+				continue
+			}
+			switch f.Type {
+			case al.ie:
+				present = true
+			case al.unless:
+				unless = true
+			}
+		}
+		if !present {
+			continue
+		}
+		if a == nil {
+			a = aliasMap{}
+		}
+		if unless {
+			a[al.ie] = 0
+		} else {
+			a[al.ie] = al.as
+		}
+	}
+	return a
 }

