@@ -34,6 +34,7 @@ const (
 	mapEntryCost = 48
 	domainCost   = int64(unsafe.Sizeof(domain{})) + 4*mapEntryCost // + its empty maps
 	ifNameCost   = 16 + 4 + mapEntryCost                           // string header, key, entry
+	samplerCost  = 8 + 8 + mapEntryCost                            // a sampler's id and rate
 )
 
 func templateCost(t *template) int64 {

@@ -271,6 +271,26 @@ func TestTemplateMemory(t *testing.T) {
 		}
 	})
 
+	t.Run("sampler rates", func(t *testing.T) {
+		d := New(Config{MaxTemplateBytes: domainCost + 2*samplerCost})
+		d.Decode(a, ipfixMsg(0, 0, nil), 1, nil)
+		d.mu.Lock()
+		e := d.exporters[a.Addr()]
+		d.mu.Unlock()
+		dom := e.domains[domainKey(10, 0)]
+		for id, rate := range []uint64{10, 20, 30} { // the third does not fit
+			if ok := dom.sampling.set(uint64(id), true, rate, e.charge); ok != (id < 2) {
+				t.Fatalf("sampler %d kept: %v", id, ok)
+			}
+		}
+		if !dom.sampling.set(1, true, 25, e.charge) || !dom.sampling.set(0, false, 7, e.charge) {
+			t.Fatal("a known sampler's new rate, or the domain's, refused")
+		}
+		if st := d.Stats(); st.TemplateBytes != domainCost+2*samplerCost || dom.sampling.of(1, true) != 25 || dom.sampling.of(2, true) != 7 {
+			t.Fatalf("%d bytes, rates %d %d", st.TemplateBytes, dom.sampling.of(1, true), dom.sampling.of(2, true))
+		}
+	})
+
 	t.Run("concurrent exporters share one budget", func(t *testing.T) {
 		big := func(id uint16) []byte { // 512 fields of 4 bytes
 			f := make([]uint16, 0, 2*maxTemplateFields)

@@ -443,7 +443,9 @@ func (c *converter) beginOptions() {
 // 302, as a scope or not), system init time, interface name.
 func (c *converter) finishOptions(dom *domain) {
 	if r, said := c.samp.rate(); said {
-		dom.sampling.set(c.samp.id, c.samp.have&sID != 0, r)
+		if !dom.sampling.set(c.samp.id, c.samp.have&sID != 0, r, dom.e.charge) {
+			dom.e.c.Dropped[ReasonTemplateMemory]++
+		}
 	}
 	if c.have&hSysInit != 0 {
 		dom.sysInitMs = c.sysInitMs

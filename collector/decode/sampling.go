@@ -174,14 +174,21 @@ type samplerRates struct {
 	sole   uint64            // the rate of the only sampler, while there is one
 }
 
-// set records rate for sampler id (hasID) or for the whole domain.
-func (r *samplerRates) set(id uint64, hasID bool, rate uint64) {
+// set records rate for sampler id (hasID) or for the whole domain. A new
+// sampler id takes samplerCost from the state budget through charge; false
+// when that is refused.
+func (r *samplerRates) set(id uint64, hasID bool, rate uint64, charge func(int64) bool) bool {
 	if !hasID {
 		r.domain = rate
-		return
+		return true
 	}
-	if _, ok := r.byID[id]; !ok && len(r.byID) >= maxSamplers {
-		return
+	if _, ok := r.byID[id]; !ok {
+		if len(r.byID) >= maxSamplers {
+			return true // documented: the records of others get the domain's rate
+		}
+		if !charge(samplerCost) {
+			return false
+		}
 	}
 	if r.byID == nil {
 		r.byID = map[uint64]uint64{}
@@ -191,6 +198,7 @@ func (r *samplerRates) set(id uint64, hasID bool, rate uint64) {
 	if len(r.byID) == 1 {
 		r.sole = rate
 	}
+	return true
 }
 
 // of is the rate of a record of sampler id (hasID), or of a record that
