@@ -31,6 +31,9 @@ const (
 	DefaultSampleBytes = 128
 	MaxSampleBytes     = 256  // SAMPLE_MAX_BYTES in xdpflow.h
 	MaxLocalNets       = 1024 // local_nets' max_entries
+	// DefaultTCPConversations: handshakes timed at once (about 100 B
+	// each); a conversation leaves at RST or when idle (SweepTCP).
+	DefaultTCPConversations = 65536
 )
 
 // defaultRingBytes is the size of the sample ring buffer.
@@ -67,6 +70,17 @@ type Config struct {
 	Mirrors []Mirror
 	// MACs puts the source and destination MAC addresses in the key.
 	MACs bool
+	// TCPHealth measures, per TCP conversation seen in both directions,
+	// the server and client network delays and the application latency
+	// (from the handshake and the first data each way), and counts
+	// retransmitted, out-of-order and zero-window segments per flow
+	// (docs/datapath.md, "TCP health").
+	TCPHealth bool
+	// TCPConversations is the capacity of the handshake state map
+	// (default DefaultTCPConversations): conversations whose handshake is
+	// being timed. When it is full a new conversation is not timed and
+	// Stats.TcpConvsFull counts it.
+	TCPConversations uint32
 	// PinPath, when set, is a bpffs directory where the maps are pinned
 	// (see pin.go): a Load that finds compatible pins there carries on
 	// with them.
@@ -86,6 +100,9 @@ type Config struct {
 	// values, so that a repeated test frame becomes many flows (see
 	// cfg_bench_flows in xdpflow.c).
 	benchFlows uint32
+	// testClock makes handshake times come from SetTestClock, so that
+	// tests know the exact latencies (see cfg_test_clock in xdpflow.c).
+	testClock bool
 }
 
 func (c *Config) setDefaults() error {
@@ -97,6 +114,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SampleBytes > MaxSampleBytes {
 		return &ConfigError{"SampleBytes", c.SampleBytes, fmt.Errorf("at most %d", MaxSampleBytes)}
+	}
+	if c.TCPConversations == 0 {
+		c.TCPConversations = DefaultTCPConversations
 	}
 	if c.ringBytes == 0 {
 		c.ringBytes = defaultRingBytes
@@ -202,6 +222,7 @@ type objects struct {
 	Xdpflow      *ebpf.Program `ebpf:"xdpflow"`
 	XdpflowFrags *ebpf.Program `ebpf:"xdpflow_frags"`
 	StartClock   *ebpf.Program `ebpf:"start_clock"`
+	TestClockNs  *ebpf.Variable `ebpf:"test_clock_ns"` // Config.testClock
 }
 
 func (o *objects) Close() error {
@@ -229,7 +250,7 @@ func (d *Datapath) vlanProgram(ifindex int, name string) (*ebpf.Program, error) 
 	ps.Ifindex = uint32(ifindex)
 	ps.Flags |= unix.BPF_F_XDP_DEV_BOUND_ONLY
 	repl := map[string]*ebpf.Map{"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock,
-		"samples": d.objs.Samples, "local_nets": d.objs.LocalNets, ".bss": d.objs.Bss}
+		"samples": d.objs.Samples, "local_nets": d.objs.LocalNets, ".bss": d.objs.Bss, "tcp_convs": d.objs.TcpConvs}
 	var o struct {
 		P *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
 	}
@@ -272,6 +293,8 @@ func Load(cfg Config) (*Datapath, error) {
 		"cfg_vxlan_ports":  ports(cfg.VXLANPorts),
 		"cfg_geneve_ports": ports(cfg.GenevePorts),
 		"cfg_macs":         flag(cfg.MACs),
+		"cfg_tcp_health":   flag(cfg.TCPHealth),
+		"cfg_test_clock":   flag(cfg.testClock),
 	}
 	for _, m := range cfg.Mirrors {
 		switch m.Type {
@@ -297,6 +320,11 @@ func Load(cfg Config) (*Datapath, error) {
 	// type then, since the map's key is not the whole struct.
 	inner.KeySize, inner.Key = uint32(cfg.keySize()), nil
 	spec.Maps["samples"].MaxEntries = cfg.ringBytes
+	if cfg.TCPHealth {
+		spec.Maps["tcp_convs"].MaxEntries = cfg.TCPConversations
+	} else {
+		spec.Maps["tcp_convs"].MaxEntries = 1 // unused: the program never reaches it
+	}
 
 	d := &Datapath{cfg: cfg}
 	var repl map[string]*ebpf.Map

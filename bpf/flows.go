@@ -62,6 +62,23 @@ func (v *FlowValue) Merge(o FlowValue) {
 	if o.FlowDirection != 0 { // fixed by the key and Config.LocalNets
 		v.FlowDirection = o.FlowDirection
 	}
+	// TCP health: the latencies are measured once per conversation and
+	// copied into every later epoch's entry; the counts add up.
+	for _, f := range [...]struct {
+		dst *uint64
+		src uint64
+	}{
+		{&v.ServerNwDelayNs, o.ServerNwDelayNs}, {&v.ClientNwDelayNs, o.ClientNwDelayNs}, {&v.ApplLatencyNs, o.ApplLatencyNs}} {
+		if f.src != 0 {
+			*f.dst = f.src
+		}
+	}
+	v.TcpRetrans += o.TcpRetrans
+	v.TcpOoo += o.TcpOoo
+	v.TcpZeroWin += o.TcpZeroWin
+	if o.TcpState != 0 { // the sequence state of the later epoch
+		v.TcpHwm, v.TcpHoleLo, v.TcpHoleHi, v.TcpState = o.TcpHwm, o.TcpHoleLo, o.TcpHoleHi, o.TcpState
+	}
 }
 
 // batchSize is how many entries one batch syscall moves.

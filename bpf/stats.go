@@ -65,6 +65,7 @@ func (d *Datapath) Stats() (Stats, error) {
 		s.Fragments += c.Fragments
 		s.Samples += c.Samples
 		s.SamplesLost += c.SamplesLost
+		s.TcpConvsFull += c.TcpConvsFull
 	}
 	return s, nil
 }

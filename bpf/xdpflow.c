@@ -92,6 +92,13 @@ volatile const __u32 cfg_mirror_vxlan_port = 0;
 volatile const __u32 cfg_mirror_geneve_port = 0;
 volatile const __u32 cfg_mirror_tzsp_port = 0;
 volatile const __u32 cfg_macs = 0; /* source/destination MAC in the key */
+/* TCP health (--tcp-health): handshake latencies, retransmissions. */
+volatile const __u32 cfg_tcp_health = 0;
+/* Tests only: handshake times come from test_clock_ns instead of
+ * bpf_ktime_get_ns, so that table tests know the exact latencies. Zero in
+ * production: the verifier removes it (as cfg_bench_flows). */
+volatile const __u32 cfg_test_clock = 0;
+volatile __u64 test_clock_ns;
 
 /* The inner map is the template for the flow tables; the loader creates the
  * real ones with the configured size and puts one of them in the slot. */
@@ -140,6 +147,50 @@ struct {
 	__uint(max_entries, 1 << 20);
 } samples SEC(".maps");
 
+/* TCP conversations whose handshake is being timed (--tcp-health): both
+ * directions share one entry. Not swapped on rotation: a handshake split
+ * across a drain still pairs. A HASH, not an LRU: when full a new
+ * conversation is not timed and counted in stats.tcp_convs_full, no live
+ * one is evicted. Userspace sweeps idle entries (last_ns). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conv_key);
+	__type(value, struct conv_state);
+} tcp_convs SEC(".maps");
+
+/* A new flow's value is built here: see account. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_value);
+} new_value SEC(".maps");
+
+/* tcp_track's scratch: the program's stack and tcp_track's together must
+ * fit the verifier's 512 bytes. */
+/* A TCP segment as tcp_track reads it. */
+struct tcp_seg {
+	__u32 flags;
+	__u32 seq;
+	__u32 span;	/* sequence space used: payload, +1 for SYN, +1 for FIN */
+	__u32 payload;	/* 0: a pure ACK */
+	__u16 win;	/* window field as on the wire (unscaled) */
+};
+
+struct tcp_scratch {
+	struct conv_key ck;
+	struct conv_state ns;
+	struct tcp_seg sg;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tcp_scratch);
+} tcp_scratch SEC(".maps");
+
 /* The local networks (--local-net), for flow direction. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -159,6 +210,8 @@ const enum flow_direction *const btf_flow_direction;
 const enum tunnel_type *const btf_tunnel_type;
 const enum mirror_type *const btf_mirror_type;
 const struct lpm_key *const btf_lpm_key;
+const struct conv_key *const btf_conv_key;
+const struct conv_state *const btf_conv_state;
 
 /* What the parse learns about the packet. No pointers: inner layers are
  * parsed by a global function (see inner_layer), which takes it. */
@@ -168,10 +221,14 @@ struct packet {
 	__u64 l3_room; /* bytes from the IP header to end_off */
 	__u64 l3_len;  /* of the innermost IP packet */
 	__u32 tcp_flags;
+	/* --tcp-health: where the TCP header is, and the bytes from it to
+	 * the IP packet's end; tcp_track reads the rest. */
+	__u32 tcp_off;
+	__u32 tcp_room;
 	__u8 ip_tos;
 	__u8 fragment;	 /* non-first fragment */
 	__u8 more_frags; /* a fragment, maybe the first: its payload is not all here */
-	__u8 _pad;
+	__u8 tcp_new;	 /* tcp_track: the packet creates its flow's entry */
 	/* Copied into a new flow's value. */
 	__u8 tunnel_src_addr[16];
 	__u8 tunnel_dst_addr[16];
@@ -225,6 +282,12 @@ static __always_inline int parse_l4(struct packet *p, struct cursor *c, struct f
 		k->src_port = bpf_ntohs(*(__u16 *)&t[0]);
 		k->dst_port = bpf_ntohs(*(__u16 *)&t[2]);
 		p->tcp_flags = bpf_ntohs(*(__u16 *)&t[12]) & 0x0fff;
+		if (cfg_tcp_health) {
+			/* Two stores, no branch: the parse is verified once per
+			 * path through the layers, so it stays lean. */
+			p->tcp_off = l4 - c->data;
+			p->tcp_room = l3_end - l4;
+		}
 		break;
 	}
 	case IPPROTO_UDP:
@@ -1015,7 +1078,265 @@ static __always_inline __u8 direction(const struct flow_key *k)
 	return DIRECTION_UNKNOWN;
 }
 
-static __always_inline int account(struct packet *p, struct flow_key *k, __u64 now)
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+/* The precise clock, for handshake packets only (a helper call, ~20 ns). */
+static __always_inline __u64 hs_clock(void)
+{
+	if (cfg_test_clock)
+		return test_clock_ns;
+	return bpf_ktime_get_ns();
+}
+
+/* Big-endian word compare of two addresses: byte order, as Go's
+ * bytes.Compare, so userspace can build the same conversation keys. */
+static __always_inline int addr_cmp(const __u8 *a, const __u8 *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	int i;
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		__u32 u = bpf_ntohl(x[i]), w = bpf_ntohl(y[i]);
+		if (u != w)
+			return u < w ? -1 : 1;
+	}
+	return 0;
+}
+
+/* Copy what the conversation has measured into a direction's value. */
+static __always_inline void copy_latencies(struct flow_value *v, const struct conv_state *cs)
+{
+	v->server_nw_delay_ns = cs->server_nw_delay_ns;
+	v->client_nw_delay_ns = cs->client_nw_delay_ns;
+	v->appl_latency_ns = cs->appl_latency_ns;
+}
+
+/* After this many packets of an epoch without learning all it can, a
+ * direction stops looking the conversation up (a server that only ever
+ * acknowledges would otherwise do so on every packet). */
+#define TCP_HS_MAX_PACKETS 8
+
+/* The handshake path of --tcp-health: the first packet of a direction in
+ * each table epoch, SYN and RST packets, and a direction's packets until
+ * it has learnt what the conversation can tell it (TCP_ST_DONE). Times
+ * SYN, SYN-ACK, the handshake's ACK and the first data each way in
+ * tcp_convs, and copies the latencies measured into v. Returns 1 when a
+ * new conversation found tcp_convs full. A global function: the verifier
+ * checks it once, and ordinary packets never call it. */
+static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_scratch *sc,
+					 struct flow_value *v, __u64 now)
+{
+	const struct tcp_seg *p = &sc->sg;
+	struct conv_key *ck = &sc->ck;
+	ck->tunnel_id = k->tunnel_id;
+	ck->observation_point_id = k->observation_point_id;
+	ck->vlan_id = k->vlan_id;
+	ck->tunnel_type = k->tunnel_type;
+	ck->mirror_type = k->mirror_type;
+	int c = addr_cmp(k->src_addr, k->dst_addr);
+	__u8 from_lo = c < 0 || (c == 0 && k->src_port <= k->dst_port);
+	if (from_lo) {
+		copy16(ck->lo_addr, k->src_addr);
+		copy16(ck->hi_addr, k->dst_addr);
+		ck->lo_port = k->src_port;
+		ck->hi_port = k->dst_port;
+	} else {
+		copy16(ck->lo_addr, k->dst_addr);
+		copy16(ck->hi_addr, k->src_addr);
+		ck->lo_port = k->dst_port;
+		ck->hi_port = k->src_port;
+	}
+	__u32 f = p->flags;
+	struct conv_state *cs = bpf_map_lookup_elem(&tcp_convs, ck);
+
+	if (f & TCP_RST) {
+		/* The conversation is over (or was refused): what it measured
+		 * goes with this packet's flow, then the entry goes. */
+		if (cs) {
+			copy_latencies(v, cs);
+			bpf_map_delete_elem(&tcp_convs, ck);
+		}
+		v->tcp_state |= TCP_ST_DONE;
+		return 0;
+	}
+	if ((f & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		__u64 t = hs_clock();
+		if (cs && cs->phase <= CONV_SYNACK) {
+			if (cs->client_lo == from_lo) {
+				/* A retransmitted SYN: the server answers the one
+				 * that reached it, so time from the last. */
+				cs->syn_ns = t;
+				cs->phase = CONV_SYN;
+			} else {
+				/* Both ends sent a SYN: simultaneous open. */
+				cs->phase = CONV_NO_ROLES;
+				v->tcp_state |= TCP_ST_DONE;
+			}
+			cs->last_ns = now;
+			return 0;
+		}
+		if (cs && cs->phase == CONV_NO_ROLES) {
+			v->tcp_state |= TCP_ST_DONE;
+			return 0;
+		}
+		/* A new conversation (or ports reused after an old one). */
+		struct conv_state *ns = &sc->ns;
+		__builtin_memset(ns, 0, sizeof(*ns));
+		ns->syn_ns = t;
+		ns->last_ns = now;
+		ns->client_lo = from_lo;
+		ns->phase = CONV_SYN;
+		if (bpf_map_update_elem(&tcp_convs, ck, ns, BPF_ANY)) {
+			v->tcp_state |= TCP_ST_DONE;
+			return 1;
+		}
+		return 0;
+	}
+	if (!cs) {
+		/* Started before the probe saw its SYN (or tcp_convs was
+		 * full then): nothing to learn. */
+		v->tcp_state |= TCP_ST_DONE;
+		return 0;
+	}
+	int from_client = cs->client_lo == from_lo;
+	cs->last_ns = now;
+	switch (cs->phase) {
+	case CONV_SYN:
+	case CONV_SYNACK:
+		if ((f & TCP_SYN) && !from_client) {
+			/* SYN-ACK: the server delay from the first; a
+			 * retransmitted one restarts the client's clock. */
+			__u64 t = hs_clock();
+			if (!cs->server_nw_delay_ns)
+				cs->server_nw_delay_ns = t - cs->syn_ns;
+			cs->synack_ns = t;
+			cs->phase = CONV_SYNACK;
+		} else if (cs->phase == CONV_SYNACK && from_client && !(f & TCP_SYN) && (f & TCP_ACK)) {
+			__u64 t = hs_clock();
+			cs->client_nw_delay_ns = t - cs->synack_ns;
+			cs->phase = CONV_ESTABLISHED;
+			if (p->payload)
+				cs->client_data_ns = t;
+		}
+		break;
+	case CONV_ESTABLISHED:
+		if (!p->payload)
+			break;
+		if (from_client && !cs->client_data_ns) {
+			cs->client_data_ns = hs_clock();
+		} else if (!from_client) {
+			/* The server's first data: the application's answer
+			 * to the client's first data, or, server first (SMTP,
+			 * SSH banners), no application latency. */
+			if (cs->client_data_ns)
+				cs->appl_latency_ns = hs_clock() - cs->client_data_ns;
+			cs->phase = CONV_DONE;
+		}
+		break;
+	}
+	copy_latencies(v, cs);
+	if (cs->phase >= CONV_DONE || (from_client && cs->client_data_ns) ||
+	    v->packets >= TCP_HS_MAX_PACKETS)
+		v->tcp_state |= TCP_ST_DONE;
+	return 0;
+}
+
+/* Sequence tracking of one direction, on every TCP packet (no lookup:
+ * the state is in the flow's value). A segment at or past the high-water
+ * mark is new (past it, the gap is remembered as the hole); one inside the
+ * hole fills it (out of order); anything else below the mark was seen
+ * already (a retransmission). Zero windows are counted as Wireshark's
+ * tcp.analysis.zero_window: window 0 on a segment without SYN, FIN, RST. */
+static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp_seg *p)
+{
+	__u32 fl = p->flags;
+	if (p->win == 0 && !(fl & (TCP_SYN | TCP_FIN | TCP_RST)))
+		v->tcp_zero_win++;
+	__u32 span = p->span;
+	if (!span || (fl & TCP_RST))
+		return;
+	__u32 seq = p->seq, end = seq + span, hwm = v->tcp_hwm;
+	__u8 st = v->tcp_state;
+	if (!(st & TCP_ST_SEQ)) {
+		v->tcp_hwm = end;
+		v->tcp_state = st | TCP_ST_SEQ;
+		return;
+	}
+	__s32 d = seq - hwm;
+	if (d >= 0) {
+		if (d > 0) {
+			v->tcp_hole_lo = hwm;
+			v->tcp_hole_hi = seq;
+			v->tcp_state = st | TCP_ST_HOLE;
+		}
+		v->tcp_hwm = end;
+		return;
+	}
+	__u32 lo = v->tcp_hole_lo, hi = v->tcp_hole_hi;
+	if ((st & TCP_ST_HOLE) && (__s32)(seq - lo) >= 0 && (__s32)(seq - hi) < 0) {
+		v->tcp_ooo++;
+		if ((__s32)(end - hi) >= 0) {
+			if (seq == lo)
+				v->tcp_state = st & ~TCP_ST_HOLE;
+			else
+				v->tcp_hole_hi = seq;
+		} else if (seq == lo) {
+			v->tcp_hole_lo = end;
+		}
+		return;
+	}
+	v->tcp_retrans++;
+	if ((__s32)(end - hwm) > 0)
+		v->tcp_hwm = end;
+}
+
+/* --tcp-health's work for one TCP packet and its flow's value v: the
+ * handshake path when the direction still has something to learn (or the
+ * packet is the entry's first, a SYN or a RST), sequence tracking always.
+ * Returns 1 when a new conversation found tcp_convs full. A global
+ * function: inlined, its branches multiplied the verifier's walk of every
+ * path through the parse past its limit; the call costs a few ns. */
+__attribute__((noinline)) int tcp_track(struct xdp_md *ctx, const struct flow_key *k,
+					const struct packet *p, struct flow_value *v, __u64 now)
+{
+	if (!ctx || !k || !p || !v)
+		return 0;
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u64 off = p->tcp_off;
+	if (off > MAX_L4_OFF)
+		return 0;
+	__u8 *t = data + off;
+	if ((void *)(t + 20) > end)
+		return 0; /* cannot happen: the parse checked it */
+	__u32 zero = 0;
+	struct tcp_scratch *sc = bpf_map_lookup_elem(&tcp_scratch, &zero);
+	if (!sc)
+		return 0; /* cannot happen: a 1-entry per-CPU array */
+	struct tcp_seg *sg = &sc->sg;
+	__u32 hl = (t[12] >> 4) * 4, room = p->tcp_room;
+	sg->flags = p->tcp_flags;
+	sg->payload = room > hl ? room - hl : 0; /* a data offset past the packet: none */
+	sg->seq = bpf_ntohl(*(__u32 *)&t[4]);
+	sg->win = bpf_ntohs(*(__u16 *)&t[14]);
+	sg->span = sg->payload + ((sg->flags & TCP_SYN) ? 1 : 0) + (sg->flags & TCP_FIN);
+
+	int full = 0;
+	if (p->tcp_new || !(v->tcp_state & TCP_ST_DONE) || (sg->flags & (TCP_SYN | TCP_RST)))
+		full = tcp_handshake(k, sc, v, now);
+	tcp_seq_track(v, sg);
+	return full;
+}
+
+static __always_inline int is_tcp_tracked(const struct packet *p, const struct flow_key *k)
+{
+	return cfg_tcp_health && k->proto == IPPROTO_TCP && !p->fragment;
+}
+
+static __always_inline int account(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
+				   __u64 now, struct datapath_stats *st)
 {
 	__u32 zero = 0;
 	void *table = bpf_map_lookup_elem(&flow_tables, &zero);
@@ -1024,22 +1345,31 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 
 	struct flow_value *v = bpf_map_lookup_elem(table, k);
 	if (!v) {
-		struct flow_value nv = {
-		    .packets = 1,
-		    .bytes = p->l3_len,
-		    .l2_bytes = p->l2_len,
-		    .first_seen_ns = now,
-		    .last_seen_ns = now,
-		    .tcp_flags = p->tcp_flags,
-		    .ip_tos = p->ip_tos,
-		    .flow_direction = direction(k),
-		};
+		/* Built in a per-CPU scratch value, not on the stack: the
+		 * stack and the deepest call's must fit in 512 bytes. */
+		struct flow_value *nv = bpf_map_lookup_elem(&new_value, &zero);
+		if (!nv)
+			return -1; /* cannot happen: a 1-entry per-CPU array */
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->packets = 1;
+		nv->bytes = p->l3_len;
+		nv->l2_bytes = p->l2_len;
+		nv->first_seen_ns = now;
+		nv->last_seen_ns = now;
+		nv->tcp_flags = p->tcp_flags;
+		nv->ip_tos = p->ip_tos;
+		nv->flow_direction = direction(k);
 		if (k->tunnel_type) {
-			copy16(nv.tunnel_src_addr, p->tunnel_src_addr);
-			copy16(nv.tunnel_dst_addr, p->tunnel_dst_addr);
-			__builtin_memcpy(nv.mpls_labels, p->mpls_labels, sizeof(nv.mpls_labels));
+			copy16(nv->tunnel_src_addr, p->tunnel_src_addr);
+			copy16(nv->tunnel_dst_addr, p->tunnel_dst_addr);
+			__builtin_memcpy(nv->mpls_labels, p->mpls_labels, sizeof(nv->mpls_labels));
 		}
-		long err = bpf_map_update_elem(table, k, &nv, BPF_NOEXIST);
+		if (is_tcp_tracked(p, k)) {
+			p->tcp_new = 1;
+			st->tcp_convs_full += tcp_track(ctx, k, p, nv, now);
+			p->tcp_new = 0;
+		}
+		long err = bpf_map_update_elem(table, k, nv, BPF_NOEXIST);
 		if (err == 0)
 			return 1;
 		if (err != -EEXIST)
@@ -1062,6 +1392,8 @@ static __always_inline int account(struct packet *p, struct flow_key *k, __u64 n
 		else
 			__sync_fetch_and_or(&v->tcp_flags, p->tcp_flags);
 	}
+	if (is_tcp_tracked(p, k))
+		st->tcp_convs_full += tcp_track(ctx, k, p, v, now);
 	return 0;
 }
 
@@ -1121,7 +1453,7 @@ static __always_inline int count(struct xdp_md *ctx, const int vlan_meta, const 
 	if (p.fragment)
 		st->fragments++;
 
-	int acc = account(&p, &k, now);
+	int acc = account(ctx, &p, &k, now, st);
 	if (acc < 0) {
 		st->update_failed_packets++;
 		st->update_failed_bytes += p.l3_len;

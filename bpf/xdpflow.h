@@ -85,6 +85,67 @@ struct flow_value {
 	/* MPLS label stack entries, top first, as on the wire (label << 12 |
 	 * TC << 9 | S << 8 | TTL); zero past the bottom of the stack. */
 	__u32 mpls_labels[MAX_MPLS_LABELS];
+	/* TCP health (--tcp-health, docs/datapath.md "TCP health"). Latencies
+	 * in ns, 0 = not measured; set once per conversation from the
+	 * handshake state in tcp_convs and copied into each epoch's entry. */
+	__u64 server_nw_delay_ns; /* SYN-ACK - SYN: tap <-> server round trip */
+	__u64 client_nw_delay_ns; /* handshake ACK - SYN-ACK: tap <-> client */
+	__u64 appl_latency_ns;	  /* first server data - first client data (server's flow) */
+	__u32 tcp_retrans;	  /* segments whose sequence space was seen already */
+	__u32 tcp_ooo;		  /* segments filling a gap in the sequence space */
+	__u32 tcp_zero_win;	  /* segments advertising a zero window */
+	/* Sequence tracking of this direction: hwm is the next sequence
+	 * number past everything seen (SYN and FIN count one); [hole_lo,
+	 * hole_hi) the last gap not yet filled. Valid per tcp_state bits. */
+	__u32 tcp_hwm;
+	__u32 tcp_hole_lo;
+	__u32 tcp_hole_hi;
+	__u8 tcp_state; /* TCP_ST_* */
+	__u8 _pad2[7];
+};
+
+/* flow_value.tcp_state bits. */
+#define TCP_ST_SEQ  0x01 /* tcp_hwm valid */
+#define TCP_ST_HOLE 0x02 /* tcp_hole_lo/hi valid */
+#define TCP_ST_DONE 0x04 /* this direction learns nothing more from the handshake state */
+
+/* A TCP conversation in tcp_convs, both directions as one: the lower
+ * (address, port) end first, so either direction's packet finds it. The
+ * ingress interface is not part of it: a TAP delivering each direction on
+ * its own port still pairs. */
+struct conv_key {
+	__u8 lo_addr[16];
+	__u8 hi_addr[16];
+	__u32 tunnel_id;
+	__u32 observation_point_id;
+	__u16 vlan_id;
+	__u16 lo_port;
+	__u16 hi_port;
+	__u8 tunnel_type;
+	__u8 mirror_type;
+};
+
+/* Handshake state of one conversation, in ns of bpf_ktime_get_ns (only
+ * handshake packets read that clock). */
+struct conv_state {
+	__u64 syn_ns;	      /* the last SYN from the client */
+	__u64 synack_ns;      /* the last SYN-ACK from the server */
+	__u64 client_data_ns; /* first client data after the handshake */
+	__u64 last_ns;	      /* flow clock of the last update: idle sweep */
+	__u64 server_nw_delay_ns;
+	__u64 client_nw_delay_ns;
+	__u64 appl_latency_ns;
+	__u8 client_lo; /* the client is the key's lo end */
+	__u8 phase;	/* enum conv_phase */
+	__u8 _pad[6];
+};
+
+enum conv_phase {
+	CONV_SYN = 1,	 /* SYN seen */
+	CONV_SYNACK = 2, /* SYN-ACK seen */
+	CONV_ESTABLISHED = 3,
+	CONV_DONE = 4,	  /* every latency measured */
+	CONV_NO_ROLES = 5 /* simultaneous open: no client, no server, no latencies */
 };
 
 /* Where a flow goes relative to the local networks (--local-net). */
@@ -156,6 +217,7 @@ struct datapath_stats {
 	__u64 samples_lost;	     /* samples not written: ring full */
 	__u64 sample_countdown;	     /* internal: packets until the next sample */
 	__u64 bench_seq;	     /* internal: see cfg_bench_flows */
+	__u64 tcp_convs_full;	     /* handshakes not measured: tcp_convs full */
 };
 
 #define SAMPLE_MAX_BYTES 256

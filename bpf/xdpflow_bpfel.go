@@ -21,6 +21,33 @@ type xdpflowClockTimer struct {
 	}
 }
 
+type xdpflowConvKey struct {
+	_                  structs.HostLayout
+	LoAddr             [16]uint8
+	HiAddr             [16]uint8
+	TunnelId           uint32
+	ObservationPointId uint32
+	VlanId             uint16
+	LoPort             uint16
+	HiPort             uint16
+	TunnelType         uint8
+	MirrorType         uint8
+}
+
+type xdpflowConvState struct {
+	_               structs.HostLayout
+	SynNs           uint64
+	SynackNs        uint64
+	ClientDataNs    uint64
+	LastNs          uint64
+	ServerNwDelayNs uint64
+	ClientNwDelayNs uint64
+	ApplLatencyNs   uint64
+	ClientLo        uint8
+	Phase           uint8
+	Pad             [6]uint8
+}
+
 type xdpflowDatapathStats struct {
 	_                   structs.HostLayout
 	Packets             uint64
@@ -37,6 +64,7 @@ type xdpflowDatapathStats struct {
 	SamplesLost         uint64
 	SampleCountdown     uint64
 	BenchSeq            uint64
+	TcpConvsFull        uint64
 }
 
 type xdpflowFlowDirection uint32
@@ -66,19 +94,30 @@ type xdpflowFlowKey struct {
 }
 
 type xdpflowFlowValue struct {
-	_             structs.HostLayout
-	Packets       uint64
-	Bytes         uint64
-	L2Bytes       uint64
-	FirstSeenNs   uint64
-	LastSeenNs    uint64
-	TcpFlags      uint32
-	IpTos         uint8
-	FlowDirection uint8
-	Pad           [2]uint8
-	TunnelSrcAddr [16]uint8
-	TunnelDstAddr [16]uint8
-	MplsLabels    [8]uint32
+	_               structs.HostLayout
+	Packets         uint64
+	Bytes           uint64
+	L2Bytes         uint64
+	FirstSeenNs     uint64
+	LastSeenNs      uint64
+	TcpFlags        uint32
+	IpTos           uint8
+	FlowDirection   uint8
+	Pad             [2]uint8
+	TunnelSrcAddr   [16]uint8
+	TunnelDstAddr   [16]uint8
+	MplsLabels      [8]uint32
+	ServerNwDelayNs uint64
+	ClientNwDelayNs uint64
+	ApplLatencyNs   uint64
+	TcpRetrans      uint32
+	TcpOoo          uint32
+	TcpZeroWin      uint32
+	TcpHwm          uint32
+	TcpHoleLo       uint32
+	TcpHoleHi       uint32
+	TcpState        uint8
+	Pad2            [7]uint8
 }
 
 type xdpflowLpmKey struct {
@@ -142,6 +181,22 @@ type xdpflowSampleHdr struct {
 	Data    [256]uint8
 }
 
+type xdpflowTcpScratch struct {
+	_  structs.HostLayout
+	Ck xdpflowConvKey
+	Ns xdpflowConvState
+	Sg struct {
+		_       structs.HostLayout
+		Flags   uint32
+		Seq     uint32
+		Span    uint32
+		Payload uint32
+		Win     uint16
+		_       [2]byte
+	}
+	_ [4]byte
+}
+
 type xdpflowTunnelType uint32
 
 const (
@@ -162,13 +217,18 @@ const (
 	xdpflowMapClock                 = "clock"
 	xdpflowMapFlowTables            = "flow_tables"
 	xdpflowMapLocalNets             = "local_nets"
+	xdpflowMapNewValue              = "new_value"
 	xdpflowMapSamples               = "samples"
 	xdpflowMapStats                 = "stats"
+	xdpflowMapTcpConvs              = "tcp_convs"
+	xdpflowMapTcpScratch            = "tcp_scratch"
 	xdpflowProgStartClock           = "start_clock"
 	xdpflowProgXdpflow              = "xdpflow"
 	xdpflowProgXdpflowFrags         = "xdpflow_frags"
 	xdpflowProgXdpflowVlanmeta      = "xdpflow_vlanmeta"
 	xdpflowProgXdpflowVlanmetaFrags = "xdpflow_vlanmeta_frags"
+	xdpflowVarBtfConvKey            = "btf_conv_key"
+	xdpflowVarBtfConvState          = "btf_conv_state"
 	xdpflowVarBtfFlowDirection      = "btf_flow_direction"
 	xdpflowVarBtfFlowKey            = "btf_flow_key"
 	xdpflowVarBtfFlowValue          = "btf_flow_value"
@@ -190,9 +250,12 @@ const (
 	xdpflowVarCfgPercpuTable        = "cfg_percpu_table"
 	xdpflowVarCfgSampleBytes        = "cfg_sample_bytes"
 	xdpflowVarCfgSampleRate         = "cfg_sample_rate"
+	xdpflowVarCfgTcpHealth          = "cfg_tcp_health"
+	xdpflowVarCfgTestClock          = "cfg_test_clock"
 	xdpflowVarCfgTunnels            = "cfg_tunnels"
 	xdpflowVarCfgVxlanPorts         = "cfg_vxlan_ports"
 	xdpflowVarClockNs               = "clock_ns"
+	xdpflowVarTestClockNs           = "test_clock_ns"
 )
 
 // loadXdpflow returns the embedded CollectionSpec for xdpflow.
@@ -251,14 +314,19 @@ type xdpflowMapSpecs struct {
 	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	FlowTables *ebpf.MapSpec `ebpf:"flow_tables"`
 	LocalNets  *ebpf.MapSpec `ebpf:"local_nets"`
+	NewValue   *ebpf.MapSpec `ebpf:"new_value"`
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	TcpConvs   *ebpf.MapSpec `ebpf:"tcp_convs"`
+	TcpScratch *ebpf.MapSpec `ebpf:"tcp_scratch"`
 }
 
 // xdpflowVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpflowVariableSpecs struct {
+	BtfConvKey          *ebpf.VariableSpec `ebpf:"btf_conv_key"`
+	BtfConvState        *ebpf.VariableSpec `ebpf:"btf_conv_state"`
 	BtfFlowDirection    *ebpf.VariableSpec `ebpf:"btf_flow_direction"`
 	BtfFlowKey          *ebpf.VariableSpec `ebpf:"btf_flow_key"`
 	BtfFlowValue        *ebpf.VariableSpec `ebpf:"btf_flow_value"`
@@ -280,9 +348,12 @@ type xdpflowVariableSpecs struct {
 	CfgPercpuTable      *ebpf.VariableSpec `ebpf:"cfg_percpu_table"`
 	CfgSampleBytes      *ebpf.VariableSpec `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate       *ebpf.VariableSpec `ebpf:"cfg_sample_rate"`
+	CfgTcpHealth        *ebpf.VariableSpec `ebpf:"cfg_tcp_health"`
+	CfgTestClock        *ebpf.VariableSpec `ebpf:"cfg_test_clock"`
 	CfgTunnels          *ebpf.VariableSpec `ebpf:"cfg_tunnels"`
 	CfgVxlanPorts       *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
 	ClockNs             *ebpf.VariableSpec `ebpf:"clock_ns"`
+	TestClockNs         *ebpf.VariableSpec `ebpf:"test_clock_ns"`
 }
 
 // xdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -308,8 +379,11 @@ type xdpflowMaps struct {
 	Clock      *ebpf.Map `ebpf:"clock"`
 	FlowTables *ebpf.Map `ebpf:"flow_tables"`
 	LocalNets  *ebpf.Map `ebpf:"local_nets"`
+	NewValue   *ebpf.Map `ebpf:"new_value"`
 	Samples    *ebpf.Map `ebpf:"samples"`
 	Stats      *ebpf.Map `ebpf:"stats"`
+	TcpConvs   *ebpf.Map `ebpf:"tcp_convs"`
+	TcpScratch *ebpf.Map `ebpf:"tcp_scratch"`
 }
 
 func (m *xdpflowMaps) Close() error {
@@ -317,8 +391,11 @@ func (m *xdpflowMaps) Close() error {
 		m.Clock,
 		m.FlowTables,
 		m.LocalNets,
+		m.NewValue,
 		m.Samples,
 		m.Stats,
+		m.TcpConvs,
+		m.TcpScratch,
 	)
 }
 
@@ -326,6 +403,8 @@ func (m *xdpflowMaps) Close() error {
 //
 // It can be passed to loadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpflowVariables struct {
+	BtfConvKey          *ebpf.Variable `ebpf:"btf_conv_key"`
+	BtfConvState        *ebpf.Variable `ebpf:"btf_conv_state"`
 	BtfFlowDirection    *ebpf.Variable `ebpf:"btf_flow_direction"`
 	BtfFlowKey          *ebpf.Variable `ebpf:"btf_flow_key"`
 	BtfFlowValue        *ebpf.Variable `ebpf:"btf_flow_value"`
@@ -347,9 +426,12 @@ type xdpflowVariables struct {
 	CfgPercpuTable      *ebpf.Variable `ebpf:"cfg_percpu_table"`
 	CfgSampleBytes      *ebpf.Variable `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate       *ebpf.Variable `ebpf:"cfg_sample_rate"`
+	CfgTcpHealth        *ebpf.Variable `ebpf:"cfg_tcp_health"`
+	CfgTestClock        *ebpf.Variable `ebpf:"cfg_test_clock"`
 	CfgTunnels          *ebpf.Variable `ebpf:"cfg_tunnels"`
 	CfgVxlanPorts       *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
 	ClockNs             *ebpf.Variable `ebpf:"clock_ns"`
+	TestClockNs         *ebpf.Variable `ebpf:"test_clock_ns"`
 }
 
 // xdpflowPrograms contains all programs after they have been loaded into the kernel.
