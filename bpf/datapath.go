@@ -218,10 +218,10 @@ type Datapath struct {
 // load unbound.
 type objects struct {
 	xdpflowMaps
-	Bss          *ebpf.Map     `ebpf:".bss"` // clock_ns, shared with VLANProgram's
-	Xdpflow      *ebpf.Program `ebpf:"xdpflow"`
-	XdpflowFrags *ebpf.Program `ebpf:"xdpflow_frags"`
-	StartClock   *ebpf.Program `ebpf:"start_clock"`
+	Bss          *ebpf.Map      `ebpf:".bss"` // clock_ns, shared with VLANProgram's
+	Xdpflow      *ebpf.Program  `ebpf:"xdpflow"`
+	XdpflowFrags *ebpf.Program  `ebpf:"xdpflow_frags"`
+	StartClock   *ebpf.Program  `ebpf:"start_clock"`
 	TestClockNs  *ebpf.Variable `ebpf:"test_clock_ns"` // Config.testClock
 }
 
