@@ -171,8 +171,8 @@ func TestTCPHealth(t *testing.T) {
 			client: hsWant{retrans: 1}, server: hsWant{retrans: 1}, convs: 1},
 		{name: "data retransmitted", segs: withHS(req,
 			seg{at: 2*s1 + 1*ms, flags: tACK, seq: cisn + 101, payload: 100},
-			seg{at: 2*s1 + 2*ms, flags: tACK, seq: cisn + 1, payload: 100}, // again
-			seg{at: 2*s1 + 3*ms, flags: tACK, seq: cisn + 51, payload: 100}, // overlaps, within
+			seg{at: 2*s1 + 2*ms, flags: tACK, seq: cisn + 1, payload: 100},   // again
+			seg{at: 2*s1 + 3*ms, flags: tACK, seq: cisn + 51, payload: 100},  // overlaps, within
 			seg{at: 2*s1 + 4*ms, flags: tACK, seq: cisn + 151, payload: 100}, // overlaps the end
 			seg{at: 2*s1 + 5*ms, flags: tACK, seq: cisn + 251, payload: 100}, // new
 			resp),
