@@ -173,9 +173,9 @@ struct {
 struct tcp_seg {
 	__u32 flags;
 	__u32 seq;
-	__u32 span;	/* sequence space used: payload, +1 for SYN, +1 for FIN */
-	__u32 payload;	/* 0: a pure ACK */
-	__u16 win;	/* window field as on the wire (unscaled) */
+	__u32 span;    /* sequence space used: payload, +1 for SYN, +1 for FIN */
+	__u32 payload; /* 0: a pure ACK */
+	__u16 win;     /* window field as on the wire (unscaled) */
 };
 
 struct tcp_scratch {
@@ -1214,7 +1214,8 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
 				cs->server_nw_delay_ns = t - cs->syn_ns;
 			cs->synack_ns = t;
 			cs->phase = CONV_SYNACK;
-		} else if (cs->phase == CONV_SYNACK && from_client && !(f & TCP_SYN) && (f & TCP_ACK)) {
+		} else if (cs->phase == CONV_SYNACK && from_client && !(f & TCP_SYN) &&
+			   (f & TCP_ACK)) {
 			__u64 t = hs_clock();
 			cs->client_nw_delay_ns = t - cs->synack_ns;
 			cs->phase = CONV_ESTABLISHED;
