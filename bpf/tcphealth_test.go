@@ -244,3 +244,24 @@ func TestTCPHealth(t *testing.T) {
 		}
 	}
 }
+
+// SweepTCP removes the conversations idle since before, and only those.
+func TestSweepTCP(t *testing.T) {
+	d := load(t, Config{TCPHealth: true, testClock: true})
+	for i := range 3 {
+		run(t, d.Program, segFrame(seg{at: s1, flags: tSYN, seq: 1, cport: 40000 + uint16(i)}, false))
+	}
+	var first, last uint64 = ^uint64(0), 0
+	if err := d.TCPConversations(func(_ ConvKey, s ConvState) { first, last = min(first, s.LastNs), max(last, s.LastNs) }); err != nil {
+		t.Fatal(err)
+	}
+	if first == 0 {
+		t.Fatal("a conversation carries no last-update time")
+	}
+	if n, err := d.SweepTCP(first); err != nil || n != 0 {
+		t.Fatalf("sweep before the first update removed %d (%v), want 0", n, err)
+	}
+	if n, err := d.SweepTCP(last + 1); err != nil || n != 3 {
+		t.Fatalf("sweep after it removed %d (%v), want 3", n, err)
+	}
+}
