@@ -50,6 +50,8 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.BoolVar(&c.MACs, "macs", false, "key flows by source and destination MAC address too, and export them (IE 56, 80): more flows")
 	fs.BoolVar(&c.Biflow, "biflow", false, "pair the two directions of a conversation into one record (IPFIX: RFC 5103 reverse IEs; Kafka/JSON: reverse_* fields); many collectors ignore reverse IEs")
 	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
+	fs.BoolVar(&c.TCPHealth, "tcp-health", true, "measure per TCP flow the client and server network delay (handshake), application latency, retransmitted, out-of-order and zero-window segments (a mirror port or TAP seeing both directions; about +11 ns per TCP packet, docs/benchmarks.md); --tcp-health=false: off")
+	fs.Uint32Var(&c.TCPConversations, "tcp-conversations", bpf.DefaultTCPConversations, "TCP conversations whose handshake is tracked at once (about 100 bytes each; when full, new handshakes are not timed, counted in xdpflow_probe_tcp_conversations_full_total)")
 	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
 	fs.Uint32Var(&c.SampleBytes, "sample-bytes", bpf.DefaultSampleBytes, "bytes of each sampled frame (at most 256)")
 	fs.StringVar(&c.Pcap, "pcap", "", "write the sampled frame heads to this pcap file")
@@ -102,6 +104,9 @@ func validate(c *config) error {
 	}
 	if c.MaxFlows < 1024 || c.MaxFlows > maxFlowsLimit {
 		return fmt.Errorf("--max-flows %d: from 1024 to %d (two tables of this size are kept in kernel memory)", c.MaxFlows, maxFlowsLimit)
+	}
+	if c.TCPHealth && (c.TCPConversations < 1024 || c.TCPConversations > maxFlowsLimit) {
+		return fmt.Errorf("--tcp-conversations %d: from 1024 to %d", c.TCPConversations, maxFlowsLimit)
 	}
 	if len(c.LocalNets) > bpf.MaxLocalNets {
 		return fmt.Errorf("--local-net: %d networks, at most %d", len(c.LocalNets), bpf.MaxLocalNets)

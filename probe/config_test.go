@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdpflow/xdpflow/bpf"
 )
 
 func TestConfig(t *testing.T) {
@@ -13,6 +15,8 @@ func TestConfig(t *testing.T) {
 	os.WriteFile(yamlFile, []byte("iface: [eth1, eth2]\nipfix: [udp://198.18.0.9:4739]\nidle-timeout: 5s\nactive-timeout: 30s\n"), 0o644)
 	badKey := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(badKey, []byte("idle_timeout: 5s\n"), 0o644)
+	tcpOff := filepath.Join(t.TempDir(), "tcp.yaml")
+	os.WriteFile(tcpOff, []byte("iface: [eth1]\nstdout: true\ntcp-health: false\n"), 0o644)
 
 	cases := []struct {
 		name string
@@ -58,6 +62,22 @@ func TestConfig(t *testing.T) {
 				t.Errorf("%+v", c)
 			}
 		}},
+		{"tcp health on by default", []string{"-i", "eth1", "--stdout"}, "", func(t *testing.T, c *config) {
+			if !c.TCPHealth || c.TCPConversations != bpf.DefaultTCPConversations {
+				t.Errorf("tcp health %v, conversations %d", c.TCPHealth, c.TCPConversations)
+			}
+		}},
+		{"tcp health off", []string{"-i", "eth1", "--stdout", "--tcp-health=false", "--tcp-conversations", "1"}, "", func(t *testing.T, c *config) {
+			if c.TCPHealth {
+				t.Errorf("tcp health on")
+			}
+		}},
+		{"tcp health off in yaml", []string{"--config", tcpOff}, "", func(t *testing.T, c *config) {
+			if c.TCPHealth {
+				t.Errorf("tcp health on")
+			}
+		}},
+		{"tcp conversations too few", []string{"-i", "eth1", "--stdout", "--tcp-conversations", "10"}, "--tcp-conversations 10", nil},
 		{"bad tunnels mode", []string{"-i", "eth1", "--stdout", "--tunnels", "both"}, "--tunnels", nil},
 		{"vxlan port 0", []string{"-i", "eth1", "--stdout", "--vxlan-port", "0"}, "--vxlan-port 0", nil},
 		{"three geneve ports", []string{"-i", "eth1", "--stdout", "--geneve-port", "1,2,3"}, "--geneve-port: 3 ports", nil},

@@ -38,6 +38,8 @@ type Config struct {
 	IdleTimeout       time.Duration
 	DrainInterval     time.Duration
 	MaxFlows          uint32
+	TCPHealth         bool   // --tcp-health: handshake latencies, retransmissions
+	TCPConversations  uint32 // --tcp-conversations: handshakes timed at once
 	SampleRate        uint32
 	SampleBytes       uint32
 	Pcap              string

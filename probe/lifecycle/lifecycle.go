@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -179,7 +180,8 @@ func (p *probe) startDatapath(context.Context) (undo, error) {
 		action = bpf.Drop
 	}
 	d, err := bpf.Load(bpf.Config{MaxFlows: c.MaxFlows, SampleRate: c.SampleRate, SampleBytes: c.SampleBytes, Action: action, PinPath: c.PinPath, LocalNets: c.LocalPrefixes,
-		TunnelsOuter: c.Tunnels == "outer", VXLANPorts: ports16(c.VXLANPorts), GenevePorts: ports16(c.GenevePorts), Mirrors: c.Mirrors, MACs: c.MACs})
+		TunnelsOuter: c.Tunnels == "outer", VXLANPorts: ports16(c.VXLANPorts), GenevePorts: ports16(c.GenevePorts), Mirrors: c.Mirrors, MACs: c.MACs,
+		TCPHealth: c.TCPHealth, TCPConversations: c.TCPConversations})
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +338,7 @@ func (p *probe) startPipeline(context.Context) (undo, error) {
 		KernelFlows: int(c.MaxFlows),
 		Biflow:      c.Biflow,
 		Interfaces:  p.names,
+		TCPIdle:     tcpIdle(c),
 	}
 	if p.state != nil {
 		cfg.Store = p.state
@@ -570,4 +573,14 @@ func ports16(p []uint) []uint16 {
 		out[i] = uint16(v)
 	}
 	return out
+}
+
+// tcpIdle is how long a TCP conversation's handshake state outlives its
+// last packet: the flow idle timeout (a flow quiet for longer has ended
+// anyway). Zero without --tcp-health.
+func tcpIdle(c *Config) time.Duration {
+	if !c.TCPHealth {
+		return 0
+	}
+	return c.IdleTimeout
 }

@@ -26,6 +26,8 @@ func (p *probe) registry() *prometheus.Registry {
 	fragments := f.Desc("xdpflow_probe_fragments_total", "IP fragments (counted in flows with ports 0).")
 	samples := f.Desc("xdpflow_probe_samples_total", "Frame heads sampled into the ring buffer.")
 	samplesLost := f.Desc("xdpflow_probe_samples_lost_total", "Samples lost: the ring buffer was full.")
+	convsFull := f.Desc("xdpflow_probe_tcp_conversations_full_total", "TCP handshakes not timed: the conversation map was full (raise --tcp-conversations).")
+	convsSwept := f.Desc("xdpflow_probe_tcp_conversations_swept_total", "TCP conversations removed from the conversation map after --idle-timeout without a packet (ended with FIN, or just stopped).")
 	active := f.Desc("xdpflow_probe_active_flows", "Flows held between exports.")
 	kernelFlows := f.Desc("xdpflow_probe_kernel_table_flows", "Flows in the kernel table at the last drain.")
 	kernelSize := f.Desc("xdpflow_probe_kernel_table_size", "Kernel flow table size (--max-flows).")
@@ -51,6 +53,9 @@ func (p *probe) registry() *prometheus.Registry {
 			metrics.Counter(ch, fragments, st.Fragments)
 			metrics.Counter(ch, samples, st.Samples)
 			metrics.Counter(ch, samplesLost, st.SamplesLost)
+			if p.cfg.TCPHealth {
+				metrics.Counter(ch, convsFull, st.TcpConvsFull)
+			}
 		}
 		if r := p.samples.Load(); r != nil {
 			metrics.Counter(ch, samplesDropped, r.Dropped())
@@ -64,6 +69,9 @@ func (p *probe) registry() *prometheus.Registry {
 		metrics.Gauge(ch, active, float64(s.Table.Active))
 		metrics.Gauge(ch, kernelFlows, float64(s.KernelFlows))
 		metrics.Counter(ch, pressure, s.Pressure)
+		if p.cfg.TCPHealth {
+			metrics.Counter(ch, convsSwept, s.TCPSwept)
+		}
 		metrics.Gauge(ch, pending, float64(s.Pending))
 		metrics.Counter(ch, commitFails, p.pipe.CommitErrors())
 		for name, n := range p.pipe.Resent() {

@@ -65,6 +65,19 @@ type Config struct {
 	Interfaces map[uint32]string
 	// Store, when set, makes every tick crash-safe: see Tick.
 	Store Store
+	// TCPIdle, when set (--tcp-health), is how long a TCP conversation's
+	// handshake state may go untouched before a tick sweeps it out of the
+	// datapath (a Source that is a TCPSweeper), so conversations that end
+	// with FIN or just stop do not fill the map. Sweeps run at most every
+	// TCPIdle/2: each walks the whole map.
+	TCPIdle time.Duration
+}
+
+// TCPSweeper is a Source holding TCP conversation state (*bpf.Datapath's
+// SweepTCP): it removes the conversations not updated since before
+// (CLOCK_MONOTONIC ns) and says how many.
+type TCPSweeper interface {
+	SweepTCP(before uint64) (int, error)
 }
 
 // Pipeline runs ticks. Tick and Run are for one goroutine; Snapshot and
@@ -94,6 +107,9 @@ type Pipeline struct {
 
 	ifaces map[uint32]*Interface
 	snap   atomic.Pointer[Snapshot]
+
+	lastSweep uint64 // clock of the last TCP conversation sweep
+	tcpSwept  uint64 // TCP conversations swept out, idle
 }
 
 // Interface are the packets and bytes drained from one capture interface.
@@ -108,7 +124,8 @@ type Snapshot struct {
 	Table       flowtable.Stats
 	KernelFlows int // flows in the last drained kernel table
 	Pressure    uint64
-	Pending     int // records some exporter has not settled
+	Pending     int    // records some exporter has not settled
+	TCPSwept    uint64 // idle TCP conversations swept out of the datapath
 }
 
 // New returns a Pipeline reading src and exporting to exps.
@@ -221,6 +238,9 @@ func (p *Pipeline) Tick(final bool) error {
 	}
 	p.lastRecords = len(p.outbox) - first
 	p.checkDatapath()
+	if err := p.sweepTCP(now); err != nil {
+		return err
+	}
 	if p.cfg.Store != nil {
 		p.commit(q.ID())
 	}
@@ -231,7 +251,24 @@ func (p *Pipeline) Tick(final bool) error {
 		p.cfg.Store.MarkCleared()
 	}
 	p.export()
-	p.snap.Store(&Snapshot{Table: p.table.Stats(), KernelFlows: n, Pressure: p.pressure, Pending: len(p.outbox)})
+	p.snap.Store(&Snapshot{Table: p.table.Stats(), KernelFlows: n, Pressure: p.pressure, Pending: len(p.outbox), TCPSwept: p.tcpSwept})
+	return nil
+}
+
+// sweepTCP removes the TCP conversations idle for TCPIdle, at most every
+// TCPIdle/2.
+func (p *Pipeline) sweepTCP(now uint64) error {
+	sw, ok := p.src.(TCPSweeper)
+	idle := uint64(p.cfg.TCPIdle)
+	if !ok || idle == 0 || now < idle || now-p.lastSweep < idle/2 {
+		return nil
+	}
+	p.lastSweep = now
+	n, err := sw.SweepTCP(now - idle)
+	p.tcpSwept += uint64(n)
+	if err != nil {
+		return fmt.Errorf("sweep idle TCP conversations: %w", err)
+	}
 	return nil
 }
 
@@ -309,6 +346,8 @@ func (k kernel) Rotate() (Quiet, error) {
 }
 
 func (k kernel) Stats() (bpf.Stats, error) { return k.d.Stats() }
+
+func (k kernel) SweepTCP(before uint64) (int, error) { return k.d.SweepTCP(before) }
 
 type quiet struct {
 	d    *bpf.Datapath

@@ -92,6 +92,56 @@ func (q fakeQuiet) ID() uint32   { return 1 }
 
 func (s *fakeSource) Stats() (bpf.Stats, error) { return s.stats, nil }
 
+// sweepSource is a fakeSource holding TCP conversations: last update
+// times, by name.
+type sweepSource struct {
+	fakeSource
+	convs  map[string]uint64
+	sweeps int
+}
+
+func (s *sweepSource) SweepTCP(before uint64) (int, error) {
+	s.sweeps++
+	n := 0
+	for c, last := range s.convs {
+		if last < before {
+			delete(s.convs, c)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// With TCPIdle, a tick sweeps out the conversations idle that long (not
+// the others), at most every TCPIdle/2, and counts them; without, never.
+func TestTickSweepsIdleTCPConversations(t *testing.T) {
+	clock := bpf.NewClock()
+	now := clock.Now()
+	src := &sweepSource{convs: map[string]uint64{"old": now - uint64(20*time.Second), "live": now}}
+	p := New(src, nil, clock, Config{KernelFlows: 1024, TCPIdle: 15 * time.Second}, discard())
+	for range 3 {
+		if err := p.Tick(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := src.convs["live"]; !ok || len(src.convs) != 1 {
+		t.Errorf("conversations left %v, want live only", src.convs)
+	}
+	if src.sweeps != 1 {
+		t.Errorf("%d sweeps in three ticks within 7.5s, want 1", src.sweeps)
+	}
+	if s := p.Snapshot(); s.TCPSwept != 1 {
+		t.Errorf("snapshot counts %d swept, want 1", s.TCPSwept)
+	}
+	off := &sweepSource{convs: map[string]uint64{"old": 0}}
+	if err := New(off, nil, clock, Config{KernelFlows: 1024}, discard()).Tick(false); err != nil {
+		t.Fatal(err)
+	}
+	if off.sweeps != 0 {
+		t.Errorf("swept without TCPIdle")
+	}
+}
+
 // fakeExporter keeps what it was given; failing ones return errors.
 type fakeExporter struct {
 	name    string
