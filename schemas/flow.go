@@ -90,6 +90,15 @@ type Flow struct {
 	// SrcAddr; the tunnel's family is not the flow's.
 	TunnelSrcAddr netip.Addr `json:"tunnel_src_addr,omitzero"`
 	TunnelDstAddr netip.Addr `json:"tunnel_dst_addr,omitzero"`
+
+	// TCP health (--tcp-health): the conversation's handshake latencies
+	// (ns, 0 when not measured) and this direction's segment counts.
+	ClientNwDelayNs  uint64 `json:"client_nw_delay_ns,omitzero"` // handshake ACK - SYN-ACK
+	ServerNwDelayNs  uint64 `json:"server_nw_delay_ns,omitzero"` // SYN-ACK - SYN
+	ApplLatencyNs    uint64 `json:"appl_latency_ns,omitzero"`    // server's first data - client's
+	TcpRetransmitted uint32 `json:"tcp_retransmitted_packets,omitzero"`
+	TcpOutOfOrder    uint32 `json:"tcp_out_of_order_packets,omitzero"`
+	TcpZeroWindow    uint32 `json:"tcp_zero_window_packets,omitzero"`
 }
 
 // Direction is where a flow goes relative to the probe's local networks.
@@ -148,7 +157,9 @@ func (f *Flow) IsICMP() bool { return f.Proto == 1 || f.Proto == 58 }
 // session: MACs and tunnel endpoints swap, tunnel and mirror ids stay
 // (pairing, biflow.ReverseKey, required them equal). Its MPLS labels are
 // not known: labels are chosen per hop and direction, and the record
-// carries the initiator's, so the reverse record has none.
+// carries the initiator's, so the reverse record has none; nor has it TCP
+// segment counts (the biflow carries the initiator's only), but it has the
+// conversation's latencies.
 func (f *Flow) Reverse() Flow {
 	r := f.Forward()
 	r.SrcAddr, r.DstAddr, r.SrcPort, r.DstPort = f.DstAddr, f.SrcAddr, f.DstPort, f.SrcPort
@@ -159,6 +170,7 @@ func (f *Flow) Reverse() Flow {
 		r.SrcPort = 0
 		r.DstPort, _ = ReverseICMP(f.Proto, f.DstPort)
 	}
+	r.TcpRetransmitted, r.TcpOutOfOrder, r.TcpZeroWindow = 0, 0, 0 // the initiator's: the reverse ones were not carried
 	r.Packets, r.Bytes, r.L2Bytes, r.TimeFlowStartNs, r.TimeFlowEndNs, r.TcpFlags = f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes, f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags
 	switch f.FlowDirection {
 	case DirectionIngress:

@@ -389,9 +389,18 @@ type FlowMessage struct {
 	MirrorType    FlowMessage_MirrorType `protobuf:"varint,217,opt,name=mirror_type,json=mirrorType,proto3,enum=xdpflow.v1.FlowMessage_MirrorType" json:"mirror_type,omitempty"`
 	// MPLS label stack entries, top first, as on the wire: label << 12 |
 	// TC << 9 | S << 8 | TTL (TTL 0 when read from IPFIX / NetFlow v9).
-	MplsLabels    []uint32 `protobuf:"varint,218,rep,packed,name=mpls_labels,json=mplsLabels,proto3" json:"mpls_labels,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MplsLabels []uint32 `protobuf:"varint,218,rep,packed,name=mpls_labels,json=mplsLabels,proto3" json:"mpls_labels,omitempty"`
+	// TCP health (FIELDS.md; the probe's --tcp-health): measured on a
+	// mirror port or TAP that sees both directions. Latencies in ns, 0 when
+	// not measured; the counts are this record's direction's segments.
+	ClientNwDelayNs         uint64 `protobuf:"varint,219,opt,name=client_nw_delay_ns,json=clientNwDelayNs,proto3" json:"client_nw_delay_ns,omitempty"` // handshake ACK - SYN-ACK: tap <-> client round trip
+	ServerNwDelayNs         uint64 `protobuf:"varint,220,opt,name=server_nw_delay_ns,json=serverNwDelayNs,proto3" json:"server_nw_delay_ns,omitempty"` // SYN-ACK - SYN: tap <-> server round trip
+	ApplLatencyNs           uint64 `protobuf:"varint,221,opt,name=appl_latency_ns,json=applLatencyNs,proto3" json:"appl_latency_ns,omitempty"`         // server's first data - client's first data
+	TcpRetransmittedPackets uint32 `protobuf:"varint,222,opt,name=tcp_retransmitted_packets,json=tcpRetransmittedPackets,proto3" json:"tcp_retransmitted_packets,omitempty"`
+	TcpOutOfOrderPackets    uint32 `protobuf:"varint,223,opt,name=tcp_out_of_order_packets,json=tcpOutOfOrderPackets,proto3" json:"tcp_out_of_order_packets,omitempty"`
+	TcpZeroWindowPackets    uint32 `protobuf:"varint,224,opt,name=tcp_zero_window_packets,json=tcpZeroWindowPackets,proto3" json:"tcp_zero_window_packets,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *FlowMessage) Reset() {
@@ -788,6 +797,48 @@ func (x *FlowMessage) GetMplsLabels() []uint32 {
 	return nil
 }
 
+func (x *FlowMessage) GetClientNwDelayNs() uint64 {
+	if x != nil {
+		return x.ClientNwDelayNs
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetServerNwDelayNs() uint64 {
+	if x != nil {
+		return x.ServerNwDelayNs
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetApplLatencyNs() uint64 {
+	if x != nil {
+		return x.ApplLatencyNs
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetTcpRetransmittedPackets() uint32 {
+	if x != nil {
+		return x.TcpRetransmittedPackets
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetTcpOutOfOrderPackets() uint32 {
+	if x != nil {
+		return x.TcpOutOfOrderPackets
+	}
+	return 0
+}
+
+func (x *FlowMessage) GetTcpZeroWindowPackets() uint32 {
+	if x != nil {
+		return x.TcpZeroWindowPackets
+	}
+	return 0
+}
+
 // SampleMessage is one sampled packet: its first bytes from the wire.
 type SampleMessage struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -903,7 +954,7 @@ const file_flow_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"flow.proto\x12\n" +
-	"xdpflow.v1\"\xc3\x14\n" +
+	"xdpflow.v1\"\xf6\x16\n" +
 	"\vFlowMessage\x124\n" +
 	"\x04type\x18\x01 \x01(\x0e2 .xdpflow.v1.FlowMessage.FlowTypeR\x04type\x12(\n" +
 	"\x10time_received_ns\x18n \x01(\x04R\x0etimeReceivedNs\x12!\n" +
@@ -964,7 +1015,13 @@ const file_flow_proto_rawDesc = "" +
 	"\vmirror_type\x18\xd9\x01 \x01(\x0e2\".xdpflow.v1.FlowMessage.MirrorTypeR\n" +
 	"mirrorType\x12 \n" +
 	"\vmpls_labels\x18\xda\x01 \x03(\rR\n" +
-	"mplsLabels\"`\n" +
+	"mplsLabels\x12,\n" +
+	"\x12client_nw_delay_ns\x18\xdb\x01 \x01(\x04R\x0fclientNwDelayNs\x12,\n" +
+	"\x12server_nw_delay_ns\x18\xdc\x01 \x01(\x04R\x0fserverNwDelayNs\x12'\n" +
+	"\x0fappl_latency_ns\x18\xdd\x01 \x01(\x04R\rapplLatencyNs\x12;\n" +
+	"\x19tcp_retransmitted_packets\x18\xde\x01 \x01(\rR\x17tcpRetransmittedPackets\x127\n" +
+	"\x18tcp_out_of_order_packets\x18\xdf\x01 \x01(\rR\x14tcpOutOfOrderPackets\x126\n" +
+	"\x17tcp_zero_window_packets\x18\xe0\x01 \x01(\rR\x14tcpZeroWindowPackets\"`\n" +
 	"\bFlowType\x12\x0f\n" +
 	"\vFLOWUNKNOWN\x10\x00\x12\v\n" +
 	"\aSFLOW_5\x10\x01\x12\x0e\n" +

@@ -104,6 +104,12 @@ func AppendFlowJSON(b []byte, m *FlowMessage) []byte {
 	b = jsonBytes(b, o, `,"tunnel_dst_addr":`, m.TunnelDstAddr)
 	b = jsonEnum(b, o, `,"mirror_type":`, int32(m.MirrorType), mirrorTypeNames, FlowMessage_MirrorType_name)
 	b = jsonU32s(b, o, `,"mpls_labels":`, m.MplsLabels)
+	b = jsonU64(b, o, `,"client_nw_delay_ns":`, m.ClientNwDelayNs)
+	b = jsonU64(b, o, `,"server_nw_delay_ns":`, m.ServerNwDelayNs)
+	b = jsonU64(b, o, `,"appl_latency_ns":`, m.ApplLatencyNs)
+	b = jsonU32(b, o, `,"tcp_retransmitted_packets":`, m.TcpRetransmittedPackets)
+	b = jsonU32(b, o, `,"tcp_out_of_order_packets":`, m.TcpOutOfOrderPackets)
+	b = jsonU32(b, o, `,"tcp_zero_window_packets":`, m.TcpZeroWindowPackets)
 	return append(b, '}')
 }
 

@@ -119,6 +119,8 @@ func (f *Flow) ToMessage(m *FlowMessage, meta *Meta, receivedNs uint64) {
 	m.ObservationPointId, m.MirrorType = f.ObservationPointId, FlowMessage_MirrorType(f.MirrorType)
 	m.SrcMac, m.DstMac = f.SrcMac.Uint64(), f.DstMac.Uint64()
 	m.MplsLabels = append(m.MplsLabels[:0], f.MplsLabels[:MplsDepth(&f.MplsLabels)]...)
+	m.ClientNwDelayNs, m.ServerNwDelayNs, m.ApplLatencyNs = f.ClientNwDelayNs, f.ServerNwDelayNs, f.ApplLatencyNs
+	m.TcpRetransmittedPackets, m.TcpOutOfOrderPackets, m.TcpZeroWindowPackets = f.TcpRetransmitted, f.TcpOutOfOrder, f.TcpZeroWindow
 }
 
 // appendAddr appends a 16-byte (IPv4-mapped) a, nothing for no address.
@@ -140,7 +142,9 @@ func (m *FlowMessage) Flow() Flow {
 		Biflow: m.Biflow, ReverseBytes: m.ReverseBytes, ReversePackets: m.ReversePackets, ReverseL2Bytes: m.ReverseL2Bytes,
 		ReverseTimeFlowStartNs: int64(m.ReverseTimeFlowStartNs), ReverseTimeFlowEndNs: int64(m.ReverseTimeFlowEndNs), ReverseTcpFlags: uint16(m.ReverseTcpFlags),
 		TunnelType: TunnelType(m.TunnelType), TunnelId: m.TunnelId, TunnelSrcAddr: Addr(m.TunnelSrcAddr), TunnelDstAddr: Addr(m.TunnelDstAddr),
-		ObservationPointId: m.ObservationPointId, MirrorType: MirrorType(m.MirrorType), SrcMac: MACFrom(m.SrcMac), DstMac: MACFrom(m.DstMac)}
+		ObservationPointId: m.ObservationPointId, MirrorType: MirrorType(m.MirrorType), SrcMac: MACFrom(m.SrcMac), DstMac: MACFrom(m.DstMac),
+		ClientNwDelayNs: m.ClientNwDelayNs, ServerNwDelayNs: m.ServerNwDelayNs, ApplLatencyNs: m.ApplLatencyNs,
+		TcpRetransmitted: m.TcpRetransmittedPackets, TcpOutOfOrder: m.TcpOutOfOrderPackets, TcpZeroWindow: m.TcpZeroWindowPackets}
 	copy(f.MplsLabels[:], m.MplsLabels) // a longer stack (IPFIX has room for 10) keeps its top 8
 	if f.IsICMP() {
 		f.DstPort = uint16(m.IcmpType<<8 | m.IcmpCode)

@@ -87,6 +87,13 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows
     tunnel_dst_addr IPv6,
     mirror_type Enum8('MIRROR_TYPE_NONE' = 0, 'MIRROR_TYPE_ERSPAN' = 1, 'MIRROR_TYPE_VXLAN' = 2, 'MIRROR_TYPE_GENEVE' = 3, 'MIRROR_TYPE_TZSP' = 4),
     mpls_labels Array(UInt32),
+    -- TCP health (--tcp-health): latencies in ns, 0 when not measured.
+    client_nw_delay_ns UInt64,
+    server_nw_delay_ns UInt64,
+    appl_latency_ns UInt64,
+    tcp_retransmitted_packets UInt32,
+    tcp_out_of_order_packets UInt32,
+    tcp_zero_window_packets UInt32,
 
     -- Derived, not in the message.
     time_flow_start DateTime MATERIALIZED toDateTime(intDiv(time_flow_start_ns, 1000000000)),
@@ -160,7 +167,13 @@ CREATE TABLE IF NOT EXISTS xdpflow.flows_kafka
     tunnel_src_addr FixedString(16),
     tunnel_dst_addr FixedString(16),
     mirror_type Enum8('MIRROR_TYPE_NONE' = 0, 'MIRROR_TYPE_ERSPAN' = 1, 'MIRROR_TYPE_VXLAN' = 2, 'MIRROR_TYPE_GENEVE' = 3, 'MIRROR_TYPE_TZSP' = 4),
-    mpls_labels Array(UInt32)
+    mpls_labels Array(UInt32),
+    client_nw_delay_ns UInt64,
+    server_nw_delay_ns UInt64,
+    appl_latency_ns UInt64,
+    tcp_retransmitted_packets UInt32,
+    tcp_out_of_order_packets UInt32,
+    tcp_zero_window_packets UInt32
 )
 ENGINE = Kafka
 SETTINGS
@@ -228,5 +241,11 @@ SELECT
     toIPv6(IPv6NumToString(tunnel_src_addr)) AS tunnel_src_addr,
     toIPv6(IPv6NumToString(tunnel_dst_addr)) AS tunnel_dst_addr,
     mirror_type,
-    mpls_labels
+    mpls_labels,
+    client_nw_delay_ns,
+    server_nw_delay_ns,
+    appl_latency_ns,
+    tcp_retransmitted_packets,
+    tcp_out_of_order_packets,
+    tcp_zero_window_packets
 FROM xdpflow.flows_kafka;

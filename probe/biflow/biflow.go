@@ -84,6 +84,13 @@ func Pair(flows []schemas.Flow) []schemas.Flow {
 		f.Biflow = true
 		f.ReversePackets, f.ReverseBytes, f.ReverseL2Bytes = r.Packets, r.Bytes, r.L2Bytes
 		f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags = r.TimeFlowStartNs, r.TimeFlowEndNs, r.TcpFlags
+		// TCP health: the latencies are the conversation's (the server's
+		// direction alone has the application latency); the segment
+		// counts are per direction and have no reverse field: the
+		// initiator's stay, the responder's are not carried.
+		f.ClientNwDelayNs = max(f.ClientNwDelayNs, r.ClientNwDelayNs)
+		f.ServerNwDelayNs = max(f.ServerNwDelayNs, r.ServerNwDelayNs)
+		f.ApplLatencyNs = max(f.ApplLatencyNs, r.ApplLatencyNs)
 		gone[rev] = true
 	}
 	out := flows[:0]

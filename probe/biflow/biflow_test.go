@@ -182,3 +182,23 @@ func TestPairEncapsulated(t *testing.T) {
 		t.Errorf("GTP-U TEIDs 0x1001 and 0x2002: %d records, want 2 (not paired)", len(out))
 	}
 }
+
+// TestPairTCPHealth: a biflow carries the conversation's latencies, the
+// application latency from the server's direction included, and the
+// initiator's segment counts; its reverse half has the latencies, no counts.
+func TestPairTCPHealth(t *testing.T) {
+	cl, sv := fl(a, b, 40000, 443, 6, 1, 10, 1), fl(b, a, 443, 40000, 6, 2, 7, 1)
+	cl.ClientNwDelayNs, cl.ServerNwDelayNs, cl.TcpRetransmitted = 200_000, 3_000_000, 2
+	sv.ClientNwDelayNs, sv.ServerNwDelayNs, sv.ApplLatencyNs, sv.TcpRetransmitted = 200_000, 3_000_000, 9_000_000, 5
+	out := Pair([]schemas.Flow{sv, cl})
+	if len(out) != 1 || !out[0].Biflow {
+		t.Fatalf("%d records, want one biflow", len(out))
+	}
+	f := out[0]
+	if f.SrcPort != 40000 || f.ClientNwDelayNs != 200_000 || f.ServerNwDelayNs != 3_000_000 || f.ApplLatencyNs != 9_000_000 || f.TcpRetransmitted != 2 {
+		t.Errorf("biflow %+v", f)
+	}
+	if r := f.Reverse(); r.ApplLatencyNs != 9_000_000 || r.TcpRetransmitted != 0 {
+		t.Errorf("reverse half %+v", r)
+	}
+}

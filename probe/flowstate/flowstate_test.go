@@ -41,6 +41,7 @@ func fullRecord() schemas.Flow {
 		TunnelType: schemas.TunnelGTPU, MirrorType: schemas.MirrorTZSP, SrcMac: schemas.MAC{18, 1}, DstMac: schemas.MAC{19, 2, 0, 0, 0, 3},
 		TunnelId: 20, ObservationPointId: 21, MplsLabels: [schemas.MaxMplsLabels]uint32{22, 23, 24, 25, 26, 27, 28, 29},
 		TunnelSrcAddr: netip.MustParseAddr("192.0.2.30"), TunnelDstAddr: netip.MustParseAddr("2001:db8::31"),
+		ClientNwDelayNs: 32, ServerNwDelayNs: 33, ApplLatencyNs: 34, TcpRetransmitted: 35, TcpOutOfOrder: 36, TcpZeroWindow: 37,
 	}
 }
 

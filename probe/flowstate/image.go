@@ -38,7 +38,8 @@ const (
 	valueLen  = int(unsafe.Sizeof(bpf.FlowValue{}))
 	heldLen   = keyLen + valueLen + 8
 	recordLen = 2*17 + 2 + 2 + 1 + 1 + 2 + 4 + 3*8 + 2*8 + 2 + 1 + 1 + 1 + 3*8 + 2*8 + 2 +
-		1 + 1 + 2*6 + 4 + 4 + 4*schemas.MaxMplsLabels + 2*17 // the encapsulation
+		1 + 1 + 2*6 + 4 + 4 + 4*schemas.MaxMplsLabels + 2*17 + // the encapsulation
+		3*8 + 3*4 // TCP health
 )
 
 var le = binary.LittleEndian
@@ -156,7 +157,13 @@ func appendRecord(b []byte, f *schemas.Flow) []byte {
 		b = le.AppendUint32(b, l)
 	}
 	b = appendAddr(b, f.TunnelSrcAddr)
-	return appendAddr(b, f.TunnelDstAddr)
+	b = appendAddr(b, f.TunnelDstAddr)
+	b = le.AppendUint64(b, f.ClientNwDelayNs)
+	b = le.AppendUint64(b, f.ServerNwDelayNs)
+	b = le.AppendUint64(b, f.ApplLatencyNs)
+	b = le.AppendUint32(b, f.TcpRetransmitted)
+	b = le.AppendUint32(b, f.TcpOutOfOrder)
+	return le.AppendUint32(b, f.TcpZeroWindow)
 }
 
 func readRecord(b []byte, f *schemas.Flow) {
@@ -182,6 +189,9 @@ func readRecord(b []byte, f *schemas.Flow) {
 	}
 	b = b[22+4*schemas.MaxMplsLabels:]
 	f.TunnelSrcAddr, f.TunnelDstAddr = readAddr(b), readAddr(b[17:])
+	b = b[34:]
+	f.ClientNwDelayNs, f.ServerNwDelayNs, f.ApplLatencyNs = le.Uint64(b), le.Uint64(b[8:]), le.Uint64(b[16:])
+	f.TcpRetransmitted, f.TcpOutOfOrder, f.TcpZeroWindow = le.Uint32(b[24:]), le.Uint32(b[28:]), le.Uint32(b[32:])
 }
 
 // An address is its length (0, 4 or 16) and 16 bytes.

@@ -258,6 +258,13 @@ func (t *Table) emit(out []schemas.Flow, k bpf.FlowKey, e *entry, reason schemas
 		SrcMac:             k.SrcMac,
 		DstMac:             k.DstMac,
 		MplsLabels:         e.v.MplsLabels,
+
+		ClientNwDelayNs:  e.v.ClientNwDelayNs,
+		ServerNwDelayNs:  e.v.ServerNwDelayNs,
+		ApplLatencyNs:    e.v.ApplLatencyNs,
+		TcpRetransmitted: e.v.TcpRetrans,
+		TcpOutOfOrder:    e.v.TcpOoo,
+		TcpZeroWindow:    e.v.TcpZeroWin,
 	})
 }
 

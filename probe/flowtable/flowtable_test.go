@@ -385,3 +385,22 @@ func TestRecordNoTunnel(t *testing.T) {
 		t.Errorf("plain flow: tunnel %v -> %v, extras %b", f.TunnelSrcAddr, f.TunnelDstAddr, f.Extras())
 	}
 }
+
+// TestRecordTCPHealth: the latencies of the conversation (copied into each
+// epoch's entry) and the counts (summed over the epochs) reach the record.
+func TestRecordTCPHealth(t *testing.T) {
+	tb := New(cfg())
+	v := val(3, sec, sec, 0x12)
+	v.ServerNwDelayNs, v.ClientNwDelayNs = 1_500_000, 250_000
+	v.TcpRetrans, v.TcpOoo, v.TcpZeroWin = 1, 2, 3
+	tb.Add(key(1), v)
+	w := val(2, 2*sec, 2*sec, 0x10)
+	w.ServerNwDelayNs, w.ClientNwDelayNs, w.ApplLatencyNs = 1_500_000, 250_000, 7_000_000
+	w.TcpRetrans = 4
+	tb.Add(key(1), w)
+	f := tb.Flush(schemas.EndForced, 0, nil)[0]
+	if f.ServerNwDelayNs != 1_500_000 || f.ClientNwDelayNs != 250_000 || f.ApplLatencyNs != 7_000_000 ||
+		f.TcpRetransmitted != 5 || f.TcpOutOfOrder != 2 || f.TcpZeroWindow != 3 {
+		t.Errorf("record %+v", f)
+	}
+}
