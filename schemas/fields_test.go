@@ -108,10 +108,10 @@ func TestFieldsDocumentMessages(t *testing.T) {
 func TestFieldsDocumentTemplates(t *testing.T) {
 	doc := readFields(t)
 	extra := func(x Extras) []Field { // what an extra adds to template 256
-		f, _ := Fields(FlowTemplate(TemplateKey{Extras: x}, true), false, PENDocumentation)
+		f, _ := Fields(FlowTemplate(TemplateKey{Extras: x}, true, false), false, PENDocumentation)
 		return f[len(IPFIXFlowIPv4):]
 	}
-	v4Dir, _ := Fields(FlowTemplate(TemplateKey{Dir: true}, false), false, 0)
+	v4Dir, _ := Fields(FlowTemplate(TemplateKey{Dir: true}, false, false), false, 0)
 	dirFields := v4Dir[len(IPFIXFlowIPv4):]
 	for _, tc := range []struct {
 		heading string

@@ -59,8 +59,8 @@ const (
 	TemplateIPv4DirBi = 264 // TemplateIPv4Dir + biflowDirection + reverse IEs
 	TemplateIPv6DirBi = 265
 	// A template with extras is the one without plus TemplateExtrasStep
-	// times the Extras: 272 (IPv4 with MACs) to 505 (IPv6, direction,
-	// biflow and all four extras). 256-271 are the ones above.
+	// times the Extras: 272 (IPv4 with MACs) to 761 (IPv6, direction,
+	// biflow and all five extras). 256-271 are the ones above.
 	TemplateExtrasStep = 16
 )
 
@@ -98,6 +98,37 @@ const (
 	PENDocumentation = 32473 // RFC 5612: for documentation and examples only
 )
 
+// ntop's IEs (nProbe; PEN 35632 in IPFIX, ntopV9BaseIE + the IE in
+// NetFlow v9), for TCP health: nfdump reads the v9 latency pairs
+// (57554-57559), Wireshark decodes the IPFIX ones by name.
+const (
+	PENNtop                   = 35632
+	ntopV9BaseIE              = 57472
+	IENtopClientNwDelaySec    = 82 // v9 57554
+	IENtopClientNwDelayUsec   = 83
+	IENtopServerNwDelaySec    = 84
+	IENtopServerNwDelayUsec   = 85
+	IENtopApplLatencySec      = 86
+	IENtopApplLatencyUsec     = 87 // v9 57559
+	IENtopRetransmittedInPkts = 109
+	IENtopOOOrderInPkts       = 111
+	IENtopClientNwLatencyMs   = 123
+	IENtopServerNwLatencyMs   = 124
+	IENtopApplLatencyMs       = 125
+)
+
+// ntopV9 is the NetFlow v9 number of ntop's IE ie.
+func ntopV9(ie uint16) uint16 { return ntopV9BaseIE + ie }
+
+// NtopIE is the ntop IE of a NetFlow v9 field type, ok false when it is
+// none of ntop's.
+func NtopIE(v9 uint16) (ie uint16, ok bool) {
+	if v9 < ntopV9BaseIE {
+		return 0, false
+	}
+	return v9 - ntopV9BaseIE, true
+}
+
 // RFC 5103 biflows: the reverse direction's values are the same IEs with
 // the enterprise bit set and IANA's reverse enterprise number.
 const (
@@ -109,9 +140,9 @@ const (
 // (IPFIX, record order), and the reverse IEs (PEN 29305) that end the
 // biflow templates.
 var (
-	IPFIXFlowIPv4, _ = Fields(FlowTemplate(TemplateKey{}, false), false, 0)
-	IPFIXFlowIPv6, _ = Fields(FlowTemplate(TemplateKey{V6: true}, false), false, 0)
-	_, BiflowReverse = Fields(FlowTemplate(TemplateKey{Bi: true}, false), false, 0)
+	IPFIXFlowIPv4, _ = Fields(FlowTemplate(TemplateKey{}, false, false), false, 0)
+	IPFIXFlowIPv6, _ = Fields(FlowTemplate(TemplateKey{V6: true}, false, false), false, 0)
+	_, BiflowReverse = Fields(FlowTemplate(TemplateKey{Bi: true}, false, false), false, 0)
 )
 
 // Options templates: after their scope field (IPFIX: observationDomainId

@@ -40,6 +40,22 @@ const (
 	// TC<<9 | S<<8 | TTL) as mplsLabelStackSection wants it: 3 bytes,
 	// label<<4 | TC<<1 | S, the TTL dropped.
 	KindMPLS
+	// KindMillis, KindSeconds, KindMicros: the uint64 ns Flow field as a
+	// uint32: whole milliseconds (ntop's *_LATENCY_MS, IPFIX); whole
+	// seconds and the microseconds past them (nProbe's *_SEC and *_USEC
+	// pairs, NetFlow v9, which nfdump adds up).
+	KindMillis
+	KindSeconds
+	KindMicros
+)
+
+// Wire limits a field to one protocol's templates.
+type Wire uint8
+
+const (
+	WireBoth  Wire = iota
+	WireIPFIX      // IPFIX templates only
+	WireV9         // NetFlow v9 templates only
 )
 
 // Part is which of the probe's data templates carry a field.
@@ -54,10 +70,11 @@ const (
 	PartMPLS   // an MPLS label stack
 	PartTunnel // came through a tunnel (IPFIX: enterprise IEs)
 	PartMirror // a mirrored frame: the mirror session
+	PartTCP    // TCP health measured (--tcp-health): latencies, counts (ntop's IEs)
 	PartBiflow // biflows (IPFIX): 262-265, after the others
 )
 
-// Extras is a set of the extra parts (PartMAC to PartMirror): which a
+// Extras is a set of the extra parts (PartMAC to PartTCP): which a
 // record has, which a template carries.
 type Extras uint8
 
@@ -66,12 +83,13 @@ const (
 	ExtraMPLS   Extras = 1 << (PartMPLS - PartMAC)
 	ExtraTunnel Extras = 1 << (PartTunnel - PartMAC)
 	ExtraMirror Extras = 1 << (PartMirror - PartMAC)
-	AllExtras          = ExtraMAC | ExtraMPLS | ExtraTunnel | ExtraMirror
+	ExtraTCP    Extras = 1 << (PartTCP - PartMAC)
+	AllExtras          = ExtraMAC | ExtraMPLS | ExtraTunnel | ExtraMirror | ExtraTCP
 )
 
 // extra is the Extras bit of an extra part, 0 for the others.
 func (p Part) extra() Extras {
-	if p < PartMAC || p > PartMirror {
+	if p < PartMAC || p > PartTCP {
 		return 0
 	}
 	return 1 << (p - PartMAC)
@@ -80,10 +98,13 @@ func (p Part) extra() Extras {
 // Extras are the extra parts f has values for. Hot path: the encoder
 // asks it of every record.
 func (f *Flow) Extras() Extras {
-	if f.SrcMac.word()|f.DstMac.word()|f.MplsLabels[0]|uint32(f.TunnelType)|uint32(f.MirrorType) == 0 {
-		return 0 // a plain record: one test
-	}
 	var x Extras
+	if f.ClientNwDelayNs|f.ServerNwDelayNs|f.ApplLatencyNs|uint64(f.TcpRetransmitted|f.TcpOutOfOrder) != 0 {
+		x = ExtraTCP
+	}
+	if f.SrcMac.word()|f.DstMac.word()|f.MplsLabels[0]|uint32(f.TunnelType)|uint32(f.MirrorType) == 0 {
+		return x // no encapsulation: one test
+	}
 	if f.SrcMac != (MAC{}) || f.DstMac != (MAC{}) {
 		x |= ExtraMAC
 	}
@@ -109,12 +130,16 @@ type ExportField struct {
 	// encoder is given (IPFIX only; none given, not sent): FIELDS.md says
 	// why there is no fixed one.
 	Enterprise bool
-	Index      uint8 // KindMPLS: the MplsLabels entry
-	Family     uint8 // 4 or 6: only in that family's templates; 0: both
-	Part       Part
-	Kind       Kind
-	Flow       string // the schemas.Flow field (Go name) the value is read from
-	Proto      string // the FlowMessage (flow.proto, JSON) field it becomes
+	// PEN: IE is under this fixed enterprise number (IPFIX; another
+	// vendor's IEs, such as ntop's); V9IE is its NetFlow v9 number.
+	PEN    uint32
+	Wire   Wire  // WireBoth, or the one protocol whose templates carry it
+	Index  uint8 // KindMPLS: the MplsLabels entry
+	Family uint8 // 4 or 6: only in that family's templates; 0: both
+	Part   Part
+	Kind   Kind
+	Flow   string // the schemas.Flow field (Go name) the value is read from
+	Proto  string // the FlowMessage (flow.proto, JSON) field it becomes
 	// Set stores the field's wire value (big-endian unsigned, any
 	// length) on a FlowMessage, for fields whose meaning needs nothing
 	// else of the record. nil: the collector needs the whole record
@@ -187,6 +212,31 @@ func exported() []ExportField {
 		{IE: IEMirrorType, Length: 1, Enterprise: true, Part: PartMirror, Kind: KindUint, Flow: "MirrorType", Proto: "mirror_type",
 			Set: func(m *FlowMessage, v uint64) { m.MirrorType = FlowMessage_MirrorType(v) }},
 
+		// TCP health: ntop's IEs, which nfdump (NetFlow v9: nProbe's
+		// latency pairs) and Wireshark (IPFIX) decode by name.
+		{IE: IENtopClientNwDelaySec, V9IE: ntopV9(IENtopClientNwDelaySec), PEN: PENNtop, Wire: WireV9, Length: 4, Part: PartTCP, Kind: KindSeconds,
+			Flow: "ClientNwDelayNs", Proto: "client_nw_delay_ns", Set: func(m *FlowMessage, v uint64) { m.ClientNwDelayNs += v * 1e9 }},
+		{IE: IENtopClientNwDelayUsec, V9IE: ntopV9(IENtopClientNwDelayUsec), PEN: PENNtop, Wire: WireV9, Length: 4, Part: PartTCP, Kind: KindMicros,
+			Flow: "ClientNwDelayNs", Proto: "client_nw_delay_ns", Set: func(m *FlowMessage, v uint64) { m.ClientNwDelayNs += v * 1e3 }},
+		{IE: IENtopServerNwDelaySec, V9IE: ntopV9(IENtopServerNwDelaySec), PEN: PENNtop, Wire: WireV9, Length: 4, Part: PartTCP, Kind: KindSeconds,
+			Flow: "ServerNwDelayNs", Proto: "server_nw_delay_ns", Set: func(m *FlowMessage, v uint64) { m.ServerNwDelayNs += v * 1e9 }},
+		{IE: IENtopServerNwDelayUsec, V9IE: ntopV9(IENtopServerNwDelayUsec), PEN: PENNtop, Wire: WireV9, Length: 4, Part: PartTCP, Kind: KindMicros,
+			Flow: "ServerNwDelayNs", Proto: "server_nw_delay_ns", Set: func(m *FlowMessage, v uint64) { m.ServerNwDelayNs += v * 1e3 }},
+		{IE: IENtopApplLatencySec, V9IE: ntopV9(IENtopApplLatencySec), PEN: PENNtop, Wire: WireV9, Length: 4, Part: PartTCP, Kind: KindSeconds,
+			Flow: "ApplLatencyNs", Proto: "appl_latency_ns", Set: func(m *FlowMessage, v uint64) { m.ApplLatencyNs += v * 1e9 }},
+		{IE: IENtopApplLatencyUsec, V9IE: ntopV9(IENtopApplLatencyUsec), PEN: PENNtop, Wire: WireV9, Length: 4, Part: PartTCP, Kind: KindMicros,
+			Flow: "ApplLatencyNs", Proto: "appl_latency_ns", Set: func(m *FlowMessage, v uint64) { m.ApplLatencyNs += v * 1e3 }},
+		{IE: IENtopClientNwLatencyMs, PEN: PENNtop, Wire: WireIPFIX, Length: 4, Part: PartTCP, Kind: KindMillis,
+			Flow: "ClientNwDelayNs", Proto: "client_nw_delay_ns", Set: func(m *FlowMessage, v uint64) { setIfZero(&m.ClientNwDelayNs, v*1e6) }},
+		{IE: IENtopServerNwLatencyMs, PEN: PENNtop, Wire: WireIPFIX, Length: 4, Part: PartTCP, Kind: KindMillis,
+			Flow: "ServerNwDelayNs", Proto: "server_nw_delay_ns", Set: func(m *FlowMessage, v uint64) { setIfZero(&m.ServerNwDelayNs, v*1e6) }},
+		{IE: IENtopApplLatencyMs, PEN: PENNtop, Wire: WireIPFIX, Length: 4, Part: PartTCP, Kind: KindMillis,
+			Flow: "ApplLatencyNs", Proto: "appl_latency_ns", Set: func(m *FlowMessage, v uint64) { setIfZero(&m.ApplLatencyNs, v*1e6) }},
+		{IE: IENtopRetransmittedInPkts, V9IE: ntopV9(IENtopRetransmittedInPkts), PEN: PENNtop, Length: 4, Part: PartTCP, Kind: KindUint,
+			Flow: "TcpRetransmitted", Proto: "tcp_retransmitted_packets", Set: func(m *FlowMessage, v uint64) { m.TcpRetransmittedPackets = uint32(v) }},
+		{IE: IENtopOOOrderInPkts, V9IE: ntopV9(IENtopOOOrderInPkts), PEN: PENNtop, Length: 4, Part: PartTCP, Kind: KindUint,
+			Flow: "TcpOutOfOrder", Proto: "tcp_out_of_order_packets", Set: func(m *FlowMessage, v uint64) { m.TcpOutOfOrderPackets = uint32(v) }},
+
 		{IE: IEBiflowDirection, Length: 1, Part: PartBiflow, Kind: KindInitiator, Flow: "Biflow", Proto: "biflow",
 			Set: func(m *FlowMessage, _ uint64) { m.Biflow = true }},
 		{IE: IEOctetDeltaCount, Length: 8, Reverse: true, Part: PartBiflow, Kind: KindUint, Flow: "ReverseBytes", Proto: "reverse_bytes",
@@ -218,12 +268,23 @@ func SetMplsLabel(m *FlowMessage, i int, v uint64) {
 	m.MplsLabels[i] = uint32(v&0xffffff) << 8
 }
 
-// Field returns the IE and length x has in NetFlow v9 (v9) or IPFIX.
-// Reverse IEs are the forward IE: the template adds the enterprise bit
-// and PEN 29305.
+// setIfZero stores v unless a more precise field of the record (the
+// *_SEC/*_USEC pair) stored one already.
+func setIfZero(p *uint64, v uint64) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+// Field returns the IE and length x has in NetFlow v9 (v9) or IPFIX
+// (with x's fixed PEN, if any). Reverse IEs are the forward IE: the
+// template adds the enterprise bit and PEN 29305.
 func (x *ExportField) Field(v9 bool) Field {
-	if v9 && x.V9IE != 0 {
+	switch {
+	case v9 && x.V9IE != 0:
 		return Field{ID: x.V9IE, Length: 4}
+	case !v9 && x.PEN != 0:
+		return Field{ID: x.IE, Length: x.Length, PEN: x.PEN}
 	}
 	return Field{ID: x.IE, Length: x.Length}
 }
@@ -241,10 +302,11 @@ type TemplateKey struct {
 	Extras      Extras
 }
 
-// FlowTemplate returns the entries of one data template in record order,
-// the Enterprise ones only with enterprise (IPFIX given an enterprise
-// number). NetFlow v9 has no biflow templates: it has no enterprise IEs.
-func FlowTemplate(k TemplateKey, enterprise bool) []*ExportField {
+// FlowTemplate returns the entries of one data template of NetFlow v9
+// (v9) or IPFIX in record order, the Enterprise ones only with enterprise
+// (IPFIX given an enterprise number). NetFlow v9 has no biflow templates:
+// it has no enterprise IEs.
+func FlowTemplate(k TemplateKey, enterprise, v9 bool) []*ExportField {
 	var out []*ExportField
 	for i := range Exported {
 		x := &Exported[i]
@@ -252,7 +314,8 @@ func FlowTemplate(k TemplateKey, enterprise bool) []*ExportField {
 		case x.Family == 4 && k.V6, x.Family == 6 && !k.V6,
 			x.Part == PartDirection && !k.Dir, x.Part == PartBiflow && !k.Bi,
 			x.Part.extra() != 0 && k.Extras&x.Part.extra() == 0,
-			x.Enterprise && !enterprise:
+			x.Enterprise && !enterprise,
+			x.Wire == WireIPFIX && v9, x.Wire == WireV9 && !v9:
 			continue
 		}
 		out = append(out, x)
@@ -339,11 +402,18 @@ func checkExported() {
 			if t != reflect.TypeFor[[MaxMplsLabels]uint32]() || x.Length != 3 || x.Index >= MaxMplsLabels {
 				bad("KindMPLS needs the [MaxMplsLabels]uint32 Flow field, an Index in it, Length 3")
 			}
+		case KindMillis, KindSeconds, KindMicros:
+			if t.Kind() != reflect.Uint64 || x.Length != 4 {
+				bad("KindMillis, KindSeconds and KindMicros need a uint64 (ns) Flow field, Length 4")
+			}
 		default:
 			bad("no Kind")
 		}
-		if x.Kind != KindTime && x.V9IE != 0 {
-			bad("V9IE is for KindTime only")
+		if x.Kind != KindTime && x.V9IE != 0 && x.PEN == 0 {
+			bad("V9IE is for KindTime and fixed-PEN IEs only")
+		}
+		if x.PEN != 0 && (x.Enterprise || x.Reverse || x.Part.extra() == 0 || (x.V9IE == 0) != (x.Wire == WireIPFIX)) {
+			bad("fixed-PEN IEs go in the extras, neither Enterprise nor reversed, with a V9IE unless IPFIX only")
 		}
 		if x.Reverse && x.Part != PartBiflow {
 			bad("reverse IEs go in PartBiflow")

@@ -174,6 +174,8 @@ func (c *converter) begin(m *schemas.FlowMessage, h *msgHeader, dom *domain, exp
 	m.ProbeHost, m.InIfName = "", ""
 	m.TunnelType, m.TunnelId, m.MirrorType, m.ObservationPointId = 0, 0, 0, 0
 	m.TunnelSrcAddr, m.TunnelDstAddr, m.MplsLabels = m.TunnelSrcAddr[:0], m.TunnelDstAddr[:0], m.MplsLabels[:0]
+	m.ClientNwDelayNs, m.ServerNwDelayNs, m.ApplLatencyNs = 0, 0, 0
+	m.TcpRetransmittedPackets, m.TcpOutOfOrderPackets, m.TcpZeroWindowPackets = 0, 0, 0
 }
 
 // setStart / setEnd keep the most precise flow time a record gives.

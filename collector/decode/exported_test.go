@@ -32,7 +32,7 @@ func TestExportedFields(t *testing.T) {
 	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
 		for _, v6 := range []bool{false, true} {
 			bi := p == ipfix.IPFIX
-			tmpl := schemas.FlowTemplate(schemas.TemplateKey{V6: v6, Dir: true, Bi: bi, Extras: schemas.AllExtras}, bi)
+			tmpl := schemas.FlowTemplate(schemas.TemplateKey{V6: v6, Dir: true, Bi: bi, Extras: schemas.AllExtras}, bi, p == ipfix.NetFlowV9)
 			for i, x := range tmpl {
 				covered[x] = true
 				name := fmt.Sprintf("%v/v6=%v/%d-%s", p, v6, x.IE, x.Flow)
@@ -55,10 +55,10 @@ func TestExportedFields(t *testing.T) {
 					if len(m) != 1 {
 						t.Fatalf("%d records decoded", len(m))
 					}
-					if got, want := protoValue(t, m[0], x), wantProto(x, wire, p, msgs[1]); got != want {
+					if got, want := protoValue(t, m[0], x), wantProto(x, wire, p, msgs[1], &f); got != want {
 						t.Errorf("decoded %s = %s, want %s", x.Proto, got, want)
 					}
-					if got, want := flowField(m[0].Flow(), x), flowField(wantFlow(f), x); got != want {
+					if got, want := flowField(m[0].Flow(), x), flowField(wantFlow(f, p), x); got != want {
 						t.Errorf("decoded record's %s = %v, want %v", x.Flow, got, want)
 					}
 					if x.Kind == schemas.KindInitiator {
@@ -76,7 +76,7 @@ func TestExportedFields(t *testing.T) {
 						w[0] = 1 - wire[0]
 					}
 					m = decodeAll(t, New(testConfig), testExporter, [][]byte{msgs[0], data}, 1)
-					if got, want := protoValue(t, m[0], x), wantProto(x, w, p, data); got != want {
+					if got, want := protoValue(t, m[0], x), wantProto(x, w, p, data, &f); got != want {
 						t.Errorf("IE %d changed on the wire to %x: decoded %s = %s, want %s", x.IE, w, x.Proto, got, want)
 					}
 				})
@@ -102,7 +102,8 @@ func baseFlow(v6, bi bool, t0 int64) schemas.Flow {
 		TunnelType:    schemas.TunnelVXLAN, TunnelId: 8, TunnelSrcAddr: netip.MustParseAddr("192.0.2.9"), TunnelDstAddr: netip.MustParseAddr("192.0.2.10"),
 		ObservationPointId: 11, MirrorType: schemas.MirrorERSPAN,
 		SrcMac: schemas.MAC{2, 0, 0, 0, 0, 12}, DstMac: schemas.MAC{2, 0, 0, 0, 0, 13},
-		MplsLabels: [schemas.MaxMplsLabels]uint32{14<<12 | 1<<8 | 64}}
+		MplsLabels:      [schemas.MaxMplsLabels]uint32{14<<12 | 1<<8 | 64},
+		ClientNwDelayNs: 1_234_567_891, ServerNwDelayNs: 2_345_678_912, ApplLatencyNs: 3_456_789_123, TcpRetransmitted: 15, TcpOutOfOrder: 16}
 	if v6 {
 		f.SrcAddr, f.DstAddr = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
 	}
@@ -145,6 +146,8 @@ func setDistinct(t *testing.T, f *schemas.Flow, x *schemas.ExportField, i int, v
 		v.Set(reflect.ValueOf(schemas.MAC{0x02, 0xa0, 0, 0, 0, byte(i)}))
 	case schemas.KindMPLS: // label, TC 5, bottom of stack, TTL 64 (which the IE drops); the top stays set
 		f.MplsLabels[x.Index] = (0xa0000+uint32(i))<<12 | 5<<9 | 1<<8 | 64
+	case schemas.KindMillis, schemas.KindSeconds, schemas.KindMicros: // sub-µs: the wire has µs at best
+		v.SetUint(uint64(i+10)*1e9 + 345_678_912)
 	default:
 		t.Fatalf("kind %d: the test does not know it", x.Kind)
 	}
@@ -170,6 +173,8 @@ func goflowField(t *testing.T, p ipfix.Protocol, msgs [][]byte, x *schemas.Expor
 	want := x.Field(p == ipfix.NetFlowV9)
 	var pen uint32
 	switch {
+	case x.PEN != 0 && p == ipfix.IPFIX:
+		pen = x.PEN
 	case x.Reverse:
 		pen = schemas.PENReverse
 	case x.Enterprise:
@@ -182,7 +187,11 @@ func goflowField(t *testing.T, p ipfix.Protocol, msgs [][]byte, x *schemas.Expor
 		}
 		for _, v := range ds.Records[0].Values {
 			b := v.Value.([]byte)
-			if v.Type&^0x8000 == want.ID && v.PenProvided == (pen != 0) && (pen == 0 || v.Pen == pen) {
+			id := v.Type
+			if p == ipfix.IPFIX { // the enterprise bit; v9 has none (57581 is 57581)
+				id &^= 0x8000
+			}
+			if id == want.ID && v.PenProvided == (pen != 0) && (pen == 0 || v.Pen == pen) {
 				return b, off
 			}
 			off += len(b)
@@ -239,13 +248,20 @@ func wantWire(x *schemas.ExportField, f *schemas.Flow, p ipfix.Protocol, data []
 		return []byte{uint8(f.FlowDirection) - 1}
 	case schemas.KindInitiator:
 		return []byte{1}
+	case schemas.KindMillis:
+		return be.AppendUint32(nil, uint32(v.Uint()/1e6))
+	case schemas.KindSeconds:
+		return be.AppendUint32(nil, uint32(v.Uint()/1e9))
+	case schemas.KindMicros:
+		return be.AppendUint32(nil, uint32(v.Uint()%1e9/1e3))
 	}
 	return nil
 }
 
 // wantProto is what the FlowMessage field should hold for wire value w,
-// formatted as protoValue formats it.
-func wantProto(x *schemas.ExportField, w []byte, p ipfix.Protocol, data []byte) string {
+// formatted as protoValue formats it. A seconds or microseconds field is
+// half of a pair: the other half is f's.
+func wantProto(x *schemas.ExportField, w []byte, p ipfix.Protocol, data []byte, f *schemas.Flow) string {
 	var n uint64
 	for _, b := range w {
 		n = n<<8 | uint64(b)
@@ -269,6 +285,12 @@ func wantProto(x *schemas.ExportField, w []byte, p ipfix.Protocol, data []byte) 
 		return "true"
 	case schemas.KindMPLS:
 		return fmt.Sprint(n << 8) // a label stack entry, TTL 0
+	case schemas.KindMillis:
+		return fmt.Sprint(n * 1e6)
+	case schemas.KindSeconds:
+		return fmt.Sprint(n*1e9 + flowField(*f, x).(uint64)%1e9/1e3*1e3)
+	case schemas.KindMicros:
+		return fmt.Sprint(flowField(*f, x).(uint64)/1e9*1e9 + n*1e3)
 	}
 	return fmt.Sprint(n)
 }
@@ -308,8 +330,17 @@ func flowField(f schemas.Flow, x *schemas.ExportField) any {
 	return reflect.ValueOf(f).FieldByName(x.Flow).Interface()
 }
 
-// wantFlow is the record a collector reads back: times in whole ms.
-func wantFlow(f schemas.Flow) schemas.Flow {
+// wantFlow is the record a collector reads back: times in whole ms, TCP
+// latencies in whole ms (IPFIX) or µs (NetFlow v9), no zero-window count.
+func wantFlow(f schemas.Flow, p ipfix.Protocol) schemas.Flow {
+	prec := uint64(1e6)
+	if p == ipfix.NetFlowV9 {
+		prec = 1e3
+	}
+	f.ClientNwDelayNs = f.ClientNwDelayNs / prec * prec
+	f.ServerNwDelayNs = f.ServerNwDelayNs / prec * prec
+	f.ApplLatencyNs = f.ApplLatencyNs / prec * prec
+	f.TcpZeroWindow = 0
 	f.TimeFlowStartNs = f.TimeFlowStartNs / 1e6 * 1e6
 	f.TimeFlowEndNs = f.TimeFlowEndNs / 1e6 * 1e6
 	f.ReverseTimeFlowStartNs = f.ReverseTimeFlowStartNs / 1e6 * 1e6

@@ -60,10 +60,11 @@ const (
 
 // setters are the FlowMessage setters of schemas.Exported (the probe's
 // own fields that need nothing else of the record) by IE: [1] reverse
-// IEs (PEN 29305), [2] xdpflow's own (Config.EnterpriseNumber). The IEs
-// field reads itself are the rest: fields with a record-level meaning,
-// and those the probe never sends.
-var setters [3][maxSetterIE]func(*schemas.FlowMessage, uint64)
+// IEs (PEN 29305), [2] xdpflow's own (Config.EnterpriseNumber), [3]
+// ntop's (PEN 35632, NetFlow v9 57472 + IE: TCP health, from the probe
+// and from nProbe). The IEs field reads itself are the rest: fields with
+// a record-level meaning, and those the probe never sends.
+var setters [4][maxSetterIE]func(*schemas.FlowMessage, uint64)
 
 const maxSetterIE = 512
 
@@ -82,6 +83,10 @@ func init() {
 			r = 1
 		case x.Enterprise:
 			r = 2
+		case x.PEN == schemas.PENNtop:
+			r = 3
+		case x.PEN != 0:
+			panic("decode: schemas.Exported: an IE under an enterprise number the decoder does not know")
 		}
 		setters[r][x.IE] = x.Set
 	}
@@ -92,6 +97,8 @@ func init() {
 func setter(id uint16) func(*schemas.FlowMessage, uint64) {
 	r := 0
 	switch {
+	case id&ieNtop == ieNtop:
+		r, id = 3, id&^ieNtop
 	case id&ieReverse != 0:
 		r, id = 1, id&^ieReverse
 	case id&ieOurs != 0:

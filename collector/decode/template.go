@@ -21,6 +21,7 @@ const (
 	ipfixEnterpriseBit  = 0x8000
 	ieReverse           = 0x8000 // tfield.id of an RFC 5103 reverse IE: the forward IE with this bit
 	ieOurs              = 0x4000 // tfield.id of an IE of xdpflow's own (Config.EnterpriseNumber): the IE with this bit
+	ieNtop              = ieReverse | ieOurs // tfield.id of one of ntop's IEs (PEN 35632; v9 57472 + IE): the IE with both bits
 	v9ScopeInterface    = 2      // RFC 3954 6.1 scope type "Interface"
 	ieIngressInterfaceV = 10
 )
@@ -174,7 +175,12 @@ func compile(version, setID uint16, r tmplRecord, pen uint32) (*template, error)
 		// as RFC 7011 7 says: RFC 3954 reserves no length.
 		tf := tfield{id: id, length: f.Length, varLen: f.Length == ipfixVarLen}
 		typ := f.Type &^ ipfixEnterpriseBit
+		ntop, isNtop := schemas.NtopIE(f.Type)
 		switch {
+		case version == 9 && isNtop && ntop < ieOurs: // nProbe's (TCP latencies)
+			tf.id = ieNtop | ntop
+		case f.PenProvided && f.Pen == schemas.PENNtop && typ < ieOurs:
+			tf.id = ieNtop | typ
 		case typ >= ieOurs: // no IE this package reads; keeps the flag bits free
 			tf.id = 0
 		case !f.PenProvided:

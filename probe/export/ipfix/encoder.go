@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -265,6 +266,9 @@ const (
 	opOne                  // the constant 1 (biflowDirection: initiator)
 	opMAC                  // MAC, 6 bytes
 	opMPLS                 // a label stack entry as 3 bytes: the top 24 bits
+	opNsMs                 // uint64 ns as uint32 whole ms
+	opNsSec                // uint64 ns as uint32 whole seconds
+	opNsUsec               // uint64 ns as uint32 µs past the whole seconds
 	nOpKinds
 )
 
@@ -314,6 +318,12 @@ func compile(t []*schemas.ExportField, v9 bool) ops {
 		case schemas.KindMPLS:
 			k = opMPLS
 			sf.Offset += 4 * uintptr(x.Index)
+		case schemas.KindMillis:
+			k = opNsMs
+		case schemas.KindSeconds:
+			k = opNsSec
+		case schemas.KindMicros:
+			k = opNsUsec
 		default:
 			panic(fmt.Sprintf("ipfix: schemas.Exported: IE %d: kind %d has no op", x.IE, x.Kind))
 		}
@@ -349,7 +359,7 @@ func (e *Encoder) biflows() bool { return e.cfg.Biflow && !e.v9 }
 // build makes data template i.
 func (e *Encoder) build(i int) *dataTemplate {
 	k := templateKey(i)
-	x := schemas.FlowTemplate(k, e.enterprise())
+	x := schemas.FlowTemplate(k, e.enterprise(), e.v9)
 	t := &dataTemplate{id: k.ID(), ops: compile(x, e.v9)}
 	t.fields, t.reverse = schemas.Fields(x, e.v9, e.cfg.EnterpriseNumber)
 	t.n = recordLen(t.fields) + recordLen(t.reverse)
@@ -465,6 +475,15 @@ func (e *Encoder) put(b []byte, o *ops, f *schemas.Flow) {
 	for _, o := range o[opMPLS] {
 		lse := *(*uint32)(unsafe.Add(p, o.src)) // label<<12 | TC<<9 | S<<8 | TTL
 		*(*[3]byte)(unsafe.Add(r, o.off)) = [3]byte{byte(lse >> 24), byte(lse >> 16), byte(lse >> 8)}
+	}
+	for _, o := range o[opNsMs] {
+		be.PutUint32((*[4]byte)(unsafe.Add(r, o.off))[:], uint32(min(*(*uint64)(unsafe.Add(p, o.src))/1e6, math.MaxUint32)))
+	}
+	for _, o := range o[opNsSec] {
+		be.PutUint32((*[4]byte)(unsafe.Add(r, o.off))[:], uint32(min(*(*uint64)(unsafe.Add(p, o.src))/1e9, math.MaxUint32)))
+	}
+	for _, o := range o[opNsUsec] {
+		be.PutUint32((*[4]byte)(unsafe.Add(r, o.off))[:], uint32(*(*uint64)(unsafe.Add(p, o.src))%1e9/1e3))
 	}
 }
 

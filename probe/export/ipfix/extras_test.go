@@ -28,6 +28,10 @@ func extraFlows() []schemas.Flow {
 	f.ObservationPointId, f.MirrorType = 4242, schemas.MirrorERSPAN
 	f.SrcMac, f.DstMac = schemas.MAC{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}, schemas.MAC{0x02, 0x66, 0x77, 0x88, 0x99, 0xaa}
 	f.MplsLabels = [schemas.MaxMplsLabels]uint32{1001<<12 | 3<<9 | 64, 1002<<12 | 1<<8 | 63}
+	// TCP health: µs and ms that tell truncation from rounding, and
+	// an application latency past a second (the v9 pairs' seconds).
+	f.ClientNwDelayNs, f.ServerNwDelayNs, f.ApplLatencyNs = 2_345_678, 12_500_900, 1_234_567_890
+	f.TcpRetransmitted, f.TcpOutOfOrder, f.TcpZeroWindow = 3, 2, 1
 	g := f
 	g.SrcAddr, g.DstAddr = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
 	return []schemas.Flow{plain, f, g}
@@ -44,9 +48,9 @@ func TestTsharkExtras(t *testing.T) {
 	cfg := Config{EnterpriseNumber: schemas.PENDocumentation}
 	text := tsharkText(t, tshark, 4739, encodeAll(t, cfg, extraFlows()))
 	const ours = "Enterprise Private entry: (Example Enterprise Number for Documentation Use) "
-	ext := schemas.ExtraMAC | schemas.ExtraMPLS | schemas.ExtraTunnel | schemas.ExtraMirror
+	ext := schemas.AllExtras
 	for _, want := range []string{
-		fmt.Sprintf("[id=%d] (1 flows)", schemas.TemplateKey{Extras: ext}.ID()), // 496
+		fmt.Sprintf("[id=%d] (1 flows)", schemas.TemplateKey{Extras: ext}.ID()), // 752
 		fmt.Sprintf("[id=%d] (1 flows)", schemas.TemplateKey{Extras: ext, V6: true}.ID()),
 		"[id=256] (1 flows)",
 		"Source Mac Address: 02:11:22:33:44:55", "Destination Mac Address: 02:66:77:88:99:aa",
@@ -57,6 +61,11 @@ func TestTsharkExtras(t *testing.T) {
 		ours + "Type 3: Value (hex bytes): 00 00 00 00 00 00 00 00 00 00 ff ff c0 00 02 4d\n",
 		ours + "Type 4: Value (hex bytes): 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 78\n",
 		ours + "Type 5: Value (hex bytes): 01\n",
+		// TCP health: ntop's IEs (35632/123-125, 109, 111) by name,
+		// latencies in whole ms. (Wireshark labels them as nProbe
+		// defines them, RTT/2; ours are round trips: FIELDS.md.)
+		"Network RTT/2 client <-> nprobe: 2ms\n", "Network RTT/2 nprobe <-> server: 12ms\n", "Application latency: 1234ms\n",
+		"Number of retransmitted TCP flow packets (src->dst): 3\n", "Number of out of order TCP flow packets (dst->src): 2\n",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("tshark output lacks %q", want)
@@ -78,6 +87,19 @@ func TestNfdumpExtras(t *testing.T) {
 	for _, p := range []Protocol{IPFIX, NetFlowV9} {
 		t.Run(p.String(), func(t *testing.T) {
 			msgs := encodeAll(t, Config{Protocol: p, EnterpriseNumber: schemas.PENDocumentation}, extraFlows())
+			if p == NetFlowV9 { // what an operator types: nfdump -o 'fmt:%cl %sl %al'
+				out, err := exec.Command("nfdump", "-q", "-R", nfcapd(t, msgs), "-O", "tstart", "-o", "fmt:%cl|%sl|%al").Output()
+				if err != nil {
+					t.Fatalf("nfdump: %v", err)
+				}
+				var lines []string
+				for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					lines = append(lines, strings.Join(strings.Fields(l), ""))
+				}
+				if want := "2.345|12.500|1234.567"; len(lines) != 3 || lines[1] != want || lines[2] != want {
+					t.Errorf("nfdump fmt:%%cl|%%sl|%%al: %q, want the plain record's zeros, then %s twice", lines, want)
+				}
+			}
 			recs := nfdump(t, msgs)
 			flows := extraFlows()
 			if len(recs) != len(flows) {
@@ -94,9 +116,13 @@ func TestNfdumpExtras(t *testing.T) {
 					want["mpls_1"], want["mpls_2"] = "1001-3-0", "1002-0-1" // label-TC-S
 					if p == IPFIX {                                         // nfdump's v9 reader has no IE 138
 						want["observationPointID"] = float64(f.ObservationPointId)
+					} else { // TCP health: nProbe's pairs, shown in ms (µs precision); its IPFIX reader has none
+						want["cli_latency"], want["srv_latency"], want["app_latency"] = 2.345, 12.5, 1234.567
 					}
 				} else if _, ok := r["in_src_mac"]; ok {
 					t.Errorf("record %d: a plain record shows MACs: %v", i, r)
+				} else if _, ok := r["cli_latency"]; ok {
+					t.Errorf("record %d: a plain record shows latencies: %v", i, r)
 				}
 				for k, v := range want {
 					if r[k] != v {
@@ -110,6 +136,19 @@ func TestNfdumpExtras(t *testing.T) {
 
 // nfdump has nfcapd collect msgs and returns nfdump's JSON records.
 func nfdump(t *testing.T, msgs [][]byte) []map[string]any {
+	b, err := exec.Command("nfdump", "-R", nfcapd(t, msgs), "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("nfdump: %v", err)
+	}
+	var recs []map[string]any
+	if err := json.Unmarshal(b, &recs); err != nil {
+		t.Fatalf("nfdump json: %v\n%s", err, b)
+	}
+	return recs
+}
+
+// nfcapd collects msgs and returns the directory of its file.
+func nfcapd(t *testing.T, msgs [][]byte) string {
 	port := freeport.Get(t, "udp")
 	dir := t.TempDir()
 	cmd := exec.Command("nfcapd", "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-w", dir, "-t", "3600")
@@ -144,15 +183,7 @@ func nfdump(t *testing.T, msgs [][]byte) []map[string]any {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("nfcapd did not stop:\n%s", out.String())
 	}
-	b, err := exec.Command("nfdump", "-R", dir, "-o", "json").Output()
-	if err != nil {
-		t.Fatalf("nfdump: %v\n%s", err, out.String())
-	}
-	var recs []map[string]any
-	if err := json.Unmarshal(b, &recs); err != nil {
-		t.Fatalf("nfdump json: %v\n%s", err, b)
-	}
-	return recs
+	return dir
 }
 
 // TestTemplatesAnnounced: a template with extras goes out once, before
