@@ -19,10 +19,10 @@ const (
 	minDataSetID        = 256
 	ipfixVarLen         = 0xffff
 	ipfixEnterpriseBit  = 0x8000
-	ieReverse           = 0x8000 // tfield.id of an RFC 5103 reverse IE: the forward IE with this bit
-	ieOurs              = 0x4000 // tfield.id of an IE of xdpflow's own (Config.EnterpriseNumber): the IE with this bit
+	ieReverse           = 0x8000             // tfield.id of an RFC 5103 reverse IE: the forward IE with this bit
+	ieOurs              = 0x4000             // tfield.id of an IE of xdpflow's own (Config.EnterpriseNumber): the IE with this bit
 	ieNtop              = ieReverse | ieOurs // tfield.id of one of ntop's IEs (PEN 35632; v9 57472 + IE): the IE with both bits
-	v9ScopeInterface    = 2      // RFC 3954 6.1 scope type "Interface"
+	v9ScopeInterface    = 2                  // RFC 3954 6.1 scope type "Interface"
 	ieIngressInterfaceV = 10
 )
 
