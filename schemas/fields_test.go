@@ -125,6 +125,7 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 		{"#### Extra: MPLS", extra(ExtraMPLS)},
 		{"#### Extra: tunnel", extra(ExtraTunnel)},
 		{"#### Extra: mirror", extra(ExtraMirror)},
+		{"#### Extra: TCP health", extra(ExtraTCP)},
 		{"### Options template 258: sampling configuration", IPFIXSamplingOptions},
 		{"### Options template 259: interface names", InterfaceOptions},
 	} {
@@ -137,8 +138,11 @@ func TestFieldsDocumentTemplates(t *testing.T) {
 				t.Fatalf("%s: bad row %q", tc.heading, r)
 			}
 			f := Field{ID: uint16(id), Length: uint16(n)}
-			if strings.HasPrefix(r[0], "E/") { // ours, under the enterprise number given
+			switch {
+			case strings.HasPrefix(r[0], "E/"): // ours, under the enterprise number given
 				f.PEN = PENDocumentation
+			case strings.HasPrefix(r[0], "35632/"): // ntop's
+				f.PEN = PENNtop
 			}
 			got = append(got, f)
 		}
