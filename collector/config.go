@@ -24,6 +24,7 @@ type config struct {
 	RotateInterval time.Duration
 	Allow          []string
 	UDPReadBuffer  int
+	UDPWorkers     int
 	MaxExporters   int
 	MaxTemplates   int
 	Enterprise     uint32
@@ -45,7 +46,8 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.RotateInterval, "out-rotate-interval", 0, "start a new --out file this often, e.g. 5m (0: never)")
 	c.Kafka.AddFlags(fs, false)
 	fs.StringArrayVar(&c.Allow, "allow", nil, "accept exporters only from this CIDR (repeatable; default: any); others are counted and dropped")
-	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
+	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes, of each of a listener's --udp-workers sockets (absorbs bursts)")
+	fs.IntVar(&c.UDPWorkers, "udp-workers", 0, "sockets (SO_REUSEPORT) each udp:// listener opens on its port, each read and decoded on its own core; an exporter's datagrams always reach the same one (0: one per CPU the process may use, GOMAXPROCS)")
 	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, one silent for 10 minutes gives up its place, else the newcomer is counted and dropped")
 	fs.Uint32Var(&c.Enterprise, "ipfix-enterprise-number", 0, "the Private Enterprise Number xdpflow-probe sends its own IPFIX IEs under (its --ipfix-enterprise-number): tunnel type, id and endpoints, mirror type; 0: skipped like any enterprise IE")
 	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
@@ -92,6 +94,9 @@ func (c *config) validate() error {
 	}
 	if c.Out == "-" && (c.RotateSize > 0 || c.RotateInterval > 0) {
 		return fmt.Errorf("--out -: stdout cannot rotate; drop --out-rotate-*")
+	}
+	if c.UDPWorkers < 0 {
+		return fmt.Errorf("--udp-workers must not be negative (0: one per CPU)")
 	}
 	if c.MaxExporters < 1 || c.MaxTemplates < 1 {
 		return fmt.Errorf("--max-exporters and --max-templates must be at least 1")
