@@ -283,7 +283,7 @@ func run(cfg *config) error {
 	results := map[*collector][]*searchResult{}
 	for rep := 1; rep <= cfg.reps; rep++ {
 		for _, c := range cols {
-			fmt.Printf("\n== rep %d/%d: %s\n", rep, cfg.reps, c.label())
+			fmt.Printf("\n== rep %d/%d: %s, %d core(s)\n", rep, cfg.reps, c.label(), c.cores)
 			start := cfg.rateStart
 			if start == 0 {
 				start = 100000
@@ -412,18 +412,18 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 	for _, c := range cols {
 		var rates, cpm, util, rss []float64
 		var r row
-		for _, s := range results[c] {
-			if s.best == nil {
+		for _, sr := range results[c] {
+			if sr.best == nil {
 				r.rates = append(r.rates, "none")
 				continue
 			}
-			b := s.best
+			b := sr.best
 			rates = append(rates, b.rate)
 			cpm = append(cpm, b.cpu/(float64(b.sent.records)/1e6))
 			util = append(util, b.cpu/cfg.duration.Seconds())
 			rss = append(rss, float64(b.rssKB)/1024)
 			s := fmt.Sprintf("%.0f", b.rate)
-			if results[c][0].senderCap {
+			if sr.senderCap { // each search's own, not the first's
 				s += " (sender limit)"
 			}
 			r.rates = append(r.rates, s)
