@@ -51,9 +51,9 @@ bench:
 bench-peers: build
 	$(GO) run ./internal/cmd/peerbench --probe bin/xdpflow-probe
 
-## bench-collector: xdpflow-collector against goflow2, UDP -> JSON lines (and Kafka), loss-free records/s on one core (root); see docs/benchmarks.md
+## bench-collector: xdpflow-collector against goflow2, UDP -> JSON lines (and Kafka), loss-free records/s on 1 core and on all (root; COLLECTORBENCH_FLAGS adds flags); see docs/benchmarks.md
 bench-collector: build
-	$(GO) run ./internal/cmd/collectorbench --xdpflow-bin bin/xdpflow-collector
+	$(GO) run ./internal/cmd/collectorbench --xdpflow-bin bin/xdpflow-collector $(COLLECTORBENCH_FLAGS)
 
 ## demo: the probe on a veth in throwaway namespaces, exporting IPFIX; traffic mix; exact check
 demo: build
