@@ -578,8 +578,12 @@ func TestSystemdUnits(t *testing.T) {
 				t.Errorf("ExecStart runs %s", exe[0])
 			}
 			checkArgs(t, tc.file, exe[1:], tc.flags)
-			if i := slices.Index(exe, "--config"); i < 0 || exe[i+1] != "/etc/xdpflow/"+filepath.Base(tc.config) {
-				t.Errorf("ExecStart does not read /etc/xdpflow/%s", filepath.Base(tc.config))
+			// The collector (DynamicUser) reads its config through
+			// LoadCredential=: a copy of /etc/xdpflow/NAME in %d.
+			cfg := "/etc/xdpflow/" + filepath.Base(tc.config)
+			if i := slices.Index(exe, "--config"); i < 0 || (exe[i+1] != cfg &&
+				!(exe[i+1] == "%d/"+filepath.Base(tc.config) && slices.Contains(u["Service"]["LoadCredential"], filepath.Base(tc.config)+":"+cfg))) {
+				t.Errorf("ExecStart does not read %s", cfg)
 			}
 			checkConfigKeys(t, tc.config, tc.flags)
 
