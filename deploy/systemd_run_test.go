@@ -500,6 +500,38 @@ func TestSystemdBoot(t *testing.T) {
 	if code, body, err := httpIn(pair, "http://127.0.0.1:9478/readyz"); err != nil || code != 200 {
 		t.Fatalf("collector /readyz: %d %q %v", code, body, err)
 	}
+	// What the running probe holds: the unit's bounding set and
+	// NoNewPrivileges, and after attaching only CAP_BPF (CAP_NET_ADMIN
+	// too when it must put promiscuous mode back at exit).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		out := m.must(t, "journalctl", "-u", "xdpflow-probe", "--no-pager", "-o", "cat")
+		if strings.Contains(out, "capabilities dropped") || strings.Contains(out, "capabilities not dropped") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe said nothing about its capabilities within 10 s:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	status := m.must(t, "cat", "/proc/"+m.unit(t, "xdpflow-probe")["MainPID"]+"/status")
+	const capNetAdmin, capPerfmon, capBPF = 12, 38, 39
+	for key, allowed := range map[string]uint64{
+		"CapEff": 1<<capBPF | 1<<capNetAdmin,
+		"CapPrm": 1<<capBPF | 1<<capNetAdmin,
+		"CapBnd": 1<<capBPF | 1<<capNetAdmin | 1<<capPerfmon,
+	} {
+		mm := regexp.MustCompile(`(?m)^` + key + `:\s+([0-9a-f]+)$`).FindStringSubmatch(status)
+		if mm == nil {
+			t.Fatalf("no %s in the probe's /proc/PID/status:\n%s", key, status)
+		}
+		v, _ := strconv.ParseUint(mm[1], 16, 64)
+		if v&^allowed != 0 || v&(1<<capBPF) == 0 && key != "CapBnd" {
+			t.Errorf("the running probe's %s is %s: want CAP_BPF and at most %x", key, mm[1], allowed)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^NoNewPrivs:\s+1$`).MatchString(status) {
+		t.Errorf("the running probe has no NoNewPrivs")
+	}
 	// Native XDP on the veth, as the probe said.
 	attached := func() bool {
 		var xdp *netlink.LinkXdp
