@@ -183,7 +183,8 @@ func TestImage(t *testing.T) {
 	} {
 		t.Run(c.target, func(t *testing.T) {
 			tag := fmt.Sprintf("localhost/xdpflow-%s:deploy-test-%d", c.target, os.Getpid())
-			out, err := exec.Command("podman", "build", "--pull=never", "-f", filepath.Join(ctx, "Containerfile"), "--target", c.target, "-t", tag, ctx).CombinedOutput()
+			// --layers=false: no cached stage images left behind.
+			out, err := exec.Command("podman", "build", "--pull=never", "--layers=false", "-f", filepath.Join(ctx, "Containerfile"), "--target", c.target, "-t", tag, ctx).CombinedOutput()
 			if err != nil {
 				t.Fatalf("podman build --target %s: %v\n%s", c.target, err, out)
 			}
