@@ -12,6 +12,7 @@ package deploy
 
 import (
 	"bufio"
+	"debug/elf"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -282,7 +283,7 @@ func editConfig(t *testing.T, path string, set map[string]any, del ...string) {
 
 // install does README.md's systemd steps on the container's root: the
 // binaries, the units, the configs (0600), the sysctl file.
-func install(t *testing.T, p *programs, root string) {
+func install(t *testing.T, root string) {
 	t.Helper()
 	cp := func(src, dst string, mode os.FileMode) {
 		b, err := os.ReadFile(src)
@@ -299,8 +300,23 @@ func install(t *testing.T, p *programs, root string) {
 			t.Fatal(err)
 		}
 	}
-	cp(p.probe, filepath.Join(root, "usr/local/bin/xdpflow-probe"), 0o755)
-	cp(p.collector, filepath.Join(root, "usr/local/bin/xdpflow-collector"), 0o755)
+	// README.md: `make build`, then bin/ into /usr/local/bin (make
+	// test-deploy builds first). Static, or the probe could not drop its
+	// capabilities on every thread.
+	for _, b := range []string{"xdpflow-probe", "xdpflow-collector"} {
+		src := filepath.Join("..", "bin", b)
+		f, err := elf.Open(src)
+		if err != nil {
+			t.Fatalf("%s: %v (run make build, or make test-deploy)", src, err)
+		}
+		for _, prog := range f.Progs {
+			if prog.Type == elf.PT_INTERP {
+				t.Errorf("%s is dynamically linked: README.md's make build must build it static", src)
+			}
+		}
+		f.Close()
+		cp(src, filepath.Join(root, "usr/local/bin", b), 0o755)
+	}
 	units, _ := filepath.Glob("systemd/*.service")
 	if len(units) != 2 {
 		t.Fatalf("units: %v", units)
@@ -416,7 +432,6 @@ func TestSystemdBoot(t *testing.T) {
 			t.Fatalf("%s: %v (Debian packages debootstrap, systemd-container, util-linux)", tool, err)
 		}
 	}
-	p := built(t)
 	base := cachedRoot(t)
 
 	// A root of this run's own, copied from the cached one, so the cache
@@ -451,7 +466,7 @@ func TestSystemdBoot(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(bpfDir, unix.MNT_DETACH) })
 
-	install(t, p, root)
+	install(t, root)
 	// The operator's edits: the test's interface, the collector on the
 	// loopback, JSON lines instead of Kafka.
 	editConfig(t, filepath.Join(root, "etc/xdpflow/probe.yaml"),
