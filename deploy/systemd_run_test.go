@@ -12,8 +12,8 @@ package deploy
 
 import (
 	"bufio"
-	"debug/elf"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"
