@@ -515,6 +515,19 @@ func TestSystemdBoot(t *testing.T) {
 	if code, body, err := httpIn(pair, "http://127.0.0.1:9478/readyz"); err != nil || code != 200 {
 		t.Fatalf("collector /readyz: %d %q %v", code, body, err)
 	}
+	// The sandbox as the running systemd sees it (not the offline
+	// estimate of TestSystemdUnits): the same bounds.
+	for unit, most := range map[string]float64{"xdpflow-probe": 3, "xdpflow-collector": 2} {
+		out, _ := m.run("systemd-analyze", "security", "--no-pager", unit) // exits non-zero above its own threshold
+		mm := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindStringSubmatch(out)
+		if mm == nil {
+			t.Fatalf("systemd-analyze security %s:\n%s", unit, out)
+		}
+		if got, _ := strconv.ParseFloat(mm[1], 64); got > most {
+			t.Errorf("systemd-analyze security %s (running): exposure %s, want at most %.1f\n%s", unit, mm[1], most, out)
+		}
+		t.Logf("systemd-analyze security %s, running: exposure %s", unit, mm[1])
+	}
 	// What the running probe holds: the unit's bounding set and
 	// NoNewPrivileges, and after attaching only CAP_BPF (CAP_NET_ADMIN
 	// too when it must put promiscuous mode back at exit).
