@@ -19,7 +19,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +30,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -232,18 +230,7 @@ func (m *machine) unit(t *testing.T, name string) map[string]string {
 // sendTraffic is 300 flows (UDP and TCP, IPv4 and IPv6), two frames each
 // a round.
 func sendTraffic(t *testing.T, pair *testnet.Pair) []trafficgen.Built {
-	var mix []trafficgen.Flow
-	for i := range 300 {
-		f := trafficgen.Flow{Src: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Dst: netip.MustParseAddr("198.19.0.1"),
-			Proto: layers.IPProtocolUDP, SrcPort: uint16(10000 + i), DstPort: 53, Payload: 40 + i%200, Packets: 2}
-		if i%3 == 0 {
-			f.Src, f.Dst = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 1, 15: byte(i)}), netip.MustParseAddr("2001:db8::53")
-		}
-		if i%5 == 0 {
-			f.Proto, f.DstPort, f.TCPFlags = layers.IPProtocolTCP, 443, 0x10
-		}
-		mix = append(mix, f)
-	}
+	mix := trafficgen.RoundMix(300, 2)
 	built, err := trafficgen.Build(mix, pair.MACA, pair.MACB, 1)
 	if err != nil {
 		t.Fatal(err)
