@@ -20,6 +20,7 @@ import (
 	"github.com/xdpflow/xdpflow/collector/decode"
 	"github.com/xdpflow/xdpflow/collector/rotate"
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
+	"github.com/xdpflow/xdpflow/internal/testkit/exportmsgs"
 	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/schemas"
@@ -36,20 +37,7 @@ type stream struct {
 func encodeStream(t *testing.T, src string, proto ipfix.Protocol, domain uint32, flows []schemas.Flow) stream {
 	t.Helper()
 	s := stream{src: net.ParseIP(src), records: len(flows)}
-	e := ipfix.NewEncoder(ipfix.Config{Protocol: proto, ObservationDomain: domain},
-		func(b []byte) error { s.msgs = append(s.msgs, slices.Clone(b)); return nil })
-	now := time.Now()
-	if err := e.SendTemplates(now); err != nil {
-		t.Fatal(err)
-	}
-	for i := range flows {
-		if err := e.Add(&flows[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Flush(now); err != nil {
-		t.Fatal(err)
-	}
+	s.msgs = exportmsgs.Encode(t, ipfix.Config{Protocol: proto, ObservationDomain: domain}, flows, time.Now())
 	return s
 }
 
