@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xdpflow/xdpflow/collector/decode"
-	"github.com/xdpflow/xdpflow/internal/testkit/exportmsgs"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 )
 
 // TestMetricsUntrackedEvicted: drops from sources not tracked and the
@@ -21,7 +21,7 @@ import (
 func TestMetricsUntrackedEvicted(t *testing.T) {
 	dec := decode.New(decode.Config{MaxExporters: 1, MaxTemplateBytes: 1 << 20})
 	s := &sink{dec: dec}
-	msgs := exportmsgs.Encode(t, ipfix.Config{ObservationDomain: 1}, testFlows(3, 1), time.Now())
+	msgs := ipfixtest.Encode(t, ipfix.Config{ObservationDomain: 1}, testFlows(3, 1), time.Now())
 	a, b := netip.MustParseAddrPort("192.0.2.1:2055"), netip.MustParseAddrPort("192.0.2.2:2055")
 	now := uint64(time.Now().UnixNano())
 	dec.Decode(b, []byte{0}, now, nil)           // truncated, untracked

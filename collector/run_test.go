@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
-	"github.com/xdpflow/xdpflow/internal/testkit/exportmsgs"
 	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -48,7 +48,7 @@ func testFlows(n int, base byte) []schemas.Flow {
 // export encodes flows as IPFIX into w, one message per write.
 func export(t *testing.T, w io.Writer, flows []schemas.Flow, domain uint32) {
 	t.Helper()
-	for _, m := range exportmsgs.Encode(t, ipfix.Config{ObservationDomain: domain, Interfaces: map[uint32]string{1: "xe-0/0/1"}}, flows, time.Now()) {
+	for _, m := range ipfixtest.Encode(t, ipfix.Config{ObservationDomain: domain, Interfaces: map[uint32]string{1: "xe-0/0/1"}}, flows, time.Now()) {
 		if _, err := w.Write(m); err != nil {
 			t.Fatal(err)
 		}

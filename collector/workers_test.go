@@ -20,9 +20,9 @@ import (
 	"github.com/xdpflow/xdpflow/collector/decode"
 	"github.com/xdpflow/xdpflow/collector/rotate"
 	"github.com/xdpflow/xdpflow/internal/syncbuf"
-	"github.com/xdpflow/xdpflow/internal/testkit/exportmsgs"
 	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -37,7 +37,7 @@ type stream struct {
 func encodeStream(t *testing.T, src string, proto ipfix.Protocol, domain uint32, flows []schemas.Flow) stream {
 	t.Helper()
 	s := stream{src: net.ParseIP(src), records: len(flows)}
-	s.msgs = exportmsgs.Encode(t, ipfix.Config{Protocol: proto, ObservationDomain: domain}, flows, time.Now())
+	s.msgs = ipfixtest.Encode(t, ipfix.Config{Protocol: proto, ObservationDomain: domain}, flows, time.Now())
 	return s
 }
 

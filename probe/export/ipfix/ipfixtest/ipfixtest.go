@@ -1,6 +1,6 @@
-// Package exportmsgs encodes flows with the probe's own IPFIX / NetFlow v9
+// Package ipfixtest encodes flows with the probe's own IPFIX / NetFlow v9
 // encoder, for tests that feed a decoder or a collector.
-package exportmsgs
+package ipfixtest
 
 import (
 	"testing"
