@@ -10,7 +10,7 @@ export BPF_CLANG BPF_CFLAGS
 
 BENCH_TIME ?= 2000000x
 
-.PHONY: all build generate check-generate test fuzz bench bench-peers bench-collector demo lint fmt clean
+.PHONY: all build generate check-generate test test-deploy fuzz bench bench-peers bench-collector demo lint fmt clean
 
 all: build
 
@@ -35,6 +35,10 @@ check-generate: generate
 test:
 	$(GO) test -count=1 ./...
 
+## test-deploy: deploy/ for real: the systemd units started under systemd in a debootstrap root (systemd-nspawn; cached in /var/cache/xdpflow-deploy-root), traffic counted exactly through restarts and kill -9; the images built with podman (root; Debian packages debootstrap, systemd-container, podman)
+test-deploy: build
+	XDPFLOW_DEPLOY_SYSTEMD=1 XDPFLOW_DEPLOY_IMAGE=1 $(GO) test -count=1 -v -timeout 20m -run 'TestSystemdBoot|TestImage' ./deploy/
+
 ## fuzz: the collector's decode path under Go's fuzzer for FUZZ_TIME (CI runs it; the corpus in testdata/ runs in every `make test`)
 # Minimizing each new input for up to 10 runs, not the 60 s default (or
 # 5 s): with longer, 30 s of fuzzing ran 190 k inputs and found 13 new
@@ -51,9 +55,9 @@ bench:
 bench-peers: build
 	$(GO) run ./internal/cmd/peerbench --probe bin/xdpflow-probe
 
-## bench-collector: xdpflow-collector against goflow2, UDP -> JSON lines (and Kafka), loss-free records/s on one core (root); see docs/benchmarks.md
+## bench-collector: xdpflow-collector against goflow2, UDP -> JSON lines (and Kafka), loss-free records/s on 1 core and on all (root; COLLECTORBENCH_FLAGS adds flags); see docs/benchmarks.md
 bench-collector: build
-	$(GO) run ./internal/cmd/collectorbench --xdpflow-bin bin/xdpflow-collector
+	$(GO) run ./internal/cmd/collectorbench --xdpflow-bin bin/xdpflow-collector $(COLLECTORBENCH_FLAGS)
 
 ## demo: the probe on a veth in throwaway namespaces, exporting IPFIX; traffic mix; exact check
 demo: build

@@ -24,6 +24,7 @@ type config struct {
 	RotateInterval   time.Duration
 	Allow            []string
 	UDPReadBuffer    int
+	UDPWorkers       int
 	MaxExporters     int
 	MaxTemplates     int
 	MaxTemplateBytes int64
@@ -46,11 +47,12 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.DurationVar(&c.RotateInterval, "out-rotate-interval", 0, "start a new --out file this often, e.g. 5m (0: never)")
 	c.Kafka.AddFlags(fs, false)
 	fs.StringArrayVar(&c.Allow, "allow", nil, "accept exporters only from this CIDR (repeatable; default: any); others are counted and dropped")
-	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes (absorbs bursts)")
+	fs.IntVar(&c.UDPReadBuffer, "udp-read-buffer", 32<<20, "UDP socket receive buffer, bytes, of each of a listener's --udp-workers sockets (absorbs bursts)")
+	fs.IntVar(&c.UDPWorkers, "udp-workers", 0, "sockets (SO_REUSEPORT) each udp:// listener opens on its port, each read and decoded on its own core; an exporter's datagrams always reach the same one (0: one per CPU the process may use, GOMAXPROCS)")
 	fs.IntVar(&c.MaxExporters, "max-exporters", 10000, "exporters (source addresses) tracked at once; when full, the one whose last decoded message is the oldest (one that never decoded first) gives up its place, unless all decoded within a second: then the newcomer is counted and dropped. Use --allow against spoofed sources")
 	fs.Uint32Var(&c.Enterprise, "ipfix-enterprise-number", 0, "the Private Enterprise Number xdpflow-probe sends its own IPFIX IEs under (its --ipfix-enterprise-number): tunnel type, id and endpoints, mirror type; 0: skipped like any enterprise IE")
 	fs.IntVar(&c.MaxTemplates, "max-templates", 1000, "templates kept per exporter; more are counted and dropped")
-	fs.Int64Var(&c.MaxTemplateBytes, "max-template-bytes", 128<<20, "memory for what exporters teach, over all exporters: templates, observation domains, interface names; what does not fit is counted (template_memory) and dropped")
+	fs.Int64Var(&c.MaxTemplateBytes, "max-template-bytes", 128<<20, "memory for what exporters teach, over all exporters: templates, observation domains, interface names, samplers; what does not fit is counted (template_memory) and dropped")
 	fs.StringVar(&c.Metrics, "metrics", "127.0.0.1:9478", "serve Prometheus /metrics, /healthz and /readyz on this address (empty: off)")
 	cli.AddCommon(fs, &c.LogLevel, &c.LogFormat)
 	return fs
@@ -94,6 +96,9 @@ func (c *config) validate() error {
 	}
 	if c.Out == "-" && (c.RotateSize > 0 || c.RotateInterval > 0) {
 		return fmt.Errorf("--out -: stdout cannot rotate; drop --out-rotate-*")
+	}
+	if c.UDPWorkers < 0 {
+		return fmt.Errorf("--udp-workers must not be negative (0: one per CPU)")
 	}
 	if c.MaxExporters < 1 || c.MaxTemplates < 1 {
 		return fmt.Errorf("--max-exporters and --max-templates must be at least 1")

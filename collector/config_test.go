@@ -10,7 +10,7 @@ import (
 
 func TestConfig(t *testing.T) {
 	yamlFile := filepath.Join(t.TempDir(), "collector.yaml")
-	os.WriteFile(yamlFile, []byte("listen: [udp://:2055, tcp://:4739]\nout: /tmp/x.jsonl\nout-rotate-interval: 5m\nallow: [198.18.0.0/15]\n"), 0o644)
+	os.WriteFile(yamlFile, []byte("listen: [udp://:2055, tcp://:4739]\nout: /tmp/x.jsonl\nout-rotate-interval: 5m\nallow: [198.18.0.0/15]\nudp-workers: 3\n"), 0o644)
 	cases := []struct {
 		name string
 		args []string
@@ -20,12 +20,12 @@ func TestConfig(t *testing.T) {
 		{"minimal", []string{"--listen", "udp://:2055", "--out", "-"}, "", func(t *testing.T, c *config) {
 			// The defaults bound the decoder's state for a 1 GiB container
 			// (docs/collector.md: limits).
-			if c.UDPReadBuffer != 32<<20 || c.Kafka.Enabled() || c.Kafka.Topic != "xdpflow-flows" || c.MaxTemplateBytes != 128<<20 || c.MaxExporters != 10000 {
+			if c.UDPReadBuffer != 32<<20 || c.UDPWorkers != 0 || c.Kafka.Enabled() || c.Kafka.Topic != "xdpflow-flows" || c.MaxTemplateBytes != 128<<20 || c.MaxExporters != 10000 {
 				t.Errorf("%+v", c)
 			}
 		}},
 		{"yaml", []string{"--config", yamlFile}, "", func(t *testing.T, c *config) {
-			if len(c.Listen) != 2 || c.RotateInterval != 5*time.Minute || len(c.Allow) != 1 || c.Out != "/tmp/x.jsonl" {
+			if len(c.Listen) != 2 || c.RotateInterval != 5*time.Minute || len(c.Allow) != 1 || c.Out != "/tmp/x.jsonl" || c.UDPWorkers != 3 {
 				t.Errorf("%+v", c)
 			}
 		}},
@@ -34,6 +34,7 @@ func TestConfig(t *testing.T) {
 		{"nowhere", []string{"--listen", "udp://:2055"}, "nowhere to write", nil},
 		{"bad scheme", []string{"--listen", "sctp://:2055", "--out", "-"}, `scheme "sctp"`, nil},
 		{"bad allow", []string{"--listen", "udp://:2055", "--out", "-", "--allow", "10.0.0.0/40"}, "--allow", nil},
+		{"negative workers", []string{"--listen", "udp://:2055", "--out", "-", "--udp-workers", "-1"}, "--udp-workers", nil},
 		{"stdout rotation", []string{"--listen", "udp://:2055", "--out", "-", "--out-rotate-size", "1000"}, "stdout cannot rotate", nil},
 		{"bad kafka format", []string{"--listen", "udp://:2055", "--kafka-brokers", "k:9092", "--kafka-format", "avro"}, "--kafka-format", nil},
 		{"tcps without a certificate", []string{"--listen", "tcps://:4740", "--out", "-"}, "--tls-cert", nil},

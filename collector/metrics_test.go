@@ -12,6 +12,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/collector/decode"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 )
 
 // TestMetricsUntrackedEvicted: drops from sources not tracked and the
@@ -20,20 +21,7 @@ import (
 func TestMetricsUntrackedEvicted(t *testing.T) {
 	dec := decode.New(decode.Config{MaxExporters: 1, MaxTemplateBytes: 1 << 20})
 	s := &sink{dec: dec}
-	var msgs [][]byte
-	e := ipfix.NewEncoder(ipfix.Config{ObservationDomain: 1}, func(b []byte) error { msgs = append(msgs, append([]byte(nil), b...)); return nil })
-	if err := e.SendTemplates(time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	flows := testFlows(3, 1)
-	for i := range flows {
-		if err := e.Add(&flows[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Flush(time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	msgs := ipfixtest.Encode(t, ipfix.Config{ObservationDomain: 1}, testFlows(3, 1), time.Now())
 	a, b := netip.MustParseAddrPort("192.0.2.1:2055"), netip.MustParseAddrPort("192.0.2.2:2055")
 	now := uint64(time.Now().UnixNano())
 	dec.Decode(b, []byte{0}, now, nil)           // truncated, untracked

@@ -51,7 +51,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 	// start, not a running collector.
 	var ls []*listen.Listener
 	for _, u := range c.Listen {
-		l, err := listen.Listen(u, allow, listen.Options{UDPReadBuffer: c.UDPReadBuffer, TLS: tlsCfg}, log)
+		l, err := listen.Listen(u, allow, listen.Options{UDPReadBuffer: c.UDPReadBuffer, UDPWorkers: c.UDPWorkers, TLS: tlsCfg}, log)
 		if err != nil {
 			for _, l := range ls {
 				l.Close()
@@ -59,7 +59,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) error {
 			return err
 		}
 		ls = append(ls, l)
-		log.Info("listening", "url", u, "addr", l.Addr())
+		log.Info("listening", "url", u, "addr", l.Addr(), "sockets", l.Sockets())
 	}
 
 	ms, err := metrics.Serve(c.Metrics, collectorMetrics(ls, s), collectorReady(s), log)
@@ -179,12 +179,26 @@ type worker struct {
 	lines []byte             // JSON lines for the file
 	slab  []byte             // Kafka keys and values
 	msgs  []kafkaout.Message // slices of slab
+	since time.Time          // when the batch got its first record
 }
 
+// maxBatchAge bounds how long a record waits in a worker's batch: a
+// socket that never goes quiet for the idle deadline, but gets too little
+// to fill a batch (one of several workers, a slow exporter), would hold
+// its records indefinitely.
+const maxBatchAge = time.Second
+
 func (w *worker) Message(exporter netip.AddrPort, msg []byte) {
+	now := time.Now()
 	// Decode errors are counted by the decoder, per exporter and reason.
-	w.s.dec.Decode(exporter, msg, uint64(time.Now().UnixNano()), w.emit)
-	if len(w.lines) > 256<<10 || len(w.msgs) > 4096 {
+	w.s.dec.Decode(exporter, msg, uint64(now.UnixNano()), w.emit)
+	if len(w.lines) == 0 && len(w.msgs) == 0 {
+		return
+	}
+	if w.since.IsZero() {
+		w.since = now
+	}
+	if len(w.lines) > 256<<10 || len(w.msgs) > 4096 || now.Sub(w.since) >= maxBatchAge {
 		w.Idle()
 	}
 }
@@ -216,6 +230,7 @@ func (w *worker) add(m *schemas.FlowMessage) {
 
 // Idle hands the batch over.
 func (w *worker) Idle() {
+	w.since = time.Time{}
 	if len(w.lines) > 0 {
 		if _, err := w.s.file.Write(w.lines); err != nil {
 			w.s.outError(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/testkit/freeport"
 	"github.com/xdpflow/xdpflow/internal/testkit/kafkacheck"
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -47,18 +48,10 @@ func testFlows(n int, base byte) []schemas.Flow {
 // export encodes flows as IPFIX into w, one message per write.
 func export(t *testing.T, w io.Writer, flows []schemas.Flow, domain uint32) {
 	t.Helper()
-	e := ipfix.NewEncoder(ipfix.Config{ObservationDomain: domain, Interfaces: map[uint32]string{1: "xe-0/0/1"}},
-		func(b []byte) error { _, err := w.Write(b); return err })
-	if err := e.SendTemplates(time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	for i := range flows {
-		if err := e.Add(&flows[i]); err != nil {
+	for _, m := range ipfixtest.Encode(t, ipfix.Config{ObservationDomain: domain, Interfaces: map[uint32]string{1: "xe-0/0/1"}}, flows, time.Now()) {
+		if _, err := w.Write(m); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := e.Flush(time.Now()); err != nil {
-		t.Fatal(err)
 	}
 }
 

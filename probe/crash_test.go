@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
@@ -25,18 +23,7 @@ import (
 // crashTraffic is 300 flows (UDP and TCP, IPv4 and IPv6) of one frame
 // each; a round sends every one once.
 func crashTraffic(t *testing.T, pair *testnet.Pair) []trafficgen.Built {
-	var mix []trafficgen.Flow
-	for i := range 300 {
-		f := trafficgen.Flow{Src: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Dst: netip.MustParseAddr("198.19.0.1"),
-			Proto: layers.IPProtocolUDP, SrcPort: uint16(10000 + i), DstPort: 53, Payload: 40 + i%200, Packets: 1}
-		if i%3 == 0 {
-			f.Src, f.Dst = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 1, 15: byte(i)}), netip.MustParseAddr("2001:db8::53")
-		}
-		if i%5 == 0 {
-			f.Proto, f.DstPort, f.TCPFlags = layers.IPProtocolTCP, 443, 0x10
-		}
-		mix = append(mix, f)
-	}
+	mix := trafficgen.RoundMix(300, 1)
 	built, err := trafficgen.Build(mix, pair.MACA, pair.MACB, 1)
 	if err != nil {
 		t.Fatal(err)

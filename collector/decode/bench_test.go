@@ -12,6 +12,7 @@ import (
 	protoproducer "github.com/netsampler/goflow2/v2/producer/proto"
 
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -27,7 +28,7 @@ func benchInputs(b *testing.B) []benchInput {
 	now := time.Now()
 	var in []benchInput
 	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
-		msgs := encode(b, ipfix.Config{Protocol: p, Interfaces: map[uint32]string{1: "eth0", 2: "eth1"}}, testFlows(4096, now.Add(time.Second), 4), now)
+		msgs := ipfixtest.Encode(b, ipfix.Config{Protocol: p, Interfaces: map[uint32]string{1: "eth0", 2: "eth1"}}, testFlows(4096, now.Add(time.Second), 4), now)
 		in = append(in, benchInput{name: "probe-" + p.String(), setup: msgs[:1], data: msgs[1:]})
 	}
 	in = append(in, benchInput{name: "v5-30", data: [][]byte{v5Msg(0, 100_000, 30)}})
@@ -124,7 +125,7 @@ func TestZeroAllocs(t *testing.T) {
 	}
 	now := time.Now()
 	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
-		msgs := encode(t, ipfix.Config{Protocol: p, Interfaces: map[uint32]string{1: "eth0"}}, testFlows(500, now.Add(time.Second), 5), now)
+		msgs := ipfixtest.Encode(t, ipfix.Config{Protocol: p, Interfaces: map[uint32]string{1: "eth0"}}, testFlows(500, now.Add(time.Second), 5), now)
 		d := New(Config{})
 		decodeAll(t, d, testExporter, msgs, 1)
 		i := 0

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -42,7 +43,7 @@ func TestExportedFields(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					f := baseFlow(v6, bi, now.UnixNano())
 					setDistinct(t, &f, x, i, v6, now.UnixNano())
-					msgs := encode(t, ipfix.Config{Protocol: p, FlowDirection: true, Biflow: true, EnterpriseNumber: schemas.PENDocumentation},
+					msgs := ipfixtest.Encode(t, ipfix.Config{Protocol: p, FlowDirection: true, Biflow: true, EnterpriseNumber: schemas.PENDocumentation},
 						[]schemas.Flow{f}, now.Add(time.Minute))
 					if len(msgs) != 2 {
 						t.Fatalf("%d messages, want templates and one data message (with its template)", len(msgs))

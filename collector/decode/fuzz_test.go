@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -93,7 +94,7 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 	}
 	now := time.Now()
 	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
-		msgs := encode(tb, ipfix.Config{Protocol: p, Interfaces: map[uint32]string{1: "eth0"}, SamplingInterval: 10}, testFlows(20, now.Add(time.Second), 3), now)
+		msgs := ipfixtest.Encode(tb, ipfix.Config{Protocol: p, Interfaces: map[uint32]string{1: "eth0"}, SamplingInterval: 10}, testFlows(20, now.Add(time.Second), 3), now)
 		seeds = append(seeds, frame(msgs...), frame(append(msgs[1:], msgs[0])...))
 	}
 	seeds = append(seeds,

@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/xdpflow/xdpflow/probe/export/ipfix"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -28,30 +27,6 @@ func decodeAll(t testing.TB, d *Decoder, from netip.AddrPort, msgs [][]byte, rec
 		}
 	}
 	return out
-}
-
-// encode runs the probe's own encoder: templates (with options data),
-// flows, flush. Flows must start after the encoder was made (v9 sysUptime
-// starts then).
-func encode(t testing.TB, cfg ipfix.Config, flows []schemas.Flow, now time.Time) [][]byte {
-	t.Helper()
-	var msgs [][]byte
-	e := ipfix.NewEncoder(cfg, func(m []byte) error {
-		msgs = append(msgs, append([]byte(nil), m...))
-		return nil
-	})
-	if err := e.SendTemplates(now); err != nil {
-		t.Fatal(err)
-	}
-	for i := range flows {
-		if err := e.Add(&flows[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.Flush(now); err != nil {
-		t.Fatal(err)
-	}
-	return msgs
 }
 
 // testFlows returns n reproducible flows after t0 covering both families,

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/probe/export/ipfix"
+	"github.com/xdpflow/xdpflow/probe/export/ipfix/ipfixtest"
 	"github.com/xdpflow/xdpflow/schemas"
 )
 
@@ -27,7 +28,7 @@ func TestRoundTripProbeEncoder(t *testing.T) {
 			now := time.Now()
 			cfg := ipfix.Config{Protocol: tc.proto, ObservationDomain: 77, Interfaces: ifNames, MaxMessageBytes: tc.max}
 			flows := testFlows(3000, now.Add(time.Second), 1)
-			msgs := encode(t, cfg, flows, now)
+			msgs := ipfixtest.Encode(t, cfg, flows, now)
 			d := New(Config{})
 			got := decodeAll(t, d, testExporter, msgs, 1234)
 			if len(got) != len(flows) {
@@ -66,7 +67,7 @@ func TestRoundTripProbeEncoder(t *testing.T) {
 func TestSamplingRateFromOptions(t *testing.T) {
 	for _, p := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
 		now := time.Now()
-		msgs := encode(t, ipfix.Config{Protocol: p, SamplingInterval: 1000}, testFlows(10, now.Add(time.Second), 2), now)
+		msgs := ipfixtest.Encode(t, ipfix.Config{Protocol: p, SamplingInterval: 1000}, testFlows(10, now.Add(time.Second), 2), now)
 		got := decodeAll(t, New(Config{}), testExporter, msgs, 1)
 		for _, m := range got {
 			if m.SamplingRate != 1000 {
@@ -85,7 +86,7 @@ func TestRoundTripFlowDirection(t *testing.T) {
 		flows[i].FlowDirection = schemas.Direction(i % 3)
 	}
 	for _, proto := range []ipfix.Protocol{ipfix.IPFIX, ipfix.NetFlowV9} {
-		msgs := encode(t, ipfix.Config{Protocol: proto, FlowDirection: true}, flows, now)
+		msgs := ipfixtest.Encode(t, ipfix.Config{Protocol: proto, FlowDirection: true}, flows, now)
 		got := decodeAll(t, New(Config{}), testExporter, msgs, 1)
 		if len(got) != len(flows) {
 			t.Fatalf("%d records, want %d", len(got), len(flows))
@@ -113,7 +114,7 @@ func TestRoundTripBiflow(t *testing.T) {
 			f.ReverseTimeFlowStartNs, f.ReverseTimeFlowEndNs, f.ReverseTcpFlags = f.TimeFlowStartNs+1e6, f.TimeFlowEndNs, 0x12
 		}
 	}
-	msgs := encode(t, ipfix.Config{FlowDirection: true, Biflow: true}, flows, now)
+	msgs := ipfixtest.Encode(t, ipfix.Config{FlowDirection: true, Biflow: true}, flows, now)
 	got := decodeAll(t, New(Config{}), testExporter, msgs, 1)
 	if len(got) != len(flows) {
 		t.Fatalf("%d records, want %d", len(got), len(flows))
@@ -125,7 +126,7 @@ func TestRoundTripBiflow(t *testing.T) {
 			t.Fatalf("record %d:\n got %+v\nwant %+v", i, g, w)
 		}
 	}
-	v9 := decodeAll(t, New(Config{}), testExporter, encode(t, ipfix.Config{Protocol: ipfix.NetFlowV9, Biflow: true}, flows, now), 1)
+	v9 := decodeAll(t, New(Config{}), testExporter, ipfixtest.Encode(t, ipfix.Config{Protocol: ipfix.NetFlowV9, Biflow: true}, flows, now), 1)
 	want := 0
 	for _, f := range flows {
 		want++

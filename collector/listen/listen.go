@@ -8,11 +8,13 @@ package listen
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 
@@ -20,7 +22,8 @@ import (
 )
 
 // Handler takes one export message from an exporter. msg is only valid
-// during the call. Each receiving goroutine has its own Handler.
+// during the call. Each receiving goroutine (a UDP socket, a TCP
+// connection) has its own Handler; Handlers run concurrently.
 type Handler interface {
 	Message(exporter netip.AddrPort, msg []byte)
 	// Idle is called when no message arrived for a while (and at the end),
@@ -44,18 +47,28 @@ type Listener struct {
 	allow []netip.Prefix
 	log   *slog.Logger
 
-	messages, denied, kernelDrops, conns, streamErrs, tlsErrs atomic.Uint64
+	messages, denied, conns, streamErrs, tlsErrs atomic.Uint64 // UDP: messages per socket
 
-	udp    *net.UDPConn
+	udp    []*udpSocket // --udp-workers sockets sharing the port (SO_REUSEPORT)
 	tcp    *net.TCPListener
 	tlsCfg *tls.Config        // tcps:// only
 	tlsLog *ratelimit.Limiter // failed handshakes
 }
 
-// Stats returns the counters.
+// Stats returns the counters, summed over a UDP listener's sockets.
 func (l *Listener) Stats() Stats {
-	return Stats{Messages: l.messages.Load(), Denied: l.denied.Load(), KernelDrops: l.kernelDrops.Load(),
+	st := Stats{Messages: l.messages.Load(), Denied: l.denied.Load(),
 		Connections: l.conns.Load(), StreamErrors: l.streamErrs.Load(), TLSErrors: l.tlsErrs.Load()}
+	for _, s := range l.udp {
+		st.Messages += s.messages.Load()
+		st.KernelDrops += s.drops.Load()
+	}
+	return st
+}
+
+// Sockets is how many sockets receive for a UDP listener (1 for TCP).
+func (l *Listener) Sockets() int {
+	return max(1, len(l.udp))
 }
 
 // ParseURL checks a --listen URL: udp://[host]:port, tcp://[host]:port or
@@ -110,7 +123,13 @@ func (l *Listener) allowed(a netip.Addr) bool {
 
 // Options tune the sockets.
 type Options struct {
-	UDPReadBuffer int // SO_RCVBUF bytes
+	UDPReadBuffer int // SO_RCVBUF bytes, of each UDP socket
+	// UDPWorkers is how many sockets a udp:// listener opens on its port
+	// (SO_REUSEPORT), each read and decoded by a goroutine of its own; 0:
+	// GOMAXPROCS. The kernel picks the socket by a hash of the source and
+	// destination address and port, so one exporter's datagrams stay on
+	// one socket, in order.
+	UDPWorkers int
 	// TLS is the server side of tcps:// listeners (see ServerTLSConfig):
 	// a certificate is required; ClientCAs with ClientAuth
 	// RequireAndVerifyClientCert make exporters authenticate too. The
@@ -127,7 +146,11 @@ func Listen(rawURL string, allow []netip.Prefix, opts Options, log *slog.Logger)
 	l := &Listener{URL: rawURL, allow: allow, log: log, tlsLog: ratelimit.Every(tlsLogInterval)}
 	switch network {
 	case "udp":
-		err = l.listenUDP(addr, opts)
+		n := opts.UDPWorkers
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
+		}
+		err = l.listenUDP(addr, n, opts.UDPReadBuffer)
 	case "tcps":
 		if l.tlsCfg, err = serverTLS(opts.TLS); err == nil {
 			err = l.listenTCP(addr)
@@ -144,7 +167,7 @@ func Listen(rawURL string, allow []netip.Prefix, opts Options, log *slog.Logger)
 // Addr is the address actually bound (a port 0 URL gets one).
 func (l *Listener) Addr() net.Addr {
 	if l.udp != nil {
-		return l.udp.LocalAddr()
+		return l.udp[0].c.LocalAddr()
 	}
 	return l.tcp.Addr()
 }
@@ -152,16 +175,20 @@ func (l *Listener) Addr() net.Addr {
 // Close closes a listener that will not be served.
 func (l *Listener) Close() error {
 	if l.udp != nil {
-		return l.udp.Close()
+		var errs []error
+		for _, s := range l.udp {
+			errs = append(errs, s.c.Close())
+		}
+		return errors.Join(errs...)
 	}
 	return l.tcp.Close()
 }
 
 // Serve receives until ctx ends, with a Handler per receiving goroutine
-// from newHandler. It closes the socket when it returns.
+// from newHandler. It closes the sockets when it returns.
 func (l *Listener) Serve(ctx context.Context, newHandler func() Handler) error {
 	if l.udp != nil {
-		return l.serveUDP(ctx, newHandler())
+		return l.serveUDP(ctx, newHandler)
 	}
 	return l.serveTCP(ctx, newHandler)
 }

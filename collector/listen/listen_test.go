@@ -219,3 +219,193 @@ func TestTCPDenied(t *testing.T) {
 		t.Errorf("%+v, %d messages", st, h.count())
 	}
 }
+
+// serveN serves a UDP listener with n sockets, each with a recorder of
+// its own.
+func serveN(t *testing.T, n int, opts Options, block chan struct{}) (*Listener, []*recorder, context.CancelFunc, chan error) {
+	t.Helper()
+	opts.UDPWorkers = n
+	l, err := Listen("udp://127.0.0.1:0", nil, opts, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Sockets() != n {
+		t.Fatalf("%d sockets, want %d", l.Sockets(), n)
+	}
+	var (
+		mu   sync.Mutex
+		recs []*recorder
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Serve(ctx, func() Handler {
+			mu.Lock()
+			defer mu.Unlock()
+			r := &recorder{block: block}
+			recs = append(recs, r)
+			return r
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	// Serve makes every Handler before reading.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		k := len(recs)
+		mu.Unlock()
+		if k == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handlers, want %d", k, n)
+		}
+	}
+	return l, recs, cancel, done
+}
+
+// TestReusePort: a udp:// listener's sockets share its port; each
+// exporter (source address and port) reaches exactly one socket, its
+// datagrams in the order sent, and the exporters spread over the sockets.
+func TestReusePort(t *testing.T) {
+	const workers, exporters, each = 4, 16, 50
+	l, recs, _, _ := serveN(t, workers, Options{}, nil)
+	var wg sync.WaitGroup
+	for e := range exporters {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(1+e%3))}, l.Addr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wg.Go(func() {
+			for i := range each {
+				c.Write(ipfixMsg(uint32(i), e))
+				if i%10 == 9 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := func() (n int) {
+		for _, r := range recs {
+			n += r.count()
+		}
+		return n
+	}
+	for deadline := time.Now().Add(5 * time.Second); total() < exporters*each && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := l.Stats(); total() != exporters*each || st.Messages != exporters*each || st.KernelDrops != 0 {
+		t.Fatalf("%d delivered, %+v; want %d, no drops", total(), st, exporters*each)
+	}
+	where := map[netip.AddrPort]int{} // exporter -> socket
+	busy := 0
+	for i, r := range recs {
+		r.mu.Lock()
+		next := map[netip.AddrPort]uint32{}
+		for j, from := range r.from {
+			if w, ok := where[from]; ok && w != i {
+				t.Errorf("exporter %v on sockets %d and %d", from, w, i)
+			}
+			where[from] = i
+			if seq := binary.BigEndian.Uint32([]byte(r.msgs[j])[8:]); seq != next[from] {
+				t.Errorf("exporter %v: message %d after %d", from, seq, next[from]-1)
+			} else {
+				next[from]++
+			}
+		}
+		if len(r.msgs) > 0 {
+			busy++
+		}
+		r.mu.Unlock()
+	}
+	if len(where) != exporters {
+		t.Errorf("%d exporters seen, want %d", len(where), exporters)
+	}
+	// 16 exporters all hashed to one of 4 sockets: a chance of 4^-15.
+	if busy < 2 {
+		t.Errorf("only %d of %d sockets received: SO_REUSEPORT not in effect", busy, workers)
+	}
+}
+
+// TestReusePortTaken: a port another socket holds is refused, as with one
+// socket, instead of joining it and splitting its traffic.
+func TestReusePortTaken(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	u := "udp://" + c.LocalAddr().String()
+	for _, n := range []int{1, 3} {
+		if l, err := Listen(u, nil, Options{UDPWorkers: n}, quiet); err == nil {
+			l.Close()
+			t.Errorf("%d workers: bound %s, which is taken", n, u)
+		}
+	}
+	// Nor may a second collector join one with several sockets.
+	l, err := Listen("udp://127.0.0.1:0", nil, Options{UDPWorkers: 3}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l2, err := Listen("udp://"+l.Addr().String(), nil, Options{UDPWorkers: 3}, quiet); err == nil {
+		l2.Close()
+		t.Errorf("a second listener joined %s", l.Addr())
+	}
+}
+
+// TestKernelDropsSockets: with several sockets, each one's SO_RXQ_OVFL
+// count is kept and the listener reports their sum, exactly.
+func TestKernelDropsSockets(t *testing.T) {
+	const workers, exporters, each = 3, 15, 300
+	block := make(chan struct{})
+	l, recs, cancel, done := serveN(t, workers, Options{UDPReadBuffer: 4096}, block)
+	var cs []*net.UDPConn
+	for range exporters {
+		c, err := net.DialUDP("udp4", nil, l.Addr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	for i := range each {
+		for _, c := range cs {
+			c.Write(ipfixMsg(uint32(i), 1000))
+		}
+	}
+	close(block)
+	time.Sleep(300 * time.Millisecond)
+	for _, c := range cs {
+		// Carries its socket's final drop count; spaced, so that the tiny
+		// buffer drops none of these.
+		c.Write(ipfixMsg(each, 0))
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	done <- nil
+	delivered := 0
+	for _, r := range recs {
+		delivered += r.count()
+	}
+	dropping := 0
+	for _, s := range l.udp {
+		if s.drops.Load() > 0 {
+			dropping++
+		}
+	}
+	st := l.Stats()
+	if dropping < 2 || uint64(delivered)+st.KernelDrops != exporters*(each+1) {
+		t.Errorf("%d delivered + %d dropped (on %d sockets), %d sent", delivered, st.KernelDrops, dropping, exporters*(each+1))
+	}
+}

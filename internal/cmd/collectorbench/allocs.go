@@ -62,7 +62,7 @@ func allocsXdpflow(in *input, d time.Duration) (allocResult, error) {
 		lines, _ = schemas.FormatJSON.Append(lines, m)
 		lines = append(lines, '\n')
 	}
-	s := newSender(in)
+	s := newSender([]*input{in}).exps[0]
 	var err error
 	pass := func() int {
 		for i, m := range s.copy {
@@ -100,7 +100,7 @@ func allocsGoflow2(in *input, d time.Duration) (allocResult, error) {
 	templates := netflow.CreateTemplateSystem()
 	format := &gfjson.JsonDriver{}
 	var out bytes.Buffer
-	s := newSender(in)
+	s := newSender([]*input{in}).exps[0]
 	var firstErr error
 	pass := func() int {
 		for i, m := range s.copy {

@@ -1,11 +1,14 @@
 // Command collectorbench measures xdpflow-collector against goflow2 on the
-// same input (issue #5): records/s per core from a UDP socket to a JSON
-// lines file (and to Kafka, --outputs file,kafka), with 0 loss, plus CPU
-// and allocations per record.
+// same input (issues #5 and #14): records/s from UDP to a JSON lines file
+// (and to Kafka, --outputs file,kafka), with 0 loss, on 1 core and on
+// more (--cores), plus CPU and allocations per record.
 //
-// Each collector runs pinned to one CPU (taskset -c --collector-cpu,
-// GOMAXPROCS=1); this program, the paced sender and (for Kafka) an
-// in-process kfake broker run pinned to --send-cpu. For every offered
+// Each collector runs pinned to --cores CPUs from --collector-cpu on
+// (taskset -c, GOMAXPROCS the same), with as many UDP sockets on its port
+// (xdpflow --udp-workers, goflow2 ?count=); this program, the paced sender
+// (--exporters source ports, for the kernel's SO_REUSEPORT hash to spread)
+// and (for Kafka) an in-process kfake broker run pinned to --send-cpu.
+// For every offered
 // rate a fresh collector is started on a free 127.0.0.1 port, the
 // pre-generated IPFIX stream is sent for --duration, and the run passes
 // when every record sent is in the output, the collector's socket dropped
@@ -56,6 +59,9 @@ type config struct {
 	collectorCPU    int
 	kafkaPartitions int
 	xdpflowBin      string
+	xdpflowBaseBin  string
+	cores           []int
+	exporters       int
 	goflow2Bin      string
 	goflow2Version  string
 	rcvbuf          int
@@ -84,9 +90,12 @@ func parseFlags() (*config, error) {
 	fs.IntVar(&c.msgBytes, "message-bytes", 1400, "largest export message, bytes (the probe's default)")
 	fs.StringVar(&c.workdir, "workdir", "", "directory for the output files (default: a new directory under /dev/shm, else the temp dir); removed at the end")
 	fs.IntVar(&c.sendCPU, "send-cpu", 0, "CPU of this program, the sender and the Kafka broker")
-	fs.IntVar(&c.collectorCPU, "collector-cpu", 1, "CPU the collector under test is pinned to (taskset -c), with GOMAXPROCS=1")
+	fs.IntVar(&c.collectorCPU, "collector-cpu", 1, "first CPU the collector under test is pinned to (taskset -c)")
 	fs.IntVar(&c.kafkaPartitions, "kafka-partitions", 4, "partitions of the Kafka topic")
 	fs.StringVar(&c.xdpflowBin, "xdpflow-bin", "", "use this xdpflow-collector instead of building bin/xdpflow-collector")
+	fs.StringVar(&c.xdpflowBaseBin, "xdpflow-base-bin", "", "also run this earlier xdpflow-collector (one without --udp-workers, e.g. built from main) on 1 core, as the baseline")
+	fs.IntSliceVar(&c.cores, "cores", []int{1, runtime.NumCPU()}, "CPU counts to run each collector on: CPUs --collector-cpu, +1, ... (wrapping, so all of them includes --send-cpu), GOMAXPROCS and UDP sockets as many")
+	fs.IntVar(&c.exporters, "exporters", 16, "exporters the input is split among, each with its own source port, flows, templates and sequence numbers (the kernel spreads exporters, not datagrams, over a collector's sockets)")
 	fs.StringVar(&c.goflow2Bin, "goflow2-bin", "", "use this goflow2 instead of building it")
 	fs.StringVar(&c.goflow2Version, "goflow2-version", "v2.2.6", "goflow2 version to build (go install github.com/netsampler/goflow2/v2/cmd/goflow2@VERSION)")
 	fs.IntVar(&c.rcvbuf, "rcvbuf", 0, "socket receive buffer both collectors get, bytes as the kernel reports it (default: net.core.rmem_default, which goflow2 cannot change; xdpflow gets --udp-read-buffer half of it, the kernel doubles it)")
@@ -97,7 +106,7 @@ func parseFlags() (*config, error) {
 	fs.DurationVar(&c.allocTime, "alloc-time", 2*time.Second, "time of each in-process allocation measurement (0: skip)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./internal/cmd/collectorbench [flags]\n\n"+
-			"Highest loss-free records/s of xdpflow-collector and goflow2 on one core,\n"+
+			"Highest loss-free records/s of xdpflow-collector and goflow2 on --cores CPUs,\n"+
 			"UDP on 127.0.0.1 to a JSON lines file (and Kafka); see docs/benchmarks.md.\n\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -116,8 +125,13 @@ func parseFlags() (*config, error) {
 			return nil, fmt.Errorf("--collectors: %q: want xdpflow or goflow2", n)
 		}
 	}
-	if c.reps < 1 || c.duration <= 0 || c.rateStart < 0 || c.flows < 1 {
-		return nil, fmt.Errorf("--reps, --duration and --flows must be positive")
+	if c.reps < 1 || c.duration <= 0 || c.rateStart < 0 || c.flows < 1 || c.exporters < 1 || c.flows < c.exporters {
+		return nil, fmt.Errorf("--reps, --duration, --flows and --exporters must be positive, --flows at least --exporters")
+	}
+	slices.Sort(c.cores)
+	c.cores = slices.Compact(c.cores)
+	if len(c.cores) == 0 || c.cores[0] < 1 || c.cores[len(c.cores)-1] > runtime.NumCPU() {
+		return nil, fmt.Errorf("--cores: want counts from 1 to %d", runtime.NumCPU())
 	}
 	return c, nil
 }
@@ -177,18 +191,29 @@ func run(cfg *config) error {
 	if cfg.protocol == "netflow9" || cfg.protocol == "v9" {
 		proto = ipfix.NetFlowV9
 	}
-	in, err := genInput(proto, cfg.flows, cfg.v6, cfg.msgBytes, 1)
-	if err != nil {
-		return err
-	}
-	dataMsgs := 0
-	for _, n := range in.flows {
-		if n > 0 {
-			dataMsgs++
+	// Each exporter its own flows (its own seed): the same total.
+	var ins []*input
+	var msgs, dataMsgs, total, bytes int
+	for i := range cfg.exporters {
+		n := cfg.flows / cfg.exporters
+		if i < cfg.flows%cfg.exporters {
+			n++
 		}
+		in, err := genInput(proto, n, cfg.v6, cfg.msgBytes, uint64(1+i))
+		if err != nil {
+			return err
+		}
+		ins = append(ins, in)
+		for _, n := range in.flows {
+			if n > 0 {
+				dataMsgs++
+			}
+		}
+		msgs, total, bytes = msgs+len(in.msgs), total+in.total, bytes+in.bytes
 	}
-	fmt.Printf("input: %s, %d distinct flows (%.0f%% IPv6) in %d messages (%d with flow records, %.1f records and %.0f bytes a message on average), templates every %d messages\n",
-		proto, in.total, cfg.v6*100, len(in.msgs), dataMsgs, float64(in.total)/float64(dataMsgs), float64(in.bytes)/float64(len(in.msgs)), templateEvery)
+	in := ins[0] // for the in-process measurements
+	fmt.Printf("input: %s, %d exporters (source ports), %d distinct flows (%.0f%% IPv6) in %d messages (%d with flow records, %.1f records and %.0f bytes a message on average), each exporter's templates at the start of its pass and every %d messages\n",
+		proto, len(ins), total, cfg.v6*100, msgs, dataMsgs, float64(total)/float64(dataMsgs), float64(bytes)/float64(msgs), templateEvery)
 
 	// From here on this program (sender, broker, bookkeeping) stays on
 	// sendCPU; the collectors are started under taskset on collectorCPU.
@@ -198,27 +223,39 @@ func run(cfg *config) error {
 
 	var cols []*collector
 	for _, out := range cfg.outputs {
-		for _, name := range cfg.collectors {
-			c := &collector{name: name, output: out, lag: cfg.lagSlack}
-			switch name {
-			case "xdpflow":
-				c.bin = cfg.xdpflowBin
-				c.rcvbuf = cfg.rcvbuf / 2
-				c.lag += time.Second // --out is flushed every second
-			case "goflow2":
-				c.bin = cfg.goflow2Bin
-				if cfg.rcvbuf != rmemDefault {
-					return fmt.Errorf("--rcvbuf %d: goflow2 has no option for its socket buffer, it always gets net.core.rmem_default (%d)", cfg.rcvbuf, rmemDefault)
-				}
-				if out == "kafka" {
-					c.lag += 5 * time.Second // -transport.kafka.flushfreq default
-				}
-			}
-			cols = append(cols, c)
-			if name == "xdpflow" && cfg.xdpflowDefault {
-				d := *c
+		if cfg.xdpflowBaseBin != "" {
+			b := &collector{name: "xdpflow", base: true, bin: cfg.xdpflowBaseBin, output: out,
+				lag: cfg.lagSlack + time.Second, rcvbuf: cfg.rcvbuf / 2, cores: 1}
+			cols = append(cols, b)
+			if cfg.xdpflowDefault {
+				d := *b
 				d.rcvbuf = 0
 				cols = append(cols, &d)
+			}
+		}
+		for _, cores := range cfg.cores {
+			for _, name := range cfg.collectors {
+				c := &collector{name: name, output: out, lag: cfg.lagSlack, cores: cores}
+				switch name {
+				case "xdpflow":
+					c.bin = cfg.xdpflowBin
+					c.rcvbuf = cfg.rcvbuf / 2
+					c.lag += time.Second // --out is flushed every second
+				case "goflow2":
+					c.bin = cfg.goflow2Bin
+					if cfg.rcvbuf != rmemDefault {
+						return fmt.Errorf("--rcvbuf %d: goflow2 has no option for its socket buffer, it always gets net.core.rmem_default (%d)", cfg.rcvbuf, rmemDefault)
+					}
+					if out == "kafka" {
+						c.lag += 5 * time.Second // -transport.kafka.flushfreq default
+					}
+				}
+				cols = append(cols, c)
+				if name == "xdpflow" && cfg.xdpflowDefault {
+					d := *c
+					d.rcvbuf = 0
+					cols = append(cols, &d)
+				}
 			}
 		}
 	}
@@ -242,17 +279,18 @@ func run(cfg *config) error {
 		}
 	}
 
-	snd := newSender(in)
+	snd := newSender(ins)
 	results := map[*collector][]*searchResult{}
 	for rep := 1; rep <= cfg.reps; rep++ {
 		for _, c := range cols {
-			fmt.Printf("\n== rep %d/%d: %s\n", rep, cfg.reps, c.label())
+			fmt.Printf("\n== rep %d/%d: %s, %d core(s)\n", rep, cfg.reps, c.label(), c.cores)
 			start := cfg.rateStart
 			if start == 0 {
 				start = 100000
 				if a, ok := allocs[c.name]; ok && a.nsPerRecord > 0 {
 					start = roundRate(0.5e9 / a.nsPerRecord)
 				}
+				start *= float64(c.cores)
 			}
 			r, err := search(cfg, c, snd, start)
 			if err != nil {
@@ -364,8 +402,8 @@ func printTrial(cfg *config, t *trialResult) {
 }
 
 func report(cfg *config, cols []*collector, results map[*collector][]*searchResult, allocs map[string]allocResult, in *input, rmem int, took time.Duration) {
-	fmt.Printf("\n== results: medians of %d rate searches, each collector on CPU %d with GOMAXPROCS=1, sender on CPU %d, %v per run\n\n",
-		cfg.reps, cfg.collectorCPU, cfg.sendCPU, cfg.duration)
+	fmt.Printf("\n== results: medians of %d rate searches, each collector on N CPUs from CPU %d on (GOMAXPROCS=N, N UDP sockets), sender on CPU %d, %d exporters, %v per run\n\n",
+		cfg.reps, cfg.collectorCPU, cfg.sendCPU, cfg.exporters, cfg.duration)
 	type row struct {
 		rate, cpuPerM, util, rss float64
 		rates                    []string
@@ -374,18 +412,18 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 	for _, c := range cols {
 		var rates, cpm, util, rss []float64
 		var r row
-		for _, s := range results[c] {
-			if s.best == nil {
+		for _, sr := range results[c] {
+			if sr.best == nil {
 				r.rates = append(r.rates, "none")
 				continue
 			}
-			b := s.best
+			b := sr.best
 			rates = append(rates, b.rate)
 			cpm = append(cpm, b.cpu/(float64(b.sent.records)/1e6))
 			util = append(util, b.cpu/cfg.duration.Seconds())
 			rss = append(rss, float64(b.rssKB)/1024)
 			s := fmt.Sprintf("%.0f", b.rate)
-			if results[c][0].senderCap {
+			if sr.senderCap { // each search's own, not the first's
 				s += " (sender limit)"
 			}
 			r.rates = append(r.rates, s)
@@ -393,35 +431,43 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 		r.rate, r.cpuPerM, r.util, r.rss = benchstat.Median(rates), benchstat.Median(cpm), benchstat.Median(util), benchstat.Median(rss)
 		rows[c] = r
 	}
+	// ratio is c's rate over that of the first collector o with match(o).
+	ratio := func(c *collector, match func(o *collector) bool) string {
+		for _, o := range cols {
+			if o != c && match(o) && rows[o].rate > 0 {
+				return fmt.Sprintf("%.2fx", rows[c].rate/rows[o].rate)
+			}
+		}
+		return "–"
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "collector → output\tmax loss-free records/s (median)\truns\tvs goflow2\tcollector CPU at that rate (s per s sent)\tCPU s / M records\t= records/s at 100% CPU\tpeak RSS MiB\tin-process ns/record\tallocs/record\tB/record")
+	fmt.Fprintln(tw, "collector → output\tcores\tmax loss-free records/s (median)\truns\tvs goflow2, same cores\tvs xdpflow 1 core\tvs main 1 core\tcollector CPU at that rate (s per s sent)\tCPU s / M records\tpeak RSS MiB\tin-process ns/record\tallocs/record\tB/record")
 	for _, c := range cols {
 		r := rows[c]
-		vs := "–"
-		for _, o := range cols {
-			if o.name == "goflow2" && o.output == c.output && rows[o].rate > 0 && c.name != "goflow2" {
-				vs = fmt.Sprintf("%.2fx", r.rate/rows[o].rate)
-			}
+		vsGoflow2, vsOne, vsBase := "–", "–", "–"
+		if c.name == "xdpflow" && !c.base {
+			vsGoflow2 = ratio(c, func(o *collector) bool { return o.name == "goflow2" && o.output == c.output && o.cores == c.cores })
+			vsOne = ratio(c, func(o *collector) bool {
+				return o.name == "xdpflow" && !o.base && o.output == c.output && o.cores == 1 && o.rcvbuf == c.rcvbuf
+			})
+			vsBase = ratio(c, func(o *collector) bool { return o.base && o.output == c.output && o.rcvbuf == c.rcvbuf })
 		}
 		a, ok := allocs[c.name]
 		ns, al, by := "not measured", "not measured", "not measured"
-		if ok {
+		if ok && !c.base {
 			ns, al, by = fmt.Sprintf("%.0f", a.nsPerRecord), fmt.Sprintf("%.2f", a.allocsPerRec), fmt.Sprintf("%.0f", a.bytesPerRecord)
 		}
-		capacity := "–"
-		if r.cpuPerM > 0 {
-			capacity = fmt.Sprintf("%.0f", 1e6/r.cpuPerM)
-		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.0f%%\t%.3f\t%s\t%.0f\t%s\t%s\t%s\n", c.label(), r.rate, strings.Join(r.rates, ", "), vs, 100*r.util, r.cpuPerM, capacity, r.rss, ns, al, by)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.0f%%\t%.3f\t%.0f\t%s\t%s\t%s\n", c.label(), c.cores, r.rate, strings.Join(r.rates, ", "),
+			vsGoflow2, vsOne, vsBase, 100*r.util, r.cpuPerM, r.rss, ns, al, by)
 	}
 	tw.Flush()
 	fmt.Println()
 	for _, c := range cols {
-		if c.name != "xdpflow" {
+		if c.name != "xdpflow" || c.base || c.cores != 1 {
 			continue
 		}
 		for _, o := range cols {
-			if o.name == "goflow2" && o.output == c.output && rows[o].rate > 0 {
+			if o.name == "goflow2" && o.output == c.output && o.cores == 1 && rows[o].rate > 0 {
 				ratio := rows[c].rate / rows[o].rate
 				verdict := "NOT met"
 				if ratio >= 3 {
@@ -435,9 +481,14 @@ func report(cfg *config, cols []*collector, results map[*collector][]*searchResu
 			}
 		}
 	}
-	fmt.Printf("\nsocket buffer: %s for both (net.core.rmem_default; xdpflow --udp-read-buffer %d, doubled by the kernel); input %s, %d flows, %.1f records a data message\n",
-		sizeStr(cfg.rcvbuf), cfg.rcvbuf/2, in.proto, in.total, float64(in.total)/float64(countNonZero(in.flows)))
-	fmt.Printf("loss: records sent − records in the output; drops: the collector socket's drops column in /proc/net/udp\n")
+	for _, n := range cfg.cores {
+		if slices.Contains(collectorCPUs(cfg, n), cfg.sendCPU) {
+			fmt.Printf("note: runs on %d cores share CPU %d with the sender, which also carries the kernel's loopback receive path\n", n, cfg.sendCPU)
+		}
+	}
+	fmt.Printf("\nsocket buffer: %s for each socket of both (net.core.rmem_default; xdpflow --udp-read-buffer %d, doubled by the kernel); input %s, %d flows from %d exporters, %.1f records a data message\n",
+		sizeStr(cfg.rcvbuf), cfg.rcvbuf/2, in.proto, cfg.flows, cfg.exporters, float64(in.total)/float64(countNonZero(in.flows)))
+	fmt.Printf("loss: records sent − records in the output; drops: the collector sockets' drops column in /proc/net/udp, summed\n")
 	fmt.Printf("took %v; reproduce: go run ./internal/cmd/collectorbench %s\n", took.Round(time.Second), strings.Join(os.Args[1:], " "))
 }
 

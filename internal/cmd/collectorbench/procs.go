@@ -107,28 +107,34 @@ func waitUDP(p *benchproc.Proc, port int, d time.Duration) error {
 	return fmt.Errorf("%s: nothing bound to udp port %d after %v\n%s", p.Name, port, d, p.Out.String())
 }
 
-// cpuBusy is the busy time of one CPU so far (user, nice, system, irq,
+// cpuBusy is the busy time of some CPUs so far (user, nice, system, irq,
 // softirq and steal from /proc/stat), in seconds.
-func cpuBusy(cpu int) (float64, error) {
+func cpuBusy(cpus []int) (float64, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, err
 	}
-	prefix := fmt.Sprintf("cpu%d ", cpu)
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if !strings.HasPrefix(line, prefix) {
-			continue
-		}
-		fs := strings.Fields(line)[1:]
-		var busy uint64
-		for i, v := range fs {
-			if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is in user already
+	var busy uint64
+	for _, cpu := range cpus {
+		prefix := fmt.Sprintf("cpu%d ", cpu)
+		found := false
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if !strings.HasPrefix(line, prefix) {
 				continue
 			}
-			n, _ := strconv.ParseUint(v, 10, 64)
-			busy += n
+			found = true
+			for i, v := range strings.Fields(line)[1:] {
+				if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is in user already
+					continue
+				}
+				n, _ := strconv.ParseUint(v, 10, 64)
+				busy += n
+			}
+			break
 		}
-		return float64(busy) / benchproc.UserHZ, nil
+		if !found {
+			return 0, fmt.Errorf("/proc/stat: no %s line", prefix)
+		}
 	}
-	return 0, fmt.Errorf("/proc/stat: no %s line", prefix)
+	return float64(busy) / benchproc.UserHZ, nil
 }

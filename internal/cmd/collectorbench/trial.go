@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
@@ -18,8 +21,10 @@ import (
 // collector is one program under test with one output.
 type collector struct {
 	name   string // xdpflow, goflow2
+	base   bool   // xdpflow: the --xdpflow-base-bin baseline (no --udp-workers)
 	output string // file, kafka
 	bin    string
+	cores  int // CPUs, GOMAXPROCS and UDP sockets
 	rcvbuf int // xdpflow only: --udp-read-buffer (0: goflow2, kernel default)
 	// lag is how long after the last datagram the output may still grow
 	// and count as keeping up: the program's own output latency (xdpflow
@@ -30,6 +35,9 @@ type collector struct {
 
 func (c *collector) label() string {
 	s := c.name + " → " + c.output
+	if c.base {
+		s = "xdpflow (base) → " + c.output
+	}
 	if c.name == "xdpflow" {
 		if c.rcvbuf != 0 {
 			s += fmt.Sprintf(" (socket buffer %s)", sizeStr(2*c.rcvbuf))
@@ -40,12 +48,29 @@ func (c *collector) label() string {
 	return s
 }
 
+// collectorCPUs are the n CPUs a collector runs on: --collector-cpu and
+// the next ones, wrapping.
+func collectorCPUs(cfg *config, n int) []int {
+	var cpus []int
+	for i := range n {
+		cpus = append(cpus, (cfg.collectorCPU+i)%runtime.NumCPU())
+	}
+	return cpus
+}
+
 // argv is the command line (under taskset) for a run on port.
 func (c *collector) argv(cfg *config, port int, out string, kafka *kafkaSink) []string {
-	argv := []string{"taskset", "-c", strconv.Itoa(cfg.collectorCPU), c.bin}
+	var cpus []string
+	for _, n := range collectorCPUs(cfg, c.cores) {
+		cpus = append(cpus, strconv.Itoa(n))
+	}
+	argv := []string{"taskset", "-c", strings.Join(cpus, ","), c.bin}
 	switch c.name {
 	case "xdpflow":
 		argv = append(argv, "--listen", fmt.Sprintf("udp://127.0.0.1:%d", port), "--log-level", "info")
+		if !c.base {
+			argv = append(argv, "--udp-workers", strconv.Itoa(c.cores))
+		}
 		if c.rcvbuf > 0 {
 			argv = append(argv, "--udp-read-buffer", strconv.Itoa(c.rcvbuf))
 		}
@@ -55,7 +80,7 @@ func (c *collector) argv(cfg *config, port int, out string, kafka *kafkaSink) []
 			argv = append(argv, "--kafka-brokers", kafka.addr, "--kafka-topic", kafka.topic, "--kafka-format", "json")
 		}
 	case "goflow2":
-		argv = append(argv, "-listen", fmt.Sprintf("netflow://127.0.0.1:%d", port), "-addr", "", "-format", "json")
+		argv = append(argv, "-listen", fmt.Sprintf("netflow://127.0.0.1:%d?count=%d", port, c.cores), "-addr", "", "-format", "json")
 		if c.output == "file" {
 			argv = append(argv, "-transport", "file", "-transport.file", out)
 		} else {
@@ -105,7 +130,7 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 		}
 		defer kafka.close()
 	}
-	p, err := benchproc.Start(c.name, []string{"GOMAXPROCS=1"}, c.argv(cfg, port, out, kafka)...)
+	p, err := benchproc.Start(c.name, []string{fmt.Sprintf("GOMAXPROCS=%d", c.cores)}, c.argv(cfg, port, out, kafka)...)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +157,8 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 	if err != nil {
 		return nil, err
 	}
-	busy0, err := cpuBusy(cfg.collectorCPU)
+	cpus := collectorCPUs(cfg, c.cores)
+	busy0, err := cpuBusy(cpus)
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +167,14 @@ func trial(cfg *config, c *collector, snd *sender, rate float64) (*trialResult, 
 		res.note = err.Error()
 	}
 	sendEnd := time.Now()
-	busy1, _ := cpuBusy(cfg.collectorCPU)
+	busy1, _ := cpuBusy(cpus)
 	cpuSend, _ := procCPU(p.PID())
-	// What else ran on the collector's CPU while sending: other programs
-	// on this machine disturb a collector with a small socket buffer.
-	res.otherCPU = (busy1 - busy0) - (cpuSend - cpu0)
+	// What else ran on the collector's CPUs while sending: other programs
+	// on this machine disturb a collector with a small socket buffer. Not
+	// known when the sender shares them.
+	if !slices.Contains(cpus, cfg.sendCPU) {
+		res.otherCPU = (busy1 - busy0) - (cpuSend - cpu0)
+	}
 
 	// Dropped already: no need to wait for the output.
 	early := false

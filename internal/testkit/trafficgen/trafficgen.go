@@ -318,3 +318,23 @@ func JunkMix(srcMAC, dstMAC net.HardwareAddr) []Junk {
 		{Name: "version 6 in ipv4 ethertype", Frame: ipv4(0x65, 20), Malformed: true, Packets: 2},
 	}
 }
+
+// RoundMix is n flows (distinct by source port) of packets frames each,
+// sent again round after round by tests that restart or kill the probe
+// under traffic: UDP and TCP (every fifth), IPv4 and IPv6 (every third),
+// payloads of 40 to 239 bytes.
+func RoundMix(n, packets int) []Flow {
+	mix := make([]Flow, 0, n)
+	for i := range n {
+		f := Flow{Src: netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), Dst: netip.MustParseAddr("198.19.0.1"),
+			Proto: layers.IPProtocolUDP, SrcPort: uint16(10000 + i), DstPort: 53, Payload: 40 + i%200, Packets: packets}
+		if i%3 == 0 {
+			f.Src, f.Dst = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 1, 15: byte(i)}), netip.MustParseAddr("2001:db8::53")
+		}
+		if i%5 == 0 {
+			f.Proto, f.DstPort, f.TCPFlags = layers.IPProtocolTCP, 443, 0x10
+		}
+		mix = append(mix, f)
+	}
+	return mix
+}
