@@ -217,17 +217,43 @@ func BenchmarkNewFlowLocalNets(b *testing.B) {
 // insert path. After rotations (BenchmarkNewFlow) the free entries were
 // released by the drain on another CPU and are colder.
 func BenchmarkNewFlowFreshTable(b *testing.B) {
+	newFlowFreshTable(b, Config{}, benchFrames()["ipv4-tcp"])
+}
+
+// BenchmarkNewFlowFreshTableTCPHealth is BenchmarkNewFlowFreshTable with
+// --tcp-health, for what it adds to a new flow: "ack", the same frame (a
+// flow first seen mid-conversation: the conversation lookup misses);
+// "syn", a SYN (the conversation is inserted, the precise clock read).
+// A fresh table's chunk, DefaultMaxFlows/4, is DefaultTCPConversations,
+// so every SYN finds room.
+func BenchmarkNewFlowFreshTableTCPHealth(b *testing.B) {
+	syn := pad(build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), tcp(40000, 443, tSYN)), 64)
+	b.Run("ack", func(b *testing.B) { newFlowFreshTable(b, Config{TCPHealth: true}, benchFrames()["ipv4-tcp"]) })
+	b.Run("syn", func(b *testing.B) { newFlowFreshTable(b, Config{TCPHealth: true}, syn) })
+}
+
+func newFlowFreshTable(b *testing.B, cfg Config, frame []byte) {
 	pinCPU(b)
+	cfg.benchFlows = 1<<32 - 1
 	var total float64
 	for left := b.N; left > 0; {
 		b.StopTimer()
-		d, err := Load(Config{benchFlows: 1<<32 - 1})
+		d, err := Load(cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		n := min(left, DefaultMaxFlows/4)
-		_, per, err := d.Program.Benchmark(benchFrames()["ipv4-tcp"], n, nil)
+		_, per, err := d.Program.Benchmark(frame, n, nil)
+		if err == nil {
+			// The row measures what it names: every packet a new flow,
+			// every SYN a conversation inserted.
+			b.StopTimer()
+			var st Stats
+			if st, err = d.Stats(); err == nil && (st.NewFlows != uint64(n) || st.TcpConvsFull != 0) {
+				err = fmt.Errorf("%d new flows of %d packets, %d conversations not inserted (map full)", st.NewFlows, n, st.TcpConvsFull)
+			}
+		}
 		d.Close()
 		if err != nil {
 			b.Fatal(err)
