@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Pair is two namespaces, "a" and "b", joined by a veth pair: frames sent
@@ -145,7 +146,7 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 		if s.addr.IsValid() {
 			a := &netlink.Addr{IPNet: &net.IPNet{IP: s.addr.Addr().AsSlice(), Mask: net.CIDRMask(s.addr.Bits(), s.addr.Addr().BitLen())}}
 			if v6 {
-				a.Flags = 0x80 // IFA_F_NODAD: usable at once
+				a.Flags = unix.IFA_F_NODAD // usable at once
 			}
 			if err := s.h.AddrAdd(s.link, a); err != nil {
 				return nil, fmt.Errorf("address %s: %w", s.addr, err)
