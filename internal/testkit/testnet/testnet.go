@@ -27,6 +27,7 @@ type Pair struct {
 	IfindexA     int
 	IfindexB     int
 	MACA, MACB   net.HardwareAddr
+	spokes       []*Spoke // removed by Close
 }
 
 // Options of NewPair.
@@ -203,15 +204,128 @@ func (p *Pair) ListenUDP(ns netns.NsHandle) (conn *net.UDPConn, err error) {
 // NsName is the name of side "a" or "b", for `ip netns exec`.
 func (p *Pair) NsName(side string) string { return p.Name + "-" + side }
 
-// Close removes both namespaces; the veth pair goes with them.
+// Spoke is a third (fourth...) namespace joined by a veth to one of a
+// pair's: with side a as a router, hosts behind it (tests of real TCP
+// through a router whose traffic is mirrored to side b).
+type Spoke struct {
+	Ns      netns.NsHandle
+	Name    string // the namespace's, for `ip netns exec`
+	Link    string // the veth end inside the spoke
+	HubLink string // the other end, inside the hub namespace
+	Ifindex int    // Link's
+	HubIdx  int    // HubLink's
+}
+
+// AddSpoke creates namespace <pair name>-<side> joined to hub (p.A or
+// p.B) by a veth (<pair name>-<side> in the spoke, <pair name>-<side>h in
+// the hub). Each of addrs is a spoke address (198.18.0.0/15 or
+// 2001:db8::/32 only) paired with the hub's address of the same index in
+// hubAddrs; the spoke's default route for each family goes through the
+// hub's address, and both know each other's MAC (static neighbours).
+// Close removes it.
+func (p *Pair) AddSpoke(hub netns.NsHandle, side string, addrs, hubAddrs []netip.Prefix) (s *Spoke, err error) {
+	if len(addrs) != len(hubAddrs) {
+		return nil, fmt.Errorf("spoke %s: %d addresses, %d hub addresses", side, len(addrs), len(hubAddrs))
+	}
+	s = &Spoke{Ns: -1, Name: p.Name + "-" + side, Link: p.Name + "-" + side, HubLink: p.Name + "-" + side + "h"}
+	netns.DeleteNamed(s.Name)      // a leftover of a run that was killed
+	err = p.In(hub, func() error { // NewNamed enters the new namespace: on a thread thrown away
+		ns, err := netns.NewNamed(s.Name)
+		s.Ns = ns
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create netns %s: %w", s.Name, err)
+	}
+	p.spokes = append(p.spokes, s)
+	hs, err := netlink.NewHandleAt(s.Ns)
+	if err != nil {
+		return nil, err
+	}
+	defer hs.Close()
+	hh, err := netlink.NewHandleAt(hub)
+	if err != nil {
+		return nil, err
+	}
+	defer hh.Close()
+	if err := hh.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.HubLink}, PeerName: s.Link,
+		PeerNamespace: netlink.NsFd(int(s.Ns))}); err != nil {
+		return nil, fmt.Errorf("create veth %s: %w", s.Link, err)
+	}
+	ls, err := hs.LinkByName(s.Link)
+	if err != nil {
+		return nil, err
+	}
+	lh, err := hh.LinkByName(s.HubLink)
+	if err != nil {
+		return nil, err
+	}
+	s.Ifindex, s.HubIdx = ls.Attrs().Index, lh.Attrs().Index
+	lo, err := hs.LinkByName("lo")
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range addrs {
+		for _, x := range []struct {
+			h    *netlink.Handle
+			link netlink.Link
+			addr netip.Prefix
+		}{{hs, ls, a}, {hh, lh, hubAddrs[i]}} {
+			na := &netlink.Addr{IPNet: &net.IPNet{IP: x.addr.Addr().AsSlice(), Mask: net.CIDRMask(x.addr.Bits(), x.addr.Addr().BitLen())}}
+			if x.addr.Addr().Is6() {
+				na.Flags = unix.IFA_F_NODAD // usable at once
+			}
+			if err := x.h.AddrAdd(x.link, na); err != nil {
+				return nil, fmt.Errorf("address %s: %w", x.addr, err)
+			}
+		}
+	}
+	for _, l := range []struct {
+		h    *netlink.Handle
+		link netlink.Link
+	}{{hs, lo}, {hs, ls}, {hh, lh}} {
+		if err := l.h.LinkSetUp(l.link); err != nil {
+			return nil, fmt.Errorf("link up: %w", err)
+		}
+	}
+	for i, gw := range hubAddrs {
+		if err := hs.RouteAdd(&netlink.Route{LinkIndex: s.Ifindex, Gw: gw.Addr().AsSlice()}); err != nil {
+			return nil, fmt.Errorf("spoke %s: default route via %s: %w", side, gw.Addr(), err)
+		}
+		// Static neighbours both ways, as NewPair's: no ARP or NDP
+		// before a first packet (nor a solicitation lost to an IPv6
+		// address that is not ready yet).
+		for _, n := range []struct {
+			h     *netlink.Handle
+			link  int
+			addr  netip.Addr
+			other net.HardwareAddr
+		}{{hs, s.Ifindex, gw.Addr(), lh.Attrs().HardwareAddr}, {hh, s.HubIdx, addrs[i].Addr(), ls.Attrs().HardwareAddr}} {
+			if err := n.h.NeighAdd(&netlink.Neigh{LinkIndex: n.link, State: netlink.NUD_PERMANENT, IP: n.addr.AsSlice(), HardwareAddr: n.other}); err != nil {
+				return nil, fmt.Errorf("spoke %s: static neighbour %s: %w", side, n.addr, err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Close removes both namespaces and the spokes; the veth pairs go with
+// them.
 func (p *Pair) Close() error {
 	var errs []error
+	names := []string{p.Name + "-a", p.Name + "-b"}
+	for _, s := range p.spokes {
+		if s.Ns.IsOpen() {
+			s.Ns.Close()
+		}
+		names = append(names, s.Name)
+	}
 	for _, ns := range []netns.NsHandle{p.A, p.B} {
 		if ns.IsOpen() {
 			ns.Close()
 		}
 	}
-	for _, n := range []string{p.Name + "-a", p.Name + "-b"} {
+	for _, n := range names {
 		if err := netns.DeleteNamed(n); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
