@@ -23,6 +23,8 @@ type Flow struct {
 	IPv4Options      bool   // 8 bytes of IPv4 options (IHL 7)
 	IPv6Ext          bool   // hop-by-hop and destination options headers before L4
 	TCPFlags         uint16 // per packet, RFC 7125 bit positions
+	Seq, Ack         uint32 // TCP sequence and acknowledgment numbers
+	ZeroWindow       bool   // TCP window 0 (else 512)
 	Payload          int    // L4 payload bytes
 	Packets          int
 	Last             bool // sent after every other flow (a TCP FIN closes its conversation)
@@ -96,9 +98,13 @@ func (f Flow) Packet() ([]byte, error) {
 	switch f.Proto {
 	case layers.IPProtocolTCP:
 		t := &layers.TCP{SrcPort: layers.TCPPort(f.SrcPort), DstPort: layers.TCPPort(f.DstPort), DataOffset: 5, Window: 512,
+			Seq: f.Seq, Ack: f.Ack,
 			FIN: f.TCPFlags&0x01 != 0, SYN: f.TCPFlags&0x02 != 0, RST: f.TCPFlags&0x04 != 0, PSH: f.TCPFlags&0x08 != 0,
 			ACK: f.TCPFlags&0x10 != 0, URG: f.TCPFlags&0x20 != 0, ECE: f.TCPFlags&0x40 != 0, CWR: f.TCPFlags&0x80 != 0,
 			NS: f.TCPFlags&0x100 != 0}
+		if f.ZeroWindow {
+			t.Window = 0
+		}
 		t.SetNetworkLayerForChecksum(netLayer)
 		ls = append(ls, t)
 	case layers.IPProtocolUDP:
