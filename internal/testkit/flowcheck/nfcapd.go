@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -72,13 +73,7 @@ func (n *Nfcapd) Flows(t *testing.T) Sums {
 // layer2OctetDeltaCount (IE 352) nor xdpflow's enterprise IEs.
 func (n *Nfcapd) Records(t *testing.T) []schemas.Flow {
 	t.Helper()
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-n.done:
-		n.done <- err
-	case <-time.After(10 * time.Second):
-		t.Fatal("nfcapd did not stop")
-	}
+	n.stop(t)
 	out, err := exec.Command("nfdump", "-R", n.dir, "-o", "json").Output()
 	if err != nil {
 		t.Fatalf("nfdump: %v", err)
@@ -112,6 +107,43 @@ func (n *Nfcapd) Records(t *testing.T) []schemas.Flow {
 		t.Errorf("nfdump read no flows:\n%s", out)
 	}
 	return flows
+}
+
+// stop stops nfcapd, which writes its file on SIGTERM; again, nothing.
+func (n *Nfcapd) stop(t *testing.T) {
+	t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-n.done:
+		n.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("nfcapd did not stop")
+	}
+}
+
+// Format stops nfcapd and has nfdump print each record as an operator
+// would ask, `nfdump -o 'fmt:...'` (format's %-elements separated by |),
+// IPv6 addresses in full and numbers unscaled: one row of trimmed fields
+// per record.
+func (n *Nfcapd) Format(t *testing.T, format string) [][]string {
+	t.Helper()
+	n.stop(t)
+	out, err := exec.Command("nfdump", "-q", "-6", "-N", "-R", n.dir, "-o", "fmt:"+format).Output()
+	if err != nil {
+		t.Fatalf("nfdump -o fmt:%s: %v", format, err)
+	}
+	var rows [][]string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l == "" {
+			continue
+		}
+		row := strings.Split(l, "|")
+		for i := range row {
+			row[i] = strings.TrimSpace(row[i])
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 func addr(r map[string]any, keys ...string) netip.Addr {

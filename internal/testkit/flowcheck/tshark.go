@@ -1,6 +1,7 @@
 package flowcheck
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -8,11 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/xdpflow/xdpflow/internal/syncbuf"
 )
 
 // ErrNoTshark is returned when tshark is not installed.
@@ -74,4 +78,151 @@ func Tshark(dir string, dstPort uint16, msgs [][]byte) (string, error) {
 		}
 	}
 	return text, nil
+}
+
+// TsharkFlows has Wireshark's cflow dissector decode msgs (sent to
+// dstPort) and returns every flow record as Wireshark names its fields
+// (cflow.srcaddr, cflow.pie.ntop.client_nw_latency_ms, ...), values as it
+// prints them. Malformed packets are an error, as in Tshark.
+func TsharkFlows(dir string, dstPort uint16, msgs [][]byte) ([]map[string]string, error) {
+	if _, err := Tshark(dir, dstPort, msgs); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("export-%d.pcap", dstPort)) // written by Tshark
+	out, err := exec.Command("tshark", "-n", "-r", path, "-d", fmt.Sprintf("udp.port==%d,cflow", dstPort), "-T", "json").Output()
+	if err != nil {
+		return nil, fmt.Errorf("tshark -T json: %w", err)
+	}
+	var pkts []struct {
+		Source struct {
+			Layers map[string]json.RawMessage `json:"layers"`
+		} `json:"_source"`
+	}
+	if err := json.Unmarshal(out, &pkts); err != nil {
+		return nil, fmt.Errorf("tshark -T json: %w", err)
+	}
+	var flows []map[string]string
+	for _, p := range pkts {
+		// cflow -> "Set N [id=...] (k flows)" -> "Flow k" -> fields.
+		var sets map[string]json.RawMessage
+		if err := json.Unmarshal(p.Source.Layers["cflow"], &sets); err != nil {
+			return nil, fmt.Errorf("tshark -T json: cflow: %w", err)
+		}
+		for name, set := range sets {
+			if !strings.HasPrefix(name, "Set ") || !strings.HasSuffix(name, " flows)") {
+				continue
+			}
+			var recs map[string]json.RawMessage
+			if err := json.Unmarshal(set, &recs); err != nil {
+				return nil, fmt.Errorf("tshark -T json: %s: %w", name, err)
+			}
+			for name, rec := range recs {
+				if !strings.HasPrefix(name, "Flow ") {
+					continue
+				}
+				var fields map[string]any
+				if err := json.Unmarshal(rec, &fields); err != nil {
+					return nil, fmt.Errorf("tshark -T json: %s: %w", name, err)
+				}
+				f := map[string]string{}
+				for k, v := range fields {
+					if s, ok := v.(string); ok {
+						f[k] = s
+					}
+				}
+				flows = append(flows, f)
+			}
+		}
+	}
+	return flows, nil
+}
+
+// TsharkFields runs tshark over a capture file and returns, per packet
+// that passes filter (a display filter, "" for all), the fields asked for
+// (tab separated by tshark; a field a packet lacks is "").
+func TsharkFields(pcap, filter string, fields ...string) ([][]string, error) {
+	bin, err := exec.LookPath("tshark")
+	if err != nil {
+		return nil, ErrNoTshark
+	}
+	args := []string{"-n", "-r", pcap, "-T", "fields", "-E", "separator=/t"}
+	if filter != "" {
+		args = append(args, "-Y", filter)
+	}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("tshark -T fields: %w", err)
+	}
+	var rows [][]string
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		if l != "" {
+			rows = append(rows, strings.Split(l, "\t"))
+		}
+	}
+	return rows, nil
+}
+
+// Capture is dumpcap (Wireshark's capture program, installed with
+// tshark) writing what arrives on an interface into a pcap file: the
+// wire's own times, for tests to check a probe's timing against.
+type Capture struct {
+	Path string
+	cmd  *exec.Cmd
+	out  syncbuf.Buffer
+	done chan error
+}
+
+// StartCapture captures iface inside network namespace ns (an `ip netns`
+// name) into a pcap file in dir, and returns once dumpcap captures.
+func StartCapture(dir, ns, iface string) (*Capture, error) {
+	if _, err := exec.LookPath("dumpcap"); err != nil {
+		return nil, fmt.Errorf("dumpcap not installed (apt-get install tshark): %w", err)
+	}
+	c := &Capture{Path: filepath.Join(dir, iface+".pcap"), done: make(chan error, 1)}
+	// -P: pcap, not pcapng, so gopacket's pcapgo reads it.
+	c.cmd = exec.Command("ip", "netns", "exec", ns, "dumpcap", "-q", "-P", "-i", iface, "-w", c.Path)
+	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("dumpcap: %w", err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(c.out.String(), "Capturing on"); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-c.done:
+			c.done <- err
+			return nil, fmt.Errorf("dumpcap exited (%v): %s", err, c.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.Stop()
+			return nil, fmt.Errorf("dumpcap did not start: %s", c.out.String())
+		}
+	}
+	return c, nil
+}
+
+// Stop ends the capture; calling it again does nothing. dumpcap gets
+// packets from the kernel in blocks handed over at its read timeout
+// (250 ms) and drops the block in hand at SIGTERM, so Stop first waits
+// for that.
+func (c *Capture) Stop() error {
+	select {
+	case err := <-c.done:
+		c.done <- err
+		return nil
+	default:
+	}
+	time.Sleep(600 * time.Millisecond)
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.done:
+		c.done <- err
+		return nil
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		return fmt.Errorf("dumpcap did not stop: %s", c.out.String())
+	}
 }
