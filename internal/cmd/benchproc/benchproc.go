@@ -105,6 +105,18 @@ func (p *Proc) Stop(d time.Duration) error {
 	return p.Wait(d)
 }
 
+// Signal sends sig to the child alone, not its group: a daemon that
+// forks workers (pmacctd) stops them itself, as under a service manager.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	return nil
+}
+
 // KilledOnTimeout tells whether Wait gave up and killed it.
 func (p *Proc) KilledOnTimeout() bool { return p.timedOut }
 

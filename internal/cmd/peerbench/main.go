@@ -50,6 +50,7 @@ import (
 
 type config struct {
 	probe, softflowd string
+	pmacctd          string
 	packets, reps    int
 	senders          []int
 	accFlows         int
@@ -73,9 +74,9 @@ func (cfg *config) rateFlows() int {
 // cases of the rate/CPU runs, in the order they run.
 func (cfg *config) cases() []kind {
 	if cfg.xdpSender {
-		return []kind{none, xdpEmptyDrop, xdpEmpty, xdpflowDrop, xdpflow, softflowd}
+		return []kind{none, xdpEmptyDrop, xdpEmpty, xdpflowDrop, xdpflow, softflowd, pmacctd}
 	}
-	return []kind{none, xdpEmpty, xdpflow, softflowd}
+	return []kind{none, xdpEmpty, xdpflow, softflowd, pmacctd}
 }
 
 var (
@@ -107,6 +108,7 @@ func main() {
 	pflag.CommandLine.SortFlags = false
 	pflag.StringVar(&cfg.probe, "probe", "bin/xdpflow-probe", "the xdpflow-probe binary")
 	pflag.StringVar(&cfg.softflowd, "softflowd", "softflowd", "the softflowd binary")
+	pflag.StringVar(&cfg.pmacctd, "pmacctd", "pmacctd", "the pmacctd binary")
 	pflag.StringVar(&cfg.xdpMode, "xdp-mode", "native", "xdpflow-probe --xdp-mode: native, or generic (veth's native XDP copies each frame first)")
 	pflag.IntVar(&cfg.packets, "packets", 2304000, "frames per rate/CPU run (rounded down to a multiple of 3,840 x senders)")
 	pflag.IntVar(&cfg.reps, "reps", 3, "runs per case for rate and CPU (the median is reported)")
@@ -166,7 +168,7 @@ func run(cfg *config, sender string) error {
 	if _, err := os.Stat(cfg.probe); err != nil {
 		return fmt.Errorf("probe binary: %w (`make bench-peers` builds it)", err)
 	}
-	for _, bin := range []string{cfg.softflowd, "softflowctl", "ip"} {
+	for _, bin := range []string{cfg.softflowd, "softflowctl", cfg.pmacctd, "ip"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%s not found: apt-get install softflowd iproute2 (and netsniff-ng for trafgen)", bin)
 		}
@@ -249,7 +251,7 @@ func run(cfg *config, sender string) error {
 		return err
 	}
 	var accs []accResult
-	for _, k := range []kind{xdpflow, softflowd} {
+	for _, k := range []kind{xdpflow, softflowd, pmacctd} {
 		logf("accuracy: %s, %d frames over %d flows at ~%d pps", k, len(seq), len(want), cfg.accPPS)
 		a, err := runAccuracy(k, pair, cfg, seq, want, wantL2)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -31,11 +32,12 @@ const (
 	softflowd
 	xdpEmptyDrop // an XDP program that only returns XDP_DROP: the floor of a span-port probe (--sender xdp)
 	xdpflowDrop  // xdpflow-probe --action drop: the span-port deployment (--sender xdp)
+	pmacctd      // pmacctd with its nfprobe plugin exporting IPFIX
 )
 
 func (k kind) String() string {
 	return [...]string{"baseline (no probe)", "veth + empty XDP prog", "xdpflow-probe", "softflowd",
-		"veth + empty XDP prog (XDP_DROP)", "xdpflow-probe --action drop"}[k]
+		"veth + empty XDP prog (XDP_DROP)", "xdpflow-probe --action drop", "pmacctd"}[k]
 }
 
 // noExport: nothing exports flows (baseline and the empty programs).
@@ -44,7 +46,7 @@ func (k kind) noExport() bool { return k == none || k == xdpEmpty || k == xdpEmp
 // isXDPFlow: xdpflow-probe, either action.
 func (k kind) isXDPFlow() bool { return k == xdpflow || k == xdpflowDrop }
 
-// Timeouts given to both probes, so flows expire during a run as they
+// Timeouts given to every probe, so flows expire during a run as they
 // would in production, only sooner.
 const (
 	idleTimeout   = 2  // s: xdpflow --idle-timeout; softflowd general/tcp/udp/icmp/...
@@ -66,9 +68,10 @@ type running struct {
 	p    *benchproc.Proc
 	xdp  link.Link // xdpEmpty only
 	coll *flowcheck.Collector
-	dir  string // softflowd's control socket and pid file
+	dir  string // softflowd's control socket and pid file; pmacctd's configuration
 	ctl  string
-	// softflowd's `softflowctl statistics` before the final expiry.
+	// softflowd's `softflowctl statistics` before the final expiry;
+	// pmacctd's libpcap statistics, logged as it exits.
 	stats string
 }
 
@@ -152,9 +155,73 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 			}
 		}
 		time.Sleep(300 * time.Millisecond) // pcap open and filter set after the socket
+	case pmacctd:
+		if err := r.startPmacctd(pair, cfg); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return r, nil
+}
+
+// pmacctdConf is pmacctd's configuration: libpcap on B (promiscuous, as
+// on a span port), the nfprobe plugin exporting IPFIX with the timeouts
+// the other probes get, and the queue between its core process and the
+// plugin buffered as CONFIG-KEYS advises for heavy traffic (a buffer
+// 1/256 of the queue; unbuffered, every packet is a write to the plugin).
+const pmacctdConf = `daemonize: false
+pcap_interface: %s
+promisc: true
+plugins: nfprobe
+nfprobe_receiver: 127.0.0.1:%d
+nfprobe_version: 10
+nfprobe_maxflows: 65536
+nfprobe_timeouts: general=%[3]d:tcp=%[3]d:tcp.rst=%[3]d:tcp.fin=%[3]d:udp=%[3]d:icmp=%[3]d:maxlife=%d:expint=1
+aggregate: src_host, dst_host, src_port, dst_port, proto, tos, vlan
+plugin_pipe_size: 16777216
+plugin_buffer_size: 65536
+`
+
+func (r *running) startPmacctd(pair *testnet.Pair, cfg *config) error {
+	var err error
+	if r.dir, err = os.MkdirTemp("", "peerbench-pmacctd"); err != nil {
+		return err
+	}
+	cleanupMu.Lock()
+	cleanupDirs = append(cleanupDirs, r.dir)
+	cleanupMu.Unlock()
+	conf := filepath.Join(r.dir, "pmacctd.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, pmacctdConf, pair.LinkB, r.coll.Port(), idleTimeout, activeTimeout), 0o644); err != nil {
+		return err
+	}
+	if r.p, err = benchproc.Start("pmacctd", nil, pinArgs(cfg, []string{"ip", "netns", "exec", pair.NsName("b"), cfg.pmacctd, "-f", conf})...); err != nil {
+		return err
+	}
+	// The plugin logs its export target once it runs; the core logs the
+	// link type once libpcap is open.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out := r.p.Out.String()
+		if strings.Contains(out, "link type is") && strings.Contains(out, "Exporting flows to") {
+			break
+		}
+		if r.p.Exited() || time.Now().After(deadline) {
+			return fmt.Errorf("pmacctd did not start:\n%s", out)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	return nil
+}
+
+// pmacctdDrops is the libpcap statistics line pmacctd logs as it exits
+// ("[<if>,0] received_packets=N dropped_packets=M").
+func pmacctdDrops(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "dropped_packets=") {
+			_, v, _ := strings.Cut(l, "): ")
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // pid of the probe process, 0 for the baseline.
@@ -213,6 +280,18 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 		} else if err != nil && stopErr == nil {
 			stopErr = err
 		}
+	case pmacctd:
+		// The flows expire by their idle timeout (expiry every second),
+		// then SIGINT: the core stops the plugin, which exports what is
+		// left, and logs libpcap's statistics.
+		time.Sleep(time.Duration(idleTimeout+2) * time.Second)
+		stopErr = r.p.Signal(syscall.SIGINT)
+		// Its exit status after SIGINT is not documented: only a hang is
+		// an error.
+		if err := r.p.Wait(20 * time.Second); err != nil && stopErr == nil && r.p.KilledOnTimeout() {
+			stopErr = err
+		}
+		r.stats = pmacctdDrops(r.p.Out.String())
 	}
 	time.Sleep(300 * time.Millisecond) // the last datagrams cross the loopback
 	msgs := r.coll.Stop()
