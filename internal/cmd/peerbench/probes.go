@@ -218,13 +218,13 @@ func softflowdDrops(stats string) string {
 	return ""
 }
 
-// pmacctdDrops is the libpcap statistics line pmacctd logs as it exits
-// ("[<if>,0] received_packets=N dropped_packets=M").
+// pmacctdDrops is the libpcap statistics pmacctd logs as it exits
+// ("NOTICE ( default/core ): [<if>,0] received_packets=N dropped_packets=M"):
+// "received_packets=N dropped_packets=M".
 func pmacctdDrops(out string) string {
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "dropped_packets=") {
-			_, v, _ := strings.Cut(l, "): ")
-			return strings.TrimSpace(v)
+		if i := strings.Index(l, "received_packets="); i >= 0 && strings.Contains(l, "dropped_packets=") {
+			return strings.TrimSpace(l[i:])
 		}
 	}
 	return ""
