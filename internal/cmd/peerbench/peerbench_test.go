@@ -26,6 +26,9 @@ func TestSummarize(t *testing.T) {
 	if got := ratio(by[softflowd].cost, by[xdpflowDrop].cost); got != "12.50x" {
 		t.Errorf("ratio = %s, want 12.50x", got)
 	}
+	if got := verdict(true, false); !strings.HasPrefix(got, "unsettled") {
+		t.Errorf("verdict(median met, lowest not) = %s", got)
+	}
 	if got := ratio(0.5, -0.01); !strings.HasPrefix(got, "no ratio") {
 		t.Errorf("ratio over a negative cost = %s, want no ratio", got)
 	}

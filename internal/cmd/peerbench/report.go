@@ -113,21 +113,32 @@ func report(w io.Writer, cfg *config, nframes, nflows int, accs []accResult, rat
 	accuracyDetails(w, accs)
 }
 
-// goal prints the goal line for softflowd and pmacctd.
+// goal prints the goal line for softflowd and pmacctd. On this
+// VM the host slows both CPUs by up to 2x for seconds at a time, which
+// moves a median of a few runs: the verdict is "met" or "NOT met" only
+// when the medians and the least disturbed runs agree.
 func goal(w io.Writer, by map[kind]*caseStats) {
 	fmt.Fprintln(w)
+	x := by[xdpflowDrop]
 	for _, k := range []kind{softflowd, pmacctd} {
 		cs := by[k]
 		if cs == nil {
 			continue
 		}
-		met := "NOT met"
-		if by[xdpflowDrop].cost > 0 && cs.cost/by[xdpflowDrop].cost >= 10 {
-			met = "met"
-		}
-		fmt.Fprintf(w, "Goal, xdpflow-probe's monitoring cost at least 10x below %s's: %s (--action drop: %s; --action pass: %s)\n",
-			k, met, ratio(cs.cost, by[xdpflowDrop].cost), ratio(cs.cost, by[xdpflowPass].cost))
+		verdict := verdict(x.cost > 0 && cs.cost/x.cost >= 10, x.minCost > 0 && cs.minCost/x.minCost >= 10)
+		fmt.Fprintf(w, "Goal, xdpflow-probe's monitoring cost at least 10x below %s's: %s (--action drop: %s on the medians, %s on each case's lowest run; --action pass: %s on the medians)\n",
+			k, verdict, ratio(cs.cost, x.cost), ratio(cs.minCost, x.minCost), ratio(cs.cost, by[xdpflowPass].cost))
 	}
+}
+
+func verdict(median, lowest bool) string {
+	switch {
+	case median && lowest:
+		return "met"
+	case !median && !lowest:
+		return "NOT met"
+	}
+	return "unsettled (the medians and the lowest runs disagree: host noise)"
 }
 
 // behind prints what the table's figures stand on: each run, a
