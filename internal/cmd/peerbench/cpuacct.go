@@ -132,7 +132,7 @@ func readProgStats(pair *testnet.Pair) (progStats, error) {
 // The CPUs of the receiving side and of the sender.
 const (
 	rxCPU   = 0 // B's NAPI thread and the probe process
-	sendCPU = 1 // the senders and this program (collector included)
+	sendCPU = 1 // the sender and this program (collector included)
 )
 
 // pinSenderThread pins the calling (locked) thread to sendCPU.
