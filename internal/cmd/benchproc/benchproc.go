@@ -105,6 +105,18 @@ func (p *Proc) Stop(d time.Duration) error {
 	return p.Wait(d)
 }
 
+// Signal sends sig to the child alone, not its group: a daemon that
+// forks workers (pmacctd) stops them itself, as under a service manager.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	return nil
+}
+
 // KilledOnTimeout tells whether Wait gave up and killed it.
 func (p *Proc) KilledOnTimeout() bool { return p.timedOut }
 
@@ -138,25 +150,72 @@ const UserHZ = 100
 
 // CPUTicks is utime+stime of pid (all its threads), in USER_HZ ticks.
 func CPUTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := readStat(pid)
+	return st.ticks, err
+}
+
+// TreeCPUTicks is CPUTicks summed over pid and every process descended
+// from it: a daemon that forks its workers (pmacctd's plugins) is charged
+// for them while they run (a child's time reaches its parent's cutime
+// only once it has exited and been waited for).
+func TreeCPUTicks(pid int) (uint64, error) {
+	root, err := readStat(pid)
 	if err != nil {
 		return 0, err
 	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	children := map[int][]procStat{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil || p == pid {
+			continue
+		}
+		st, err := readStat(p)
+		if err != nil {
+			continue // exited since the listing
+		}
+		children[st.ppid] = append(children[st.ppid], st)
+	}
+	sum := uint64(0)
+	for queue := []procStat{root}; len(queue) > 0; queue = queue[1:] {
+		sum += queue[0].ticks
+		queue = append(queue, children[queue[0].pid]...)
+	}
+	return sum, nil
+}
+
+// procStat is what CPUTicks and TreeCPUTicks read of /proc/<pid>/stat.
+type procStat struct {
+	pid, ppid int
+	ticks     uint64 // utime+stime
+}
+
+func readStat(pid int) (procStat, error) {
+	st := procStat{pid: pid}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
 	s := string(b)
-	i := strings.LastIndexByte(s, ')')
+	i := strings.LastIndexByte(s, ')') // the command name may hold anything
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+		return st, fmt.Errorf("/proc/%d/stat: %q", pid, s)
 	}
 	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+		return st, fmt.Errorf("/proc/%d/stat: short", pid)
 	}
+	pp, err0 := strconv.Atoi(f[1])               // field 4 ppid
 	u, err1 := strconv.ParseUint(f[11], 10, 64)  // field 14 utime
-	st, err2 := strconv.ParseUint(f[12], 10, 64) // field 15 stime
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+	sy, err2 := strconv.ParseUint(f[12], 10, 64) // field 15 stime
+	if err0 != nil || err1 != nil || err2 != nil {
+		return st, fmt.Errorf("/proc/%d/stat: bad ppid, utime or stime", pid)
 	}
-	return u + st, nil
+	st.ppid, st.ticks = pp, u+sy
+	return st, nil
 }
 
 // CPUSet is the set of one CPU.

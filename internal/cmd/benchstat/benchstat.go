@@ -48,3 +48,19 @@ func NumCPU() int {
 	}
 	return n
 }
+
+// CPUModel is the first "model name" of /proc/cpuinfo ("AMD EPYC"), so
+// that a report says which machine its ratios hold on; "" if it has none
+// (not every architecture writes one).
+func CPUModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

@@ -1,6 +1,7 @@
 package benchstat
 
 import (
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -31,5 +32,8 @@ func TestMachine(t *testing.T) {
 	}
 	if n := NumCPU(); n < 1 {
 		t.Errorf("NumCPU = %d", n)
+	}
+	if m := CPUModel(); runtime.GOARCH == "amd64" && m == "" {
+		t.Error("no CPU model name in /proc/cpuinfo")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -25,30 +26,26 @@ import (
 type kind int
 
 const (
-	none     kind = iota // baseline: the veth delivers, nothing watches
-	xdpEmpty             // an XDP program that only returns XDP_PASS: veth's native-XDP mode, no probe
-	xdpflow
-	softflowd
-	xdpEmptyDrop // an XDP program that only returns XDP_DROP: the floor of a span-port probe (--sender xdp)
-	xdpflowDrop  // xdpflow-probe --action drop: the span-port deployment (--sender xdp)
+	baseline    kind = iota // an XDP program that only returns XDP_DROP: the least a host can spend on a frame
+	xdpflowDrop             // xdpflow-probe --action drop: the span-port deployment
+	xdpflowPass             // xdpflow-probe --action pass: inline, every frame goes on to the stack
+	softflowd               // softflowd: libpcap, IPFIX
+	pmacctd                 // pmacctd: libpcap, its nfprobe plugin exporting IPFIX
 )
 
 func (k kind) String() string {
-	return [...]string{"baseline (no probe)", "veth + empty XDP prog", "xdpflow-probe", "softflowd",
-		"veth + empty XDP prog (XDP_DROP)", "xdpflow-probe --action drop"}[k]
+	return [...]string{"empty XDP_DROP program (baseline)", "xdpflow-probe --action drop", "xdpflow-probe --action pass",
+		"softflowd", "pmacctd"}[k]
 }
 
-// noExport: nothing exports flows (baseline and the empty programs).
-func (k kind) noExport() bool { return k == none || k == xdpEmpty || k == xdpEmptyDrop }
-
 // isXDPFlow: xdpflow-probe, either action.
-func (k kind) isXDPFlow() bool { return k == xdpflow || k == xdpflowDrop }
+func (k kind) isXDPFlow() bool { return k == xdpflowDrop || k == xdpflowPass }
 
-// Timeouts given to both probes, so flows expire during a run as they
+// Timeouts given to every probe, so flows expire during a run as they
 // would in production, only sooner.
 const (
-	idleTimeout   = 2  // s: xdpflow --idle-timeout; softflowd general/tcp/udp/icmp/...
-	activeTimeout = 10 // s: xdpflow --active-timeout; softflowd maxlife
+	idleTimeout   = 2  // s: xdpflow --idle-timeout; softflowd's and pmacctd's general/tcp/udp/icmp/...
+	activeTimeout = 10 // s: xdpflow --active-timeout; softflowd's and pmacctd's maxlife
 )
 
 // newCollector listens on B's loopback.
@@ -64,35 +61,20 @@ func newCollector(pair *testnet.Pair) (*flowcheck.Collector, error) {
 type running struct {
 	kind kind
 	p    *benchproc.Proc
-	xdp  link.Link // xdpEmpty only
+	xdp  link.Link // baseline only
 	coll *flowcheck.Collector
-	dir  string // softflowd's control socket and pid file
+	dir  string // softflowd's control socket and pid file; pmacctd's configuration
 	ctl  string
-	// softflowd's `softflowctl statistics` before the final expiry.
+	// softflowd's `softflowctl statistics` before the final expiry;
+	// pmacctd's libpcap statistics, logged as it exits.
 	stats string
 }
 
 func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 	r := &running{kind: k}
-	switch k {
-	case none:
-		return r, nil
-	case xdpEmpty, xdpEmptyDrop:
-		ret := int64(2) // XDP_PASS
-		if k == xdpEmptyDrop {
-			ret = 1 // XDP_DROP
-		}
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
-			Instructions: asm.Instructions{asm.LoadImm(asm.R0, ret, asm.DWord), asm.Return()}})
-		if err != nil {
-			return nil, fmt.Errorf("load empty XDP program: %w", err)
-		}
-		defer prog.Close() // the link holds it
-		if err := pair.In(pair.B, func() (err error) {
-			r.xdp, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: pair.IfindexB, Flags: link.XDPDriverMode})
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("attach empty XDP program: %w", err)
+	if k == baseline {
+		if err := r.attachDrop(pair); err != nil {
+			return nil, err
 		}
 		return r, nil
 	}
@@ -107,13 +89,13 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 		}
 	}()
 	switch k {
-	case xdpflow, xdpflowDrop:
+	case xdpflowDrop, xdpflowPass:
 		action := "pass"
 		if k == xdpflowDrop {
 			action = "drop"
 		}
-		r.p, err = benchproc.Start("xdpflow-probe", nil, pinArgs(cfg, []string{"ip", "netns", "exec", pair.NsName("b"), cfg.probe,
-			"-i", pair.LinkB, "--xdp-mode", cfg.xdpMode, "--action", action,
+		r.p, err = benchproc.Start("xdpflow-probe", nil, pinArgs([]string{"ip", "netns", "exec", pair.NsName("b"), cfg.probe,
+			"-i", pair.LinkB, "--xdp-mode", "native", "--action", action,
 			"--ipfix", fmt.Sprintf("udp://127.0.0.1:%d", r.coll.Port()),
 			"--idle-timeout", fmt.Sprintf("%ds", idleTimeout), "--active-timeout", fmt.Sprintf("%ds", activeTimeout),
 			"--pin-path", ""})...) // ip netns exec's private /sys: pins would die with it
@@ -140,7 +122,7 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 			args = append(args, "-t", fmt.Sprintf("%s=%d", t, idleTimeout))
 		}
 		args = append(args, "-t", fmt.Sprintf("maxlife=%d", activeTimeout), "-t", "expint=1")
-		if r.p, err = benchproc.Start("softflowd", nil, pinArgs(cfg, args)...); err != nil {
+		if r.p, err = benchproc.Start("softflowd", nil, pinArgs(args)...); err != nil {
 			return nil, err
 		}
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -152,12 +134,103 @@ func startProbe(k kind, pair *testnet.Pair, cfg *config) (*running, error) {
 			}
 		}
 		time.Sleep(300 * time.Millisecond) // pcap open and filter set after the socket
+	case pmacctd:
+		if err := r.startPmacctd(pair, cfg); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return r, nil
 }
 
-// pid of the probe process, 0 for the baseline.
+// pmacctdConf is pmacctd's configuration: libpcap on B (promiscuous, as
+// on a span port), the nfprobe plugin exporting IPFIX with the timeouts
+// the other probes get, and the queue between its core process and the
+// plugin buffered as CONFIG-KEYS advises for heavy traffic (a buffer
+// 1/256 of the queue; unbuffered, every packet is a write to the plugin).
+const pmacctdConf = `daemonize: false
+pcap_interface: %s
+promisc: true
+plugins: nfprobe
+nfprobe_receiver: 127.0.0.1:%d
+nfprobe_version: 10
+nfprobe_maxflows: 65536
+nfprobe_timeouts: general=%[3]d:tcp=%[3]d:tcp.rst=%[3]d:tcp.fin=%[3]d:udp=%[3]d:icmp=%[3]d:maxlife=%d:expint=1
+aggregate: src_host, dst_host, src_port, dst_port, proto, tos, vlan
+plugin_pipe_size: 16777216
+plugin_buffer_size: 65536
+`
+
+// attachDrop attaches the baseline's program to B natively: XDP_DROP and
+// nothing else, built with cilium/ebpf's asm.
+func (r *running) attachDrop(pair *testnet.Pair) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.LoadImm(asm.R0, 1, asm.DWord), asm.Return()}}) // 1: XDP_DROP
+	if err != nil {
+		return fmt.Errorf("load the empty XDP_DROP program: %w", err)
+	}
+	defer prog.Close() // the link holds it
+	return pair.In(pair.B, func() (err error) {
+		if r.xdp, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: pair.IfindexB, Flags: link.XDPDriverMode}); err != nil {
+			return fmt.Errorf("attach the empty XDP_DROP program: %w", err)
+		}
+		return nil
+	})
+}
+
+func (r *running) startPmacctd(pair *testnet.Pair, cfg *config) error {
+	var err error
+	if r.dir, err = os.MkdirTemp("", "peerbench-pmacctd"); err != nil {
+		return err
+	}
+	cleanupMu.Lock()
+	cleanupDirs = append(cleanupDirs, r.dir)
+	cleanupMu.Unlock()
+	conf := filepath.Join(r.dir, "pmacctd.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, pmacctdConf, pair.LinkB, r.coll.Port(), idleTimeout, activeTimeout), 0o644); err != nil {
+		return err
+	}
+	if r.p, err = benchproc.Start("pmacctd", nil, pinArgs([]string{"ip", "netns", "exec", pair.NsName("b"), cfg.pmacctd, "-f", conf})...); err != nil {
+		return err
+	}
+	// The plugin logs its export target once it runs; the core logs the
+	// link type once libpcap is open.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out := r.p.Out.String()
+		if strings.Contains(out, "link type is") && strings.Contains(out, "Exporting flows to") {
+			break
+		}
+		if r.p.Exited() || time.Now().After(deadline) {
+			return fmt.Errorf("pmacctd did not start:\n%s", out)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	return nil
+}
+
+// softflowdDrops finds the libpcap drop count in `softflowctl statistics`.
+func softflowdDrops(stats string) string {
+	for _, l := range strings.Split(stats, "\n") {
+		if strings.Contains(strings.ToLower(l), "drop") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// pmacctdDrops is the libpcap statistics pmacctd logs as it exits
+// ("NOTICE ( default/core ): [<if>,0] received_packets=N dropped_packets=M"):
+// "received_packets=N dropped_packets=M".
+func pmacctdDrops(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, "received_packets="); i >= 0 && strings.Contains(l, "dropped_packets=") {
+			return strings.TrimSpace(l[i:])
+		}
+	}
+	return ""
+}
+
+// pid of the probe's (first) process, 0 for the baseline.
 func (r *running) PID() int {
 	if r.p == nil {
 		return 0
@@ -173,9 +246,9 @@ func (r *running) ctlCmd(cmd string) (string, error) {
 	return string(out), nil
 }
 
-// finish ends the run the same way for both probes: a filler burst of an
+// finish ends the run the same way for every probe: a filler burst of an
 // unrelated flow (it pushes the tail of the traffic out of libpcap's ring
-// in softflowd's case, and is excluded from the accounting), then every
+// for softflowd and pmacctd, and is excluded from the accounting), then every
 // flow is expired and exported, and the probe exits. It returns the
 // collector's messages.
 func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
@@ -183,7 +256,7 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 		r.xdp.Close()
 		r.xdp = nil
 	}
-	if r.kind.noExport() {
+	if r.kind == baseline {
 		return nil, nil
 	}
 	defer r.cleanDir()
@@ -193,12 +266,13 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 	}
 	var stopErr error
 	switch r.kind {
-	case xdpflow, xdpflowDrop:
+	case xdpflowDrop, xdpflowPass:
 		time.Sleep(200 * time.Millisecond)
 		stopErr = r.p.Stop(20 * time.Second)
 	case softflowd:
 		time.Sleep(500 * time.Millisecond)
-		r.stats, _ = r.ctlCmd("statistics")
+		out, _ := r.ctlCmd("statistics")
+		r.stats = softflowdDrops(out)
 		if _, err := r.ctlCmd("expire-all"); err != nil {
 			stopErr = err
 		}
@@ -213,6 +287,18 @@ func (r *running) finish(pair *testnet.Pair) ([][]byte, error) {
 		} else if err != nil && stopErr == nil {
 			stopErr = err
 		}
+	case pmacctd:
+		// The flows expire by their idle timeout (expiry every second),
+		// then SIGINT: the core stops the plugin, which exports what is
+		// left, and logs libpcap's statistics.
+		time.Sleep(time.Duration(idleTimeout+2) * time.Second)
+		stopErr = r.p.Signal(syscall.SIGINT)
+		// Its exit status after SIGINT is not documented: only a hang is
+		// an error.
+		if err := r.p.Wait(20 * time.Second); err != nil && stopErr == nil && r.p.KilledOnTimeout() {
+			stopErr = err
+		}
+		r.stats = pmacctdDrops(r.p.Out.String())
 	}
 	time.Sleep(300 * time.Millisecond) // the last datagrams cross the loopback
 	msgs := r.coll.Stop()

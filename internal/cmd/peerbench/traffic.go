@@ -2,20 +2,12 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
-	"github.com/xdpflow/xdpflow/internal/cmd/benchproc"
 	"github.com/xdpflow/xdpflow/internal/testkit/flowcheck"
 	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 	"github.com/xdpflow/xdpflow/internal/testkit/trafficgen"
@@ -137,10 +129,11 @@ func sendPaced(pair *testnet.Pair, seq [][]byte, pps int) error {
 	})
 }
 
-// The rate traffic: 64-byte frames (60 without the FCS) over rateSrcs x
-// ratePorts UDP flows 198.18.1.<0..14>:<0xc300..0xc3ff> -> 198.18.0.2:9.
-// Packet i of a sender is flow (i mod 15, i mod 256): 15 and 256 are
-// coprime, so every 3,840 packets each flow gets one.
+// The rate traffic: 64-byte frames (60 without the FCS) of UDP flows
+// 198.18.1.<0..14>:<0xc300..0xc3ff> -> 198.18.0.2:9; the xdp sender
+// (xdpsend.go) uses the first xdpFrames of the rateFlows. Flow i is
+// (i mod 15, i mod 256): 15 and 256 are coprime, so the first 3,840 are
+// all distinct.
 const (
 	rateSrcs, ratePorts = 15, 256
 	rateFlows           = rateSrcs * ratePorts
@@ -153,149 +146,20 @@ func rateFlow(src, port int) trafficgen.Flow {
 		Proto: layers.IPProtocolUDP, SrcPort: uint16(0xc300 + port), DstPort: 9, Payload: ratePayload}
 }
 
-// rateTruth: n packets spread evenly (n is a multiple of rateFlows per
-// sender) over the rate flows.
-func rateTruth(n int) flowcheck.Sums {
-	want := flowcheck.Sums{}
-	for s := 0; s < rateSrcs; s++ {
-		for p := 0; p < ratePorts; p++ {
-			f := rateFlow(s, p)
-			want[flowcheck.ID{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: 9, Proto: 17}] =
-				flowcheck.Totals{Packets: uint64(n / rateFlows), Bytes: uint64(n / rateFlows * rateL3)}
-		}
-	}
-	return want
-}
-
-func macBytes(m net.HardwareAddr) string {
-	var parts []string
-	for _, b := range m {
-		parts = append(parts, fmt.Sprintf("0x%02x", b))
-	}
-	return strings.Join(parts, ", ")
-}
-
-// trafgenConfig writes netsniff-ng trafgen's packet description of the
-// rate traffic (dinc: a byte counter incremented every packet; csumip: the
-// IPv4 header checksum recomputed for every packet).
-func trafgenConfig(dir string, pair *testnet.Pair) (string, error) {
-	cfg := fmt.Sprintf(`{
-  %s, %s, 0x08, 0x00,
-  0x45, 0x00, const16(%d), const16(0), const16(0x4000), 64, 17, csumip(14, 33),
-  198, 18, 1, dinc(0, %d), 198, 18, 0, 2,
-  0xc3, dinc(0, %d), const16(9), const16(%d), const16(0),
-  fill(0x00, %d),
-}
-`, macBytes(pair.MACB), macBytes(pair.MACA), rateL3, rateSrcs-1, ratePorts-1, 8+ratePayload, ratePayload)
-	path := filepath.Join(dir, "rate.trafgen")
-	return path, os.WriteFile(path, []byte(cfg), 0o644)
-}
-
-// sendRate sends n frames of the rate traffic as fast as it can from A
-// with `senders` parallel senders (trafgen processes or goroutines).
-func sendRate(pair *testnet.Pair, cfg *config, senders, n int) error {
-	if cfg.trafgenConf != "" {
-		p, err := benchproc.Start("trafgen", nil, "ip", "netns", "exec", pair.NsName("a"), "trafgen", "--dev", pair.LinkA,
-			"--conf", cfg.trafgenConf, "--num", fmt.Sprint(n), "--cpus", fmt.Sprint(senders),
-			"--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
-		if err != nil {
-			return err
-		}
-		if err := p.Wait(3 * time.Minute); err != nil {
-			return fmt.Errorf("trafgen: %v\n%s", err, p.Out.String())
-		}
-		return nil
-	}
-	if cfg.xdpSender {
-		return sendXDP(pair, cfg, senders, n)
-	}
-	frames := make([][]byte, rateFlows)
-	for s := 0; s < rateSrcs; s++ {
-		for p := 0; p < ratePorts; p++ {
-			f, _, err := rateFlow(s, p).Frame(pair.MACA, pair.MACB)
-			if err != nil {
-				return err
-			}
-			frames[s*ratePorts+p] = f
-		}
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, senders)
-	for w := 0; w < senders; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[w] = pair.In(pair.A, func() error {
-				s, err := trafficgen.NewSender(pair.IfindexA)
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				for i := 0; i < n/senders; i++ {
-					if err := s.Send(frames[(i%rateSrcs)*ratePorts+i%ratePorts]); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// trafgenWorks checks that trafgen can send on A's veth end (one frame).
-func trafgenWorks(pair *testnet.Pair, conf string) error {
-	if _, err := exec.LookPath("trafgen"); err != nil {
-		return err
-	}
-	p, err := benchproc.Start("trafgen", nil, "ip", "netns", "exec", pair.NsName("a"), "trafgen", "--dev", pair.LinkA,
-		"--conf", conf, "--num", "1", "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats")
+// received is B's rx_packets (netlink, inside B): every frame veth put on
+// B's ring, whatever B's XDP program then did with it.
+func received(pair *testnet.Pair) (uint64, error) {
+	h, err := netlink.NewHandleAt(pair.B)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("netlink in %s: %w", pair.NsName("b"), err)
 	}
-	if err := p.Wait(20 * time.Second); err != nil {
-		return fmt.Errorf("%v: %s", err, p.Out.String())
-	}
-	return nil
-}
-
-// linkCounters of the veth pair.
-type linkCounters struct {
-	aTx, aTxDrop, bRx, bRxDrop uint64
-	xdpXmitErr                 uint64 // A's tx_queue_*_xdp_xmit_errors (--sender xdp only)
-}
-
-func readLinks(pair *testnet.Pair) (linkCounters, error) {
-	var c linkCounters
-	stats := func(ns netns.NsHandle, name string) (*netlink.LinkStatistics, error) {
-		h, err := netlink.NewHandleAt(ns)
-		if err != nil {
-			return nil, err
-		}
-		defer h.Close()
-		l, err := h.LinkByName(name)
-		if err != nil {
-			return nil, err
-		}
-		if l.Attrs().Statistics == nil {
-			return nil, fmt.Errorf("%s: no statistics", name)
-		}
-		return l.Attrs().Statistics, nil
-	}
-	a, err := stats(pair.A, pair.LinkA)
+	defer h.Close()
+	l, err := h.LinkByName(pair.LinkB)
 	if err != nil {
-		return c, err
+		return 0, fmt.Errorf("%s: %w", pair.LinkB, err)
 	}
-	b, err := stats(pair.B, pair.LinkB)
-	if err != nil {
-		return c, err
+	if l.Attrs().Statistics == nil {
+		return 0, fmt.Errorf("%s: no statistics", pair.LinkB)
 	}
-	c.aTx, c.aTxDrop, c.bRx, c.bRxDrop = a.TxPackets, a.TxDropped, b.RxPackets, b.RxDropped
-	return c, nil
+	return l.Attrs().Statistics.RxPackets, nil
 }

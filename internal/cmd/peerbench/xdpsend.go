@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -18,19 +17,21 @@ import (
 	"github.com/xdpflow/xdpflow/internal/testkit/testnet"
 )
 
-// The xdp sender (--sender xdp): frames enter veth A as XDP frames, not as
-// skbs from an AF_PACKET socket. An XDP program that only does
+// The sender: frames enter veth A as XDP frames, not as skbs from an
+// AF_PACKET socket. An XDP program that only does
 // `return bpf_redirect(ifindex of A, 0)` is run with BPF_PROG_TEST_RUN in
-// live-frames mode from a thread inside namespace A: the kernel builds each
-// frame in a page_pool page (XDP headroom included), runs the program, and
-// the redirect hands the frame to A's ndo_xdp_xmit, which puts it on B's
-// receive ring as an xdp_frame. B's XDP program (if any) then runs on it
-// without the copy veth's native XDP path makes of an skb with little
-// headroom; with XDP_PASS (or no program) veth builds an skb around the
+// live-frames mode from a thread inside namespace A, pinned to sendCPU:
+// the kernel builds each frame in a page_pool page (XDP headroom
+// included), runs the program, and the redirect hands the frame to A's
+// ndo_xdp_xmit, which puts it on B's receive ring as an xdp_frame. B's XDP
+// program (if any) then runs on it without the copy veth's native XDP
+// path makes of an skb with little headroom, as on a NIC's receive
+// buffer; with XDP_PASS (or no program) veth builds an skb around the
 // frame for the stack. veth accepts XDP frames only while B's NAPI is
 // enabled: an XDP program on B, or GRO on (enableGRO). Frames B's ring has
 // no room for are dropped by veth and counted in A's
-// tx_queue_*_xdp_xmit_errors (and B's rx_dropped): reported, never retried.
+// tx_queue_*_xdp_xmit_errors (and B's rx_dropped): reported, never
+// retried, and outside every cost (costs are per frame B received).
 
 // bpfFTestXDPLiveFrames is BPF_F_TEST_XDP_LIVE_FRAMES (linux/bpf.h).
 const bpfFTestXDPLiveFrames = 1 << 1
@@ -53,14 +54,14 @@ func newRedirectProg(ifindex int) (*ebpf.Program, error) {
 	return prog, nil
 }
 
-// xdpFrames is how many of the rate flows the xdp sender uses, one frame
+// xdpFrames is how many of the rate flows the sender uses, one frame
 // each: flow i is (i mod 15, i mod 256), i < xdpFrames. Each
 // BPF_PROG_TEST_RUN call repeats one frame and costs a fixed setup and
 // teardown (a page_pool per call), so the sender uses fewer flows than the
-// 3,840 of the AF_PACKET senders.
+// 3,840 distinct rate flows.
 var xdpFrames = 64
 
-// The xdp sender's frames are addressed to xdpDstMAC, not to B's MAC: as
+// The sender's frames are addressed to xdpDstMAC, not to B's MAC: as
 // on a span port, the frames are not for the host running the probe, and
 // whatever reaches B's stack (baseline, XDP_PASS, softflowd) is dropped
 // early as PACKET_OTHERHOST rather than after a route lookup.
@@ -81,7 +82,7 @@ func xdpFrameSet(pair *testnet.Pair) ([][]byte, error) {
 	return frames, nil
 }
 
-// xdpTruth: n packets spread evenly over the xdp sender's flows.
+// xdpTruth: n packets spread evenly over the sender's flows.
 func xdpTruth(n int) flowcheck.Sums {
 	want := flowcheck.Sums{}
 	for i := 0; i < xdpFrames; i++ {
@@ -93,17 +94,16 @@ func xdpTruth(n int) flowcheck.Sums {
 }
 
 // xdpCalls and xdpCallTime: BPF_PROG_TEST_RUN calls made and the time they
-// took, over the whole benchmark (for the report).
+// took, over the whole benchmark (for the report; one sender at a time).
 var (
-	xdpStatMu   sync.Mutex
 	xdpCalls    int
 	xdpCallTime time.Duration
 )
 
-// sendXDP sends n frames over the xdp sender's flows from `senders`
-// goroutines, each on a thread inside A, each running the redirect program
-// in live-frames mode once per frame with Repeat = n/senders/xdpFrames.
-func sendXDP(pair *testnet.Pair, cfg *config, senders, n int) error {
+// sendXDP sends n frames over the sender's flows from one thread inside
+// A, pinned to sendCPU, running the redirect program in live-frames mode
+// once per flow with Repeat = n/xdpFrames.
+func sendXDP(pair *testnet.Pair, n int) error {
 	frames, err := xdpFrameSet(pair)
 	if err != nil {
 		return err
@@ -113,58 +113,40 @@ func sendXDP(pair *testnet.Pair, cfg *config, senders, n int) error {
 		return err
 	}
 	defer prog.Close()
-	repeat := n / senders / len(frames)
+	repeat := n / len(frames)
 	if repeat < 1 {
-		return fmt.Errorf("xdp sender: %d frames over %d senders is less than one per flow", n, senders)
+		return fmt.Errorf("sender: %d frames is less than one per flow", n)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, senders)
-	for w := 0; w < senders; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[w] = pair.In(pair.A, func() error {
-				// A signal arriving during a live-frames run makes the
-				// kernel return EINTR after the batches already sent, and
-				// cilium/ebpf then runs it again from the start: frames
-				// sent twice. This thread (thrown away afterwards, see
-				// testnet.Pair.In) blocks every signal instead.
-				all := unix.Sigset_t{}
-				for i := range all.Val {
-					all.Val[i] = ^all.Val[i]
-				}
-				if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil); err != nil {
-					return fmt.Errorf("block signals: %w", err)
-				}
-				if err := pinSenderThread(cfg); err != nil {
-					return err
-				}
-				for _, f := range frames {
-					t0 := time.Now()
-					// In live-frames mode the kernel returns no program
-					// result; B's rx counters show what was delivered.
-					_, err := prog.Run(&ebpf.RunOptions{Data: f, Repeat: uint32(repeat),
-						Flags: bpfFTestXDPLiveFrames, BatchSize: xdpBatch})
-					d := time.Since(t0)
-					if err != nil {
-						return fmt.Errorf("BPF_PROG_TEST_RUN (live frames): %w", err)
-					}
-					xdpStatMu.Lock()
-					xdpCalls++
-					xdpCallTime += d
-					xdpStatMu.Unlock()
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
+	return pair.In(pair.A, func() error {
+		// A signal arriving during a live-frames run makes the kernel
+		// return EINTR after the batches already sent, and cilium/ebpf
+		// then runs it again from the start: frames sent twice. This
+		// thread (thrown away afterwards, see testnet.Pair.In) blocks
+		// every signal instead.
+		all := unix.Sigset_t{}
+		for i := range all.Val {
+			all.Val[i] = ^all.Val[i]
+		}
+		if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil); err != nil {
+			return fmt.Errorf("block signals: %w", err)
+		}
+		if err := pinSenderThread(); err != nil {
 			return err
 		}
-	}
-	return nil
+		for _, f := range frames {
+			t0 := time.Now()
+			// In live-frames mode the kernel returns no program result;
+			// B's rx counters show what was delivered.
+			_, err := prog.Run(&ebpf.RunOptions{Data: f, Repeat: uint32(repeat),
+				Flags: bpfFTestXDPLiveFrames, BatchSize: xdpBatch})
+			if err != nil {
+				return fmt.Errorf("BPF_PROG_TEST_RUN (live frames): %w", err)
+			}
+			xdpCalls++
+			xdpCallTime += time.Since(t0)
+		}
+		return nil
+	})
 }
 
 // enableGRO turns GRO on for B's veth end (inside B): veth enables NAPI on
