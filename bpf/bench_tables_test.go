@@ -129,3 +129,45 @@ func checkFailed(b *testing.B, tb *bpftest.Tables) {
 		b.Fatalf("%d packets found no slot", st.UpdateFailedPackets)
 	}
 }
+
+// BenchmarkTableDesignsDrain is BenchmarkDrain for the designs: 200,000
+// flows a table of DefaultMaxFlows, one op a flow read and cleared. An
+// open-addressing drain reads the whole array through its memory mapping
+// (the state word of each of its 2 x DefaultMaxFlows slots) and zeroes the
+// used slots.
+func BenchmarkTableDesignsDrain(b *testing.B) {
+	for _, r := range designRows() {
+		if r.name != "hash" && r.name != "oa" {
+			continue
+		}
+		b.Run(r.name, func(b *testing.B) {
+			pinCPU(b)
+			cfg := r.cfg
+			cfg.MaxFlows, cfg.BenchFlows = DefaultMaxFlows, 1<<32-1
+			tb := loadTables(b, cfg)
+			frame := benchFrames()["ipv4-tcp"]
+			b.ResetTimer()
+			drained := 0
+			for left := b.N; left > 0; {
+				n := min(left, 200000)
+				b.StopTimer()
+				if _, _, err := tb.Program.Benchmark(frame, n, nil); err != nil {
+					b.Fatal(err)
+				}
+				if err := tb.Rotate(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := tb.Drain(func(bpftest.Flow) { drained++ }); err != nil {
+					b.Fatal(err)
+				}
+				left -= n
+			}
+			b.StopTimer()
+			if drained < b.N { // an interrupted test run repeats packets: more flows
+				b.Fatalf("drained %d flows, want %d", drained, b.N)
+			}
+			b.ReportMetric(float64(drained)/b.Elapsed().Seconds(), "flows/s")
+		})
+	}
+}
