@@ -210,7 +210,7 @@ func TestOpenAddressingExact(t *testing.T) {
 	})
 
 	t.Run("full", func(t *testing.T) {
-		// 32 home slots and the window's 63: 95 slots for 1000 flows.
+		// 32 home slots and the window's 127: 159 slots for 1000 flows.
 		const maxFlows, n, m = 16, 1000, 2
 		slots := maxFlows*bpftest.OAHomePerFlow + bpftest.OAWindow - 1
 		tb := loadTables(t, bpftest.TablesConfig{Design: bpftest.DesignOA, MaxFlows: maxFlows, BenchFlows: n})
