@@ -96,6 +96,11 @@ func BenchmarkTableDesigns(b *testing.B) {
 			b.ResetTimer()
 			measure(b, tb.Program, frames["ipv4-tcp"], 1<<30, nil)
 			checkFailed(b, tb)
+			mem, err := tb.Memlock()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(mem)/flows, "B/flow") // both generations
 		}},
 	}
 	for _, p := range paths {

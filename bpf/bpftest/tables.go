@@ -402,6 +402,25 @@ func (t *Tables) drainOA(m *ebpf.Map, fn func(Flow)) error {
 	return nil
 }
 
+// Memlock is the kernel memory of both generations of tables.
+func (t *Tables) Memlock() (uint64, error) {
+	var sum uint64
+	for _, g := range t.tables {
+		for _, m := range g {
+			info, err := m.Info()
+			if err != nil {
+				return 0, err
+			}
+			n, ok := info.Memlock()
+			if !ok {
+				return 0, errors.New("no memlock in the map's info")
+			}
+			sum += n
+		}
+	}
+	return sum, nil
+}
+
 // Stats sums the per-CPU statistics.
 func (t *Tables) Stats() (Stats, error) {
 	var per []Stats
