@@ -141,7 +141,7 @@ struct {
 #define SLOT_BUSY  1
 #define SLOT_READY 2
 #define OA_WINDOW  128	 /* slots probed before the table counts as full */
-#define OA_SPIN	   16384 /* reads of a BUSY slot of our hash (~10 ns each) */
+#define OA_SPIN	   16384 /* reads of a BUSY slot of our hash before probing on */
 
 struct slot {
 	__u64 state;
