@@ -196,7 +196,10 @@ func TestTCPHealth(t *testing.T) {
 			hs[0], {at: hs[1].at, server: true, flags: tSYN | tACK, seq: sisn, rotate: true},
 			{at: hs[2].at, flags: tACK, seq: cisn + 1, rotate: true},
 			{at: req.at, flags: req.flags, seq: req.seq, payload: req.payload, rotate: true},
-			{at: resp.at, server: true, flags: resp.flags, seq: resp.seq, payload: resp.payload, rotate: true}},
+			{at: resp.at, server: true, flags: resp.flags, seq: resp.seq, payload: resp.payload, rotate: true},
+			// The client's flow in a later table: the network delays
+			// again, the application latency still the server's only.
+			{at: resp.at + ms, flags: tACK, seq: req.seq + 100, rotate: true}},
 			client: hsWant{sl: 300 * us, cl: 200 * us},
 			server: hsWant{sl: 300 * us, cl: 200 * us, al: 5 * ms}, convs: 1},
 		{name: "conversations full", cfg: Config{TCPConversations: 1}, segs: append([]seg{

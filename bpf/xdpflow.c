@@ -1106,12 +1106,16 @@ static __always_inline int addr_cmp(const __u8 *a, const __u8 *b)
 	return 0;
 }
 
-/* Copy what the conversation has measured into a direction's value. */
-static __always_inline void copy_latencies(struct flow_value *v, const struct conv_state *cs)
+/* Copy what the conversation has measured into a direction's value: the
+ * application latency into the server's only, in every epoch (the client's
+ * first epochs end before it is known). */
+static __always_inline void copy_latencies(struct flow_value *v, const struct conv_state *cs,
+					   int from_client)
 {
 	v->server_nw_delay_ns = cs->server_nw_delay_ns;
 	v->client_nw_delay_ns = cs->client_nw_delay_ns;
-	v->appl_latency_ns = cs->appl_latency_ns;
+	if (!from_client)
+		v->appl_latency_ns = cs->appl_latency_ns;
 }
 
 /* After this many packets of an epoch without learning all it can, a
@@ -1156,7 +1160,7 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
 		/* The conversation is over (or was refused): what it measured
 		 * goes with this packet's flow, then the entry goes. */
 		if (cs) {
-			copy_latencies(v, cs);
+			copy_latencies(v, cs, cs->client_lo == from_lo);
 			bpf_map_delete_elem(&tcp_convs, ck);
 		}
 		v->tcp_state |= TCP_ST_DONE;
@@ -1238,7 +1242,7 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
 		}
 		break;
 	}
-	copy_latencies(v, cs);
+	copy_latencies(v, cs, from_client);
 	if (cs->phase >= CONV_DONE || (from_client && cs->client_data_ns) ||
 	    v->packets >= TCP_HS_MAX_PACKETS)
 		v->tcp_state |= TCP_ST_DONE;
