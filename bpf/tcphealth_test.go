@@ -202,6 +202,16 @@ func TestTCPHealth(t *testing.T) {
 			{at: resp.at + ms, flags: tACK, seq: req.seq + 100, rotate: true}},
 			client: hsWant{sl: 300 * us, cl: 200 * us},
 			server: hsWant{sl: 300 * us, cl: 200 * us, al: 5 * ms}, convs: 1},
+		{name: "ports reused", segs: withHS(req, resp,
+			// A new connection's SYN, another ISN: a new sequence space,
+			// past the mark or below it.
+			seg{at: 4 * s1, flags: tSYN, seq: 7000000},
+			seg{at: 4*s1 + ms, flags: tACK, seq: 7000001, payload: 100},
+			seg{at: 5 * s1, flags: tSYN, seq: 500},
+			seg{at: 5*s1 + ms, flags: tACK, seq: 501, payload: 100},
+			seg{at: 5*s1 + 2*ms, flags: tACK, seq: 501, payload: 100}), // a retransmission
+			client: hsWant{sl: 300 * us, cl: 200 * us, retrans: 1},
+			server: hsWant{sl: 300 * us, cl: 200 * us, al: 5 * ms}, convs: 1},
 		{name: "conversations full", cfg: Config{TCPConversations: 1}, segs: append([]seg{
 			// Another conversation takes the only entry first.
 			{at: s1 / 2, flags: tSYN, seq: 1, cport: 40001}}, withHS(req, resp)...),

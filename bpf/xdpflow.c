@@ -1253,7 +1253,9 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
  * the state is in the flow's value). A segment at or past the high-water
  * mark is new (past it, the gap is remembered as the hole); one inside the
  * hole fills it (out of order); anything else below the mark was seen
- * already (a retransmission). Zero windows are counted as Wireshark's
+ * already (a retransmission). A SYN that does not end at the mark (not a
+ * repeat of the one that set it) starts a new sequence space: the ports
+ * were reused by a new connection. Zero windows are counted as Wireshark's
  * tcp.analysis.zero_window: window 0 on a segment without SYN, FIN, RST. */
 static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp_seg *p)
 {
@@ -1265,9 +1267,9 @@ static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp
 		return;
 	__u32 seq = p->seq, end = seq + span, hwm = v->tcp_hwm;
 	__u8 st = v->tcp_state;
-	if (!(st & TCP_ST_SEQ)) {
+	if (!(st & TCP_ST_SEQ) || ((fl & TCP_SYN) && end != hwm)) {
 		v->tcp_hwm = end;
-		v->tcp_state = st | TCP_ST_SEQ;
+		v->tcp_state = (st & ~TCP_ST_HOLE) | TCP_ST_SEQ;
 		return;
 	}
 	__s32 d = seq - hwm;
