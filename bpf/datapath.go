@@ -365,13 +365,9 @@ func Load(cfg Config) (*Datapath, error) {
 				return nil, &ConfigError{"MaxFlows", cfg.MaxFlows, fmt.Errorf("create flow table: %w", err)}
 			}
 		}
-		// The first table starts active. With TCPHealth it is slot 1's
-		// too until the first Rotate: a new flow finds no entry of itself
-		// there, and the carry (empty) is read, as after any drain.
+		// The first table starts active; slot 1 starts empty, as after
+		// a drain.
 		spec.Maps["flow_tables"].Contents = []ebpf.MapKV{{Key: uint32(0), Value: d.tables[0]}}
-		if cfg.TCPHealth {
-			spec.Maps["flow_tables"].Contents = append(spec.Maps["flow_tables"].Contents, ebpf.MapKV{Key: uint32(1), Value: d.tables[0]})
-		}
 	}
 	d.spec = spec
 	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
@@ -455,8 +451,8 @@ func (d *Datapath) startClock() error {
 // With TCPHealth the table taken out goes into slot 1 first, while it is
 // still active: from the swap on, a flow's first packet in the new table
 // finds its sequence state there until the drain has carried it into
-// tcp_carry (docs/datapath.md, "TCP health"). The table slot 1 held
-// before is the one drained last: empty, and carried.
+// tcp_carry and emptied the slot (docs/datapath.md, "The sequence
+// carry").
 func (d *Datapath) Rotate() (*ebpf.Map, error) {
 	next := 1 - d.active
 	if d.cfg.TCPHealth {

@@ -123,26 +123,39 @@ func (c *Config) keySize() int {
 // walk calls fn for every flow of table, deleting them with del. With
 // carry (and TCPHealth, on one of d's own tables: not a leftover of
 // another layout), each batch's sequence state is carried before the batch
-// is deleted.
+// is deleted. Once one of d's tables is empty, slot 1 is emptied: the
+// carry holds all it held, and a new flow then looks up the carry alone.
 func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del, carry bool) error {
 	if d.cfg.perCPU() {
 		// Benchmarks only (Config.tableType): each CPU's value has its
 		// own sequence state, nothing to carry as one.
 		return walkPerCPU(table, fn, del)
 	}
+	own := table == d.tables[0] || table == d.tables[1]
 	var c *Datapath
-	if carry && d.cfg.TCPHealth && (table == d.tables[0] || table == d.tables[1]) {
+	if carry && d.cfg.TCPHealth && own {
 		c = d
 	}
+	var err error
 	switch int(table.KeySize()) {
 	case keyBase:
-		return walkBatch[[keyBase]byte](table, fn, del, c)
+		err = walkBatch[[keyBase]byte](table, fn, del, c)
 	case keyMirror:
-		return walkBatch[[keyMirror]byte](table, fn, del, c)
+		err = walkBatch[[keyMirror]byte](table, fn, del, c)
 	case keyFull:
-		return walkBatch[[keyFull]byte](table, fn, del, c)
+		err = walkBatch[[keyFull]byte](table, fn, del, c)
+	default:
+		return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
 	}
-	return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
+	if err == nil && del && own && d.cfg.TCPHealth {
+		if err = d.objs.FlowTables.Delete(uint32(1)); errors.Is(err, ebpf.ErrKeyNotExist) {
+			err = nil
+		}
+		if err != nil {
+			err = fmt.Errorf("empty the previous table's slot: %w", err)
+		}
+	}
+	return err
 }
 
 // walkBatch reads table with batch lookups into keys of its key size K;

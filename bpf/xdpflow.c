@@ -12,7 +12,8 @@
  * as configured at load time. docs/datapath.md has every rule.
  *
  * The active table is reached through flow_tables (an array of maps: slot 0
- * the active table, slot 1 the one taken out last). Userspace swaps slot 0
+ * the active table, slot 1 the one taken out last until it is drained).
+ * Userspace swaps slot 0
  * to drain: the swap syscall waits for every running program
  * (synchronize_rcu), so the table it took out is quiescent and can be read
  * to the last packet. No packet counted here is lost to a
@@ -103,8 +104,9 @@ volatile __u64 test_clock_ns;
 
 /* The inner map is the template for the flow tables; the loader creates the
  * real ones with the configured size and puts one of them in slot 0. Slot 1
- * (--tcp-health) is the table slot 0 held before the last swap: a flow's
- * first packet in the new table reads its sequence state there (tcp_seed). */
+ * (--tcp-health) is the table slot 0 held before the last swap, until the
+ * drain has carried and emptied it: a flow's first packet in the new table
+ * reads its sequence state there (tcp_seed). */
 /* clang-format off */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -1324,19 +1326,17 @@ static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp
 
 /* A flow's sequence state when its first packet of a table epoch creates
  * its entry in v: where the flow left off. That is its entry in the table
- * taken out at the last swap (slot 1), final since the swap (a direction's
- * packets run on one CPU at a time, as for its counts); or, when that
- * table has no entry of it (no packet in the last epoch, or the drain has
- * deleted it already), tcp_carry, which the drain wrote from every table
- * before deleting there. */
+ * taken out at the last swap (slot 1, until the drain empties it), final
+ * since the swap (a direction's packets run on one CPU at a time, as for
+ * its counts); or, when there is no such table or entry (no packet in the
+ * last epoch, or the drain has deleted it already), tcp_carry, which the
+ * drain wrote from every table before deleting there. */
 static __always_inline void tcp_seed(const struct flow_key *k, struct flow_value *v,
 				     struct tcp_scratch *sc)
 {
 	__u32 one = 1;
 	void *prev = bpf_map_lookup_elem(&flow_tables, &one);
-	if (!prev)
-		return;
-	const struct flow_value *pv = bpf_map_lookup_elem(prev, k);
+	const struct flow_value *pv = prev ? bpf_map_lookup_elem(prev, k) : 0;
 	if (pv) {
 		v->tcp_hwm = pv->tcp_hwm;
 		v->tcp_hole_lo = pv->tcp_hole_lo;
@@ -1347,7 +1347,8 @@ static __always_inline void tcp_seed(const struct flow_key *k, struct flow_value
 	/* A full barrier (an exchange: atomics that return a value are fully
 	 * ordered in BPF): the lookup below must not be satisfied before the
 	 * miss above, or a carry written just before the drain deleted the
-	 * entry could be missed on a weakly ordered CPU. */
+	 * entry (or emptied the slot) could be missed on a weakly ordered
+	 * CPU. */
 	__u64 f = __atomic_exchange_n(&sc->fence, 0, __ATOMIC_SEQ_CST);
 	opaque(f);
 	const struct seq_carry *c = bpf_map_lookup_elem(&tcp_carry, k);
