@@ -285,15 +285,53 @@ func BenchmarkMillionFlows(b *testing.B) {
 // Userspace side: draining rotated tables with the batch syscalls. One op
 // is one flow read and deleted.
 func BenchmarkDrain(b *testing.B) {
+	drainBench(b, Config{}, benchFrames()["ipv4-tcp"])
+}
+
+// BenchmarkDrainTCPHealth is BenchmarkDrain with --tcp-health, every flow
+// a TCP data segment's: each flow's sequence state is carried into
+// tcp_carry before the flow is deleted (a sweep empties the carry between
+// rounds, untimed).
+func BenchmarkDrainTCPHealth(b *testing.B) {
+	t := tcp(40000, 443, tACK|tPSH)
+	t.Seq = 1000
+	frame := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolTCP), t, payload(100))
+	drainBench(b, Config{TCPHealth: true, TCPConversations: 131072}, frame)
+}
+
+// BenchmarkRotate is the swap of empty tables: each slot update waits for
+// running programs (synchronize_rcu); with --tcp-health the table taken
+// out goes into the second slot first, a second wait.
+func BenchmarkRotate(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "tcp-health-off"
+		if on {
+			name = "tcp-health-on"
+		}
+		b.Run(name, func(b *testing.B) {
+			d := load(b, Config{MaxFlows: 1024, TCPHealth: on})
+			for b.Loop() {
+				if _, err := d.Rotate(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func drainBench(b *testing.B, cfg Config, frame []byte) {
 	pinCPU(b)
-	d := load(b, Config{benchFlows: 1<<32 - 1})
-	frame := benchFrames()["ipv4-tcp"]
+	cfg.benchFlows = 1<<32 - 1
+	d := load(b, cfg)
 	b.ReportAllocs()
 	b.ResetTimer()
 	drained := 0
 	for left := b.N; left > 0; {
 		n := min(left, 200000)
 		b.StopTimer()
+		if _, err := d.SweepTCP(^uint64(0)); err != nil {
+			b.Fatal(err)
+		}
 		if _, _, err := d.Program.Benchmark(frame, n, nil); err != nil {
 			b.Fatal(err)
 		}
@@ -310,6 +348,9 @@ func BenchmarkDrain(b *testing.B) {
 	b.StopTimer()
 	if drained != b.N {
 		b.Fatalf("drained %d flows, want %d", drained, b.N)
+	}
+	if cs := d.CarryStats(); cs != (CarryStats{}) {
+		b.Fatalf("%+v flows not carried", cs)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }

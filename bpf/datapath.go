@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -31,8 +32,10 @@ const (
 	DefaultSampleBytes = 128
 	MaxSampleBytes     = 256  // SAMPLE_MAX_BYTES in xdpflow.h
 	MaxLocalNets       = 1024 // local_nets' max_entries
-	// DefaultTCPConversations: handshakes timed at once (about 100 B
-	// each); a conversation leaves at RST or when idle (SweepTCP).
+	// DefaultTCPConversations: handshakes timed at once, and half the
+	// flows whose sequence state is carried (about 450 B of preallocated
+	// kernel memory each, both maps); a conversation leaves at RST or
+	// when idle, a carried flow when idle (SweepTCP).
 	DefaultTCPConversations = 65536
 )
 
@@ -79,7 +82,10 @@ type Config struct {
 	// TCPConversations is the capacity of the handshake state map
 	// (default DefaultTCPConversations): conversations whose handshake is
 	// being timed. When it is full a new conversation is not timed and
-	// Stats.TcpConvsFull counts it.
+	// Stats.TcpConvsFull counts it. The sequence carry (tcp_carry: each
+	// TCP flow's sequence state from one table to the next) holds twice
+	// as many flows, both directions; when it is full a drain counts the
+	// flows it could not carry (SeqCarryStats).
 	TCPConversations uint32
 	// PinPath, when set, is a bpffs directory where the maps are pinned
 	// (see pin.go): a Load that finds compatible pins there carries on
@@ -211,6 +217,10 @@ type Datapath struct {
 	objs   objects
 	tables [2]*ebpf.Map
 	active int
+
+	// Flows whose sequence state a drain could not carry (tcp_carry: it
+	// was full); read by metrics scrapes while the drain runs.
+	carryFull atomic.Uint64
 }
 
 // objects are what Load loads: every map, and the programs but the
@@ -250,7 +260,8 @@ func (d *Datapath) vlanProgram(ifindex int, name string) (*ebpf.Program, error) 
 	ps.Ifindex = uint32(ifindex)
 	ps.Flags |= unix.BPF_F_XDP_DEV_BOUND_ONLY
 	repl := map[string]*ebpf.Map{"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock,
-		"samples": d.objs.Samples, "local_nets": d.objs.LocalNets, ".bss": d.objs.Bss, "tcp_convs": d.objs.TcpConvs}
+		"samples": d.objs.Samples, "local_nets": d.objs.LocalNets, ".bss": d.objs.Bss, "tcp_convs": d.objs.TcpConvs,
+		"tcp_carry": d.objs.TcpCarry}
 	var o struct {
 		P *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
 	}
@@ -320,10 +331,15 @@ func Load(cfg Config) (*Datapath, error) {
 	// type then, since the map's key is not the whole struct.
 	inner.KeySize, inner.Key = uint32(cfg.keySize()), nil
 	spec.Maps["samples"].MaxEntries = cfg.ringBytes
+	// The carry is keyed as the tables are.
+	carry := spec.Maps["tcp_carry"]
+	carry.KeySize, carry.Key = inner.KeySize, nil
 	if cfg.TCPHealth {
 		spec.Maps["tcp_convs"].MaxEntries = cfg.TCPConversations
+		carry.MaxEntries = 2 * cfg.TCPConversations // both directions
 	} else {
-		spec.Maps["tcp_convs"].MaxEntries = 1 // unused: the program never reaches it
+		spec.Maps["tcp_convs"].MaxEntries = 1 // unused: the program never reaches them
+		carry.MaxEntries = 1
 	}
 
 	d := &Datapath{cfg: cfg}
@@ -349,7 +365,8 @@ func Load(cfg Config) (*Datapath, error) {
 				return nil, &ConfigError{"MaxFlows", cfg.MaxFlows, fmt.Errorf("create flow table: %w", err)}
 			}
 		}
-		// The first table starts active.
+		// The first table starts active; slot 1 starts empty, as after
+		// a drain.
 		spec.Maps["flow_tables"].Contents = []ebpf.MapKV{{Key: uint32(0), Value: d.tables[0]}}
 	}
 	d.spec = spec
@@ -430,8 +447,19 @@ func (d *Datapath) startClock() error {
 // the returned table (the kernel waits for running programs when a
 // map-in-map slot changes), so it can be read to the last packet. Drain it
 // empty before the next Rotate: it becomes active again then.
+//
+// With TCPHealth the table taken out goes into slot 1 first, while it is
+// still active: from the swap on, a flow's first packet in the new table
+// finds its sequence state there until the drain has carried it into
+// tcp_carry and emptied the slot (docs/datapath.md, "The sequence
+// carry").
 func (d *Datapath) Rotate() (*ebpf.Map, error) {
 	next := 1 - d.active
+	if d.cfg.TCPHealth {
+		if err := d.objs.FlowTables.Update(uint32(1), d.tables[d.active], ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("switch flow table: the previous table's slot: %w", err)
+		}
+	}
 	if err := d.objs.FlowTables.Update(uint32(0), d.tables[next], ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("switch flow table: %w", err)
 	}

@@ -86,16 +86,19 @@ const batchSize = 4096
 
 // Drain reads every flow of a table taken out of service by Rotate, calls fn
 // for each, and leaves the table empty. It uses the kernel's batch
-// operations (10x faster than iterate-and-delete).
+// operations (10x faster than iterate-and-delete). With TCPHealth it
+// carries each TCP flow's sequence state into tcp_carry before deleting it
+// from the table (see carry).
 func (d *Datapath) Drain(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
-	return d.walk(table, fn, true)
+	return d.walk(table, fn, true, true)
 }
 
 // Read calls fn for every flow of a table taken out of service by Rotate
 // and leaves the table as it is: the crash-safe flow state saves what it
 // read before Clear empties the table, so a crash in between loses nothing.
+// With TCPHealth it carries the sequence state as Drain does.
 func (d *Datapath) Read(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
-	return d.walk(table, fn, false)
+	return d.walk(table, fn, false, true)
 }
 
 // The tables' key is the front of struct flow_key a configuration needs
@@ -117,35 +120,73 @@ func (c *Config) keySize() int {
 	return keyBase
 }
 
-// walk calls fn for every flow of table, deleting them with del.
-func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
+// walk calls fn for every flow of table, deleting them with del. With
+// carry (and TCPHealth, on one of d's own tables: not a leftover of
+// another layout), each batch's sequence state is carried before the batch
+// is deleted. Once one of d's tables is empty, slot 1 is emptied: the
+// carry holds all it held, and a new flow then looks up the carry alone.
+func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del, carry bool) error {
 	if d.cfg.perCPU() {
+		// Benchmarks only (Config.tableType): each CPU's value has its
+		// own sequence state, nothing to carry as one.
 		return walkPerCPU(table, fn, del)
 	}
+	own := table == d.tables[0] || table == d.tables[1]
+	var c *Datapath
+	if carry && d.cfg.TCPHealth && own {
+		c = d
+	}
+	var err error
 	switch int(table.KeySize()) {
 	case keyBase:
-		return walkBatch[[keyBase]byte](table, fn, del)
+		err = walkBatch[[keyBase]byte](table, fn, del, c)
 	case keyMirror:
-		return walkBatch[[keyMirror]byte](table, fn, del)
+		err = walkBatch[[keyMirror]byte](table, fn, del, c)
 	case keyFull:
-		return walkBatch[[keyFull]byte](table, fn, del)
+		err = walkBatch[[keyFull]byte](table, fn, del, c)
+	default:
+		return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
 	}
-	return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
+	if err == nil && del && own && d.cfg.TCPHealth {
+		if err = d.objs.FlowTables.Delete(uint32(1)); errors.Is(err, ebpf.ErrKeyNotExist) {
+			err = nil
+		}
+		if err != nil {
+			err = fmt.Errorf("empty the previous table's slot: %w", err)
+		}
+	}
+	return err
 }
 
-// walkBatch reads table with batch lookups into keys of its key size K.
-func walkBatch[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
+// walkBatch reads table with batch lookups into keys of its key size K;
+// given c, it carries each batch's sequence state into c's tcp_carry and
+// only then deletes the batch (with del).
+func walkBatch[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](table *ebpf.Map, fn func(FlowKey, FlowValue), del bool, c *Datapath) error {
 	batch := table.BatchLookup
-	if del {
+	if del && c == nil {
 		batch = table.BatchLookupAndDelete
 	}
 	keys := make([]K, batchSize)
 	vals := make([]FlowValue, batchSize)
+	var cb *carryBatch[K]
+	if c != nil {
+		cb = &carryBatch[K]{keys: make([]K, 0, batchSize), vals: make([]SeqCarry, 0, batchSize)}
+	}
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := batch(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
 			fn(keyFrom(unsafe.Slice((*byte)(unsafe.Pointer(&keys[i])), unsafe.Sizeof(keys[i]))), vals[i])
+		}
+		if cb != nil && n > 0 {
+			if cerr := carry(c, cb, keys[:n], vals[:n]); cerr != nil {
+				return cerr
+			}
+			if del {
+				if _, derr := table.BatchDelete(keys[:n], nil); derr != nil {
+					return fmt.Errorf("clear flow table: %w", derr)
+				}
+			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
@@ -163,9 +204,10 @@ func keyFrom(b []byte) FlowKey {
 	return k
 }
 
-// Clear empties a table taken out of service by Rotate.
+// Clear empties a table taken out of service by Rotate, carrying nothing:
+// Read carried what it held.
 func (d *Datapath) Clear(table *ebpf.Map) error {
-	return d.Drain(table, func(FlowKey, FlowValue) {})
+	return d.walk(table, func(FlowKey, FlowValue) {}, true, false)
 }
 
 // TableID is the kernel's id of a flow table: it names the table across

@@ -11,10 +11,12 @@
  * table; sample 1-in-N frame headers into a ring buffer; then PASS or DROP
  * as configured at load time. docs/datapath.md has every rule.
  *
- * The active table is reached through flow_tables (an array of maps with one
- * slot). Userspace swaps the slot to drain: the swap syscall waits for every
- * running program (synchronize_rcu), so the table it took out is quiescent and
- * can be read to the last packet. No packet counted here is lost to a
+ * The active table is reached through flow_tables (an array of maps: slot 0
+ * the active table, slot 1 the one taken out last until it is drained).
+ * Userspace swaps slot 0
+ * to drain: the swap syscall waits for every running program
+ * (synchronize_rcu), so the table it took out is quiescent and can be read
+ * to the last packet. No packet counted here is lost to a
  * lookup-then-delete race. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -101,11 +103,14 @@ volatile const __u32 cfg_test_clock = 0;
 volatile __u64 test_clock_ns;
 
 /* The inner map is the template for the flow tables; the loader creates the
- * real ones with the configured size and puts one of them in the slot. */
+ * real ones with the configured size and puts one of them in slot 0. Slot 1
+ * (--tcp-health) is the table slot 0 held before the last swap, until the
+ * drain has carried and emptied it: a flow's first packet in the new table
+ * reads its sequence state there (tcp_seed). */
 /* clang-format off */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__array(values, struct {
 		__uint(type, BPF_MAP_TYPE_HASH);
@@ -159,6 +164,22 @@ struct {
 	__type(value, struct conv_state);
 } tcp_convs SEC(".maps");
 
+/* Sequence state carried across table rotations (--tcp-health), keyed by
+ * the flow key (the loader sets the tables' key size): the drain writes
+ * each TCP flow's state from the table it took out, before it deletes it
+ * there; the datapath only reads it, when a flow's first packet of an
+ * epoch creates its entry and the table before holds no entry of it
+ * (tcp_seed). Bounded (2 x --tcp-conversations): when full, the drain
+ * counts the flows it could not carry. Userspace sweeps idle entries.
+ * Preallocated, as the tables: the drain writes it for every TCP flow, and
+ * allocating entries made that up to 40% slower (docs/benchmarks.md). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct seq_carry);
+} tcp_carry SEC(".maps");
+
 /* A new flow's value is built here: see account. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -182,6 +203,7 @@ struct tcp_scratch {
 	struct conv_key ck;
 	struct conv_state ns;
 	struct tcp_seg sg;
+	__u64 fence; /* tcp_seed's barrier: written, never read */
 };
 
 struct {
@@ -212,6 +234,7 @@ const enum mirror_type *const btf_mirror_type;
 const struct lpm_key *const btf_lpm_key;
 const struct conv_key *const btf_conv_key;
 const struct conv_state *const btf_conv_state;
+const struct seq_carry *const btf_seq_carry;
 
 /* What the parse learns about the packet. No pointers: inner layers are
  * parsed by a global function (see inner_layer), which takes it. */
@@ -1106,12 +1129,16 @@ static __always_inline int addr_cmp(const __u8 *a, const __u8 *b)
 	return 0;
 }
 
-/* Copy what the conversation has measured into a direction's value. */
-static __always_inline void copy_latencies(struct flow_value *v, const struct conv_state *cs)
+/* Copy what the conversation has measured into a direction's value: the
+ * application latency into the server's only, in every epoch (the client's
+ * first epochs end before it is known). */
+static __always_inline void copy_latencies(struct flow_value *v, const struct conv_state *cs,
+					   int from_client)
 {
 	v->server_nw_delay_ns = cs->server_nw_delay_ns;
 	v->client_nw_delay_ns = cs->client_nw_delay_ns;
-	v->appl_latency_ns = cs->appl_latency_ns;
+	if (!from_client)
+		v->appl_latency_ns = cs->appl_latency_ns;
 }
 
 /* After this many packets of an epoch without learning all it can, a
@@ -1156,7 +1183,7 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
 		/* The conversation is over (or was refused): what it measured
 		 * goes with this packet's flow, then the entry goes. */
 		if (cs) {
-			copy_latencies(v, cs);
+			copy_latencies(v, cs, cs->client_lo == from_lo);
 			bpf_map_delete_elem(&tcp_convs, ck);
 		}
 		v->tcp_state |= TCP_ST_DONE;
@@ -1238,7 +1265,7 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
 		}
 		break;
 	}
-	copy_latencies(v, cs);
+	copy_latencies(v, cs, from_client);
 	if (cs->phase >= CONV_DONE || (from_client && cs->client_data_ns) ||
 	    v->packets >= TCP_HS_MAX_PACKETS)
 		v->tcp_state |= TCP_ST_DONE;
@@ -1246,11 +1273,14 @@ static __always_inline int tcp_handshake(const struct flow_key *k, struct tcp_sc
 }
 
 /* Sequence tracking of one direction, on every TCP packet (no lookup:
- * the state is in the flow's value). A segment at or past the high-water
- * mark is new (past it, the gap is remembered as the hole); one inside the
- * hole fills it (out of order); anything else below the mark was seen
- * already (a retransmission). Zero windows are counted as Wireshark's
- * tcp.analysis.zero_window: window 0 on a segment without SYN, FIN, RST. */
+ * the state is in the flow's value, seeded by tcp_seed). A segment at or
+ * past the high-water mark is new (past it, the gap is remembered as the
+ * hole); one inside the hole fills it (out of order); anything else below
+ * the mark was seen already (a retransmission). A SYN that does not end at
+ * the mark (not a repeat of the one that set it) starts a new sequence
+ * space: the ports were reused by a new connection. Zero windows are
+ * counted as Wireshark's tcp.analysis.zero_window: window 0 on a segment
+ * without SYN, FIN, RST. */
 static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp_seg *p)
 {
 	__u32 fl = p->flags;
@@ -1261,9 +1291,9 @@ static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp
 		return;
 	__u32 seq = p->seq, end = seq + span, hwm = v->tcp_hwm;
 	__u8 st = v->tcp_state;
-	if (!(st & TCP_ST_SEQ)) {
+	if (!(st & TCP_ST_SEQ) || ((fl & TCP_SYN) && end != hwm)) {
 		v->tcp_hwm = end;
-		v->tcp_state = st | TCP_ST_SEQ;
+		v->tcp_state = (st & ~TCP_ST_HOLE) | TCP_ST_SEQ;
 		return;
 	}
 	__s32 d = seq - hwm;
@@ -1292,6 +1322,42 @@ static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp
 	v->tcp_retrans++;
 	if ((__s32)(end - hwm) > 0)
 		v->tcp_hwm = end;
+}
+
+/* A flow's sequence state when its first packet of a table epoch creates
+ * its entry in v: where the flow left off. That is its entry in the table
+ * taken out at the last swap (slot 1, until the drain empties it), final
+ * since the swap (a direction's packets run on one CPU at a time, as for
+ * its counts); or, when there is no such table or entry (no packet in the
+ * last epoch, or the drain has deleted it already), tcp_carry, which the
+ * drain wrote from every table before deleting there. */
+static __always_inline void tcp_seed(const struct flow_key *k, struct flow_value *v,
+				     struct tcp_scratch *sc)
+{
+	__u32 one = 1;
+	void *prev = bpf_map_lookup_elem(&flow_tables, &one);
+	const struct flow_value *pv = prev ? bpf_map_lookup_elem(prev, k) : 0;
+	if (pv) {
+		v->tcp_hwm = pv->tcp_hwm;
+		v->tcp_hole_lo = pv->tcp_hole_lo;
+		v->tcp_hole_hi = pv->tcp_hole_hi;
+		v->tcp_state = pv->tcp_state & (TCP_ST_SEQ | TCP_ST_HOLE);
+		return;
+	}
+	/* A full barrier (an exchange: atomics that return a value are fully
+	 * ordered in BPF): the lookup below must not be satisfied before the
+	 * miss above, or a carry written just before the drain deleted the
+	 * entry (or emptied the slot) could be missed on a weakly ordered
+	 * CPU. */
+	__u64 f = __atomic_exchange_n(&sc->fence, 0, __ATOMIC_SEQ_CST);
+	opaque(f);
+	const struct seq_carry *c = bpf_map_lookup_elem(&tcp_carry, k);
+	if (c) {
+		v->tcp_hwm = c->hwm;
+		v->tcp_hole_lo = c->hole_lo;
+		v->tcp_hole_hi = c->hole_hi;
+		v->tcp_state = c->state & (TCP_ST_SEQ | TCP_ST_HOLE);
+	}
 }
 
 /* --tcp-health's work for one TCP packet and its flow's value v: the
@@ -1324,6 +1390,8 @@ __attribute__((noinline)) int tcp_track(struct xdp_md *ctx, const struct flow_ke
 	sg->win = bpf_ntohs(*(__u16 *)&t[14]);
 	sg->span = sg->payload + ((sg->flags & TCP_SYN) ? 1 : 0) + (sg->flags & TCP_FIN);
 
+	if (p->tcp_new)
+		tcp_seed(k, v, sc);
 	int full = 0;
 	if (p->tcp_new || !(v->tcp_state & TCP_ST_DONE) || (sg->flags & (TCP_SYN | TCP_RST)))
 		full = tcp_handshake(k, sc, v, now);

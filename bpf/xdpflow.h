@@ -109,6 +109,19 @@ struct flow_value {
 #define TCP_ST_HOLE 0x02 /* tcp_hole_lo/hi valid */
 #define TCP_ST_DONE 0x04 /* this direction learns nothing more from the handshake state */
 
+/* A flow direction's sequence state as the last drained table left it, in
+ * tcp_carry (keyed by the flow key): the drain writes it, the datapath
+ * reads it when the flow's first packet of a later epoch creates its
+ * entry (docs/datapath.md, "TCP health"). */
+struct seq_carry {
+	__u32 hwm;
+	__u32 hole_lo;
+	__u32 hole_hi;
+	__u8 state; /* TCP_ST_SEQ and TCP_ST_HOLE only */
+	__u8 _pad[3];
+	__u64 last_ns; /* the flow's last packet (flow clock): idle sweep */
+};
+
 /* A TCP conversation in tcp_convs, both directions as one: the lower
  * (address, port) end first, so either direction's packet finds it. The
  * ingress interface is not part of it: a TAP delivering each direction on

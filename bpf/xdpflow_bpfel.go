@@ -181,6 +181,16 @@ type xdpflowSampleHdr struct {
 	Data    [256]uint8
 }
 
+type xdpflowSeqCarry struct {
+	_      structs.HostLayout
+	Hwm    uint32
+	HoleLo uint32
+	HoleHi uint32
+	State  uint8
+	Pad    [3]uint8
+	LastNs uint64
+}
+
 type xdpflowTcpScratch struct {
 	_  structs.HostLayout
 	Ck xdpflowConvKey
@@ -194,7 +204,8 @@ type xdpflowTcpScratch struct {
 		Win     uint16
 		_       [2]byte
 	}
-	_ [4]byte
+	_     [4]byte
+	Fence uint64
 }
 
 type xdpflowTunnelType uint32
@@ -220,6 +231,7 @@ const (
 	xdpflowMapNewValue              = "new_value"
 	xdpflowMapSamples               = "samples"
 	xdpflowMapStats                 = "stats"
+	xdpflowMapTcpCarry              = "tcp_carry"
 	xdpflowMapTcpConvs              = "tcp_convs"
 	xdpflowMapTcpScratch            = "tcp_scratch"
 	xdpflowProgStartClock           = "start_clock"
@@ -236,6 +248,7 @@ const (
 	xdpflowVarBtfMalformedReason    = "btf_malformed_reason"
 	xdpflowVarBtfMirrorType         = "btf_mirror_type"
 	xdpflowVarBtfSampleHdr          = "btf_sample_hdr"
+	xdpflowVarBtfSeqCarry           = "btf_seq_carry"
 	xdpflowVarBtfTunnelType         = "btf_tunnel_type"
 	xdpflowVarCfgAction             = "cfg_action"
 	xdpflowVarCfgBenchFlows         = "cfg_bench_flows"
@@ -317,6 +330,7 @@ type xdpflowMapSpecs struct {
 	NewValue   *ebpf.MapSpec `ebpf:"new_value"`
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	TcpCarry   *ebpf.MapSpec `ebpf:"tcp_carry"`
 	TcpConvs   *ebpf.MapSpec `ebpf:"tcp_convs"`
 	TcpScratch *ebpf.MapSpec `ebpf:"tcp_scratch"`
 }
@@ -334,6 +348,7 @@ type xdpflowVariableSpecs struct {
 	BtfMalformedReason  *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
 	BtfMirrorType       *ebpf.VariableSpec `ebpf:"btf_mirror_type"`
 	BtfSampleHdr        *ebpf.VariableSpec `ebpf:"btf_sample_hdr"`
+	BtfSeqCarry         *ebpf.VariableSpec `ebpf:"btf_seq_carry"`
 	BtfTunnelType       *ebpf.VariableSpec `ebpf:"btf_tunnel_type"`
 	CfgAction           *ebpf.VariableSpec `ebpf:"cfg_action"`
 	CfgBenchFlows       *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
@@ -382,6 +397,7 @@ type xdpflowMaps struct {
 	NewValue   *ebpf.Map `ebpf:"new_value"`
 	Samples    *ebpf.Map `ebpf:"samples"`
 	Stats      *ebpf.Map `ebpf:"stats"`
+	TcpCarry   *ebpf.Map `ebpf:"tcp_carry"`
 	TcpConvs   *ebpf.Map `ebpf:"tcp_convs"`
 	TcpScratch *ebpf.Map `ebpf:"tcp_scratch"`
 }
@@ -394,6 +410,7 @@ func (m *xdpflowMaps) Close() error {
 		m.NewValue,
 		m.Samples,
 		m.Stats,
+		m.TcpCarry,
 		m.TcpConvs,
 		m.TcpScratch,
 	)
@@ -412,6 +429,7 @@ type xdpflowVariables struct {
 	BtfMalformedReason  *ebpf.Variable `ebpf:"btf_malformed_reason"`
 	BtfMirrorType       *ebpf.Variable `ebpf:"btf_mirror_type"`
 	BtfSampleHdr        *ebpf.Variable `ebpf:"btf_sample_hdr"`
+	BtfSeqCarry         *ebpf.Variable `ebpf:"btf_seq_carry"`
 	BtfTunnelType       *ebpf.Variable `ebpf:"btf_tunnel_type"`
 	CfgAction           *ebpf.Variable `ebpf:"cfg_action"`
 	CfgBenchFlows       *ebpf.Variable `ebpf:"cfg_bench_flows"`

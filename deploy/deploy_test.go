@@ -1031,6 +1031,7 @@ var metricLabels = map[string][]string{
 	"xdpflow_probe_samples_lost_total":            nil,
 	"xdpflow_probe_tcp_conversations_full_total":  nil,
 	"xdpflow_probe_tcp_conversations_swept_total": nil,
+	"xdpflow_probe_tcp_seq_not_carried_total":     {"reason"},
 	"xdpflow_probe_active_flows":                  nil,
 	"xdpflow_probe_kernel_table_flows":            nil,
 	"xdpflow_probe_kernel_table_size":             nil,

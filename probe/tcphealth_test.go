@@ -44,11 +44,17 @@ const (
 	tcpACK = 0x10
 )
 
-// The probe drains its tables every minute in these tests: a
-// retransmission that is the first packet of its flow in a table epoch is
-// not counted as one (docs/datapath.md, "TCP health"), and these tests
-// check exact counts, not that limit.
-const healthDrain = "1m"
+// The probe drains its tables every 200 ms in these tests, so that each
+// conversation spans several table epochs and drains fall between its
+// segments (retransmissions, gaps and their fills, the handshake): the
+// latencies and counts must come out as if there were none
+// (docs/datapath.md, "TCP health"). The generated conversations send
+// their repeated and gap-filling segments acrossDrain after the first, so
+// a drain falls in between every time.
+const (
+	healthDrain = 200 * time.Millisecond
+	acrossDrain = healthDrain + 50*time.Millisecond
+)
 
 // needTools skips a test whose independent checks need a program that is
 // not installed.
@@ -297,7 +303,9 @@ type mirrorSeg struct {
 // mirrorConversations generates n conversations, every kind in IPv4 and
 // IPv6, the next one starting every 25 ms. Gaps are 2, 14 or 26 ms (SYN to
 // SYN-ACK), 6, 18 or 30 ms (to the ACK) and 10, 22 or 34 ms (client data to
-// server data), so no two latencies of a conversation are within 4 ms.
+// server data), so no two latencies of a conversation are within 4 ms. A
+// retransmitted SYN or SYN-ACK, the first repeated data segment each way
+// and a gap's filling segment come acrossDrain after the segment before.
 func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 	var convs []mirrorConv
 	var segs []mirrorSeg
@@ -322,14 +330,14 @@ func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 		}
 		seg(false, tcpSYN, cisn, 0, false)
 		if kind == hsSYNRetrans {
-			at += 20 * time.Millisecond
+			at += acrossDrain
 			seg(false, tcpSYN, cisn, 0, false)
 			cv.client.retrans = 1
 		}
 		at += cv.sl
 		seg(true, tcpSYN|tcpACK, sisn, 0, false)
 		if kind == hsSYNACKRetrans {
-			at += 15 * time.Millisecond
+			at += acrossDrain
 			seg(true, tcpSYN|tcpACK, sisn, 0, false)
 			cv.server.retrans = 1
 		}
@@ -343,17 +351,21 @@ func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 			at += time.Millisecond
 			seg(server, flags, seq, payload, zeroWin)
 		}
+		later := func(server bool, flags uint16, seq uint32, payload int, zeroWin bool) {
+			at += acrossDrain
+			seg(server, flags, seq, payload, zeroWin)
+		}
 		switch kind {
 		case hsDataRetrans:
 			more(false, tcpACK, cisn+101, 100, false)
-			more(false, tcpACK, cisn+1, 100, false)   // again
+			later(false, tcpACK, cisn+1, 100, false)  // again
 			more(false, tcpACK, cisn+101, 100, false) // again
 			more(true, tcpACK, sisn+301, 300, false)
-			more(true, tcpACK, sisn+301, 300, false) // again
+			later(true, tcpACK, sisn+301, 300, false) // again
 			cv.client.retrans, cv.server.retrans = 2, 1
 		case hsOutOfOrder:
-			more(false, tcpACK, cisn+201, 100, false) // past a gap
-			more(false, tcpACK, cisn+101, 100, false) // the gap
+			more(false, tcpACK, cisn+201, 100, false)  // past a gap
+			later(false, tcpACK, cisn+101, 100, false) // the gap
 			more(false, tcpACK, cisn+301, 100, false)
 			cv.client.ooo = 1
 		case hsZeroWindow:
@@ -375,7 +387,8 @@ func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 // the wire saw. nfdump's %cl %sl %al from the probe's NetFlow v9, Wireshark's
 // decoding of its IPFIX (ntop's elements) and its JSON lines give the
 // latencies the wire saw within 1 ms or 5%, and the retransmission,
-// out-of-order and zero-window counts exactly.
+// out-of-order and zero-window counts exactly, with drains falling
+// between retransmissions and what they repeat, and in handshakes.
 func TestTCPHealthMirror(t *testing.T) {
 	needTools(t, "nfcapd", "tshark", "dumpcap")
 	pair := newTestPair(t, "t15m")
@@ -388,7 +401,7 @@ func TestTCPHealthMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { capture.Stop() })
-	pr := startProbe(t, pair, "--netflow9", nf.URL, "--ipfix", ipfixC.URL(), "--stdout", "--pin-path", "", "--drain-interval", healthDrain)
+	pr := startProbe(t, pair, "--netflow9", nf.URL, "--ipfix", ipfixC.URL(), "--stdout", "--pin-path", "", "--drain-interval", healthDrain.String())
 
 	frames := make([][]byte, len(segs))
 	for i, s := range segs {
@@ -640,7 +653,7 @@ func TestTCPHealthRouted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { capture.Stop() })
-	pr := startProbe(t, pair, "--stdout", "--pin-path", "", "--drain-interval", healthDrain)
+	pr := startProbe(t, pair, "--stdout", "--pin-path", "", "--drain-interval", healthDrain.String())
 
 	var ln net.Listener
 	if err := pair.In(server.Ns, func() (err error) { ln, err = net.Listen("tcp", ":8080"); return err }); err != nil {

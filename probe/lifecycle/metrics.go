@@ -27,6 +27,7 @@ func (p *probe) registry() *prometheus.Registry {
 	samples := f.Desc("xdpflow_probe_samples_total", "Frame heads sampled into the ring buffer.")
 	samplesLost := f.Desc("xdpflow_probe_samples_lost_total", "Samples lost: the ring buffer was full.")
 	convsFull := f.Desc("xdpflow_probe_tcp_conversations_full_total", "TCP handshakes not timed: the conversation map was full (raise --tcp-conversations).")
+	seqNotCarried := f.Desc("xdpflow_probe_tcp_seq_not_carried_total", "TCP flows whose sequence state a drain could not carry to the next kernel table, by reason (full: the carry map, 2 x --tcp-conversations flows, was full; raise it): their next retransmission may go uncounted.", "reason")
 	convsSwept := f.Desc("xdpflow_probe_tcp_conversations_swept_total", "TCP conversations removed from the conversation map after --idle-timeout without a packet (ended with FIN, or just stopped).")
 	active := f.Desc("xdpflow_probe_active_flows", "Flows held between exports.")
 	kernelFlows := f.Desc("xdpflow_probe_kernel_table_flows", "Flows in the kernel table at the last drain.")
@@ -71,6 +72,8 @@ func (p *probe) registry() *prometheus.Registry {
 		metrics.Counter(ch, pressure, s.Pressure)
 		if p.cfg.TCPHealth {
 			metrics.Counter(ch, convsSwept, s.TCPSwept)
+			cs := p.d.CarryStats()
+			metrics.Counter(ch, seqNotCarried, cs.Full, "full")
 		}
 		metrics.Gauge(ch, pending, float64(s.Pending))
 		metrics.Counter(ch, commitFails, p.pipe.CommitErrors())

@@ -80,6 +80,13 @@ type TCPSweeper interface {
 	SweepTCP(before uint64) (int, error)
 }
 
+// SeqCarrier is a Source that carries TCP sequence state from one kernel
+// table to the next (*bpf.Datapath's CarryStats): the flows it could not
+// carry, by reason.
+type SeqCarrier interface {
+	CarryStats() bpf.CarryStats
+}
+
 // Pipeline runs ticks. Tick and Run are for one goroutine; Snapshot and
 // Interfaces may be read from any.
 type Pipeline struct {
@@ -102,6 +109,7 @@ type Pipeline struct {
 
 	lastDrain  int                // flows in the last drained table
 	failedSeen uint64             // datapath update failures already reported
+	carrySeen  bpf.CarryStats     // flows not carried already reported
 	pressure   uint64             // ticks run early because of kernel table pressure
 	warn       *ratelimit.Limiter // pressure warnings
 
@@ -302,6 +310,14 @@ func (p *Pipeline) checkDatapath() {
 			"packets", st.UpdateFailedPackets-p.failedSeen)
 		p.failedSeen = st.UpdateFailedPackets
 	}
+	if c, ok := p.src.(SeqCarrier); ok {
+		cs := c.CarryStats()
+		if cs != p.carrySeen {
+			p.log.Warn("TCP flows whose sequence state was not carried to the next kernel table: their next retransmission may go uncounted; raise --tcp-conversations",
+				"flows", cs.Full-p.carrySeen.Full, "reason", "carry map full")
+			p.carrySeen = cs
+		}
+	}
 }
 
 // Summary logs the datapath's totals and the records exported by reason.
@@ -348,6 +364,8 @@ func (k kernel) Rotate() (Quiet, error) {
 func (k kernel) Stats() (bpf.Stats, error) { return k.d.Stats() }
 
 func (k kernel) SweepTCP(before uint64) (int, error) { return k.d.SweepTCP(before) }
+
+func (k kernel) CarryStats() bpf.CarryStats { return k.d.CarryStats() }
 
 type quiet struct {
 	d    *bpf.Datapath

@@ -142,6 +142,38 @@ func TestTickSweepsIdleTCPConversations(t *testing.T) {
 	}
 }
 
+// carrySource is a fakeSource whose drains could not carry some TCP
+// flows' sequence state.
+type carrySource struct {
+	fakeSource
+	cs bpf.CarryStats
+}
+
+func (s *carrySource) CarryStats() bpf.CarryStats { return s.cs }
+
+// A tick warns when flows were not carried since the last tick (how many),
+// and not again for the same ones.
+func TestTickWarnsOfFlowsNotCarried(t *testing.T) {
+	var log strings.Builder
+	src := &carrySource{}
+	p := New(src, nil, bpf.NewClock(), Config{KernelFlows: 1024}, slog.New(slog.NewTextHandler(&log, nil)))
+	for _, full := range []uint64{0, 3, 3, 5} {
+		src.cs.Full = full
+		if err := p.Tick(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var warned []string
+	for _, l := range strings.Split(log.String(), "\n") {
+		if strings.Contains(l, "sequence state was not carried") {
+			warned = append(warned, l[strings.Index(l, "flows="):])
+		}
+	}
+	if want := []string{"flows=3 reason=\"carry map full\"", "flows=2 reason=\"carry map full\""}; strings.Join(warned, "|") != strings.Join(want, "|") {
+		t.Errorf("warnings %q, want %q", warned, want)
+	}
+}
+
 // fakeExporter keeps what it was given; failing ones return errors.
 type fakeExporter struct {
 	name    string
