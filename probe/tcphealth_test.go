@@ -40,6 +40,7 @@ import (
 
 const (
 	tcpSYN = 0x02
+	tcpRST = 0x04
 	tcpPSH = 0x08
 	tcpACK = 0x10
 )
@@ -282,6 +283,8 @@ const (
 	hsDataRetrans          // client data repeated (2 retransmissions), server data repeated (1)
 	hsOutOfOrder           // a client segment past a gap, then the gap's: 1 out of order
 	hsZeroWindow           // the server advertises a zero window twice
+	hsRST                  // the server answers the SYN with a RST: no latencies
+	hsSimOpen              // SYNs both ways, then SYN-ACKs both ways: no latencies, one retransmission each way
 	hsKinds
 )
 
@@ -329,6 +332,27 @@ func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 			segs = append(segs, mirrorSeg{at: at, conv: i, flow: f})
 		}
 		seg(false, tcpSYN, cisn, 0, false)
+		switch kind {
+		case hsRST:
+			at += cv.sl
+			seg(true, tcpRST|tcpACK, 0, 0, false)
+			convs = append(convs, cv)
+			continue
+		case hsSimOpen:
+			// Each end's SYN-ACK repeats its SYN's sequence number.
+			more := func(server bool, flags uint16, seq uint32, payload int) {
+				at += time.Millisecond
+				seg(server, flags, seq, payload, false)
+			}
+			more(true, tcpSYN, sisn, 0)
+			more(false, tcpSYN|tcpACK, cisn, 0)
+			more(true, tcpSYN|tcpACK, sisn, 0)
+			more(false, tcpACK|tcpPSH, cisn+1, 100)
+			more(true, tcpACK|tcpPSH, sisn+1, 300)
+			cv.client.retrans, cv.server.retrans = 1, 1
+			convs = append(convs, cv)
+			continue
+		}
 		if kind == hsSYNRetrans {
 			at += acrossDrain
 			seg(false, tcpSYN, cisn, 0, false)
@@ -380,7 +404,7 @@ func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 	return convs, segs
 }
 
-// TestTCPHealthMirror: 60 conversations (every handshake case, IPv4 and
+// TestTCPHealthMirror: 64 conversations (every handshake case, IPv4 and
 // IPv6), both directions sent into the capture interface with known gaps
 // between SYN, SYN-ACK, ACK and first data (no netem here: the generator
 // sleeps between sends), a dumpcap capture of the interface giving what
@@ -392,7 +416,7 @@ func mirrorConversations(n int) ([]mirrorConv, []mirrorSeg) {
 func TestTCPHealthMirror(t *testing.T) {
 	needTools(t, "nfcapd", "tshark", "dumpcap")
 	pair := newTestPair(t, "t15m")
-	convs, segs := mirrorConversations(60)
+	convs, segs := mirrorConversations(64)
 
 	ipfixC := collector(t, pair)
 	nf := flowcheck.StartNfcapd(t, pair)
@@ -438,6 +462,12 @@ func TestTCPHealthMirror(t *testing.T) {
 	want := map[flowcheck.ID]health{}
 	var drift time.Duration // generated gap vs the wire's
 	for _, cv := range convs {
+		if cv.kind == hsRST || cv.kind == hsSimOpen { // no handshake to time
+			cv.client.sl, cv.client.cl, cv.client.al = none, none, none
+			cv.server.sl, cv.server.cl, cv.server.al = none, none, none
+			want[cv.id], want[reverse(cv.id)] = cv.client, cv.server
+			continue
+		}
 		w, ok := wire[cv.id]
 		if !ok || w.sl == none || w.cl == none || w.al == none {
 			t.Fatalf("%v: the capture lacks part of the handshake: %v", cv.id, w)
