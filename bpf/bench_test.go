@@ -361,7 +361,7 @@ func drainBench(b *testing.B, cfg Config, frame []byte) {
 }
 
 // Existing flow plus header sampling, with a consumer reading the ring as
-// the probe will. Compare with ExistingFlow/Hash/ipv4-tcp.
+// the probe will. Compare with ExistingFlow/ipv4-tcp.
 func BenchmarkSampling(b *testing.B) {
 	for _, rate := range []uint32{1000, 100, 1} {
 		b.Run(fmt.Sprintf("1-in-%d", rate), func(b *testing.B) {
