@@ -479,21 +479,26 @@ func (d *Datapath) Rotate() (*ebpf.Map, error) {
 // Close unloads the program and frees the maps. Links that still hold the
 // program keep it alive until they are closed.
 func (d *Datapath) Close() error {
-	err := d.objs.Close()
-	d.closeTables()
-	return err
+	return errors.Join(d.objs.Close(), d.closeTables())
 }
 
-func (d *Datapath) closeTables() {
+func (d *Datapath) closeTables() error {
+	var err error
 	for i, t := range d.tables {
 		if d.mem[i] != nil {
-			unix.Munmap(d.mem[i])
+			// The whole mapping: Munmap refuses a slice shorter than
+			// its capacity, and the table's memory would then live as
+			// long as the process.
+			if e := unix.Munmap(d.mem[i][:cap(d.mem[i])]); e != nil {
+				err = fmt.Errorf("unmap flow table: %w", e)
+			}
 			d.mem[i] = nil
 		}
 		if t != nil {
 			t.Close()
 		}
 	}
+	return err
 }
 
 func flag(b bool) uint32 {

@@ -1,7 +1,10 @@
 package bpf
 
 import (
+	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -123,4 +126,40 @@ func TestOpenAddressingConcurrent(t *testing.T) {
 		}
 		t.Logf("%d packets in %d rotations", st.Packets, rotations+1)
 	})
+}
+
+// TestCloseUnmapsTables: Close releases the tables' memory mappings, or a
+// process that loads datapaths again and again (the benchmarks, a probe
+// whose restarts reload) keeps every table alive until it exits.
+func TestCloseUnmapsTables(t *testing.T) {
+	d := load(t, Config{MaxFlows: 1024})
+	page := uint64(os.Getpagesize())
+	size := (uint64(d.tables[0].MaxEntries())*uint64(d.tables[0].ValueSize()) + page - 1) / page * page
+	// Mappings of a BPF map of the tables' size (cilium maps the
+	// program's small data sections too, and unmaps them lazily).
+	tables := func() int {
+		b, err := os.ReadFile("/proc/self/maps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			var lo, hi uint64
+			if strings.Contains(l, "anon_inode:bpf-map") {
+				if _, err := fmt.Sscanf(l, "%x-%x", &lo, &hi); err == nil && hi-lo == size {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	if n := tables(); n != 2 {
+		t.Fatalf("%d mappings of %d bytes with a datapath loaded: want its two tables", n, size)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := tables(); n != 0 {
+		t.Errorf("%d mappings of %d bytes after Close: want none", n, size)
+	}
 }
