@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,8 +88,15 @@ func TestSummarize(t *testing.T) {
 	for _, r := range rows {
 		by[r.name] = r
 	}
-	if rows[0].name != "EmptyProgram" {
-		t.Errorf("first row %s, want the floor", rows[0].name)
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.name)
+	}
+	// The floor first, the paths in pathOrder (Sampling before
+	// ExistingFlowFrags ran), each path's rows as they ran.
+	if want := []string{"EmptyProgram", "ExistingFlow/Hash/ipv4-tcp", "ExistingFlow/Hash/vxlan-x3", "ExistingFlow/Hash/vxlan-outer",
+		"ExistingFlowFrags/ipv4-udp-8928", "TCPHealth/off/ipv4-tcp-data", "TCPHealth/on/ipv4-tcp-data", "Sampling/1-in-100"}; !slices.Equal(names, want) {
+		t.Errorf("rows %v, want %v", names, want)
 	}
 	near := func(got, want float64) bool { return got > want-1e-9 && got < want+1e-9 }
 	// Within each round: 50-10=40 and 62-20=42; ratios 5 and 3.1.

@@ -46,6 +46,7 @@ type config struct {
 	lock      string
 	timeout   time.Duration
 	rawDir    string
+	from      string
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -62,6 +63,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.lock, "lock", "/tmp/xdpflow-bench.lock", "file locked (flock) while each round runs, shared with the machine's other benchmark runs; \"\" for none")
 	fs.DurationVar(&c.timeout, "round-timeout", 30*time.Minute, "kill a round's process after this long and fail")
 	fs.StringVar(&c.rawDir, "raw", "", "also keep each round's go test output in this directory (round-N.txt)")
+	fs.StringVar(&c.from, "from", "", "run nothing: print the table of the round-N.txt files a --raw run kept in this directory (the measured code and machine are then unknown)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: sudo go run ./internal/cmd/bpfbench [flags] > table.md\n\n"+
 			"The datapath benchmarks (BPF_PROG_TEST_RUN) in --rounds processes, each row's\n"+
@@ -107,6 +109,9 @@ func logf(format string, a ...any) {
 }
 
 func run(cfg *config) error {
+	if cfg.from != "" {
+		return fromRaw(cfg)
+	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (BPF_PROG_TEST_RUN): run `sudo make bench`")
 	}
@@ -299,4 +304,39 @@ func appendNew(xs []string, x string) []string {
 		}
 	}
 	return append(xs, x)
+}
+
+// fromRaw prints the table of the rounds a --raw run kept, in round
+// order: for a run stopped before its last round, or to summarize again.
+func fromRaw(cfg *config) error {
+	var rounds []*round
+	var failed []string
+	for i := 0; ; i++ {
+		b, err := os.ReadFile(filepath.Join(cfg.from, fmt.Sprintf("round-%d.txt", i)))
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+		rd, err := parseRound(bytes.NewReader(b), runtime.GOMAXPROCS(0))
+		if err != nil {
+			return fmt.Errorf("--from: round %d: %w", i, err)
+		}
+		if _, ok := rd.ns(cfg.floor); !ok {
+			return fmt.Errorf("--from: round %d has no %s row", i, cfg.floor)
+		}
+		for _, f := range rd.failed {
+			failed = appendNew(failed, f)
+		}
+		rounds = append(rounds, rd)
+	}
+	if len(rounds) == 0 {
+		return fmt.Errorf("--from: no round-0.txt in %s", cfg.from)
+	}
+	writeTable(os.Stdout, summarize(rounds, cfg.floor), report{
+		floor: cfg.floor, rounds: len(rounds), machine: machine() + " (where summarized)", loadFrom: "?", loadTo: "?",
+		measured: "the rounds kept in " + cfg.from, command: command(), failed: failed,
+	})
+	return nil
 }

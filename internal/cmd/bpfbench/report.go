@@ -42,7 +42,7 @@ type report struct {
 func writeTable(w io.Writer, rows []rowStats, rep report) {
 	fmt.Fprintf(w, "Measured: %s. Machine: %s; load average %s before, %s after.\n\n", rep.measured, rep.machine, rep.loadFrom, rep.loadTo)
 	fmt.Fprintf(w, "```sh\n%s\n```\n\n", rep.command)
-	fmt.Fprintf(w, "%d rounds, each one process running every row in turn. Every difference and ratio is taken within a round (the floor, `%s`, and the row compared with, of the same process), then the median over the rounds, with the least and greatest.\n\n", rep.rounds, rep.floor)
+	fmt.Fprintf(w, "%d round(s), each one process running every row in turn. Every difference and ratio is taken within a round (the floor, `%s`, and the row compared with, of the same process), then the median over the rounds, with the least and greatest.\n\n", rep.rounds, rep.floor)
 	fmt.Fprintln(w, "| benchmark | ns/pkt | above the floor | × floor | compared with | over it (per level) | other |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for _, r := range rows {

@@ -90,6 +90,10 @@ func baseOf(row string, rows map[string]bool) (against, bool) {
 	return against{base, levels}, true
 }
 
+// pathOrder is the order of the benchmarks in the table.
+var pathOrder = []string{"ExistingFlow", "ExistingFlowFrags", "TCPHealth", "Sampling",
+	"NewFlow", "NewFlowFrames", "NewFlowLocalNets", "NewFlowFreshTable", "NewFlowFreshTableTCPHealth", "MillionFlows"}
+
 // spread is the median, least and greatest of a row's per-round figures.
 type spread struct {
 	med, lo, hi float64
@@ -131,9 +135,20 @@ func summarize(rounds []*round, floor string) []rowStats {
 			}
 		}
 	}
-	if i := slices.Index(order, floor); i > 0 {
-		order = append(append([]string{floor}, order[:i]...), order[i+1:]...)
+	// The floor first, then the paths in the order a reader follows them
+	// (the test binary runs them in source file order); rows of other
+	// benchmarks after those, in the order they ran.
+	rank := func(row string) int {
+		top, _, _ := strings.Cut(row, "/")
+		if top == floor {
+			return -1
+		}
+		if i := slices.Index(pathOrder, top); i >= 0 {
+			return i
+		}
+		return len(pathOrder)
 	}
+	slices.SortStableFunc(order, func(a, b string) int { return rank(a) - rank(b) })
 	var out []rowStats
 	for _, name := range order {
 		rs := rowStats{name: name, others: map[string]float64{}}
