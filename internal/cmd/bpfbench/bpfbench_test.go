@@ -132,9 +132,12 @@ func TestSummarize(t *testing.T) {
 	if _, ok := by["Drain"]; ok {
 		t.Error("Drain (no ns/pkt) in the table")
 	}
+	if got := withRange(spread{med: 1.5, lo: -2, hi: 5}, signed); got != "+1.5 (−2..+5)" {
+		t.Errorf("withRange = %q", got)
+	}
 	var b strings.Builder
 	writeTable(&b, rows, report{floor: "EmptyProgram", rounds: 2})
-	if !strings.Contains(b.String(), "| `ExistingFlow/Hash/vxlan-x3` | 96.5 | 81.5 (78–85) |") {
+	if !strings.Contains(b.String(), "| `ExistingFlow/Hash/vxlan-x3` | 96.5 | 81.5 (78..85) | 7.20x (4.90..9.50) | `ExistingFlow/Hash/ipv4-tcp`, 3 levels | +13.5 (+12..+15) |") {
 		t.Errorf("table:\n%s", b.String())
 	}
 }

@@ -11,19 +11,30 @@ import (
 
 // num prints a figure in ns: whole numbers as such (the kernel reports
 // whole ns per run), halves from an even number of rounds with a decimal.
+// Negative figures (a row below the one it is compared with) take a
+// minus sign, which reads apart from the range's "..".
 func num(x float64) string {
+	s := fmt.Sprintf("%.1f", x)
 	if x == math.Trunc(x) {
-		return fmt.Sprintf("%.0f", x)
+		s = fmt.Sprintf("%.0f", x)
 	}
-	return fmt.Sprintf("%.1f", x)
+	return strings.Replace(s, "-", "−", 1)
 }
 
-// withRange is "median (min–max)", or the median alone when they agree.
-func withRange(s spread) string {
-	if s.lo == s.hi {
-		return num(s.med)
+// signed is num with a "+" on positive figures: a difference.
+func signed(x float64) string {
+	if x > 0 {
+		return "+" + num(x)
 	}
-	return fmt.Sprintf("%s (%s–%s)", num(s.med), num(s.lo), num(s.hi))
+	return num(x)
+}
+
+// withRange is "median (min..max)", or the median alone when they agree.
+func withRange(s spread, f func(float64) string) string {
+	if s.lo == s.hi {
+		return f(s.med)
+	}
+	return fmt.Sprintf("%s (%s..%s)", f(s.med), f(s.lo), f(s.hi))
 }
 
 // report is what the table says about its run besides the rows.
@@ -48,9 +59,9 @@ func writeTable(w io.Writer, rows []rowStats, rep report) {
 	for _, r := range rows {
 		ratio := fmt.Sprintf("%.2fx", r.ratio.med)
 		if r.ratio.lo != r.ratio.hi {
-			ratio = fmt.Sprintf("%.2fx (%.2f–%.2f)", r.ratio.med, r.ratio.lo, r.ratio.hi)
+			ratio = fmt.Sprintf("%.2fx (%.2f..%.2f)", r.ratio.med, r.ratio.lo, r.ratio.hi)
 		}
-		above := withRange(r.above)
+		above := withRange(r.above, num)
 		if r.name == rep.floor {
 			above, ratio = "–", "1x"
 		}
@@ -64,7 +75,7 @@ func writeTable(w io.Writer, rows []rowStats, rep report) {
 			default:
 				cmp += fmt.Sprintf(", %d levels", r.base.levels)
 			}
-			over = withRange(r.over)
+			over = withRange(r.over, signed)
 		}
 		var other []string
 		for _, unit := range slices.Sorted(maps.Keys(r.others)) {
