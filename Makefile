@@ -47,12 +47,12 @@ FUZZ_TIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) -fuzzminimizetime 10x ./collector/decode/
 
-## bench: the datapath table of docs/benchmarks.md: every datapath benchmark (BPF_PROG_TEST_RUN) against the empty program's floor, BENCH_ROUNDS processes of BENCH_TIME per row, medians of in-process differences and ratios (root; ~BENCH_ROUNDS x 2 minutes; BPFBENCH_FLAGS adds flags, e.g. --raw DIR); the raw go test: bench-go
+## bench: the datapath table of docs/benchmarks.md: every datapath benchmark (BPF_PROG_TEST_RUN) against the empty program's floor, BENCH_ROUNDS processes of BENCH_TIME per row, medians of in-process differences and ratios (root; ~7 minutes a round on the project's VM; BPFBENCH_FLAGS adds flags, e.g. --raw DIR); the raw go test: bench-go
 # The table, not the raw output, is the target: an ns/pkt figure means
 # something only next to the floor measured in the same process.
 BENCH_ROUNDS ?= 5
 bench:
-	$(GO) run ./internal/cmd/bpfbench --rounds $(BENCH_ROUNDS) --benchtime $(BENCH_TIME) $(BPFBENCH_FLAGS)
+	@$(GO) run ./internal/cmd/bpfbench --rounds $(BENCH_ROUNDS) --benchtime $(BENCH_TIME) $(BPFBENCH_FLAGS)
 
 ## bench-go: package bpf's benchmarks once, raw go test output (BENCH ?= . selects them)
 BENCH ?= .

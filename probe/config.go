@@ -50,7 +50,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.BoolVar(&c.MACs, "macs", false, "key flows by source and destination MAC address too, and export them (IE 56, 80): more flows")
 	fs.BoolVar(&c.Biflow, "biflow", false, "pair the two directions of a conversation into one record (IPFIX: RFC 5103 reverse IEs; Kafka/JSON: reverse_* fields); many collectors ignore reverse IEs")
 	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
-	fs.BoolVar(&c.TCPHealth, "tcp-health", true, "measure per TCP flow the client and server network delay (handshake), application latency, retransmitted, out-of-order and zero-window segments (a mirror port or TAP seeing both directions; about +11 ns per TCP packet, docs/benchmarks.md); --tcp-health=false: off")
+	fs.BoolVar(&c.TCPHealth, "tcp-health", true, "measure per TCP flow the client and server network delay (handshake), application latency, retransmitted, out-of-order and zero-window segments (a mirror port or TAP seeing both directions; about +15 ns per TCP packet, docs/benchmarks.md); --tcp-health=false: off")
 	fs.Uint32Var(&c.TCPConversations, "tcp-conversations", bpf.DefaultTCPConversations, "TCP conversations whose handshake is tracked at once, and half the TCP flows whose sequence state is carried from one kernel table to the next (about 450 bytes each; when full, new handshakes are not timed, counted in xdpflow_probe_tcp_conversations_full_total, and flows not carried are counted in xdpflow_probe_tcp_seq_not_carried_total)")
 	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
 	fs.Uint32Var(&c.SampleBytes, "sample-bytes", bpf.DefaultSampleBytes, "bytes of each sampled frame (at most 256)")
