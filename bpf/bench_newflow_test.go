@@ -20,7 +20,7 @@ func rotateAndDrain(b *testing.B, d *Datapath) func() {
 	}
 }
 
-// BenchmarkNewFlowFrames is NewFlow/Hash for each plain frame: every
+// BenchmarkNewFlowFrames is NewFlow for each plain frame: every
 // packet a new flow.
 func BenchmarkNewFlowFrames(b *testing.B) {
 	for _, name := range []string{"ipv4-tcp", "ipv6-udp", "vlan-tcp", "mpls-tcp", "pppoe-tcp"} {

@@ -28,7 +28,10 @@ const (
 
 // Defaults and limits of Config.
 const (
-	DefaultMaxFlows    = 262144
+	DefaultMaxFlows = 262144
+	// MaxMaxFlows keeps a table's slots (2 x MaxFlows + 127) within an
+	// array map's 32-bit index.
+	MaxMaxFlows        = 1<<31 - oaWindow
 	DefaultSampleBytes = 128
 	MaxSampleBytes     = 256  // SAMPLE_MAX_BYTES in xdpflow.h
 	MaxLocalNets       = 1024 // local_nets' max_entries
@@ -44,7 +47,11 @@ const defaultRingBytes = 1 << 22
 
 // Config is fixed when the program is loaded.
 type Config struct {
-	// MaxFlows is the capacity of each of the two flow tables.
+	// MaxFlows is the flows each of the two flow tables holds at half
+	// load: a table has 2 x MaxFlows home slots (and 127 more), so more
+	// fit, until some flow finds the 128 slots from its home slot full
+	// (counted in Stats.UpdateFailedPackets). A slot is 224 bytes (232
+	// with Mirrors, 248 with MACs): 896 bytes a flow for both tables.
 	MaxFlows uint32
 	// SampleRate N copies the head of 1 in N frames into the sample ring;
 	// 0 disables sampling.
@@ -98,10 +105,6 @@ type Config struct {
 	// ringBytes is the size of the sample ring buffer: a power of two and
 	// a multiple of the page size (default defaultRingBytes).
 	ringBytes uint32
-	// tableType overrides the flow table map type. Zero means the
-	// default, BPF_MAP_TYPE_HASH; the others exist for
-	// docs/datapath.md's comparison, which says why the default won.
-	tableType ebpf.MapType
 	// benchFlows makes the program vary the source address over this many
 	// values, so that a repeated test frame becomes many flows (see
 	// cfg_bench_flows in xdpflow.c).
@@ -174,19 +177,10 @@ func (c *Config) setDefaults() error {
 		c.VXLANPorts = slices.DeleteFunc(slices.Clone(c.VXLANPorts), drop)
 		c.GenevePorts = slices.DeleteFunc(slices.Clone(c.GenevePorts), drop)
 	}
-	if c.tableType == ebpf.UnspecifiedMap {
-		c.tableType = ebpf.Hash
-	}
-	switch c.tableType {
-	case ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUHash, ebpf.LRUCPUHash:
-	default:
-		return fmt.Errorf("table type %s: not a hash map type", c.tableType)
+	if c.MaxFlows > MaxMaxFlows {
+		return &ConfigError{"MaxFlows", c.MaxFlows, fmt.Errorf("at most %d", MaxMaxFlows)}
 	}
 	return nil
-}
-
-func (c *Config) perCPU() bool {
-	return c.tableType == ebpf.PerCPUHash || c.tableType == ebpf.LRUCPUHash
 }
 
 // Datapath is the loaded program and its maps. It is not attached to any
@@ -216,6 +210,7 @@ type Datapath struct {
 	spec   *ebpf.CollectionSpec // as loaded: VLANProgram loads a variant from it
 	objs   objects
 	tables [2]*ebpf.Map
+	mem    [2][]byte // the tables' memory mappings (the drain reads them)
 	active int
 
 	// Flows whose sequence state a drain could not carry (tcp_carry: it
@@ -228,7 +223,8 @@ type Datapath struct {
 // load unbound.
 type objects struct {
 	xdpflowMaps
-	Bss          *ebpf.Map      `ebpf:".bss"` // clock_ns, shared with VLANProgram's
+	Bss          *ebpf.Map      `ebpf:".bss"`       // clock_ns, shared with VLANProgram's
+	Seed         *ebpf.Map      `ebpf:".data.seed"` // flow_seed: pinned with the tables
 	Xdpflow      *ebpf.Program  `ebpf:"xdpflow"`
 	XdpflowFrags *ebpf.Program  `ebpf:"xdpflow_frags"`
 	StartClock   *ebpf.Program  `ebpf:"start_clock"`
@@ -236,7 +232,7 @@ type objects struct {
 }
 
 func (o *objects) Close() error {
-	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Xdpflow, o.XdpflowFrags, o.StartClock))
+	return errors.Join(o.xdpflowMaps.Close(), _XdpflowClose(o.Bss, o.Seed, o.Xdpflow, o.XdpflowFrags, o.StartClock))
 }
 
 // VLANProgram loads xdpflow_vlanmeta bound to the device ifindex (it can
@@ -261,7 +257,7 @@ func (d *Datapath) vlanProgram(ifindex int, name string) (*ebpf.Program, error) 
 	ps.Flags |= unix.BPF_F_XDP_DEV_BOUND_ONLY
 	repl := map[string]*ebpf.Map{"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock,
 		"samples": d.objs.Samples, "local_nets": d.objs.LocalNets, ".bss": d.objs.Bss, "tcp_convs": d.objs.TcpConvs,
-		"tcp_carry": d.objs.TcpCarry}
+		"tcp_carry": d.objs.TcpCarry, ".data.seed": d.objs.Seed}
 	var o struct {
 		P *ebpf.Program `ebpf:"xdpflow_vlanmeta"`
 	}
@@ -297,7 +293,6 @@ func Load(cfg Config) (*Datapath, error) {
 		"cfg_action":       uint32(cfg.Action),
 		"cfg_sample_rate":  cfg.SampleRate,
 		"cfg_sample_bytes": cfg.SampleBytes,
-		"cfg_percpu_table": flag(cfg.perCPU()),
 		"cfg_bench_flows":  cfg.benchFlows,
 		"cfg_local_nets":   flag(len(cfg.LocalNets) > 0),
 		"cfg_tunnels":      flag(!cfg.TunnelsOuter),
@@ -306,6 +301,8 @@ func Load(cfg Config) (*Datapath, error) {
 		"cfg_macs":         flag(cfg.MACs),
 		"cfg_tcp_health":   flag(cfg.TCPHealth),
 		"cfg_test_clock":   flag(cfg.testClock),
+		"cfg_oa_home":      uint64(cfg.MaxFlows) * oaHomePerFlow,
+		"cfg_key_words":    uint32(keyWords(cfg.keySize())),
 	}
 	for _, m := range cfg.Mirrors {
 		switch m.Type {
@@ -324,16 +321,18 @@ func Load(cfg Config) (*Datapath, error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
+	// The slots hold the front of struct flow_key this configuration
+	// keys by: no BTF value type then (see flows.go, "The tables").
 	inner := spec.Maps["flow_tables"].InnerMap
-	inner.Type = cfg.tableType
-	inner.MaxEntries = cfg.MaxFlows
-	// The front of struct flow_key this configuration keys by: no BTF
-	// type then, since the map's key is not the whole struct.
-	inner.KeySize, inner.Key = uint32(cfg.keySize()), nil
+	inner.MaxEntries = tableSlots(cfg.MaxFlows)
+	inner.ValueSize, inner.Value = uint32(slotSize(cfg.keySize())), nil
 	spec.Maps["samples"].MaxEntries = cfg.ringBytes
+	// What the library sets on a data section where the kernel can map
+	// it, said here so that the spec compares equal to the pinned seed.
+	spec.Maps[".data.seed"].Flags |= unix.BPF_F_MMAPABLE
 	// The carry is keyed as the tables are.
 	carry := spec.Maps["tcp_carry"]
-	carry.KeySize, carry.Key = inner.KeySize, nil
+	carry.KeySize, carry.Key = uint32(cfg.keySize()), nil
 	if cfg.TCPHealth {
 		spec.Maps["tcp_convs"].MaxEntries = cfg.TCPConversations
 		carry.MaxEntries = 2 * cfg.TCPConversations // both directions
@@ -350,6 +349,11 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 	}
 	if !d.Reused {
+		// A fresh seed for fresh tables; pinned with them (takePins
+		// hands the pinned one over with the tables it hashed).
+		if err := spec.Variables["flow_seed"].Set(newSeed()); err != nil {
+			return nil, fmt.Errorf("set the flow table seed: %w", err)
+		}
 		for i := range d.tables {
 			t := inner.Copy()
 			t.Name = fmt.Sprintf("xdpflow_flows%d", i)
@@ -388,6 +392,10 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	for _, m := range repl {
 		m.Close() // the collection holds its own reference
+	}
+	if err := d.mapTables(); err != nil {
+		d.Close()
+		return nil, err
 	}
 	if err := d.setLocalNets(); err != nil {
 		d.Close()
@@ -477,7 +485,11 @@ func (d *Datapath) Close() error {
 }
 
 func (d *Datapath) closeTables() {
-	for _, t := range d.tables {
+	for i, t := range d.tables {
+		if d.mem[i] != nil {
+			unix.Munmap(d.mem[i])
+			d.mem[i] = nil
+		}
 		if t != nil {
 			t.Close()
 		}

@@ -1,13 +1,17 @@
 package bpf
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
+	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // FlowKey identifies a flow (struct flow_key).
@@ -81,14 +85,14 @@ func (v *FlowValue) Merge(o FlowValue) {
 	}
 }
 
-// batchSize is how many entries one batch syscall moves.
+// batchSize is how many flows one carry (or leftover hash table) batch
+// moves.
 const batchSize = 4096
 
 // Drain reads every flow of a table taken out of service by Rotate, calls fn
-// for each, and leaves the table empty. It uses the kernel's batch
-// operations (10x faster than iterate-and-delete). With TCPHealth it
-// carries each TCP flow's sequence state into tcp_carry before deleting it
-// from the table (see carry).
+// for each, and leaves the table empty. It reads the table's memory mapping
+// (see walkSlots). With TCPHealth it carries each TCP flow's sequence state
+// into tcp_carry before it empties any slot (see carry).
 func (d *Datapath) Drain(table *ebpf.Map, fn func(FlowKey, FlowValue)) error {
 	return d.walk(table, fn, true, true)
 }
@@ -120,34 +124,118 @@ func (c *Config) keySize() int {
 	return keyBase
 }
 
-// walk calls fn for every flow of table, deleting them with del. With
-// carry (and TCPHealth, on one of d's own tables: not a leftover of
-// another layout), each batch's sequence state is carried before the batch
-// is deleted. Once one of d's tables is empty, slot 1 is emptied: the
-// carry holds all it held, and a new flow then looks up the carry alone.
-func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del, carry bool) error {
-	if d.cfg.perCPU() {
-		// Benchmarks only (Config.tableType): each CPU's value has its
-		// own sequence state, nothing to carry as one.
-		return walkPerCPU(table, fn, del)
+// The tables (flow_tables in xdpflow.c): open addressing over a
+// BPF_F_MMAPABLE array. A slot is an 8-byte state word (0 empty, else
+// the key's hash << 2 | slotBusy or slotReady), the key in 8-byte words
+// (the whole 68-byte key takes 9, its last four bytes zero-extended) and
+// struct flow_value. A table has 2 x MaxFlows home slots (at most half
+// full) and oaWindow - 1 more, so that no probe window wraps.
+const (
+	oaWindow      = 128 // OA_WINDOW
+	oaHomePerFlow = 2
+	slotBusy      = 1
+	slotReady     = 2
+	seedWords     = 9 // KEY_WORDS_MAX: the seed has a word for every key word
+	valueSize     = int(unsafe.Sizeof(FlowValue{}))
+)
+
+func keyWords(keySize int) int { return (keySize + 7) / 8 }
+
+// slotSize is a slot's bytes for a key of keySize bytes: 224 for the
+// default key, 232 with --mirror-encap, 248 with --macs.
+func slotSize(keySize int) int { return 8 + keyWords(keySize)*8 + valueSize }
+
+func tableSlots(maxFlows uint32) uint32 { return maxFlows*oaHomePerFlow + oaWindow - 1 }
+
+// slotKeySize is the key size of a table whose slots are valueSize bytes
+// (one of this version's), or 0.
+func slotKeySize(valueSize uint32) int {
+	for _, k := range []int{keyBase, keyMirror, keyFull} {
+		if uint32(slotSize(k)) == valueSize {
+			return k
+		}
 	}
-	own := table == d.tables[0] || table == d.tables[1]
+	return 0
+}
+
+// newSeed is a random hash seed for a new pair of tables.
+func newSeed() [seedWords]uint64 {
+	var s [seedWords]uint64
+	b := make([]byte, 8*seedWords)
+	rand.Read(b) // never fails (crypto/rand)
+	for i := range s {
+		s[i] = binary.NativeEndian.Uint64(b[8*i:])
+	}
+	return s
+}
+
+// mapTable maps a table's slots into memory.
+func mapTable(m *ebpf.Map) ([]byte, error) {
+	size := uint64(m.MaxEntries()) * uint64(m.ValueSize())
+	page := uint64(os.Getpagesize())
+	b, err := unix.Mmap(m.FD(), 0, int((size+page-1)/page*page), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map flow table memory: %w", err)
+	}
+	return b[:size], nil
+}
+
+// mapTables maps d's tables (the drain reads them through the mappings).
+func (d *Datapath) mapTables() error {
+	for i, t := range d.tables {
+		var err error
+		if d.mem[i], err = mapTable(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walk calls fn for every flow of table, emptying it with del. With carry
+// (and TCPHealth, on one of d's own tables: not a leftover of another
+// layout), the sequence state of every flow is carried before any slot is
+// emptied. Once one of d's tables is empty, slot 1 is emptied: the carry
+// holds all it held, and a new flow then looks up the carry alone.
+func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del, carry bool) error {
+	own := -1
+	for i, t := range d.tables {
+		if table == t {
+			own = i
+		}
+	}
 	var c *Datapath
-	if carry && d.cfg.TCPHealth && own {
+	if carry && d.cfg.TCPHealth && own >= 0 {
 		c = d
 	}
 	var err error
-	switch int(table.KeySize()) {
-	case keyBase:
-		err = walkBatch[[keyBase]byte](table, fn, del, c)
-	case keyMirror:
-		err = walkBatch[[keyMirror]byte](table, fn, del, c)
-	case keyFull:
-		err = walkBatch[[keyFull]byte](table, fn, del, c)
+	switch table.Type() {
+	case ebpf.Array:
+		mem := d.mem[max(own, 0)]
+		if own < 0 { // a leftover
+			if mem, err = mapTable(table); err != nil {
+				return err
+			}
+			defer unix.Munmap(mem[:cap(mem)])
+		}
+		slots := int(table.MaxEntries())
+		switch slotKeySize(table.ValueSize()) {
+		case keyBase:
+			err = walkSlots[[keyBase]byte](mem, slots, fn, del, c)
+		case keyMirror:
+			err = walkSlots[[keyMirror]byte](mem, slots, fn, del, c)
+		case keyFull:
+			err = walkSlots[[keyFull]byte](mem, slots, fn, del, c)
+		default:
+			return fmt.Errorf("read flow table: slot size %d is none of this version's", table.ValueSize())
+		}
+	case ebpf.Hash:
+		// A leftover of a version before open addressing, pinned by it:
+		// read with the batch syscalls, as that version did.
+		err = walkHash(table, fn, del)
 	default:
-		return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
+		return fmt.Errorf("read flow table: map type %s is none of this version's", table.Type())
 	}
-	if err == nil && del && own && d.cfg.TCPHealth {
+	if err == nil && del && own >= 0 && d.cfg.TCPHealth {
 		if err = d.objs.FlowTables.Delete(uint32(1)); errors.Is(err, ebpf.ErrKeyNotExist) {
 			err = nil
 		}
@@ -158,35 +246,107 @@ func (d *Datapath) walk(table *ebpf.Map, fn func(FlowKey, FlowValue), del, carry
 	return err
 }
 
-// walkBatch reads table with batch lookups into keys of its key size K;
-// given c, it carries each batch's sequence state into c's tcp_carry and
-// only then deletes the batch (with del).
-func walkBatch[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](table *ebpf.Map, fn func(FlowKey, FlowValue), del bool, c *Datapath) error {
+// walkSlots reads a table's slots through its memory mapping, keys of
+// size K: every READY slot is a flow. With del it empties them: the state
+// word first (atomically), then key and value, so that a new flow need not
+// clear its slot and tcp_seed, reading slot 1 meanwhile, sees either the
+// flow whole or an empty slot. Given c, it first carries every flow's
+// sequence state into c's tcp_carry and empties slots only afterwards: an
+// emptied slot ends tcp_seed's probe, which must then find the carry of
+// any flow behind it.
+//
+// The table is out of service (the swap waited for every running
+// program), so no slot is BUSY: one that is means a broken claim protocol.
+// A flow that took a second slot (see oa_window in xdpflow.c) is handed to
+// fn twice; the probe merges them as it merges a flow's epochs.
+func walkSlots[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](mem []byte, slots int, fn func(FlowKey, FlowValue), del bool, c *Datapath) error {
+	var k K
+	stride := slotSize(int(unsafe.Sizeof(k)))
+	valOff := 8 + keyWords(int(unsafe.Sizeof(k)))*8
+	if slots*stride > len(mem) {
+		return fmt.Errorf("read flow table: %d slots of %d bytes in %d mapped", slots, stride, len(mem))
+	}
+	var (
+		cb   *carryBatch[K]
+		keys []K
+		vals []FlowValue
+		used []int
+	)
+	if c != nil {
+		cb = &carryBatch[K]{keys: make([]K, 0, batchSize), vals: make([]SeqCarry, 0, batchSize)}
+		keys, vals = make([]K, 0, batchSize), make([]FlowValue, 0, batchSize)
+	}
+	for off := 0; off < slots*stride; off += stride {
+		state := atomic.LoadUint64((*uint64)(unsafe.Pointer(&mem[off])))
+		if state == 0 {
+			continue
+		}
+		if state&3 != slotReady {
+			return fmt.Errorf("read flow table: slot %d in state %#x in a table out of service", off/stride, state)
+		}
+		k = *(*K)(unsafe.Pointer(&mem[off+8]))
+		v := *(*FlowValue)(unsafe.Pointer(&mem[off+valOff]))
+		fn(keyFrom(bytesOf(&k)), v)
+		if c != nil {
+			keys, vals = append(keys, k), append(vals, v)
+			if len(keys) == batchSize {
+				if err := carry(c, cb, keys, vals); err != nil {
+					return err
+				}
+				keys, vals = keys[:0], vals[:0]
+			}
+		}
+		if del {
+			if c != nil {
+				used = append(used, off)
+			} else {
+				emptySlot(mem[off : off+stride])
+			}
+		}
+	}
+	if len(keys) > 0 {
+		if err := carry(c, cb, keys, vals); err != nil {
+			return err
+		}
+	}
+	for _, off := range used {
+		emptySlot(mem[off : off+stride])
+	}
+	return nil
+}
+
+// emptySlot zeroes a slot, its state word first.
+func emptySlot(s []byte) {
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&s[0])), 0)
+	clear(s[8:])
+}
+
+// walkHash reads a hash table of the layout before open addressing
+// (pinned by an older version) with batch lookups, deleting with del.
+func walkHash(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
+	switch int(table.KeySize()) {
+	case keyBase:
+		return walkBatch[[keyBase]byte](table, fn, del)
+	case keyMirror:
+		return walkBatch[[keyMirror]byte](table, fn, del)
+	case keyFull:
+		return walkBatch[[keyFull]byte](table, fn, del)
+	}
+	return fmt.Errorf("read flow table: key size %d is none of this version's", table.KeySize())
+}
+
+func walkBatch[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
 	batch := table.BatchLookup
-	if del && c == nil {
+	if del {
 		batch = table.BatchLookupAndDelete
 	}
 	keys := make([]K, batchSize)
 	vals := make([]FlowValue, batchSize)
-	var cb *carryBatch[K]
-	if c != nil {
-		cb = &carryBatch[K]{keys: make([]K, 0, batchSize), vals: make([]SeqCarry, 0, batchSize)}
-	}
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := batch(&cursor, keys, vals, nil)
 		for i := 0; i < n; i++ {
-			fn(keyFrom(unsafe.Slice((*byte)(unsafe.Pointer(&keys[i])), unsafe.Sizeof(keys[i]))), vals[i])
-		}
-		if cb != nil && n > 0 {
-			if cerr := carry(c, cb, keys[:n], vals[:n]); cerr != nil {
-				return cerr
-			}
-			if del {
-				if _, derr := table.BatchDelete(keys[:n], nil); derr != nil {
-					return fmt.Errorf("clear flow table: %w", derr)
-				}
-			}
+			fn(keyFrom(bytesOf(&keys[i])), vals[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
@@ -195,6 +355,11 @@ func walkBatch[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](table *ebpf.Ma
 			return fmt.Errorf("read flow table: %w", err)
 		}
 	}
+}
+
+// bytesOf is a key's bytes.
+func bytesOf[K [keyBase]byte | [keyMirror]byte | [keyFull]byte](k *K) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k))
 }
 
 // keyFrom is the key whose front b is (the rest zero).
@@ -223,31 +388,3 @@ func TableID(table *ebpf.Map) uint32 {
 
 // Quiet is the flow table out of service (the one Rotate returned last).
 func (d *Datapath) Quiet() *ebpf.Map { return d.tables[1-d.active] }
-
-func walkPerCPU(table *ebpf.Map, fn func(FlowKey, FlowValue), del bool) error {
-	var (
-		kb     = make([]byte, table.KeySize())
-		perCPU []FlowValue
-		keys   [][]byte
-	)
-	it := table.Iterate()
-	for it.Next(&kb, &perCPU) {
-		var v FlowValue
-		for _, c := range perCPU {
-			v.Merge(c)
-		}
-		fn(keyFrom(kb), v)
-		if del {
-			keys = append(keys, slices.Clone(kb))
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read flow table: %w", err)
-	}
-	for _, k := range keys {
-		if err := table.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clear flow table: %w", err)
-		}
-	}
-	return nil
-}

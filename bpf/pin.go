@@ -14,8 +14,10 @@ import (
 // an upgrade, a crash) leaves the program counting into live tables, and
 // the next one carries on with them: packets counted while no probe ran
 // are drained and exported by the next. The clock is pinned too: its BPF
-// timer runs only while some user reference to its map exists.
-var pinnedMaps = []string{"flows0", "flows1", "flow_tables", "stats", "clock"}
+// timer runs only while some user reference to its map exists. The seed is
+// the tables' hash seed: a program loaded with another one would not find
+// their flows.
+var pinnedMaps = []string{"flows0", "flows1", "flow_tables", "stats", "clock", "seed"}
 
 // DefaultPinRoot is where pin directories (Config.PinPath) go by default:
 // the probe uses one per probe, named after its first interface.
@@ -103,16 +105,25 @@ func (p pinned) compatible(specs map[string]*ebpf.MapSpec) error {
 }
 
 // readable returns the pinned flow tables whose entries this version can
-// read (same key and value layout), taking them out of p.
-func (p pinned) readable(table *ebpf.MapSpec) []*ebpf.Map {
+// read, taking them out of p: open-addressing tables of any size and key
+// size (walk), and the hash tables of the versions before them, keyed by
+// one of the key sizes with today's value.
+func (p pinned) readable() []*ebpf.Map {
 	var out []*ebpf.Map
 	for _, name := range []string{"flows0", "flows1"} {
 		m, ok := p[name]
 		if !ok {
 			continue
 		}
-		info, err := m.Info()
-		if err == nil && m.KeySize() == table.KeySize && m.ValueSize() == table.ValueSize && info.Type == table.Type {
+		var ok2 bool
+		switch m.Type() {
+		case ebpf.Array:
+			ok2 = slotKeySize(m.ValueSize()) != 0
+		case ebpf.Hash:
+			ks := int(m.KeySize())
+			ok2 = int(m.ValueSize()) == valueSize && (ks == keyBase || ks == keyMirror || ks == keyFull)
+		}
+		if ok2 {
 			out = append(out, m)
 			delete(p, name)
 		}
@@ -160,16 +171,18 @@ func (d *Datapath) takePins(spec *ebpf.CollectionSpec, table *ebpf.MapSpec) (map
 		return nil, err
 	}
 	specs := map[string]*ebpf.MapSpec{"flows0": table, "flows1": table,
-		"flow_tables": spec.Maps["flow_tables"], "stats": spec.Maps["stats"], "clock": spec.Maps["clock"]}
+		"flow_tables": spec.Maps["flow_tables"], "stats": spec.Maps["stats"], "clock": spec.Maps["clock"],
+		"seed": spec.Maps[".data.seed"]}
 	if why := prev.compatible(specs); why != nil {
 		d.LayoutChange = why
-		d.Leftovers = prev.readable(table)
+		d.Leftovers = prev.readable()
 		prev.close()
 		return nil, unpinAll(dir)
 	}
 	d.tables = [2]*ebpf.Map{prev["flows0"], prev["flows1"]}
 	d.Reused = true
-	return map[string]*ebpf.Map{"flow_tables": prev["flow_tables"], "stats": prev["stats"], "clock": prev["clock"]}, nil
+	return map[string]*ebpf.Map{"flow_tables": prev["flow_tables"], "stats": prev["stats"], "clock": prev["clock"],
+		".data.seed": prev["seed"]}, nil
 }
 
 // findActive reads which table the program writes into now.
@@ -194,7 +207,7 @@ func (d *Datapath) findActive() error {
 func (d *Datapath) pin() error {
 	dir := d.cfg.PinPath
 	for name, m := range map[string]*ebpf.Map{"flows0": d.tables[0], "flows1": d.tables[1],
-		"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock} {
+		"flow_tables": d.objs.FlowTables, "stats": d.objs.Stats, "clock": d.objs.Clock, "seed": d.objs.Seed} {
 		if err := m.Pin(filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("pin %s in %s: %w", name, dir, err)
 		}

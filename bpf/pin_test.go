@@ -1,11 +1,13 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket/layers"
 )
 
@@ -103,4 +105,89 @@ func TestPinnedLayoutChange(t *testing.T) {
 	if !d.Reused {
 		t.Error("the new layout's pins were not reused")
 	}
+}
+
+// TestPinnedSeed: the tables' hash seed is random per set of tables and
+// pinned with them, so that a restarted datapath finds the flows the last
+// one left (with another seed the flow would take a second slot).
+func TestPinnedSeed(t *testing.T) {
+	seed := func(d *Datapath) [seedWords]uint64 {
+		var s [seedWords]uint64
+		if err := d.objs.Seed.Lookup(uint32(0), &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := load(t, Config{MaxFlows: 1024}), load(t, Config{MaxFlows: 1024})
+	if seed(a) == seed(b) || seed(a) == ([seedWords]uint64{}) {
+		t.Errorf("two datapaths' seeds: %x and %x", seed(a), seed(b))
+	}
+
+	dir := pinDir(t)
+	f := build(eth(layers.EthernetTypeIPv4), ipv4(layers.IPProtocolUDP), udp(5, 6), payload(20))
+	d, err := Load(Config{MaxFlows: 1024, PinPath: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := seed(d)
+	run(t, d.Program, f)
+	d.Close()
+	d = load(t, Config{MaxFlows: 1024, PinPath: dir})
+	if !d.Reused || seed(d) != first {
+		t.Fatalf("reused %v, seed %x, want %x", d.Reused, seed(d), first)
+	}
+	run(t, d.Program, f)
+	got := drainAll(t, d) // fails on a flow in two slots
+	if len(got) != 1 {
+		t.Fatalf("%d flows, want 1", len(got))
+	}
+	for _, v := range got {
+		if v.Packets != 2 {
+			t.Errorf("%d packets, want 2", v.Packets)
+		}
+	}
+}
+
+// TestPinnedUpgradeFromHash: a hash table pinned by a version before the
+// open-addressing tables is a leftover of another layout, drained whole.
+func TestPinnedUpgradeFromHash(t *testing.T) {
+	dir := pinDir(t)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: uint32(keyBase), ValueSize: uint32(valueSize), MaxEntries: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k [keyBase]byte
+	k[0], k[47] = 1, 17
+	if err := old.Put(k, FlowValue{Packets: 7, Bytes: 700}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, "flows0")); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	d := load(t, Config{MaxFlows: 1024, PinPath: dir})
+	if d.Reused || d.LayoutChange == nil || len(d.Leftovers) != 1 {
+		t.Fatalf("reused %v, change %v, %d leftovers", d.Reused, d.LayoutChange, len(d.Leftovers))
+	}
+	var n, packets uint64
+	if err := d.Drain(d.Leftovers[0], func(fk FlowKey, v FlowValue) {
+		n++
+		packets += v.Packets
+		if fk != keyFrom(k[:]) {
+			t.Errorf("key %v, want %v", fk, keyFrom(k[:]))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || packets != 7 {
+		t.Errorf("%d flows, %d packets; want 1, 7", n, packets)
+	}
+	if err := d.Leftovers[0].NextKey(nil, new([keyBase]byte)); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("the leftover is not empty after the drain (%v)", err)
+	}
+	d.Leftovers[0].Close()
 }

@@ -13,7 +13,8 @@
  *
  * The active table is reached through flow_tables (an array of maps: slot 0
  * the active table, slot 1 the one taken out last until it is drained).
- * Userspace swaps slot 0
+ * A table is open addressing over a BPF_MAP_TYPE_ARRAY (see "The flow
+ * tables" below). Userspace swaps slot 0
  * to drain: the swap syscall waits for every running program
  * (synchronize_rcu), so the table it took out is quiescent and can be read
  * to the last packet. No packet counted here is lost to a
@@ -74,7 +75,6 @@
 volatile const __u32 cfg_action = XDP_PASS;  /* XDP_PASS or XDP_DROP */
 volatile const __u32 cfg_sample_rate = 0;    /* 1-in-N header samples, 0 = off */
 volatile const __u32 cfg_sample_bytes = 128; /* <= SAMPLE_MAX_BYTES */
-volatile const __u32 cfg_percpu_table = 0;   /* table is PERCPU_HASH: plain adds */
 /* Benchmarks only: BPF_PROG_TEST_RUN repeats one frame, so to measure new
  * and cycling flows the program varies the source address over
  * cfg_bench_flows values. Zero in production: the verifier removes it. It
@@ -102,24 +102,62 @@ volatile const __u32 cfg_tcp_health = 0;
 volatile const __u32 cfg_test_clock = 0;
 volatile __u64 test_clock_ns;
 
-/* The inner map is the template for the flow tables; the loader creates the
- * real ones with the configured size and puts one of them in slot 0. Slot 1
- * (--tcp-health) is the table slot 0 held before the last swap, until the
- * drain has carried and emptied it: a flow's first packet in the new table
- * reads its sequence state there (tcp_seed). */
+/* The flow tables: open addressing over a BPF_MAP_TYPE_ARRAY (the
+ * verifier inlines an array lookup: no helper call, no jhash; issue #16,
+ * docs/datapath.md "The flow tables"). A slot is an 8-byte state word, the
+ * key (the front of struct flow_key this configuration keys by, in
+ * cfg_key_words 8-byte words) and struct flow_value; the loader sets the
+ * value size. A flow's home slot comes from a hash of its key; the flow
+ * lives in the first slot from there, within OA_WINDOW slots, that was
+ * empty or holds it. Nothing is deleted while a table is in service, so an
+ * empty slot ends a search.
+ *
+ * The inner map is the template; the loader creates the real ones with
+ * cfg_oa_home + OA_WINDOW - 1 slots (a window never wraps) and puts one of
+ * them in slot 0. Slot 1 (--tcp-health) is the table slot 0 held before the
+ * last swap, until the drain has carried and emptied it: a flow's first
+ * packet in the new table reads its sequence state there (tcp_seed). */
+/* The slot of the default configuration (KEY_BASE); with a longer key the
+ * value starts cfg_key_words words after the state word. */
+struct flow_slot {
+	__u64 state;
+	__u64 key[KEY_BASE / 8];
+	struct flow_value v;
+};
+
 /* clang-format off */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 2);
 	__type(key, __u32);
 	__array(values, struct {
-		__uint(type, BPF_MAP_TYPE_HASH);
-		__uint(max_entries, 262144);
-		__type(key, struct flow_key);
-		__type(value, struct flow_value);
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(max_entries, 1024);
+		__uint(map_flags, BPF_F_MMAPABLE);
+		__type(key, __u32);
+		__type(value, struct flow_slot);
 	});
 } flow_tables SEC(".maps");
 /* clang-format on */
+
+/* Slot states (the low two bits of the state word; the rest is the key's
+ * hash, so a probe passes other keys' slots with one compare). 0: empty.
+ * BUSY: claimed with a compare-and-exchange from 0 (one CPU owns it) until
+ * key and value are written; READY: published with an exchange (a full
+ * barrier: key and value are written before anyone sees the slot ready). */
+#define SLOT_BUSY  1
+#define SLOT_READY 2
+#define OA_WINDOW  128	 /* slots probed before the table counts as full */
+#define OA_SPIN	   16384 /* reads of a BUSY slot of our hash before probing on */
+#define KEY_WORDS_MAX 9	 /* the whole key, 68 bytes, in 8-byte words */
+
+volatile const __u64 cfg_oa_home = 1024; /* home slots: 2 x MaxFlows */
+volatile const __u32 cfg_key_words = KEY_BASE / 8; /* 6, 7 (KEY_MIRROR) or 9 (the whole key) */
+/* The hash seed: random per set of tables (as the kernel seeds jhash per
+ * map: keys chosen to pile into one window would need it), written by the
+ * loader and pinned with the tables, so that a restarted probe finds its
+ * flows. Its own data section: a map the loader can pin and hand over. */
+volatile __u64 flow_seed[KEY_WORDS_MAX] SEC(".data.seed");
 
 /* The clock. Reading the time is the most expensive thing a packet would
  * do (bpf_ktime_get_coarse_ns is ~17 ns of ~85 here, see
@@ -180,14 +218,6 @@ struct {
 	__type(value, struct seq_carry);
 } tcp_carry SEC(".maps");
 
-/* A new flow's value is built here: see account. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct flow_value);
-} new_value SEC(".maps");
-
 /* tcp_track's scratch: the program's stack and tcp_track's together must
  * fit the verifier's 512 bytes. */
 /* A TCP segment as tcp_track reads it. */
@@ -226,6 +256,7 @@ struct {
  * forward-declared, and bpf2go generates Go from BTF. */
 const struct flow_key *const btf_flow_key;
 const struct flow_value *const btf_flow_value;
+const struct flow_slot *const btf_flow_slot;
 const struct sample_hdr *const btf_sample_hdr;
 const enum malformed_reason *const btf_malformed_reason;
 const enum flow_direction *const btf_flow_direction;
@@ -1072,14 +1103,6 @@ static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st
 	bpf_ringbuf_submit(s, (st->samples++ & 63) == 63 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline void add(__u64 *dst, __u64 v)
-{
-	if (cfg_percpu_table)
-		*dst += v;
-	else
-		__sync_fetch_and_add(dst, v);
-}
-
 static __always_inline int is_local(const __u8 addr[16])
 {
 	struct lpm_key lk = {.prefixlen = 128};
@@ -1324,31 +1347,144 @@ static __always_inline void tcp_seq_track(struct flow_value *v, const struct tcp
 		v->tcp_hwm = end;
 }
 
-/* A flow's sequence state when its first packet of a table epoch creates
- * its entry in v: where the flow left off. That is its entry in the table
- * taken out at the last swap (slot 1, until the drain empties it), final
- * since the swap (a direction's packets run on one CPU at a time, as for
- * its counts); or, when there is no such table or entry (no packet in the
- * last epoch, or the drain has deleted it already), tcp_carry, which the
- * drain wrote from every table before deleting there. */
-static __always_inline void tcp_seed(const struct flow_key *k, struct flow_value *v,
-				     struct tcp_scratch *sc)
+/* Open addressing (see flow_tables). kw is cfg_key_words as a compile-time
+ * constant: the code is built for each key size and the verifier drops the
+ * copies this configuration does not use. */
+
+/* Word i of the key. The whole key is 68 bytes: its ninth word is the last
+ * four (zero-extended; the slot stores it so, and the drain reads 68). */
+static __always_inline __u64 key_word(const struct flow_key *k, const int i)
+{
+	if (i == 8)
+		return *(const __u32 *)((const __u8 *)k + 64);
+	return ((const __u64 *)k)[i];
+}
+
+#define OA_MUL(i)                                                                                  \
+	((i) == 0   ? 0x9e3779b97f4a7c15ULL                                                        \
+	 : (i) == 1 ? 0xc2b2ae3d27d4eb4fULL                                                        \
+	 : (i) == 2 ? 0x165667b19e3779f9ULL                                                        \
+	 : (i) == 3 ? 0xd6e8feb86659fd93ULL                                                        \
+	 : (i) == 4 ? 0xff51afd7ed558ccdULL                                                        \
+	 : (i) == 5 ? 0xc4ceb9fe1a85ec53ULL                                                        \
+	 : (i) == 6 ? 0x94d049bb133111ebULL                                                        \
+	 : (i) == 7 ? 0xbf58476d1ce4e5b9ULL                                                        \
+		    : 0x2545f4914f6cdd1dULL)
+
+/* Independent multiplies of the seeded key words (they issue in parallel),
+ * summed, then murmur3's finalizer, so that the top bits, which pick the
+ * home slot, depend on every key bit. With one multiply less in the
+ * finalizer, keys differing in one address byte clustered under some
+ * seeds (docs/benchmarks.md, issue #16's table designs). */
+static __always_inline __u64 oa_hash(const struct flow_key *k, const int kw)
+{
+	__u64 h = 0;
+	int i;
+#pragma unroll
+	for (i = 0; i < KEY_WORDS_MAX; i++)
+		if (i < kw)
+			h += (key_word(k, i) ^ flow_seed[i]) * OA_MUL(i);
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+/* The home slot: Lemire's multiply-shift, any table size, no division. */
+static __always_inline __u32 oa_home(__u64 h)
+{
+	return ((h >> 32) * cfg_oa_home) >> 32;
+}
+
+static __always_inline int key_eq(const __u64 *sk, const struct flow_key *k, const int kw)
+{
+	__u64 d = 0;
+	int i;
+#pragma unroll
+	for (i = 0; i < KEY_WORDS_MAX; i++)
+		if (i < kw)
+			d |= sk[i] ^ key_word(k, i);
+	return !d;
+}
+
+static __always_inline struct flow_value *slot_value(__u64 *s, const int kw)
+{
+	return (struct flow_value *)(s + 1 + kw);
+}
+
+#define barrier()    asm volatile("" ::: "memory")
+#define READ_ONCE(x) (*(volatile __u64 *)&(x))
+
+/* The previous table's slot of k (slot 1 of flow_tables), probed as
+ * account probes the active one: its sequence state into v. 0 when it is
+ * not there, or when the drain emptied the slot while it was read. */
+static __always_inline int seed_from_prev(const struct flow_key *k, struct flow_value *v,
+					  const int kw)
 {
 	__u32 one = 1;
 	void *prev = bpf_map_lookup_elem(&flow_tables, &one);
-	const struct flow_value *pv = prev ? bpf_map_lookup_elem(prev, k) : 0;
-	if (pv) {
-		v->tcp_hwm = pv->tcp_hwm;
-		v->tcp_hole_lo = pv->tcp_hole_lo;
-		v->tcp_hole_hi = pv->tcp_hole_hi;
-		v->tcp_state = pv->tcp_state & (TCP_ST_SEQ | TCP_ST_HOLE);
-		return;
+	if (!prev)
+		return 0;
+	__u64 h = oa_hash(k, kw), ready = h << 2 | SLOT_READY;
+	__u32 base = oa_home(h);
+	int i;
+#pragma clang loop unroll(disable)
+	for (i = 0; i < OA_WINDOW; i++) {
+		__u32 idx = base + i;
+		__u64 *s = bpf_map_lookup_elem(prev, &idx);
+		if (!s)
+			return 0;
+		__u64 sw = READ_ONCE(s[0]);
+		if (!sw)
+			return 0; /* not there (or the drain emptied a slot on the way) */
+		barrier();
+		if (sw != ready || !key_eq(s + 1, k, kw))
+			continue;
+		const struct flow_value *pv = slot_value(s, kw);
+		__u32 hwm = pv->tcp_hwm, lo = pv->tcp_hole_lo, hi = pv->tcp_hole_hi;
+		__u8 st = pv->tcp_state;
+		/* The drain zeroes a slot's state word before the rest (and
+		 * only after it has carried every flow of the table): still
+		 * ready, what was read is the flow's; emptied, the carry has
+		 * it. Loads stay in order on x86; the compiler must keep
+		 * them so too. */
+		barrier();
+		if (READ_ONCE(s[0]) != ready)
+			return 0;
+		v->tcp_hwm = hwm;
+		v->tcp_hole_lo = lo;
+		v->tcp_hole_hi = hi;
+		v->tcp_state = st & (TCP_ST_SEQ | TCP_ST_HOLE);
+		return 1;
 	}
+	return 0;
+}
+
+/* A flow's sequence state when its first packet of a table epoch creates
+ * its entry in v: where the flow left off. That is its slot in the table
+ * taken out at the last swap (slot 1, until the drain empties it), final
+ * since the swap (a direction's packets run on one CPU at a time, as for
+ * its counts); or, when there is no such table or slot (no packet in the
+ * last epoch, or the drain has emptied it already), tcp_carry, which the
+ * drain wrote from every flow of the table before emptying any slot. */
+static __always_inline void tcp_seed(const struct flow_key *k, struct flow_value *v,
+				     struct tcp_scratch *sc)
+{
+	int found;
+	if (cfg_key_words == 6)
+		found = seed_from_prev(k, v, 6);
+	else if (cfg_key_words == 7)
+		found = seed_from_prev(k, v, 7);
+	else
+		found = seed_from_prev(k, v, 9);
+	if (found)
+		return;
 	/* A full barrier (an exchange: atomics that return a value are fully
 	 * ordered in BPF): the lookup below must not be satisfied before the
-	 * miss above, or a carry written just before the drain deleted the
-	 * entry (or emptied the slot) could be missed on a weakly ordered
-	 * CPU. */
+	 * miss above, or a carry written just before the drain emptied the
+	 * slot (or slot 1) could be missed on a weakly ordered CPU. */
 	__u64 f = __atomic_exchange_n(&sc->fence, 0, __ATOMIC_SEQ_CST);
 	opaque(f);
 	const struct seq_carry *c = bpf_map_lookup_elem(&tcp_carry, k);
@@ -1404,66 +1540,193 @@ static __always_inline int is_tcp_tracked(const struct packet *p, const struct f
 	return cfg_tcp_health && k->proto == IPPROTO_TCP && !p->fragment;
 }
 
-static __always_inline int account(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
-				   __u64 now, struct datapath_stats *st)
+/* A packet of a flow already in slot s. */
+static __always_inline int oa_add(struct xdp_md *ctx, struct packet *p, const struct flow_key *k,
+				  __u64 now, struct datapath_stats *st, struct flow_value *v)
+{
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, p->l3_len);
+	__sync_fetch_and_add(&v->l2_bytes, p->l2_len);
+	/* Plain stores, and only when something changes: the clock ticks once
+	 * per timer period, so most packets of a busy flow write nothing here. */
+	if (v->last_seen_ns < now)
+		v->last_seen_ns = now;
+	if ((v->tcp_flags | p->tcp_flags) != v->tcp_flags)
+		__sync_fetch_and_or(&v->tcp_flags, p->tcp_flags);
+	if (is_tcp_tracked(p, k))
+		st->tcp_convs_full += tcp_track(ctx, k, p, v, now);
+	return 0;
+}
+
+/* A new flow in slot s, claimed (BUSY): write key and value, then publish.
+ * The slot is zero from the drain: only what a new flow sets is written. */
+static __always_inline int oa_fill(struct xdp_md *ctx, struct packet *p, const struct flow_key *k,
+				   __u64 now, struct datapath_stats *st, __u64 *s, __u64 ready,
+				   const int kw)
+{
+	struct flow_value *v = slot_value(s, kw);
+	int i;
+#pragma unroll
+	for (i = 0; i < KEY_WORDS_MAX; i++)
+		if (i < kw)
+			s[1 + i] = key_word(k, i);
+	v->packets = 1;
+	v->bytes = p->l3_len;
+	v->l2_bytes = p->l2_len;
+	v->first_seen_ns = now;
+	v->last_seen_ns = now;
+	v->tcp_flags = p->tcp_flags;
+	v->ip_tos = p->ip_tos;
+	v->flow_direction = direction(k);
+	if (k->tunnel_type) {
+		copy16(v->tunnel_src_addr, p->tunnel_src_addr);
+		copy16(v->tunnel_dst_addr, p->tunnel_dst_addr);
+		__builtin_memcpy(v->mpls_labels, p->mpls_labels, sizeof(v->mpls_labels));
+	}
+	if (is_tcp_tracked(p, k)) {
+		p->tcp_new = 1;
+		st->tcp_convs_full += tcp_track(ctx, k, p, v, now);
+		p->tcp_new = 0;
+	}
+	/* seq_cst: the stores above stay before it. */
+	__atomic_exchange_n(&s[0], ready, __ATOMIC_SEQ_CST);
+	return 1;
+}
+
+struct spin {
+	__u64 *s;
+	__u64 busy;
+	__u64 sw;
+};
+
+static long spin_once(__u64 i, void *data)
+{
+	struct spin *c = data;
+	c->sw = READ_ONCE(c->s[0]);
+	return c->sw != c->busy; /* 1 ends the loop */
+}
+
+/* The probe past the home slot: 1 a new flow, 0 an existing one, -1 the
+ * window is full (so is the table: a counted failure, nothing evicted). */
+static __always_inline int oa_window(struct xdp_md *ctx, struct packet *p, const struct flow_key *k,
+				     __u64 now, __u64 h, const int kw)
+{
+	__u32 zero = 0;
+	struct datapath_stats *st = bpf_map_lookup_elem(&stats, &zero);
+	if (!st)
+		return -1; /* cannot happen: a 1-entry per-CPU array */
+	/* Looked up again: a swap since the caller's lookup puts the packet
+	 * in the new table, probed from its home slot (each packet still
+	 * lands in exactly one table). */
+	void *table = bpf_map_lookup_elem(&flow_tables, &zero);
+	if (!table)
+		return -1;
+	__u64 busy = h << 2 | SLOT_BUSY, ready = h << 2 | SLOT_READY;
+	__u32 base = oa_home(h);
+	int i;
+#pragma clang loop unroll(disable)
+	for (i = 0; i < OA_WINDOW; i++) {
+		__u32 idx = base + i;
+		__u64 *s = bpf_map_lookup_elem(table, &idx); /* inlined: no call */
+		if (!s)
+			return -1;
+		__u64 sw = READ_ONCE(s[0]);
+		if (sw == 0) {
+			if (__sync_val_compare_and_swap(&s[0], 0, busy) == 0)
+				return oa_fill(ctx, p, k, now, st, s, ready, kw);
+			/* Another CPU took it first: see what it holds. */
+			sw = READ_ONCE(s[0]);
+		}
+		if (sw == busy) {
+			/* Being filled with a key of our hash: most likely this
+			 * flow's first packet on another CPU. Wait for it (a
+			 * helper loop, so the verifier walks the wait once). */
+			struct spin c = {.s = s, .busy = busy, .sw = sw};
+			bpf_loop(OA_SPIN, spin_once, &c, 0);
+			sw = c.sw;
+		}
+		/* The key is read after the state: x86 keeps loads in order;
+		 * the compiler must too. */
+		barrier();
+		if (sw == ready && key_eq(s + 1, k, kw))
+			return oa_add(ctx, p, k, now, st, slot_value(s, kw));
+		/* Another key, or a writer still not done after the wait (its
+		 * CPU interrupted, or descheduled by the hypervisor): probe on.
+		 * The flow may then take a second slot; each packet is still in
+		 * exactly one, and the drain hands both to the probe, which
+		 * merges them as it merges a flow's epochs. */
+	}
+	return -1;
+}
+
+/* Global functions, one per key size: the verifier checks each once, not
+ * once per path through the parse (the window's 128 iterations on every
+ * path would exceed its budget), and a packet pays the call only when its
+ * home slot holds another flow. Five arguments at most: the stats are
+ * looked up again. */
+__attribute__((noinline)) int oa_window6(struct xdp_md *ctx, struct packet *p,
+					 const struct flow_key *k, __u64 now, __u64 h)
+{
+	if (!ctx || !p || !k)
+		return -1;
+	return oa_window(ctx, p, k, now, h, 6);
+}
+
+__attribute__((noinline)) int oa_window7(struct xdp_md *ctx, struct packet *p,
+					 const struct flow_key *k, __u64 now, __u64 h)
+{
+	if (!ctx || !p || !k)
+		return -1;
+	return oa_window(ctx, p, k, now, h, 7);
+}
+
+__attribute__((noinline)) int oa_window9(struct xdp_md *ctx, struct packet *p,
+					 const struct flow_key *k, __u64 now, __u64 h)
+{
+	if (!ctx || !p || !k)
+		return -1;
+	return oa_window(ctx, p, k, now, h, 9);
+}
+
+/* Add the packet to its flow in the active table: 1 a new flow, 0 an
+ * existing one, -1 not counted in a flow (the table is full). The home
+ * slot is checked inline: at the tables' load (at most half full) most
+ * packets end there. */
+static __always_inline int account_kw(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
+				      __u64 now, struct datapath_stats *st, const int kw)
 {
 	__u32 zero = 0;
 	void *table = bpf_map_lookup_elem(&flow_tables, &zero);
 	if (!table)
 		return -1;
+	__u64 h = oa_hash(k, kw), ready = h << 2 | SLOT_READY;
+	__u32 idx = oa_home(h);
+	__u64 *s = bpf_map_lookup_elem(table, &idx); /* inlined: no call */
+	if (!s)
+		return -1;
+	__u64 sw = READ_ONCE(s[0]);
+	if (sw == ready) {
+		barrier(); /* the key after the state, as in oa_window */
+		if (key_eq(s + 1, k, kw))
+			return oa_add(ctx, p, k, now, st, slot_value(s, kw));
+	} else if (sw == 0 && __sync_val_compare_and_swap(&s[0], 0, h << 2 | SLOT_BUSY) == 0) {
+		return oa_fill(ctx, p, k, now, st, s, ready, kw);
+	}
+	if (kw == 6)
+		return oa_window6(ctx, p, k, now, h);
+	if (kw == 7)
+		return oa_window7(ctx, p, k, now, h);
+	return oa_window9(ctx, p, k, now, h);
+}
 
-	struct flow_value *v = bpf_map_lookup_elem(table, k);
-	if (!v) {
-		/* Built in a per-CPU scratch value, not on the stack: the
-		 * stack and the deepest call's must fit in 512 bytes. */
-		struct flow_value *nv = bpf_map_lookup_elem(&new_value, &zero);
-		if (!nv)
-			return -1; /* cannot happen: a 1-entry per-CPU array */
-		__builtin_memset(nv, 0, sizeof(*nv));
-		nv->packets = 1;
-		nv->bytes = p->l3_len;
-		nv->l2_bytes = p->l2_len;
-		nv->first_seen_ns = now;
-		nv->last_seen_ns = now;
-		nv->tcp_flags = p->tcp_flags;
-		nv->ip_tos = p->ip_tos;
-		nv->flow_direction = direction(k);
-		if (k->tunnel_type) {
-			copy16(nv->tunnel_src_addr, p->tunnel_src_addr);
-			copy16(nv->tunnel_dst_addr, p->tunnel_dst_addr);
-			__builtin_memcpy(nv->mpls_labels, p->mpls_labels, sizeof(nv->mpls_labels));
-		}
-		if (is_tcp_tracked(p, k)) {
-			p->tcp_new = 1;
-			st->tcp_convs_full += tcp_track(ctx, k, p, nv, now);
-			p->tcp_new = 0;
-		}
-		long err = bpf_map_update_elem(table, k, nv, BPF_NOEXIST);
-		if (err == 0)
-			return 1;
-		if (err != -EEXIST)
-			return -1;
-		/* Another CPU created it first: add to theirs. */
-		v = bpf_map_lookup_elem(table, k);
-		if (!v)
-			return -1;
-	}
-	add(&v->packets, 1);
-	add(&v->bytes, p->l3_len);
-	add(&v->l2_bytes, p->l2_len);
-	/* Plain stores, and only when something changes: the clock ticks once
-	 * per timer period, so most packets of a busy flow write nothing here. */
-	if (v->last_seen_ns < now)
-		v->last_seen_ns = now;
-	if ((v->tcp_flags | p->tcp_flags) != v->tcp_flags) {
-		if (cfg_percpu_table)
-			v->tcp_flags |= p->tcp_flags;
-		else
-			__sync_fetch_and_or(&v->tcp_flags, p->tcp_flags);
-	}
-	if (is_tcp_tracked(p, k))
-		st->tcp_convs_full += tcp_track(ctx, k, p, v, now);
-	return 0;
+static __always_inline int account(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
+				   __u64 now, struct datapath_stats *st)
+{
+	if (cfg_key_words == 6)
+		return account_kw(ctx, p, k, now, st, 6);
+	if (cfg_key_words == 7)
+		return account_kw(ctx, p, k, now, st, 7);
+	return account_kw(ctx, p, k, now, st, 9);
 }
 
 /* The driver's copy of a VLAN tag the NIC stripped (rx VLAN offload): a
@@ -1480,7 +1743,8 @@ static __always_inline int count(struct xdp_md *ctx, const int vlan_meta, const 
 		return cfg_action; /* cannot happen: a 1-entry per-CPU array */
 
 	struct packet p = {};
-	struct flow_key k = {};
+	/* Aligned: the table code reads the key in 8-byte words. */
+	struct flow_key k __attribute__((aligned(8))) = {};
 	/* The whole frame. A program without frags only ever sees frames in
 	 * one buffer (the kernel refuses it where the driver would split
 	 * them). With frags, data..data_end is only the first buffer of a

@@ -228,7 +228,6 @@ const (
 	xdpflowMapClock                 = "clock"
 	xdpflowMapFlowTables            = "flow_tables"
 	xdpflowMapLocalNets             = "local_nets"
-	xdpflowMapNewValue              = "new_value"
 	xdpflowMapSamples               = "samples"
 	xdpflowMapStats                 = "stats"
 	xdpflowMapTcpCarry              = "tcp_carry"
@@ -243,6 +242,7 @@ const (
 	xdpflowVarBtfConvState          = "btf_conv_state"
 	xdpflowVarBtfFlowDirection      = "btf_flow_direction"
 	xdpflowVarBtfFlowKey            = "btf_flow_key"
+	xdpflowVarBtfFlowSlot           = "btf_flow_slot"
 	xdpflowVarBtfFlowValue          = "btf_flow_value"
 	xdpflowVarBtfLpmKey             = "btf_lpm_key"
 	xdpflowVarBtfMalformedReason    = "btf_malformed_reason"
@@ -254,13 +254,14 @@ const (
 	xdpflowVarCfgBenchFlows         = "cfg_bench_flows"
 	xdpflowVarCfgClockPeriodNs      = "cfg_clock_period_ns"
 	xdpflowVarCfgGenevePorts        = "cfg_geneve_ports"
+	xdpflowVarCfgKeyWords           = "cfg_key_words"
 	xdpflowVarCfgLocalNets          = "cfg_local_nets"
 	xdpflowVarCfgMacs               = "cfg_macs"
 	xdpflowVarCfgMirrorErspan       = "cfg_mirror_erspan"
 	xdpflowVarCfgMirrorGenevePort   = "cfg_mirror_geneve_port"
 	xdpflowVarCfgMirrorTzspPort     = "cfg_mirror_tzsp_port"
 	xdpflowVarCfgMirrorVxlanPort    = "cfg_mirror_vxlan_port"
-	xdpflowVarCfgPercpuTable        = "cfg_percpu_table"
+	xdpflowVarCfgOaHome             = "cfg_oa_home"
 	xdpflowVarCfgSampleBytes        = "cfg_sample_bytes"
 	xdpflowVarCfgSampleRate         = "cfg_sample_rate"
 	xdpflowVarCfgTcpHealth          = "cfg_tcp_health"
@@ -268,6 +269,7 @@ const (
 	xdpflowVarCfgTunnels            = "cfg_tunnels"
 	xdpflowVarCfgVxlanPorts         = "cfg_vxlan_ports"
 	xdpflowVarClockNs               = "clock_ns"
+	xdpflowVarFlowSeed              = "flow_seed"
 	xdpflowVarTestClockNs           = "test_clock_ns"
 )
 
@@ -327,7 +329,6 @@ type xdpflowMapSpecs struct {
 	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	FlowTables *ebpf.MapSpec `ebpf:"flow_tables"`
 	LocalNets  *ebpf.MapSpec `ebpf:"local_nets"`
-	NewValue   *ebpf.MapSpec `ebpf:"new_value"`
 	Samples    *ebpf.MapSpec `ebpf:"samples"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 	TcpCarry   *ebpf.MapSpec `ebpf:"tcp_carry"`
@@ -343,6 +344,7 @@ type xdpflowVariableSpecs struct {
 	BtfConvState        *ebpf.VariableSpec `ebpf:"btf_conv_state"`
 	BtfFlowDirection    *ebpf.VariableSpec `ebpf:"btf_flow_direction"`
 	BtfFlowKey          *ebpf.VariableSpec `ebpf:"btf_flow_key"`
+	BtfFlowSlot         *ebpf.VariableSpec `ebpf:"btf_flow_slot"`
 	BtfFlowValue        *ebpf.VariableSpec `ebpf:"btf_flow_value"`
 	BtfLpmKey           *ebpf.VariableSpec `ebpf:"btf_lpm_key"`
 	BtfMalformedReason  *ebpf.VariableSpec `ebpf:"btf_malformed_reason"`
@@ -354,13 +356,14 @@ type xdpflowVariableSpecs struct {
 	CfgBenchFlows       *ebpf.VariableSpec `ebpf:"cfg_bench_flows"`
 	CfgClockPeriodNs    *ebpf.VariableSpec `ebpf:"cfg_clock_period_ns"`
 	CfgGenevePorts      *ebpf.VariableSpec `ebpf:"cfg_geneve_ports"`
+	CfgKeyWords         *ebpf.VariableSpec `ebpf:"cfg_key_words"`
 	CfgLocalNets        *ebpf.VariableSpec `ebpf:"cfg_local_nets"`
 	CfgMacs             *ebpf.VariableSpec `ebpf:"cfg_macs"`
 	CfgMirrorErspan     *ebpf.VariableSpec `ebpf:"cfg_mirror_erspan"`
 	CfgMirrorGenevePort *ebpf.VariableSpec `ebpf:"cfg_mirror_geneve_port"`
 	CfgMirrorTzspPort   *ebpf.VariableSpec `ebpf:"cfg_mirror_tzsp_port"`
 	CfgMirrorVxlanPort  *ebpf.VariableSpec `ebpf:"cfg_mirror_vxlan_port"`
-	CfgPercpuTable      *ebpf.VariableSpec `ebpf:"cfg_percpu_table"`
+	CfgOaHome           *ebpf.VariableSpec `ebpf:"cfg_oa_home"`
 	CfgSampleBytes      *ebpf.VariableSpec `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate       *ebpf.VariableSpec `ebpf:"cfg_sample_rate"`
 	CfgTcpHealth        *ebpf.VariableSpec `ebpf:"cfg_tcp_health"`
@@ -368,6 +371,7 @@ type xdpflowVariableSpecs struct {
 	CfgTunnels          *ebpf.VariableSpec `ebpf:"cfg_tunnels"`
 	CfgVxlanPorts       *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
 	ClockNs             *ebpf.VariableSpec `ebpf:"clock_ns"`
+	FlowSeed            *ebpf.VariableSpec `ebpf:"flow_seed"`
 	TestClockNs         *ebpf.VariableSpec `ebpf:"test_clock_ns"`
 }
 
@@ -394,7 +398,6 @@ type xdpflowMaps struct {
 	Clock      *ebpf.Map `ebpf:"clock"`
 	FlowTables *ebpf.Map `ebpf:"flow_tables"`
 	LocalNets  *ebpf.Map `ebpf:"local_nets"`
-	NewValue   *ebpf.Map `ebpf:"new_value"`
 	Samples    *ebpf.Map `ebpf:"samples"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 	TcpCarry   *ebpf.Map `ebpf:"tcp_carry"`
@@ -407,7 +410,6 @@ func (m *xdpflowMaps) Close() error {
 		m.Clock,
 		m.FlowTables,
 		m.LocalNets,
-		m.NewValue,
 		m.Samples,
 		m.Stats,
 		m.TcpCarry,
@@ -424,6 +426,7 @@ type xdpflowVariables struct {
 	BtfConvState        *ebpf.Variable `ebpf:"btf_conv_state"`
 	BtfFlowDirection    *ebpf.Variable `ebpf:"btf_flow_direction"`
 	BtfFlowKey          *ebpf.Variable `ebpf:"btf_flow_key"`
+	BtfFlowSlot         *ebpf.Variable `ebpf:"btf_flow_slot"`
 	BtfFlowValue        *ebpf.Variable `ebpf:"btf_flow_value"`
 	BtfLpmKey           *ebpf.Variable `ebpf:"btf_lpm_key"`
 	BtfMalformedReason  *ebpf.Variable `ebpf:"btf_malformed_reason"`
@@ -435,13 +438,14 @@ type xdpflowVariables struct {
 	CfgBenchFlows       *ebpf.Variable `ebpf:"cfg_bench_flows"`
 	CfgClockPeriodNs    *ebpf.Variable `ebpf:"cfg_clock_period_ns"`
 	CfgGenevePorts      *ebpf.Variable `ebpf:"cfg_geneve_ports"`
+	CfgKeyWords         *ebpf.Variable `ebpf:"cfg_key_words"`
 	CfgLocalNets        *ebpf.Variable `ebpf:"cfg_local_nets"`
 	CfgMacs             *ebpf.Variable `ebpf:"cfg_macs"`
 	CfgMirrorErspan     *ebpf.Variable `ebpf:"cfg_mirror_erspan"`
 	CfgMirrorGenevePort *ebpf.Variable `ebpf:"cfg_mirror_geneve_port"`
 	CfgMirrorTzspPort   *ebpf.Variable `ebpf:"cfg_mirror_tzsp_port"`
 	CfgMirrorVxlanPort  *ebpf.Variable `ebpf:"cfg_mirror_vxlan_port"`
-	CfgPercpuTable      *ebpf.Variable `ebpf:"cfg_percpu_table"`
+	CfgOaHome           *ebpf.Variable `ebpf:"cfg_oa_home"`
 	CfgSampleBytes      *ebpf.Variable `ebpf:"cfg_sample_bytes"`
 	CfgSampleRate       *ebpf.Variable `ebpf:"cfg_sample_rate"`
 	CfgTcpHealth        *ebpf.Variable `ebpf:"cfg_tcp_health"`
@@ -449,6 +453,7 @@ type xdpflowVariables struct {
 	CfgTunnels          *ebpf.Variable `ebpf:"cfg_tunnels"`
 	CfgVxlanPorts       *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
 	ClockNs             *ebpf.Variable `ebpf:"clock_ns"`
+	FlowSeed            *ebpf.Variable `ebpf:"flow_seed"`
 	TestClockNs         *ebpf.Variable `ebpf:"test_clock_ns"`
 }
 

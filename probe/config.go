@@ -49,7 +49,7 @@ func newFlagSet(c *config) *pflag.FlagSet {
 	fs.StringArrayVar(&c.MirrorEncaps, "mirror-encap", nil, "strip a remote-mirroring encapsulation and count the mirrored frame inside, keyed with its session (observationPointId): erspan, vxlan[:PORT], geneve[:PORT] or tzsp[:PORT] (repeatable)")
 	fs.BoolVar(&c.MACs, "macs", false, "key flows by source and destination MAC address too, and export them (IE 56, 80): more flows")
 	fs.BoolVar(&c.Biflow, "biflow", false, "pair the two directions of a conversation into one record (IPFIX: RFC 5103 reverse IEs; Kafka/JSON: reverse_* fields); many collectors ignore reverse IEs")
-	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval)")
+	fs.Uint32Var(&c.MaxFlows, "max-flows", bpf.DefaultMaxFlows, "kernel flow table size (flows active within one drain interval); kernel memory: 896 bytes a flow (two tables of two 224-byte slots; 928 with --mirror-encap, 992 with --macs)")
 	fs.BoolVar(&c.TCPHealth, "tcp-health", true, "measure per TCP flow the client and server network delay (handshake), application latency, retransmitted, out-of-order and zero-window segments (a mirror port or TAP seeing both directions; about +15 ns per TCP packet, docs/benchmarks.md); --tcp-health=false: off")
 	fs.Uint32Var(&c.TCPConversations, "tcp-conversations", bpf.DefaultTCPConversations, "TCP conversations whose handshake is tracked at once, and half the TCP flows whose sequence state is carried from one kernel table to the next (about 450 bytes each; when full, new handshakes are not timed, counted in xdpflow_probe_tcp_conversations_full_total, and flows not carried are counted in xdpflow_probe_tcp_seq_not_carried_total)")
 	fs.Uint32Var(&c.SampleRate, "sample-rate", 0, "copy the head of 1 in N frames (0: off)")
@@ -75,9 +75,10 @@ func parseConfig(args []string) (*config, *pflag.FlagSet, error) {
 	return c, fs, validate(c)
 }
 
-// maxFlowsLimit keeps the two kernel tables (about 150 bytes an entry)
-// under 20 GiB, well inside what the kernel's hash maps allow.
-const maxFlowsLimit = 1 << 26
+// maxFlowsLimit keeps the two kernel tables (896 to 992 bytes a flow:
+// two tables of two slots, bpf.Config.MaxFlows) under 16 GiB, well inside
+// what the kernel's array maps allow (bpf.MaxMaxFlows).
+const maxFlowsLimit = 1 << 24
 
 func validate(c *config) error {
 	if len(c.Ifaces) == 0 {

@@ -883,6 +883,11 @@ func secondPort(t *testing.T, pair *testnet.Pair, prefix string) port {
 				p.IdxB, p.MacB = l.Attrs().Index, l.Attrs().HardwareAddr
 			}
 		}
+		for _, n := range []string{p.A, p.B} {
+			if err := testnet.WaitUp(nil, n); err != nil {
+				return err
+			}
+		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)

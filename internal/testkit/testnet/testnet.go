@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -157,6 +158,12 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 			return nil, fmt.Errorf("link up: %w", err)
 		}
 	}
+	if err := WaitUp(ha, p.LinkA); err != nil {
+		return nil, err
+	}
+	if err := WaitUp(hb, p.LinkB); err != nil {
+		return nil, err
+	}
 	if opt.AddrB.IsValid() {
 		neigh := &netlink.Neigh{LinkIndex: p.IfindexA, State: netlink.NUD_PERMANENT,
 			IP: opt.AddrB.Addr().AsSlice(), HardwareAddr: p.MACB}
@@ -165,6 +172,34 @@ func NewPair(name string, opt Options) (p *Pair, err error) {
 		}
 	}
 	return p, nil
+}
+
+// waitUp waits until the kernel reports the link operationally up. Until
+// its link watcher has run (deferred work, late on a loaded machine) the
+// device transmits through noop_qdisc, which drops every frame while a
+// packet socket's write still returns success: a test's first frames
+// would vanish unseen.
+func WaitUp(h *netlink.Handle, name string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var l netlink.Link
+		var err error
+		if h == nil {
+			l, err = netlink.LinkByName(name)
+		} else {
+			l, err = h.LinkByName(name)
+		}
+		if err != nil {
+			return err
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("link %s: operational state %v 10 s after link up", name, l.Attrs().OperState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // sysctl writes /proc/sys/<key> inside ns.
@@ -287,6 +322,12 @@ func (p *Pair) AddSpoke(hub netns.NsHandle, side string, addrs, hubAddrs []netip
 		if err := l.h.LinkSetUp(l.link); err != nil {
 			return nil, fmt.Errorf("link up: %w", err)
 		}
+	}
+	if err := WaitUp(hs, ls.Attrs().Name); err != nil {
+		return nil, err
+	}
+	if err := WaitUp(hh, lh.Attrs().Name); err != nil {
+		return nil, err
 	}
 	for i, gw := range hubAddrs {
 		if err := hs.RouteAdd(&netlink.Route{LinkIndex: s.Ifindex, Gw: gw.Addr().AsSlice()}); err != nil {
