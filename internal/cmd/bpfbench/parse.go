@@ -31,9 +31,11 @@ func parseRound(r io.Reader, procs int) (*round, error) {
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "--- FAIL: Benchmark"); ok {
-			name, _, _ = strings.Cut(name, " ")
-			rd.failed = append(rd.failed, name)
+		// A failing row's FAIL line may follow its name on the same line
+		// (the name is printed before the row runs).
+		if _, after, ok := strings.Cut(line, "--- FAIL: Benchmark"); ok {
+			name, _, _ := strings.Cut(after, " ")
+			rd.failed = append(rd.failed, strings.TrimSuffix(name, suffix))
 			continue
 		}
 		name, ok := strings.CutPrefix(line, "Benchmark")
