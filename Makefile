@@ -10,7 +10,7 @@ export BPF_CLANG BPF_CFLAGS
 
 BENCH_TIME ?= 2000000x
 
-.PHONY: all build generate check-generate test test-deploy fuzz bench bench-peers bench-collector demo lint fmt clean
+.PHONY: all build generate check-generate test test-deploy fuzz bench bench-go bench-peers bench-collector demo lint fmt clean
 
 all: build
 
@@ -47,9 +47,17 @@ FUZZ_TIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_TIME) -fuzzminimizetime 10x ./collector/decode/
 
-## bench: datapath benchmarks (BPF_PROG_TEST_RUN); see docs/benchmarks.md
+## bench: the datapath table of docs/benchmarks.md: every datapath benchmark (BPF_PROG_TEST_RUN) against the empty program's floor, BENCH_ROUNDS processes of BENCH_TIME per row, medians of in-process differences and ratios (root; ~7 minutes a round on the project's VM; BPFBENCH_FLAGS adds flags, e.g. --raw DIR); the raw go test: bench-go
+# The table, not the raw output, is the target: an ns/pkt figure means
+# something only next to the floor measured in the same process.
+BENCH_ROUNDS ?= 5
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) ./bpf/
+	@$(GO) run ./internal/cmd/bpfbench --rounds $(BENCH_ROUNDS) --benchtime $(BENCH_TIME) $(BPFBENCH_FLAGS)
+
+## bench-go: package bpf's benchmarks once, raw go test output (BENCH ?= . selects them)
+BENCH ?= .
+bench-go:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCH_TIME) ./bpf/
 
 ## bench-peers: CPU per packet above an empty XDP_DROP program, and accuracy: xdpflow-probe, softflowd and pmacctd on the same veth and traffic (root, 2 CPUs, ~7 minutes; Debian's softflowd and pmacct, each skipped with a message if missing: nothing is installed); see docs/benchmarks.md
 bench-peers: build

@@ -3,7 +3,7 @@ package bpf
 import "testing"
 
 // This file uses only what package bpf's tests had before the tunnel
-// parser (commit 67b3420): docs/benchmarks.md copies it into that
+// parser (commit 67b3420): docs/benchmarks-history.md copies it into that
 // commit's tree to compare the plain paths of the two builds.
 
 // rotateAndDrain empties the flow table between chunks of a new-flow

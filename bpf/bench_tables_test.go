@@ -11,7 +11,7 @@ import (
 // Issue #16: the real program's per-packet work over other flow table
 // designs (bpf/testdata/tables.c, loaded by bpf/bpftest), on the paths the
 // real program's benchmarks measure. Run it with EmptyProgram and those
-// rows in the same process: docs/benchmarks.md, "Table designs measured
+// rows in the same process: docs/benchmarks-history.md, "Table designs measured
 // for issue #16", has the command and the figures.
 
 type designRow struct {

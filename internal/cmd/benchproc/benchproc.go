@@ -40,8 +40,15 @@ var (
 // own process group, registered for KillAll (the programs call it on
 // SIGINT, SIGTERM and every way out).
 func Start(name string, env []string, argv ...string) (*Proc, error) {
+	return StartIn("", name, env, argv...)
+}
+
+// StartIn is Start with the child's working directory dir ("": this
+// process's): a test binary runs in its package's directory.
+func StartIn(dir, name string, env []string, argv ...string) (*Proc, error) {
 	p := &Proc{Name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Dir = dir
 	if len(env) > 0 {
 		p.cmd.Env = append(os.Environ(), env...)
 	}
