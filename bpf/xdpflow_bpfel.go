@@ -269,6 +269,7 @@ const (
 	xdpflowVarCfgVxlanPorts         = "cfg_vxlan_ports"
 	xdpflowVarClockNs               = "clock_ns"
 	xdpflowVarTestClockNs           = "test_clock_ns"
+	xdpflowVarWalkUnknown           = "walk_unknown"
 )
 
 // loadXdpflow returns the embedded CollectionSpec for xdpflow.
@@ -369,6 +370,7 @@ type xdpflowVariableSpecs struct {
 	CfgVxlanPorts       *ebpf.VariableSpec `ebpf:"cfg_vxlan_ports"`
 	ClockNs             *ebpf.VariableSpec `ebpf:"clock_ns"`
 	TestClockNs         *ebpf.VariableSpec `ebpf:"test_clock_ns"`
+	WalkUnknown         *ebpf.VariableSpec `ebpf:"walk_unknown"`
 }
 
 // xdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -450,6 +452,7 @@ type xdpflowVariables struct {
 	CfgVxlanPorts       *ebpf.Variable `ebpf:"cfg_vxlan_ports"`
 	ClockNs             *ebpf.Variable `ebpf:"clock_ns"`
 	TestClockNs         *ebpf.Variable `ebpf:"test_clock_ns"`
+	WalkUnknown         *ebpf.Variable `ebpf:"walk_unknown"`
 }
 
 // xdpflowPrograms contains all programs after they have been loaded into the kernel.
