@@ -267,8 +267,7 @@ const struct conv_key *const btf_conv_key;
 const struct conv_state *const btf_conv_state;
 const struct seq_carry *const btf_seq_carry;
 
-/* What the parse learns about the packet. No pointers: inner layers are
- * parsed by a global function (see inner_layer), which takes it. */
+/* What the parse learns about the packet. */
 struct packet {
 	__u64 l2_len;  /* the whole frame, every fragment (a mirror's inner frame) */
 	__u64 end_off; /* where what encloses the current layer ends (frame, outer IP) */
@@ -948,15 +947,15 @@ struct walk {
 	__u8 at;     /* enum layer */
 	__u8 frame;  /* a frame as received or a mirror's inner frame: key its VLAN, MACs */
 	__u8 depth;  /* IP tunnels decapsulated */
-	__u8 layers; /* IP headers parsed */
-	__u8 _pad[2];
+	__u8 _pad[3];
 };
 
 /* One layer: the link (unless the walk is at an IP header), IP, and either
  * the L4 header (w->at = LAYER_DONE) or the encapsulation inside, which
- * leaves the walk at the next layer. */
+ * leaves the walk at the next layer. first: the frame's outermost layer,
+ * the only one whose payload may be a mirror encapsulation. */
 static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
-				     struct walk *w)
+				     struct walk *w, const int first)
 {
 	struct cursor cur = {
 	    .data = (void *)(long)ctx->data,
@@ -968,7 +967,7 @@ static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struc
 	__u16 proto = w->proto;
 
 	if (at != LAYER_IP) {
-		r = parse_link(p, c, k, &l3, &proto, at, w->frame, w->layers > 0);
+		r = parse_link(p, c, k, &l3, &proto, at, w->frame, !first);
 		if (r)
 			return r;
 		l3 = rebase(c->data, l3, MAX_HDR_OFF);
@@ -995,7 +994,7 @@ static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struc
 
 	void *next = 0;
 	int mirror = 0;
-	r = decap(c, k, &next, &at, &proto, &mirror, w->layers++ == 0);
+	r = decap(c, k, &next, &at, &proto, &mirror, first);
 	if (r)
 		return r;
 	if (at == LAYER_DONE)
@@ -1028,23 +1027,28 @@ static __always_inline int one_layer(struct xdp_md *ctx, struct packet *p, struc
 	return PARSE_OK;
 }
 
-/* The layers past the first two (the third of a two-level tunnel, deeper
- * ones, a mirror's tunnels). A global function: the verifier checks it
- * once, on its own, instead of once per layer and path through the layers
- * before it, which exceeds its limit. One call for all of them: on this
- * kind of CPU the call's return costs about as much as a layer
- * (docs/benchmarks.md). Plain frames and one-level tunnels never call it. */
-__attribute__((noinline)) int inner_layer(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
-					  struct walk *w)
-{
-	int i, r = 0;
+/* Zero, and nothing writes it: the verifier, which cannot know that, takes
+ * what is XORed with it for any value (inner_layer). */
+volatile __u32 walk_unknown;
 
-	if (!ctx || !p || !k || !w)
-		return PARSE_NOT_IP; /* cannot happen: called with the stack's */
-	/* At most MAX_TUNNEL_DEPTH tunnels, and a mirror above them. */
-	for (i = 0; i < MAX_TUNNEL_DEPTH && !r && w->at != LAYER_DONE; i++)
-		r = one_layer(ctx, p, k, w);
-	return r;
+/* A layer past the first: never a mirror (only the outermost IP payload is
+ * one), inside what encloses it. With forget, the verifier no longer tells
+ * apart the paths that led here (which link, tunnel, IP version; the next
+ * header's offset; where the enclosing packet ends): it checks the layer
+ * once, not once per path through the layers before it, which exceeds its
+ * limit. The path stays the same at run time (XOR with zero). */
+static __always_inline int inner_layer(struct xdp_md *ctx, struct packet *p, struct flow_key *k,
+				       struct walk *w, const int forget)
+{
+	if (forget) {
+		__u32 z = walk_unknown;
+		w->at ^= z;
+		w->depth ^= z;
+		w->proto ^= z;
+		w->off ^= z;
+		p->end_off ^= z;
+	}
+	return one_layer(ctx, p, k, w, 0);
 }
 
 /* Parse the frame layer by layer: the link, IP, and, while the IP payload
@@ -1055,16 +1059,28 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct fl
 	int r;
 
 	p->end_off = p->l2_len;
-	r = one_layer(ctx, p, k, &w);
-	/* One encapsulation, the common case, inlined too: a call costs more
-	 * than the layer's parse on CPUs with return-stack mitigations. */
-	if (!r && w.at != LAYER_DONE)
-		r = one_layer(ctx, p, k, &w);
-	if (!r && w.at != LAYER_DONE)
-		r = inner_layer(ctx, p, k, &w);
-	if (!r && w.at != LAYER_DONE)
-		return PARSE_BAD(MALFORMED_TUNNEL_TOO_DEEP);
-	return r;
+	r = one_layer(ctx, p, k, &w, 1);
+	if (r || w.at == LAYER_DONE)
+		return r;
+	/* The second layer (one encapsulation, the common case) as the
+	 * verifier finds it; the others forgotten (inner_layer). All inlined:
+	 * a call's return costs about as much as a layer on CPUs with
+	 * return-stack mitigations (docs/benchmarks.md). At most
+	 * MAX_TUNNEL_DEPTH tunnels and a mirror above them: five layers, and
+	 * one_layer refuses a deeper tunnel. */
+	r = inner_layer(ctx, p, k, &w, 0);
+	if (r || w.at == LAYER_DONE)
+		return r;
+	r = inner_layer(ctx, p, k, &w, 1);
+	if (r || w.at == LAYER_DONE)
+		return r;
+	r = inner_layer(ctx, p, k, &w, 1);
+	if (r || w.at == LAYER_DONE)
+		return r;
+	r = inner_layer(ctx, p, k, &w, 1);
+	if (r || w.at == LAYER_DONE)
+		return r;
+	return PARSE_BAD(MALFORMED_TUNNEL_TOO_DEEP);
 }
 
 static __always_inline void sample(struct xdp_md *ctx, struct datapath_stats *st, __u64 len,

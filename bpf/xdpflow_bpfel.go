@@ -271,6 +271,7 @@ const (
 	xdpflowVarClockNs               = "clock_ns"
 	xdpflowVarFlowSeed              = "flow_seed"
 	xdpflowVarTestClockNs           = "test_clock_ns"
+	xdpflowVarWalkUnknown           = "walk_unknown"
 )
 
 // loadXdpflow returns the embedded CollectionSpec for xdpflow.
@@ -373,6 +374,7 @@ type xdpflowVariableSpecs struct {
 	ClockNs             *ebpf.VariableSpec `ebpf:"clock_ns"`
 	FlowSeed            *ebpf.VariableSpec `ebpf:"flow_seed"`
 	TestClockNs         *ebpf.VariableSpec `ebpf:"test_clock_ns"`
+	WalkUnknown         *ebpf.VariableSpec `ebpf:"walk_unknown"`
 }
 
 // xdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -455,6 +457,7 @@ type xdpflowVariables struct {
 	ClockNs             *ebpf.Variable `ebpf:"clock_ns"`
 	FlowSeed            *ebpf.Variable `ebpf:"flow_seed"`
 	TestClockNs         *ebpf.Variable `ebpf:"test_clock_ns"`
+	WalkUnknown         *ebpf.Variable `ebpf:"walk_unknown"`
 }
 
 // xdpflowPrograms contains all programs after they have been loaded into the kernel.
