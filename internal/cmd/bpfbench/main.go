@@ -58,7 +58,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds: test processes, each running the floor and every row once")
 	fs.StringVar(&c.benchtime, "benchtime", "2000000x", "-test.benchtime of each row")
 	fs.StringVar(&c.bench, "bench", ".", "-test.bench: the rows that run (the floor is always added)")
-	fs.StringVar(&c.skip, "skip", "TableDesigns|Drain|Rotate", "-test.skip: rows left out (table-design experiments; the drain and rotation, which are userspace and not per packet)")
+	fs.StringVar(&c.skip, "skip", "TableDesigns|Drain|Rotate|^BenchmarkLoad$", "-test.skip: rows left out (table-design experiments; the drain and rotation, which are userspace and not per packet; the verifier's Load)")
 	fs.StringVar(&c.floor, "floor", "EmptyProgram", "the row every other is measured against")
 	fs.StringVar(&c.lock, "lock", "/tmp/xdpflow-bench.lock", "file locked (flock) while each round runs, shared with the machine's other benchmark runs; \"\" for none")
 	fs.DurationVar(&c.timeout, "round-timeout", 30*time.Minute, "kill a round's process after this long and fail")
