@@ -145,13 +145,13 @@ struct {
  * BUSY: claimed with a compare-and-exchange from 0 (one CPU owns it) until
  * key and value are written; READY: published with an exchange (a full
  * barrier: key and value are written before anyone sees the slot ready). */
-#define SLOT_BUSY  1
-#define SLOT_READY 2
-#define OA_WINDOW  128	 /* slots probed before the table counts as full */
-#define OA_SPIN	   16384 /* reads of a BUSY slot of our hash before probing on */
-#define KEY_WORDS_MAX 9	 /* the whole key, 68 bytes, in 8-byte words */
+#define SLOT_BUSY     1
+#define SLOT_READY    2
+#define OA_WINDOW     128   /* slots probed before the table counts as full */
+#define OA_SPIN	      16384 /* reads of a BUSY slot of our hash before probing on */
+#define KEY_WORDS_MAX 9	    /* the whole key, 68 bytes, in 8-byte words */
 
-volatile const __u64 cfg_oa_home = 1024; /* home slots: 2 x MaxFlows */
+volatile const __u64 cfg_oa_home = 1024;	   /* home slots: 2 x MaxFlows */
 volatile const __u32 cfg_key_words = KEY_BASE / 8; /* 6, 7 (KEY_MIRROR) or 9 (the whole key) */
 /* The hash seed: random per set of tables (as the kernel seeds jhash per
  * map: keys chosen to pile into one window would need it), written by the
@@ -161,7 +161,7 @@ volatile __u64 flow_seed[KEY_WORDS_MAX] SEC(".data.seed");
 
 /* The clock. Reading the time is the most expensive thing a packet would
  * do (bpf_ktime_get_coarse_ns is ~17 ns of ~85 here, see
- * docs/benchmarks.md), so a BPF timer writes CLOCK_MONOTONIC into clock_ns
+ * docs/benchmarks-history.md), so a BPF timer writes CLOCK_MONOTONIC into clock_ns
  * every cfg_clock_period_ns and packets just load it. Resolution is the
  * period (1 ms by default), finer than the coarse clock at HZ=250. */
 struct clock_timer {
@@ -210,7 +210,7 @@ struct {
  * (tcp_seed). Bounded (2 x --tcp-conversations): when full, the drain
  * counts the flows it could not carry. Userspace sweeps idle entries.
  * Preallocated, as the tables: the drain writes it for every TCP flow, and
- * allocating entries made that up to 40% slower (docs/benchmarks.md). */
+ * allocating entries made that up to 40% slower (docs/benchmarks-history.md). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
@@ -1065,7 +1065,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *p, struct fl
 	/* The second layer (one encapsulation, the common case) as the
 	 * verifier finds it; the others forgotten (inner_layer). All inlined:
 	 * a call's return costs about as much as a layer on CPUs with
-	 * return-stack mitigations (docs/benchmarks.md). At most
+	 * return-stack mitigations (docs/benchmarks-history.md). At most
 	 * MAX_TUNNEL_DEPTH tunnels and a mirror above them: five layers, and
 	 * one_layer refuses a deeper tunnel. */
 	r = inner_layer(ctx, p, k, &w, 0);
@@ -1391,7 +1391,7 @@ static __always_inline __u64 key_word(const struct flow_key *k, const int i)
  * summed, then murmur3's finalizer, so that the top bits, which pick the
  * home slot, depend on every key bit. With one multiply less in the
  * finalizer, keys differing in one address byte clustered under some
- * seeds (docs/benchmarks.md, issue #16's table designs). */
+ * seeds (docs/benchmarks-history.md, issue #16's table designs). */
 static __always_inline __u64 oa_hash(const struct flow_key *k, const int kw)
 {
 	__u64 h = 0;
