@@ -8,11 +8,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
-// The open-addressing tables under concurrency, in the real program (the
-// issue #16 experiment's TestOpenAddressingExact cases, bpf/tables_test.go,
-// against the datapath itself).
+// The open-addressing tables under concurrency, in the real program.
 
 // drainMerged rotates and drains d, adding up the slots of a key met more
 // than once (a flow takes a second slot where its first packet's writer
@@ -161,5 +162,30 @@ func TestCloseUnmapsTables(t *testing.T) {
 	}
 	if n := tables(); n != 0 {
 		t.Errorf("%d mappings of %d bytes after Close: want none", n, size)
+	}
+}
+
+// onCPU runs fn on a thread pinned to cpu.
+func onCPU(t testing.TB, cpu int, fn func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set, old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		t.Error(err)
+		return
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Error(err)
+		return
+	}
+	defer unix.SchedSetaffinity(0, &old)
+	fn()
+}
+
+// repeat runs the frame n times in one BPF_PROG_TEST_RUN.
+func repeat(t testing.TB, p *ebpf.Program, frame []byte, n int) {
+	if _, _, err := p.Benchmark(frame, n, nil); err != nil {
+		t.Error(err)
 	}
 }

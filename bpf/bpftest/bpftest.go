@@ -6,7 +6,6 @@ package bpftest
 // The generated Go and .o files are committed so `go build` needs no clang.
 //go:generate go tool bpf2go -cc $BPF_CLANG -cflags "-mcpu=v3 $BPF_CFLAGS" -target bpfel empty ../testdata/empty.c
 //go:generate go tool bpf2go -cc $BPF_CLANG -cflags "-mcpu=v3 $BPF_CFLAGS" -target bpfel droponce ../testdata/droponce.c
-//go:generate go tool bpf2go -cc $BPF_CLANG -cflags "-mcpu=v3 $BPF_CFLAGS" -target bpfel -type slot -type v4_key -type flow_value -type datapath_stats tables ../testdata/tables.c
 
 import (
 	"errors"

@@ -10,8 +10,7 @@
 // in one test process, and every difference and ratio is formed within a
 // round before the median over rounds is taken. Each round holds the
 // benchmark lock (--lock) that other benchmark runs on the machine take
-// too, and runs with XDPFLOW_BENCH_ROTATE=<round> so that the benchmarks
-// that read it start their rows at a different one each round.
+// too.
 package main
 
 import (
@@ -58,7 +57,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds: test processes, each running the floor and every row once")
 	fs.StringVar(&c.benchtime, "benchtime", "2000000x", "-test.benchtime of each row")
 	fs.StringVar(&c.bench, "bench", ".", "-test.bench: the rows that run (the floor is always added)")
-	fs.StringVar(&c.skip, "skip", "TableDesigns|Drain|Rotate|^BenchmarkLoad$", "-test.skip: rows left out (table-design experiments; the drain and rotation, which are userspace and not per packet; the verifier's Load)")
+	fs.StringVar(&c.skip, "skip", "Drain|Rotate|^BenchmarkLoad$", "-test.skip: rows left out (the drain and rotation, which are userspace and not per packet; the verifier's Load)")
 	fs.StringVar(&c.floor, "floor", "EmptyProgram", "the row every other is measured against")
 	fs.StringVar(&c.lock, "lock", "/tmp/xdpflow-bench.lock", "file locked (flock) while each round runs, shared with the machine's other benchmark runs; \"\" for none")
 	fs.DurationVar(&c.timeout, "round-timeout", 30*time.Minute, "kill a round's process after this long and fail")
@@ -213,12 +212,11 @@ func runRound(cfg *config, bin string, args []string, i int) ([]byte, error) {
 		return nil, err
 	}
 	defer unlock()
-	env := []string{"XDPFLOW_BENCH_ROTATE=" + strconv.Itoa(i)}
 	dir, err := filepath.Abs(cfg.pkg)
 	if err != nil {
 		return nil, fmt.Errorf("--pkg: %w", err)
 	}
-	p, err := benchproc.StartIn(dir, "bpf.test", env, append([]string{bin}, args...)...)
+	p, err := benchproc.StartIn(dir, "bpf.test", nil, append([]string{bin}, args...)...)
 	if err != nil {
 		return nil, err
 	}
