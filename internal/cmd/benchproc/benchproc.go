@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,6 +136,26 @@ func (p *Proc) Kill() {
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
+	}
+}
+
+// Main runs a benchmark program's run and exits: every child still
+// running is killed first, also when SIGINT, SIGTERM or SIGHUP ends the
+// program early (status 130); a run error is printed after name, status 1.
+func Main(name string, run func() error) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "%s: %v: stopping its child processes\n", name, s)
+		KillAll()
+		os.Exit(130)
+	}()
+	err := run()
+	KillAll()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
 	}
 }
 

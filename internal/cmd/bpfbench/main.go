@@ -19,12 +19,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -87,20 +85,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bpfbench:", err)
 		os.Exit(2)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sig
-		fmt.Fprintf(os.Stderr, "bpfbench: %v: stopping the test process\n", s)
-		benchproc.KillAll()
-		os.Exit(130)
-	}()
-	err = run(cfg)
-	benchproc.KillAll()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bpfbench:", err)
-		os.Exit(1)
-	}
+	benchproc.Main("bpfbench", func() error { return run(cfg) })
 }
 
 func logf(format string, a ...any) {

@@ -25,13 +25,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -145,19 +143,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "collectorbench: %v\n", err)
 		os.Exit(2)
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sig
-		benchproc.KillAll()
-		os.Exit(1)
-	}()
-	err = run(cfg)
-	benchproc.KillAll()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "collectorbench: %v\n", err)
-		os.Exit(1)
-	}
+	benchproc.Main("collectorbench", func() error { return run(cfg) })
 }
 
 func run(cfg *config) error {
